@@ -1,0 +1,53 @@
+"""What every task gives the training loop: shared eval splits with stable example ids, and training batches.
+
+One `Task` object serves a whole ensemble of M members. Members may differ in the fields of
+`spec.MEMBER_FIELDS` (for tasks: `train_fraction`, `split_seed`) and in `data_seed`; everything else is shared.
+Inputs are either tokens (int64 `[..., n_positions]`, `vocab_size` set) or bits/reals (float32 `[..., n_inputs]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class EvalSplit:
+    """One evaluation split, shared by all members; `member_mask` says which examples are in it per member."""
+
+    name: str  # "train" | "test"
+    example: torch.Tensor  # [N] int64, stable example ids
+    x: torch.Tensor  # [N, n_positions] int64 or [N, n_inputs] float32
+    y: torch.Tensor  # [N] int64 class ids (cross entropy) or float32 +-1 (hinge)
+    member_mask: torch.Tensor | None = None  # [M, N] bool; None: every example is in the split for every member
+    subsets: dict[str, torch.Tensor] = field(default_factory=dict)  # subset name -> [N] bool
+
+
+@dataclass
+class Batch:
+    """One training step's data for every member."""
+
+    x: torch.Tensor  # [M, B, ...]
+    y: torch.Tensor  # [M, B]
+    weight: torch.Tensor | None = None  # [M, B] float 0/1 padding mask; None: all examples count
+
+
+class Task:
+    """Base class: subclasses set the attributes and implement `eval_splits` and `batch`."""
+
+    loss: str  # "cross_entropy" | "hinge"
+    n_outputs: int  # logits per example (1 for hinge)
+    vocab_size: int | None = None  # set for token inputs
+    n_positions: int = 0  # token inputs: sequence length
+    n_inputs: int = 0  # float inputs: features
+    n_members: int
+
+    def eval_splits(self) -> list[EvalSplit]:
+        """Return the splits recorded at every checkpoint (fixed for the whole run)."""
+        raise NotImplementedError
+
+    def batch(self, step: int) -> Batch:
+        """Return the training batch of `step` (0-based). Depends only on each member's seeds and `step`,
+        never on earlier calls, so a resumed run sees exactly the data an uninterrupted one would."""
+        raise NotImplementedError
