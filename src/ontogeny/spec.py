@@ -179,16 +179,18 @@ class Spec:
         data["sweep"] = {}
         for key, value in point.items():
             _set_dotted(data, key, value)
-        return from_dict(data)
+        return from_dict(data, check_memory=False)  # the whole spec's memory was checked already
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
 
 
-def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Spec:
+def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = None, *,
+              check_memory: bool = True) -> Spec:
     """Load a spec from a TOML file or a built-in recipe name, apply `overrides` and validate it.
 
     `overrides` are `key=value` strings (values parsed as TOML, else taken as strings) or a {key: value} dict.
+    `check_memory=False` skips the check against this machine's memory (for reading a finished run's spec).
     """
     path = Path(spec)
     if not path.suffix and not path.exists():
@@ -206,12 +208,16 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
         pairs = list(overrides.items())
     else:
         pairs = [_parse_override(text) for text in overrides or []]
+    for section in ("task", "model"):  # a new task or model kind starts from its own defaults, not the file's
+        kind = dict(pairs).get(f"{section}.name")
+        if kind is not None and kind != data.get(section, {}).get("name"):
+            data[section] = {}
     for key, value in pairs:
         _set_dotted(data, key, value)
-    return from_dict(data, source=source)
+    return from_dict(data, source=source, check_memory=check_memory)
 
 
-def from_dict(data: dict[str, Any], *, source: str | None = None) -> Spec:
+def from_dict(data: dict[str, Any], *, source: str | None = None, check_memory: bool = True) -> Spec:
     """Build and validate a `Spec` from nested plain data (as read from TOML)."""
     data = dict(data)
     sections = {}
@@ -239,10 +245,10 @@ def from_dict(data: dict[str, Any], *, source: str | None = None) -> Spec:
                             key=f"sweep.{key}")
         sweep_pairs.append((key, tuple(values)))
     spec = dataclasses.replace(spec, sweep=tuple(sweep_pairs))
-    validate(spec, source)
+    validate(spec, source, check_memory=check_memory)
     for point in spec.grid() if spec.sweep else []:  # every grid point must be a valid spec too
         try:
-            validate(spec.at(point), source)
+            spec.at(point)
         except SpecError as err:
             raise SpecError(f"at point {point}: {err}", source=source, key="sweep") from None
     return spec
@@ -255,7 +261,7 @@ def recipe_names() -> list[str]:
 # ---- validation -----------------------------------------------------------------------------------------------
 
 
-def validate(spec: Spec, source: str | None = None) -> None:
+def validate(spec: Spec, source: str | None = None, *, check_memory: bool = True) -> None:
     """Raise `SpecError` for impossible values (and for specs too large for this machine's memory)."""
 
     def check(ok: bool, key: str, message: str) -> None:
@@ -310,7 +316,7 @@ def validate(spec: Spec, source: str | None = None) -> None:
     check(record.weights_every >= 0, "record.weights_every", "must be >= 0")
     check(record.max_probe_examples >= 1, "record.max_probe_examples", "must be at least 1")
     need, have = estimate_memory(spec), _machine_memory()
-    if have and need > 0.8 * have:
+    if check_memory and have and need > 0.8 * have:
         raise SpecError(f"needs about {need / 2**30:.1f} GiB of memory for {n_members(spec)} members, "
                         f"this machine has {have / 2**30:.1f} GiB (use fewer seeds or a smaller model)",
                         source=source, key="model")

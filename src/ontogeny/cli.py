@@ -1,0 +1,123 @@
+"""The `ontogeny` command: parse, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .exceptions import OntogenyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A lab for the science of training dynamics.")
+console = Console(width=None if sys.stdout.isatty() else 120)  # pipes and logs get whole tables
+
+
+class ProgressDisplay:
+    """A rich progress bar over all steps of all ensembles: steps/s, members ok/diverged, accuracy ranges."""
+
+    def __init__(self):
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console)
+        self.task, self.steps, self.started, self.done_before = None, 0, time.monotonic(), 0
+
+    def start(self, n_ensembles: int, steps: int, members) -> None:
+        self.steps, self.n_members = steps, len(members)
+        self.bar.start()
+        self.task = self.bar.add_task(f"{len(members)} members", total=n_ensembles * steps, speed="", status="")
+
+    def step(self, ensemble: int, step: int) -> None:
+        done = ensemble * self.steps + step
+        elapsed = time.monotonic() - self.started
+        self.bar.update(self.task, completed=done, speed=f"{done / max(elapsed, 1e-9):.0f} steps/s")
+
+    def checkpoint(self, ensemble: int, step: int, scalars: dict, trainer) -> None:
+        n_diverged = sum(s is not None for s in trainer.diverged_step)
+        parts = [f"ensemble {ensemble}: ok {len(trainer.members) - n_diverged} diverged {n_diverged}"]
+        for name in ("train/acc", "test/acc"):
+            if name in scalars:
+                parts.append(f"{name} {scalars[name].min():.2f}-{scalars[name].max():.2f}")
+        self.bar.update(self.task, completed=ensemble * self.steps + step, status="  ".join(parts))
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@app.command("run")
+def run_command(
+    spec: Annotated[Optional[str], typer.Argument(help="A spec TOML file or a built-in recipe name.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field: key=value.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the killed run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: the spec's).")] = None,
+    commit_seconds: Annotated[float, typer.Option(help="Seconds between durable saves.")] = 30.0,
+) -> None:
+    """Train every member of a spec as ensembles and record them into a run directory."""
+    from .analysis.summary import member_summary
+    from .train.run import run
+
+    if spec is None and resume is None:
+        _fail("give a spec file or recipe name, or --resume DIR")
+    display = ProgressDisplay()
+    try:
+        result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
+                     device=device, commit_seconds=commit_seconds, progress=display)
+    except KeyboardInterrupt:
+        display.stop()
+        where = resume or out or "runs/<name>"
+        print(f"interrupted; continue with: ontogeny run --resume {where}", file=sys.stderr)
+        raise typer.Exit(130)
+    except OntogenyError as err:
+        display.stop()
+        _fail(str(err))
+    display.stop()
+    table = Table(title=f"{result.path}: per member (steps where accuracy first reached 99%)")
+    frame = member_summary(result.scalars(name=["train/acc", "test/acc"]), result.members())
+    for column in frame.columns:
+        table.add_column(column, justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+@app.command("recipes")
+def recipes_command() -> None:
+    """List the built-in recipes, one line each."""
+    from .spec import load_spec, recipe_names
+
+    table = Table(show_header=True)
+    table.add_column("recipe")
+    table.add_column("what it shows")
+    table.add_column("follows")
+    for name in recipe_names():
+        spec = load_spec(name)
+        table.add_row(name, spec.description, spec.source)
+    console.print(table)
+
+
+def _cell(value) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Building blocks shared by the ensemble-native models.
+
+Every parameter carries a leading member axis `[M, ...]`. Member m's initial values are drawn from its own
+generator (`seeds.generator("init", init_seed)`), one parameter after another in a fixed order, so they depend
+only on its init seed, never on its position in the ensemble or the ensemble's size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..seeds import generator
+
+
+def init_generators(init_seeds: list[int]) -> list[torch.Generator]:
+    """Return one init generator per member."""
+    return [generator("init", seed) for seed in init_seeds]
+
+
+def member_normal(generators: list[torch.Generator], shape: tuple[int, ...], std: torch.Tensor | float) -> nn.Parameter:
+    """Return a parameter `[M, *shape]` with member m drawn from N(0, std[m]^2) using `generators[m]`."""
+    draws = torch.stack([torch.randn(shape, generator=g) for g in generators])  # [M, *shape]
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, *([1] * len(shape)))
+    return nn.Parameter(draws * std)
+
+
+def member_constant(n_members: int, shape: tuple[int, ...], value: float = 0.0) -> nn.Parameter:
+    """Return a parameter `[M, *shape]` filled with `value` (biases, LayerNorm gains)."""
+    return nn.Parameter(torch.full((n_members, *shape), float(value)))
+
+
+def fan_in_std(fan_in: int, init_scales: torch.Tensor) -> torch.Tensor:
+    """Per-member std `init_scale / sqrt(fan_in)`, shape [M]."""
+    return init_scales / math.sqrt(fan_in)
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "relu":
+        return torch.relu(x)
+    if name == "gelu":
+        return nn.functional.gelu(x)
+    if name == "square":  # Gromov 2023: x^2 makes modular addition solvable by a two-layer net in closed form
+        return x * x
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def embed_tokens(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Look up per-member embeddings: table [M, V, d], tokens [B, T] (shared) or [M, B, T] -> [M, B, T, d]."""
+    if tokens.dim() == 2:
+        return table[:, tokens]  # [M, B, T, d]
+    members = torch.arange(table.shape[0], device=tokens.device).view(-1, 1, 1)
+    return table[members, tokens]  # [M, B, T, d]

@@ -1,0 +1,72 @@
+"""Ensemble-native MLP: every weight has a leading member axis, the forward pass is batched matmul."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..spec import MLPModel
+from .layers import activation, fan_in_std, init_generators, member_constant, member_normal
+
+
+class EnsembleMLP(nn.Module):
+    """M independent MLPs trained as one module.
+
+    Token inputs (`vocab_size` set) get one embedding table per position, which is the same as a linear layer on
+    the concatenated one-hot tokens (Gromov 2023), done as a lookup. Float inputs go through a linear layer.
+    """
+
+    def __init__(self, spec: MLPModel, *, n_outputs: int, init_seeds: list[int], vocab_size: int | None = None,
+                 n_positions: int = 0, n_inputs: int = 0, init_scales: list[float] | None = None):
+        super().__init__()
+        self.spec, self.n_members, self.vocab_size = spec, len(init_seeds), vocab_size
+        scales = torch.as_tensor(init_scales if init_scales is not None else [spec.init_scale] * self.n_members,
+                                 dtype=torch.float32)  # [M]
+        gens, width = init_generators(init_seeds), spec.width
+        if vocab_size:
+            # std as nn.Linear on the concatenated one-hot tokens (fan-in n_positions * vocab_size), as Gromov 2023
+            self.embed = member_normal(gens, (n_positions, vocab_size, width),
+                                       fan_in_std(n_positions * vocab_size, scales))
+        else:
+            self.w_in = member_normal(gens, (n_inputs, width), fan_in_std(n_inputs, scales))
+        self.b_in = member_constant(self.n_members, (width,)) if spec.bias else None
+        self.hidden = nn.ParameterList()
+        self.hidden_bias = nn.ParameterList()
+        for _ in range(spec.depth - 1):
+            self.hidden.append(member_normal(gens, (width, width), fan_in_std(width, scales)))
+            if spec.bias:
+                self.hidden_bias.append(member_constant(self.n_members, (width,)))
+        self.w_out = member_normal(gens, (width, n_outputs), fan_in_std(width, scales))
+        self.b_out = member_constant(self.n_members, (n_outputs,)) if spec.bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: tokens [B, T] / [M, B, T] (int64) or features [B, n] / [M, B, n] -> logits [M, B, n_outputs]."""
+        if self.vocab_size:
+            h = self._embed(x)  # [M, B, width]
+        elif x.dim() == 2:
+            h = torch.matmul(x, self.w_in)  # [B, n] @ [M, n, width] -> [M, B, width]
+        else:
+            h = torch.bmm(x, self.w_in)  # [M, B, width]
+        if self.b_in is not None:
+            h = h + self.b_in[:, None]
+        h = activation(self.spec.activation, h)
+        for i, weight in enumerate(self.hidden):
+            h = torch.bmm(h, weight)  # [M, B, width]
+            if self.spec.bias:
+                h = h + self.hidden_bias[i][:, None]
+            h = activation(self.spec.activation, h)
+        out = torch.bmm(h, self.w_out)  # [M, B, n_outputs]
+        return out if self.b_out is None else out + self.b_out[:, None]
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Sum of per-position embeddings -> [M, B, width]."""
+        h = None
+        for position in range(tokens.shape[-1]):
+            table = self.embed[:, position]  # [M, V, width]
+            if tokens.dim() == 2:
+                part = table[:, tokens[:, position]]  # [M, B, width]
+            else:
+                members = torch.arange(self.n_members, device=tokens.device)[:, None]
+                part = table[members, tokens[..., position]]  # [M, B, width]
+            h = part if h is None else h + part
+        return h

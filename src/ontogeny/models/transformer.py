@@ -1,0 +1,159 @@
+"""Ensemble-native decoder-only transformer: M members in one module, every parameter shaped [M, ...].
+
+With `layer_norm = false` and the defaults of `TransformerModel` this is Nanda et al. 2023's grokking transformer
+(learned positions, no attention or unembedding biases, ReLU MLP, no LayerNorm); with `layer_norm = true` it is a
+pre-LN transformer. The loss reads the last position only, so the last layer computes its queries, MLP and
+unembedding there alone, while its keys and values still use every position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..spec import TransformerModel
+from .layers import activation, embed_tokens, fan_in_std, init_generators, member_constant, member_normal
+
+
+def _project(x: Tensor, weight: Tensor) -> Tensor:
+    """Per-member linear map: x [M, ..., a], weight [M, a, b] -> [M, ..., b] (one bmm over all members)."""
+    n_members, width_in = x.shape[0], x.shape[-1]
+    out = torch.bmm(x.reshape(n_members, -1, width_in), weight)  # [M, N, b]
+    return out.view(*x.shape[:-1], weight.shape[-1])  # [M, ..., b]
+
+
+def _per_member(vector: Tensor, like: Tensor) -> Tensor:
+    """View a per-member vector [M, k] so that it broadcasts against `like` [M, ..., k]."""
+    return vector.view(vector.shape[0], *([1] * (like.dim() - 2)), vector.shape[-1])
+
+
+def _layer_norm(x: Tensor, gain: Tensor | None, bias: Tensor | None) -> Tensor:
+    """LayerNorm over the last axis with per-member gain and bias [M, d]; the identity when the model has none."""
+    if gain is None:
+        return x
+    normed = nn.functional.layer_norm(x, x.shape[-1:])  # [M, ..., d]
+    return normed * _per_member(gain, x) + _per_member(bias, x)  # [M, ..., d]
+
+
+class _Block(nn.Module):
+    """One attention + MLP layer of every member (pre-LN when the spec asks for LayerNorm)."""
+
+    def __init__(self, spec: TransformerModel, generators: list[torch.Generator], init_scales: Tensor):
+        super().__init__()
+        n_members, d, d_mlp = len(generators), spec.d_model, spec.d_mlp
+        self.n_heads, self.activation = spec.n_heads, spec.activation
+        # Creation order is the draw order from each member's generator: keep it fixed.
+        self.ln_attn_gain, self.ln_attn_bias = self._layer_norm_params(spec, n_members)
+        self.W_Q = member_normal(generators, (d, d), fan_in_std(d, init_scales))  # [M, d, H*dh]
+        self.W_K = member_normal(generators, (d, d), fan_in_std(d, init_scales))  # [M, d, H*dh]
+        self.W_V = member_normal(generators, (d, d), fan_in_std(d, init_scales))  # [M, d, H*dh]
+        self.W_O = member_normal(generators, (d, d), fan_in_std(d, init_scales))  # [M, H*dh, d]
+        self.ln_mlp_gain, self.ln_mlp_bias = self._layer_norm_params(spec, n_members)
+        self.W_in = member_normal(generators, (d, d_mlp), fan_in_std(d, init_scales))  # [M, d, d_mlp]
+        self.b_in = member_constant(n_members, (d_mlp,))  # [M, d_mlp]
+        self.W_out = member_normal(generators, (d_mlp, d), fan_in_std(d_mlp, init_scales))  # [M, d_mlp, d]
+        self.b_out = member_constant(n_members, (d,))  # [M, d]
+
+    @staticmethod
+    def _layer_norm_params(spec: TransformerModel, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+        if not spec.layer_norm:
+            return None, None
+        return member_constant(n_members, (spec.d_model,), 1.0), member_constant(n_members, (spec.d_model,), 0.0)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """[M, B, T, H*dh] -> [M, B, H, T, dh]."""
+        n_members, batch, positions, width = x.shape
+        return x.view(n_members, batch, positions, self.n_heads, width // self.n_heads).transpose(2, 3)
+
+    def forward(self, resid: Tensor, last_only: bool, with_pattern: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Run the layer on resid [M, B, T, d] with queries at every position, or at the last one if `last_only`.
+
+        Returns the new residual stream at the query positions [M, B, Tq, d] (Tq = 1 if `last_only`, else T) and,
+        if `with_pattern`, the attention pattern [M, B, H, Tq, T] (else None).
+        """
+        n_members, batch, positions, d = resid.shape
+        first_query = positions - 1 if last_only else 0
+        h = _layer_norm(resid, self.ln_attn_gain, self.ln_attn_bias)  # [M, B, T, d]
+        q = self._heads(_project(h[:, :, first_query:], self.W_Q))  # [M, B, H, Tq, dh]
+        k = self._heads(_project(h, self.W_K))  # [M, B, H, T, dh]
+        v = self._heads(_project(h, self.W_V))  # [M, B, H, T, dh]
+        pattern = None
+        if with_pattern:  # explicit softmax, so that probes can read the pattern
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [M, B, H, Tq, T]
+            key_pos = torch.arange(positions, device=resid.device)  # [T]
+            causal = key_pos <= key_pos[first_query:, None]  # [Tq, T]: a query sees itself and earlier keys
+            pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # [M, B, H, Tq, T]
+            mixed = pattern @ v  # [M, B, H, Tq, dh]
+        else:  # the fused kernel on the training path; the last position sees every key, so it needs no mask
+            mixed = nn.functional.scaled_dot_product_attention(
+                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), is_causal=not last_only)  # [M*B, H, Tq, dh]
+            mixed = mixed.unflatten(0, (n_members, batch))  # [M, B, H, Tq, dh]
+        mixed = mixed.transpose(2, 3).reshape(n_members, batch, -1, d)  # [M, B, Tq, H*dh]
+        resid = resid[:, :, first_query:] + _project(mixed, self.W_O)  # [M, B, Tq, d]
+        h = _layer_norm(resid, self.ln_mlp_gain, self.ln_mlp_bias)  # [M, B, Tq, d]
+        hidden = activation(self.activation, _project(h, self.W_in) + _per_member(self.b_in, h))  # [M, B, Tq, d_mlp]
+        resid = resid + _project(hidden, self.W_out) + _per_member(self.b_out, resid)  # [M, B, Tq, d]
+        return resid, pattern
+
+
+class EnsembleTransformer(nn.Module):
+    """M decoder-only transformers of one shape, trained as one module; member m depends only on its own slices.
+
+    Parameters, drawn in this order from each member's init generator: W_E [M, V, d], W_pos [M, T, d], per layer
+    (LayerNorm gain/bias), W_Q, W_K, W_V [M, d, H*dh], W_O [M, H*dh, d], (LayerNorm gain/bias), W_in [M, d, d_mlp],
+    b_in [M, d_mlp], W_out [M, d_mlp, d], b_out [M, d], then (final LayerNorm gain/bias) and W_U [M, d, n_outputs].
+    Weights are N(0, (init_scale / sqrt(fan_in))^2) with fan_in = d for W_E and W_pos; biases 0, gains 1.
+    """
+
+    def __init__(self, spec: TransformerModel, *, vocab_size: int, n_positions: int, n_outputs: int,
+                 init_seeds: list[int], init_scales: list[float] | None = None):
+        super().__init__()
+        if not init_seeds:
+            raise ValueError("init_seeds must name at least one member")
+        if spec.d_model % spec.n_heads:
+            raise ValueError(f"n_heads ({spec.n_heads}) must divide d_model ({spec.d_model})")
+        self.n_members = len(init_seeds)
+        if init_scales is None:  # one scale for all members: the spec's (1.0 by default)
+            init_scales = [spec.init_scale] * self.n_members
+        if len(init_scales) != self.n_members:
+            raise ValueError(f"got {len(init_scales)} init_scales for {self.n_members} init_seeds")
+        self.spec, self.n_positions, self.n_outputs = spec, n_positions, n_outputs
+        self.init_scales = torch.tensor(init_scales, dtype=torch.float32)  # [M]
+        generators, d = init_generators(init_seeds), spec.d_model
+        self.W_E = member_normal(generators, (vocab_size, d), fan_in_std(d, self.init_scales))  # [M, V, d]
+        self.W_pos = member_normal(generators, (n_positions, d), fan_in_std(d, self.init_scales))  # [M, T, d]
+        self.blocks = nn.ModuleList(_Block(spec, generators, self.init_scales) for _ in range(spec.n_layers))
+        self.ln_final_gain, self.ln_final_bias = _Block._layer_norm_params(spec, self.n_members)
+        self.W_U = member_normal(generators, (d, n_outputs), fan_in_std(d, self.init_scales))  # [M, d, n_outputs]
+
+    def _run(self, x: Tensor, last_only: bool, with_patterns: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Embed tokens [B, T] or [M, B, T] and run every layer (the last one at the last position if `last_only`).
+
+        Returns the final residual stream [M, B, Tq, d] and, if `with_patterns`, each layer's attention pattern
+        [M, B, H, Tq, T] (Tq = 1 in the last layer if `last_only`, else T); otherwise an empty list.
+        """
+        positions = x.shape[-1]
+        if positions > self.n_positions:
+            raise ValueError(f"got {positions} positions, the model has {self.n_positions}")
+        resid = embed_tokens(self.W_E, x) + self.W_pos[:, None, :positions]  # [M, B, T, d]
+        patterns = []
+        for index, block in enumerate(self.blocks):
+            resid, pattern = block(resid, last_only and index == len(self.blocks) - 1, with_patterns)  # [M, B, Tq, d]
+            if with_patterns:
+                patterns.append(pattern)
+        return resid, patterns
+
+    def _unembed(self, resid: Tensor) -> Tensor:
+        """Return logits [M, B, n_outputs] from the residual stream's last position (resid [M, B, Tq, d])."""
+        last = _layer_norm(resid[:, :, -1], self.ln_final_gain, self.ln_final_bias)  # [M, B, d]
+        return torch.bmm(last, self.W_U)  # [M, B, n_outputs]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return logits [M, B, n_outputs] read at the last position, for tokens [B, T] (shared) or [M, B, T]."""
+        return self._unembed(self._run(x, last_only=True)[0])
+
+    def attention_patterns(self, x: Tensor) -> list[Tensor]:
+        """Return, per layer, the causal attention pattern [M, B, H, T, T] at every query position (for probes)."""
+        return self._run(x, last_only=False, with_patterns=True)[1]

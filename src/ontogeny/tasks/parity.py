@@ -1,0 +1,168 @@
+"""Sparse parity (Barak et al. 2022) and multitask sparse parity (Michaud et al. 2023, the quantization model).
+
+Members of one ensemble share the split seed (so the secret bits and the test set) and differ only in data seed.
+Online training draws fresh samples in blocks of `BLOCK_STEPS` steps per member, each block from its own
+("data", data_seed, block) stream, so any step is recomputable on its own and generation is vectorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..seeds import generator
+from ..spec import MultitaskParityTask, SparseParityTask
+from .base import Batch, EvalSplit, Task
+from .modular import EpochOrder, probe_positions, stack_padded
+
+BLOCK_STEPS = 100  # steps of fresh samples drawn at once per member
+
+
+class OnlineBlocks:
+    """Fresh training samples: member m's block b is `draw(generator("data", data_seeds[m], b))`, a tuple of
+    tensors each [BLOCK_STEPS, B, ...]; every member's current block is cached, stacked as [BLOCK_STEPS, M, B, ...]."""
+
+    def __init__(self, data_seeds: list[int], draw: Callable[[torch.Generator], tuple[torch.Tensor, ...]]):
+        self.data_seeds, self.draw = data_seeds, draw
+        self._block, self._data = -1, ()
+
+    def at(self, step: int) -> tuple[torch.Tensor, ...]:
+        """Return `step`'s rows of every drawn tensor, each [M, B, ...]."""
+        block, row = divmod(step, BLOCK_STEPS)
+        if block != self._block:
+            draws = [self.draw(generator("data", seed, block)) for seed in self.data_seeds]
+            self._data = tuple(torch.stack(parts, dim=1) for parts in zip(*draws))  # each [BLOCK_STEPS, M, B, ...]
+            self._block = block
+        return tuple(t[row] for t in self._data)
+
+
+def random_bytes(gen: torch.Generator, shape: tuple[int, ...], n: int) -> torch.Tensor:
+    """Return n uniform random bits per entry of `shape`, packed 8 to a byte (8x fewer draws and cached bytes
+    than one per bit): [*shape, ceil(n / 8)] uint8. `unpack_bits` turns them into bits."""
+    return torch.randint(0, 256, (*shape, -(-n // 8)), generator=gen, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Return the first n bits of bytes packed [..., n_bytes], lowest bit first: [..., n] uint8 0/1."""
+    bits = (packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1  # [..., n_bytes, 8]
+    return bits.flatten(-2)[..., :n].contiguous()
+
+
+def to_signs(bits: torch.Tensor) -> torch.Tensor:
+    """Return bits [...] 0/1 as signs [...] int8 +1/-1 (so a product of signs is the parity)."""
+    return 1 - 2 * bits.to(torch.int8)
+
+
+def random_signs(gen: torch.Generator, shape: tuple[int, ...], n: int) -> torch.Tensor:
+    """Return uniform +-1 inputs: [*shape, n] int8."""
+    return to_signs(unpack_bits(random_bytes(gen, shape, n), n))
+
+
+def random_subsets(gen: torch.Generator, n: int, k: int, count: int) -> torch.Tensor:
+    """Return `count` sorted k-subsets of range(n), drawn one after another from `gen`: [count, k] int64."""
+    return torch.stack([torch.randperm(n, generator=gen)[:k].sort().values for _ in range(count)])
+
+
+# ---- sparse parity --------------------------------------------------------------------------------------------
+
+
+class SparseParity(Task):
+    """Inputs x in {-1, +1}^n, label the product of the k secret bits (+-1, hinge loss)."""
+
+    loss = "hinge"
+    n_outputs = 1
+
+    def __init__(self, tasks: list[SparseParityTask], data_seeds: list[int], max_probe_examples: int):
+        spec = tasks[0]
+        self.n_inputs, self.batch_size, self.n_members = spec.n, spec.batch_size, len(tasks)
+        self.secret = random_subsets(generator("split", spec.split_seed), spec.n, spec.k, 1)[0]  # [k]
+        test_x = random_signs(generator("split", spec.split_seed, 1), (spec.n_test,), spec.n)[:max_probe_examples]
+        self._splits = [self._split("test", torch.arange(len(test_x)), test_x)]
+        self._blocks = self._orders = None
+        if spec.n_train > 0:  # a fixed training set, visited in per-member epoch orders
+            self.train_x = random_signs(generator("split", spec.split_seed, 2), (spec.n_train,), spec.n)  # [n_train, n]
+            self._orders = [EpochOrder(spec.n_train, spec.batch_size, seed) for seed in data_seeds]
+            keep = probe_positions(spec.n_train, max_probe_examples)  # [N_probe]
+            self._splits.insert(0, self._split("train", keep, self.train_x[keep]))
+        else:  # online: fresh samples every step
+            shape = (BLOCK_STEPS, spec.batch_size)
+            self._blocks = OnlineBlocks(data_seeds, lambda gen: (random_bytes(gen, shape, spec.n),))  # [S, B, n_bytes]
+
+    def labels(self, signs: torch.Tensor) -> torch.Tensor:
+        """Return the parity labels of +-1 inputs [..., n]: product of the secret bits, float32 [...]."""
+        return signs[..., self.secret].prod(-1).float()
+
+    def _split(self, name: str, example: torch.Tensor, signs: torch.Tensor) -> EvalSplit:
+        return EvalSplit(name, example, signs.float(), self.labels(signs))
+
+    def eval_splits(self) -> list[EvalSplit]:
+        """Return ["train" (fixed training set only), "test"]: example [N], x [N, n] float32, y [N] float32 +-1."""
+        return self._splits
+
+    def batch(self, step: int) -> Batch:
+        """Return `step`'s batch: x [M, B, n] float32 +-1, y [M, B] float32 +-1, weight None."""
+        if self._blocks is not None:
+            (packed,) = self._blocks.at(step)  # [M, B, n_bytes]
+            signs = to_signs(unpack_bits(packed, self.n_inputs))  # [M, B, n]
+        else:
+            signs = torch.stack([self.train_x[order.positions(step)] for order in self._orders])  # [M, B, n]
+        return Batch(signs.float(), self.labels(signs))
+
+
+# ---- multitask sparse parity ----------------------------------------------------------------------------------
+
+
+class MultitaskParity(Task):
+    """Inputs: n_tasks one-hot control bits, then n task bits (float32 0/1); the label (class 0/1) is the parity of
+    the control-selected subtask's k bits. Subtask i (1-based) is trained on with probability ~ i^-zipf_exponent."""
+
+    loss = "cross_entropy"
+    n_outputs = 2
+
+    def __init__(self, tasks: list[MultitaskParityTask], data_seeds: list[int], max_probe_examples: int):
+        spec = tasks[0]
+        self.n_tasks, self.n, self.batch_size, self.n_members = spec.n_tasks, spec.n, spec.batch_size, len(tasks)
+        self.n_inputs = spec.n_tasks + spec.n
+        self.subtask_bits = random_subsets(generator("split", spec.split_seed), spec.n, spec.k, spec.n_tasks)  # [T, k]
+        rank = torch.arange(1, spec.n_tasks + 1, dtype=torch.float64)  # [T]
+        self.task_probs = rank ** -spec.zipf_exponent / (rank ** -spec.zipf_exponent).sum()  # [T] float64
+        self._cdf = self.task_probs.cumsum(0)  # [T]
+        self._blocks = OnlineBlocks(data_seeds, self._draw)
+        self._splits = [self._test_split(spec, max_probe_examples)]
+
+    def _draw(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One member's block: subtask ids [BLOCK_STEPS, B] int64 and packed task bits [BLOCK_STEPS, B, n_bytes]."""
+        uniform = torch.rand((BLOCK_STEPS, self.batch_size), generator=gen, dtype=torch.float64)  # [S, B]
+        task = torch.searchsorted(self._cdf, uniform, right=True).clamp_(max=self.n_tasks - 1)  # inverse-cdf Zipf draw
+        return task, random_bytes(gen, (BLOCK_STEPS, self.batch_size), self.n)
+
+    def _test_split(self, spec: MultitaskParityTask, max_probe_examples: int) -> EvalSplit:
+        per_task = spec.n_test_per_task
+        if spec.n_tasks * per_task > max_probe_examples:
+            per_task = max(max_probe_examples // spec.n_tasks, 1)
+        # draw the full test set and keep a prefix per subtask, so a smaller cap probes a subset of a larger one
+        packed = random_bytes(generator("split", spec.split_seed, 1), (spec.n_tasks, spec.n_test_per_task), spec.n)
+        bits = unpack_bits(packed[:, :per_task], spec.n).reshape(-1, spec.n)  # [T * per_task, n]
+        task = torch.arange(spec.n_tasks).repeat_interleave(per_task)  # [T * per_task]
+        x, y = self.inputs(task, bits)
+        width = len(str(spec.n_tasks - 1))
+        subsets = {f"task{i:0{width}d}": task == i for i in range(spec.n_tasks)}  # [N] bool each
+        return EvalSplit("test", torch.arange(len(task)), x, y, subsets=subsets)
+
+    def inputs(self, task: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the inputs and labels of subtask ids [...] with task bits [..., n]:
+        x [..., n_tasks + n] float32 (one-hot control, then bits) and y [...] int64 (parity of the subtask's bits)."""
+        control = torch.nn.functional.one_hot(task, self.n_tasks)  # [..., T]
+        x = torch.cat([control.float(), bits.float()], dim=-1)  # [..., T + n]
+        y = bits.gather(-1, self.subtask_bits[task]).sum(-1, dtype=torch.int64) % 2  # [...]
+        return x, y
+
+    def eval_splits(self) -> list[EvalSplit]:
+        """Return ["test"]: example [N], x [N, n_tasks + n] float32, y [N] int64, one subset "taskNN" per subtask."""
+        return self._splits
+
+    def batch(self, step: int) -> Batch:
+        """Return `step`'s batch of fresh samples: x [M, B, n_tasks + n] float32, y [M, B] int64, weight None."""
+        task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes]
+        return Batch(*self.inputs(task, unpack_bits(packed, self.n)))

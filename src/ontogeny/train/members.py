@@ -1,0 +1,66 @@
+"""From a spec to members (grid points x init seeds x data orders) and from members to ensembles."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..spec import MEMBER_FIELDS, ModularTask, Spec
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trained model: its id, its ensemble, its seeds and its fully resolved spec (one grid point)."""
+
+    member: int
+    ensemble: int
+    init_seed: int
+    data_seed: int
+    spec: Spec
+
+
+def member_fields(spec: Spec) -> frozenset[str]:
+    """Fields that may differ inside one ensemble; a task's split is per member only where data is finite."""
+    if isinstance(spec.task, ModularTask):
+        return MEMBER_FIELDS
+    return MEMBER_FIELDS - {"task.split_seed", "task.train_fraction"}
+
+
+def _shape_key(spec: Spec) -> str:
+    """Specs with the same key can be trained together: equal after resetting the per-member fields."""
+    data = spec.to_dict()
+    for key in member_fields(spec):
+        section, name = key.split(".")
+        data[section].pop(name, None)
+    return repr(data)
+
+
+def expand(spec: Spec) -> list[Member]:
+    """Return every member of `spec` in a stable order: grid point, then init seed, then data order."""
+    points = spec.grid() if spec.sweep else [{}]
+    ensembles: dict[str, int] = {}
+    members = []
+    for point in points:
+        resolved = spec.at(point) if point else dataclasses.replace(spec, sweep=())
+        ensemble = ensembles.setdefault(_shape_key(resolved), len(ensembles))
+        for init_seed in spec.seeds:
+            for data_seed in spec.data_orders:
+                members.append(Member(len(members), ensemble, init_seed, data_seed, resolved))
+    return members
+
+
+def ensembles(members: list[Member]) -> list[list[Member]]:
+    """Group members by ensemble id, in id order."""
+    groups: dict[int, list[Member]] = {}
+    for member in members:
+        groups.setdefault(member.ensemble, []).append(member)
+    return [groups[key] for key in sorted(groups)]
+
+
+def hyperparameters(spec: Spec) -> dict[str, object]:
+    """Flatten a member's task/model/optim fields into {'optim.lr': 0.001, ...} (tuples as text)."""
+    flat = {}
+    for section in ("task", "model", "optim"):
+        for key, value in dataclasses.asdict(getattr(spec, section)).items():
+            flat[f"{section}.{key}"] = str(list(value)) if isinstance(value, tuple) else value
+    return flat

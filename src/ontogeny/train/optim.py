@@ -1,0 +1,115 @@
+"""Optimizers whose hyperparameters are per member (`[M]`-shaped), plus per-member clipping and lr schedules.
+
+Written by hand because torch.optim takes one learning rate per parameter group, not one per slice of a
+tensor. The update follows torch.optim.AdamW / SGD line for line (tests/test_optim.py holds it to them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..spec import Optim
+
+
+def _per_member(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32, device=like.device)
+
+
+def _view(vector: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """[M] -> [M, 1, ..., 1] broadcastable against `param`."""
+    return vector.view(-1, *([1] * (param.dim() - 1)))
+
+
+class EnsembleOptimizer:
+    """AdamW or SGD over ensemble parameters `[M, ...]` with `lr`, `weight_decay` of shape [M]."""
+
+    def __init__(self, params: list[torch.Tensor], spec: Optim, *, lr: list[float], weight_decay: list[float]):
+        self.params, self.spec = list(params), spec
+        self.lr = _per_member(lr, self.params[0])  # [M]
+        self.weight_decay = _per_member(weight_decay, self.params[0])  # [M]
+        self.steps = 0
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self, lr_factor: float = 1.0, active: torch.Tensor | None = None) -> None:
+        """Apply one update with learning rate `lr * lr_factor`; members where `active` is False stay frozen."""
+        self.steps += 1
+        lr = self.lr * lr_factor  # [M]
+        for param, state in zip(self.params, self.state):
+            if param.grad is None:
+                continue
+            grad = param.grad
+            if active is not None:
+                grad = torch.where(_view(active, grad), grad, torch.zeros_like(grad))
+                before = param.detach().clone()
+            if self.spec.name == "adamw":
+                self._adamw(param, grad, state, lr)
+            else:
+                self._sgd(param, grad, state, lr)
+            if active is not None:  # a frozen member's slice keeps its exact old value (NaN-safe)
+                param.copy_(torch.where(_view(active, param), param, before))
+
+    def _adamw(self, param, grad, state, lr):
+        beta1, beta2 = self.spec.betas
+        if not state:
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        param.mul_(1 - _view(lr * self.weight_decay, param))  # decoupled weight decay (Loshchilov & Hutter)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1**self.steps
+        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.spec.eps)
+        param.sub_(_view(lr / bias_correction1, param) * exp_avg / denom)
+
+    def _sgd(self, param, grad, state, lr):
+        grad = grad + _view(self.weight_decay, param) * param  # torch.optim.SGD's coupled L2 decay
+        if self.spec.momentum:
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = grad.clone()
+            else:
+                state["momentum_buffer"].mul_(self.spec.momentum).add_(grad)
+            grad = state["momentum_buffer"]
+        param.sub_(_view(lr, param) * grad)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "state": self.state}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.steps = saved["steps"]
+        self.state = [{k: v.to(p.device) for k, v in s.items()} for s, p in zip(saved["state"], self.params)]
+
+
+@torch.no_grad()
+def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """Per-member global gradient norm over all parameters -> [M]."""
+    squares = [p.grad.pow(2).flatten(1).sum(1) for p in params if p.grad is not None]
+    return torch.stack(squares).sum(0).sqrt()
+
+
+@torch.no_grad()
+def clip_grads(params: list[torch.Tensor], max_norm: torch.Tensor, norms: torch.Tensor) -> None:
+    """Scale each member's gradients to at most `max_norm[m]` (0: no clipping), as torch.nn.utils.clip_grad_norm_."""
+    scale = torch.where(max_norm > 0, (max_norm / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))  # [M]
+    for param in params:
+        if param.grad is not None:
+            param.grad.mul_(_view(scale, param.grad))
+
+
+def lr_factor(spec: Optim, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at `step`: linear warmup, then constant, cosine or linear decay to 0."""
+    if step < spec.warmup_steps:
+        return (step + 1) / spec.warmup_steps
+    if spec.schedule == "constant":
+        return 1.0
+    progress = (step - spec.warmup_steps) / max(1, total_steps - spec.warmup_steps)
+    if spec.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - progress

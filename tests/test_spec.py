@@ -1,0 +1,88 @@
+"""Specs: recipes load, overrides apply, bad input is refused with one line naming file and key."""
+
+import pytest
+
+from ontogeny.exceptions import SpecError
+from ontogeny.spec import MLPModel, ModularTask, from_dict, load_spec, recipe_names
+
+
+def test_every_recipe_loads_and_names_its_source():
+    assert {"grokking", "grokking-nanda", "grokking-threshold", "sparse-parity", "multitask-parity"} <= set(
+        recipe_names())
+    for name in recipe_names():
+        spec = load_spec(name)
+        assert spec.source and spec.differs and spec.description
+
+
+def test_overrides_and_seed_counts():
+    spec = load_spec("grokking", ["task.p=23", "seeds=3", "optim.betas=[0.8, 0.9]", "model.activation=relu"])
+    assert spec.task == ModularTask(p=23, op="+", train_fraction=0.2, split_seed=0)
+    assert spec.seeds == (0, 1, 2)
+    assert spec.optim.betas == (0.8, 0.9)
+    assert spec.model.activation == "relu"
+    assert load_spec("grokking", {"seeds": [5, 7]}).seeds == (5, 7)
+
+
+def test_toml_round_trip(tmp_path):
+    spec = load_spec("grokking-threshold")
+    path = tmp_path / "spec.toml"
+    path.write_text(spec.to_toml())
+    assert load_spec(path) == spec
+
+
+def test_sweep_grid_in_declaration_order(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[sweep]\ntask.train_fraction = [0.2, 0.4]\noptim.weight_decay = [0.1, 1.0]\n")
+    spec = load_spec(path)
+    assert spec.grid() == [
+        {"task.train_fraction": 0.2, "optim.weight_decay": 0.1},
+        {"task.train_fraction": 0.2, "optim.weight_decay": 1.0},
+        {"task.train_fraction": 0.4, "optim.weight_decay": 0.1},
+        {"task.train_fraction": 0.4, "optim.weight_decay": 1.0},
+    ]
+    assert spec.at(spec.grid()[1]).optim.weight_decay == 1.0
+
+
+def test_switching_the_model_by_override():
+    spec = load_spec("grokking", ["model.name=transformer", "model.d_model=32", "model.n_heads=2"])
+    assert spec.model.d_model == 32 and spec.model.n_heads == 2
+    assert isinstance(load_spec("grokking").model, MLPModel)
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ("[task]\ntrain_fraction = 1.5\n", "task.train_fraction", "strictly between 0 and 1"),
+    ("[task]\nop = '/'\np = 91\n", "task.p", "prime"),
+    ("[task]\nq = 3\n", "task.q", "unknown key"),
+    ("[task]\np = 'seven'\n", "task.p", "must be int"),
+    ("[model]\nname = 'rnn'\n", "model.name", "unknown model"),
+    ("[optim]\nlr = -1\n", "optim.lr", "positive"),
+    ("seeds = 100000\n[model]\nwidth = 100000\n", "model", "GiB of memory"),
+    ("[sweep]\ntask.train_fraction = [0.5, 2.0]\n", "sweep", "strictly between"),
+    ("[sweep]\nseeds = [1, 2]\n", "sweep.seeds", "can be swept"),
+    ("steps = \n", None, "invalid TOML"),
+])
+def test_bad_input_names_file_key_and_problem(tmp_path, text, key, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert words in message
+    if key:
+        assert info.value.key == key
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(SpecError, match="grokking"):
+        load_spec("no-such-recipe")
+
+
+def test_bad_override_value():
+    with pytest.raises(SpecError, match="task.p"):
+        load_spec("grokking", ["task.p=1"])
+    with pytest.raises(SpecError, match="key=value"):
+        load_spec("grokking", ["task.p"])
+    with pytest.raises(SpecError, match="must be a table"):
+        from_dict({"task": 3})

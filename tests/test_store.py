@@ -1,0 +1,302 @@
+"""The run store: shard writing, commit and crash-resume semantics, and reading back through DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from ontogeny.exceptions import StoreError
+from ontogeny.spec import Spec
+from ontogeny.store import ShardWriter, open_run, write_table
+from ontogeny.store import writer as writer_module
+
+M, N = 3, 5  # members, examples per split
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "spec.toml").write_text(Spec().to_toml())
+    return path
+
+
+def checkpoint_rows(step: int) -> dict[str, dict]:
+    """Deterministic rows of every streamed table at one checkpoint `step`."""
+    rng = np.random.default_rng(step)
+    member = np.repeat(np.arange(M, dtype=np.int64), N)  # int64 on purpose: the writer casts to int32
+    example = np.tile(np.arange(N) * 10, M)
+    loss = rng.random(M * N).astype(np.float32)
+    return {
+        "examples": {"member": member, "step": step, "split": "test", "example": example,
+                     "loss": loss, "correct": loss < 0.5},
+        "scalars": {"member": np.arange(M).tolist() * 2, "step": step,
+                    "name": ["test/loss"] * M + ["test/acc"] * M, "value": rng.random(2 * M)},
+        "checkpoints": {"member": np.arange(M), "step": step, "path": [f"weights/{m}/{step}" for m in range(M)],
+                        "sha256": ["0" * 64] * M},
+    }
+
+
+def append_step(writer: ShardWriter, step: int) -> None:
+    for table, columns in checkpoint_rows(step).items():
+        writer.append(table, columns)
+
+
+def shard_names(run_dir, table: str = "examples") -> list[str]:
+    return sorted(path.name for path in (run_dir / table).iterdir())
+
+
+# ---- writing and reading back ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_append_commit_reads_back_exactly(run_dir, background):
+    with ShardWriter(run_dir, background=background) as writer:
+        append_step(writer, 0)
+        append_step(writer, 100)
+        assert writer.commit() == 1
+    with open_run(run_dir) as run:
+        examples = run.examples()
+        expected = pd.concat([pd.DataFrame(checkpoint_rows(s)["examples"]) for s in (0, 100)])
+        expected = expected.assign(step=np.repeat([0, 100], M * N)).sort_values(["member", "step", "example"])
+        assert list(examples.columns) == ["member", "step", "split", "example", "loss", "correct"]
+        assert examples.dtypes.astype(str).tolist() == ["int32", "int64", "str", "int64", "float32", "bool"]
+        np.testing.assert_array_equal(examples["member"], expected["member"])
+        np.testing.assert_array_equal(examples["example"], expected["example"])
+        np.testing.assert_array_equal(examples["loss"], expected["loss"])  # float32 exactly
+        np.testing.assert_array_equal(examples["correct"], expected["correct"])
+        assert set(examples["split"]) == {"test"}
+
+        scalars = run.scalars()
+        assert scalars.dtypes.astype(str).tolist() == ["int32", "int64", "str", "float64"]
+        assert len(scalars) == 2 * 2 * M
+        row = scalars[(scalars.member == 1) & (scalars.step == 100) & (scalars.name == "test/acc")]
+        assert row["value"].item() == checkpoint_rows(100)["scalars"]["value"][M + 1]
+
+        checkpoints = run.checkpoints()
+        assert checkpoints.dtypes.astype(str).tolist() == ["int32", "int64", "str", "str"]
+        assert checkpoints["path"].tolist() == [f"weights/{m}/{s}" for m in range(M) for s in (0, 100)]
+
+
+def test_filters_take_a_value_or_a_list(run_dir):
+    writer = ShardWriter(run_dir, background=False)
+    for step in (0, 10, 20):
+        append_step(writer, step)
+    writer.append("examples", {"member": 0, "step": 20, "split": "train", "example": [7, 8],
+                               "loss": [1.0, 2.0], "correct": [True, False]})
+    writer.commit()
+    run = open_run(run_dir)
+    assert set(run.scalars(member=1)["member"]) == {1}
+    assert set(run.scalars(member=[0, 2], step=np.int64(10))[["member", "step"]].itertuples(index=False)) == {
+        (0, 10), (2, 10)}
+    assert set(run.scalars(name="test/acc")["name"]) == {"test/acc"}
+    assert len(run.examples(split="train")) == 2
+    assert len(run.examples(split=["train", "test"], step=20)) == M * N + 2
+    picked = run.examples(member=2, step=[0, 20], example=[10, 40])
+    assert picked[["step", "example"]].values.tolist() == [[0, 10], [0, 40], [20, 10], [20, 40]]
+    assert run.examples(member=[]).empty
+    with pytest.raises(StoreError, match="split"):
+        run.examples(split=1)
+    relation = run.examples(step=10, relation=True)  # lazy: aggregate in DuckDB without a DataFrame
+    assert relation.aggregate("count(*)").fetchall()[0][0] == M * N
+    run.close()
+
+
+def test_append_copies_the_callers_arrays(run_dir):
+    writer = ShardWriter(run_dir)
+    loss = np.zeros(N, dtype=np.float32)
+    writer.append("examples", {"member": 0, "step": 0, "split": "test", "example": np.arange(N),
+                               "loss": loss, "correct": np.zeros(N, dtype=bool)})
+    loss[:] = 9.0  # the caller reuses its buffer before the commit
+    writer.commit()
+    assert (open_run(run_dir).examples()["loss"] == 0).all()
+
+
+@pytest.mark.parametrize("table, columns, message", [
+    ("weights", {}, "unknown streamed table"),
+    ("scalars", {"member": 0, "step": 0, "name": "x"}, "missing"),
+    ("scalars", {"member": 0, "step": 0, "name": "x", "value": 1.0, "extra": 1}, "extra"),
+    ("scalars", {"member": [0, 1], "step": 0, "name": "x", "value": [1.0]}, "differ in length"),
+    ("scalars", {"member": [0.5], "step": 0, "name": "x", "value": [1.0]}, "member|truncat|lose"),
+    ("scalars", {"member": [0], "step": 0, "name": [3], "value": [1.0]}, "scalars"),
+    ("scalars", {"member": [0], "step": 0, "name": [None], "value": [1.0]}, "nulls"),
+    ("examples", {"member": np.zeros((2, 2)), "step": 0, "split": "t", "example": 0, "loss": 0.0,
+                  "correct": True}, "1-D"),
+])
+def test_append_rejects_bad_rows(run_dir, table, columns, message):
+    with pytest.raises(StoreError, match=message):
+        ShardWriter(run_dir).append(table, columns)
+
+
+# ---- buffering, commits and crash-resume -----------------------------------------------------------------------
+
+
+def test_full_buffer_is_written_before_commit_and_memory_stays_bounded(run_dir):
+    writer = ShardWriter(run_dir, buffer_rows=40, background=False)
+    for step in range(20):
+        append_step(writer, step)  # 15 example rows each
+        assert writer.buffered("examples") < 40
+    before_commit = shard_names(run_dir)
+    assert len(before_commit) == 20 * M * N // 45 and all(name.startswith("part-00000001-") for name in before_commit)
+    assert len(open_run(run_dir).examples()) == len(before_commit) * 45  # readable while being written
+    assert writer.commit() == 1
+    assert len(open_run(run_dir).examples()) == 20 * M * N
+
+
+def test_background_writer_bounds_memory_and_loses_nothing(run_dir):
+    with ShardWriter(run_dir, buffer_rows=40) as writer:
+        for step in range(20):
+            append_step(writer, step)
+            assert writer.buffered("examples") < 40
+        writer.commit()
+    assert len(open_run(run_dir).examples()) == 20 * M * N
+
+
+def test_a_failed_background_write_raises_at_commit(run_dir, monkeypatch):
+    def fail(table, path, **options):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer_module, "_write_parquet", fail)
+    writer = ShardWriter(run_dir)
+    append_step(writer, 0)
+    with pytest.raises(OSError, match="disk full"):
+        writer.commit()
+    writer.close()
+
+
+def write_history(run_dir, steps, *, committed_seq=0, commit_every=3):
+    """Append `steps` with a small buffer, committing every `commit_every` steps; return the writer."""
+    writer = ShardWriter(run_dir, committed_seq=committed_seq, buffer_rows=20, background=False)
+    for i, step in enumerate(steps):
+        append_step(writer, step)
+        if (i + 1) % commit_every == 0:
+            writer.commit()
+    return writer
+
+
+def test_resume_after_a_crash_gives_exactly_the_uninterrupted_rows(tmp_path, run_dir):
+    steps = list(range(0, 120, 10))
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "spec.toml").write_text(Spec().to_toml())
+    write_history(reference, steps).commit()
+
+    crashed = write_history(run_dir, steps[:8])  # commits after steps 3 and 6; steps 7 and 8 only flushed
+    assert crashed.committed_seq == 2 and any(name.startswith("part-00000003-") for name in shard_names(run_dir))
+    (run_dir / "examples" / ".part-00000003-00009.parquet.123.tmp").write_bytes(b"half a file")
+
+    resumed = ShardWriter(run_dir, committed_seq=2, buffer_rows=20, background=False)
+    assert all(int(name[5:13]) <= 2 for name in shard_names(run_dir))  # uncommitted shards and temp files gone
+    assert sorted(set(open_run(run_dir).examples()["step"])) == steps[:6]  # committed rows remain
+    for i, step in enumerate(steps[6:], start=6):  # the trainer replays from its state saved with commit 2
+        append_step(resumed, step)
+        if (i + 1) % 3 == 0:
+            resumed.commit()
+    resumed.commit()
+
+    for table in ("examples", "scalars", "checkpoints"):
+        got, want = (getattr(open_run(path), table)() for path in (run_dir, reference))
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_readers_ignore_temp_files(run_dir):
+    writer = ShardWriter(run_dir)
+    append_step(writer, 0)
+    writer.commit()
+    (run_dir / "examples" / ".part-00000002-00000.parquet.99.tmp").write_bytes(b"not parquet yet")
+    (run_dir / ".transitions.parquet.99.tmp").write_bytes(b"not parquet yet")
+    run = open_run(run_dir)
+    assert len(run.examples()) == M * N
+    assert len(run.sql("SELECT * FROM examples")) == M * N
+    assert run.tables() == []
+
+
+# ---- whole tables ----------------------------------------------------------------------------------------------
+
+
+def test_write_table_is_atomic_and_readable(run_dir, monkeypatch):
+    write_table(run_dir, "transitions", pd.DataFrame({"member": [0, 1], "onset_step": [100, 250]}))
+    run = open_run(run_dir)
+    assert run.tables() == ["transitions"]
+    assert run.table("transitions")["onset_step"].tolist() == [100, 250]
+
+    def fail_midway(table, where, **options):  # a crash halfway through writing the new version
+        with open(where, "wb") as file:
+            file.write(b"PAR1 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer_module.pq, "write_table", fail_midway)
+    with pytest.raises(OSError):
+        write_table(run_dir, "transitions", pd.DataFrame({"member": [0], "onset_step": [1]}))
+    assert run.table("transitions")["onset_step"].tolist() == [100, 250]  # the old version, whole
+    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.toml", "transitions.parquet"]
+    with pytest.raises(StoreError, match="grokking.parquet"):
+        run.table("grokking")
+    with pytest.raises(StoreError, match="identifier"):
+        write_table(run_dir, "examples", pd.DataFrame({"x": [1]}))
+
+
+def test_members_and_subsets(run_dir):
+    members = pd.DataFrame({"member": [1, 0], "ensemble": [0, 0], "init_seed": [1, 0], "data_seed": [0, 0],
+                            "status": ["diverged", "ok"], "diverged_step": [40, None], "optim.lr": [1e-3, 1e-2]})
+    write_table(run_dir, "members", members)
+    write_table(run_dir, "subsets", pa.table({"split": ["test"], "example": [3], "subset": ["hard"]}))
+    run = open_run(run_dir)
+    got = run.members()
+    assert got["member"].tolist() == [0, 1] and got["member"].dtype == np.int32
+    assert got["diverged_step"].dtype == "Int64" and got["diverged_step"].isna().tolist() == [True, False]
+    assert got["optim.lr"].tolist() == [1e-2, 1e-3]
+    assert run.subsets().values.tolist() == [["test", 3, "hard"]]
+    assert run.tables() == ["members", "subsets"]
+    with pytest.raises(StoreError, match="status"):
+        write_table(run_dir, "members", members.assign(status=["fine", "ok"]))
+    with pytest.raises(StoreError, match="data_seed"):
+        write_table(run_dir, "members", members.drop(columns="data_seed"))
+
+
+# ---- the run as a whole ----------------------------------------------------------------------------------------
+
+
+def test_empty_run_gives_empty_frames_with_the_schema_columns(run_dir):
+    run = open_run(run_dir)
+    assert run.spec == Spec() and run.meta == {}
+    assert list(run.examples().columns) == ["member", "step", "split", "example", "loss", "correct"]
+    assert run.examples().dtypes.astype(str).tolist() == ["int32", "int64", "str", "int64", "float32", "bool"]
+    assert list(run.scalars(member=0).columns) == ["member", "step", "name", "value"]
+    assert list(run.checkpoints().columns) == ["member", "step", "path", "sha256"]
+    assert list(run.subsets().columns) == ["split", "example", "subset"]
+    assert list(run.members().columns) == ["member", "ensemble", "init_seed", "data_seed", "status", "diverged_step"]
+    assert run.examples(relation=True).aggregate("count(*)").fetchall()[0][0] == 0
+    assert run.sql("SELECT count(*) AS n FROM examples JOIN members USING (member)")["n"].item() == 0
+    assert run.tables() == []
+    (run_dir / "meta.json").write_text(json.dumps({"device": "cpu"}))
+    assert run.meta == {"device": "cpu"}
+
+
+def test_sql_joins_examples_with_subsets(run_dir):
+    writer = ShardWriter(run_dir)
+    append_step(writer, 0)
+    writer.commit()
+    write_table(run_dir, "subsets", pd.DataFrame({"split": ["test", "test"], "example": [0, 10],
+                                                   "subset": ["hard", "hard"]}))
+    with open_run(run_dir) as run:
+        out = run.sql("""SELECT subset, member, count(*) AS n, avg(loss) AS loss
+                         FROM examples JOIN subsets USING (split, example)
+                         GROUP BY ALL ORDER BY member""")
+        assert out["n"].tolist() == [2] * M and set(out["subset"]) == {"hard"}
+        loss = run.examples(example=[0, 10]).groupby("member")["loss"].mean()
+        np.testing.assert_allclose(out["loss"], loss, rtol=1e-6)
+        assert run.sql("SELECT count(*) AS n FROM examples WHERE step = ?", [0])["n"].item() == M * N
+
+
+def test_missing_directory_or_spec_raises_store_error(tmp_path):
+    with pytest.raises(StoreError, match="nowhere"):
+        open_run(tmp_path / "nowhere")
+    with pytest.raises(StoreError, match="spec.toml"):
+        open_run(tmp_path)
+    with pytest.raises(StoreError, match="nowhere"):
+        ShardWriter(tmp_path / "nowhere")
