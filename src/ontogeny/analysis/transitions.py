@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import os; DEG=int(os.environ.get("DEG","2")); PENK=float(os.environ.get("PENK","1"))
 import pandas as pd
 import ruptures as rpt
 
@@ -91,7 +92,7 @@ class TransitionDetector:
             if spread[curve] == 0:
                 continue
             for start, end in self._windows(x, values[curve], sigma[curve], penalty[curve]):
-                row = self._describe(steps[start:end], x[start:end], values[curve, start:end])
+                row = self._describe(steps[start:end], x[start:end], values[curve, start:end], sigma[curve])
                 if row is not None:
                     rows.append({"curve": name, **row})
         self.transitions_ = pd.DataFrame(rows, columns=list(TRANSITION_COLUMNS))
@@ -104,7 +105,7 @@ class TransitionDetector:
         # cost calls at this penalty, ~50x slower here; the pruning below corrects its greedy splits anyway.
         cost = {"custom_cost": _PrefixSumL2()} if self.model == "l2" else {"model": self.model}
         algo = rpt.Binseg(**cost, min_size=self.min_size, jump=1)
-        bounds = _prune_smooth_changes(x, y, [0, *algo.fit(y).predict(pen=penalty)], sigma)
+        bounds = [0, *algo.fit(y).predict(pen=penalty)]
         # segment k is y[bounds[k]:bounds[k+1]]; change j sits between segments j-1 and j
         means = np.array([y[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
         windows = []
@@ -121,7 +122,7 @@ class TransitionDetector:
             j += 1
         return windows
 
-    def _describe(self, steps: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> dict | None:
+    def _describe(self, steps: np.ndarray, xs: np.ndarray, ys: np.ndarray, sigma: float) -> dict | None:
         """Table row for the transition in a window of checkpoints (steps, axis xs, values ys, all [W]).
 
         None when the change is not observed whole (its fitted 10% or 90% point lies outside the window, as
@@ -131,6 +132,9 @@ class TransitionDetector:
         # candidate centres at the checkpoints and halfway between them: a clean jump is fitted exactly
         centers = np.sort(np.concatenate([xs, (xs[1:] + xs[:-1]) / 2]))
         fit = fit_sigmoids(xs, ys[None, :], centers=centers)
+        sigmoid_sse = float(((fit.at(xs)[0] - ys) ** 2).sum())
+        if (_poly_sse(xs, ys, DEG) - sigmoid_sse) / sigma**2 <= PENK * np.log(len(xs)):
+            return None  # a smooth parabola explains the window as well (BIC; the sigmoid has 1 parameter more)
         spread = np.log(9.0) * fit.width[0]  # a logistic is 10% / 90% of the way at centre -/+ ln(9) * width
         marks = np.array([fit.center[0] - spread, fit.center[0], fit.center[0] + spread])
         if marks[0] < xs[0] or marks[-1] > xs[-1]:
@@ -170,17 +174,12 @@ def _sse(y: np.ndarray) -> float:
     return float(((y - y.mean()) ** 2).sum())
 
 
-def _line_sse(x: np.ndarray, y: np.ndarray) -> float:
-    """Residual sum of squares of the least-squares line y ~ x."""
-    t = x - x.mean()
-    slope = (t * y).sum() / (t * t).sum()
-    return max(_sse(y) - slope**2 * (t * t).sum(), 0.0)
-
-
-def _jump_evidence(x: np.ndarray, y: np.ndarray, a: int, b: int, c: int, sigma: float) -> float:
-    """BIC(line) - BIC(jump at b) on the checkpoints a:c (Gaussian, known sigma); > 0 favours the jump."""
-    jump = _sse(y[a:b]) + _sse(y[b:c])
-    return (_line_sse(x[a:c], y[a:c]) - jump) / sigma**2 - np.log(c - a)  # the jump has one parameter more
+def _poly_sse(x: np.ndarray, y: np.ndarray, degree: int) -> float:
+    """Residual sum of squares of the least-squares polynomial of `degree` in x."""
+    t = (x - x.mean()) / (np.ptp(x) or 1.0)
+    design = np.vander(t, degree + 1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(((design @ coef - y) ** 2).sum())
 
 
 def _one_sigmoid_suffices(x: np.ndarray, y: np.ndarray, bounds: list[int], sigma: float) -> bool:
@@ -192,15 +191,6 @@ def _one_sigmoid_suffices(x: np.ndarray, y: np.ndarray, bounds: list[int], sigma
     sigmoid = float(((fit.at(x[lo:hi])[0] - y[lo:hi]) ** 2).sum())
     n_jumps = len(bounds) - 2
     return (sigmoid - levels) / sigma**2 <= (2 * n_jumps + 1 - 4) * np.log(hi - lo)
-
-
-def _prune_smooth_changes(x: np.ndarray, y: np.ndarray, bounds: list[int], sigma: float) -> list[int]:
-    """Drop every change that a straight line through its two neighbouring segments explains better than a
-    jump (BIC). One pass over the original segmentation: removing changes one at a time would let the pieces
-    of a genuine sigmoid rise, once merged, mask the jumps at its ends."""
-    keep = [j for j in range(1, len(bounds) - 1)
-            if _jump_evidence(x, y, bounds[j - 1], bounds[j], bounds[j + 1], sigma) > 0]
-    return [bounds[0], *(bounds[j] for j in keep), bounds[-1]]
 
 
 def synthetic_curves(n_curves: int, n_steps: int, *, n_transitions: int = 1, noise: float = 0.05,

@@ -1,0 +1,234 @@
+"""The report page: one self-contained HTML file, sections shown only where the run has their data.
+
+Plots are plotly: interactive (zoom, hover for member/step/value, toggle traces), the plotly.js bundle is inlined
+once in the page head so the file works offline with no CDN, and WebGL (scattergl) keeps scatters of tens of
+thousands of points responsive. Vega-Altair was the alternative; its vega bundles are also inlinable, but it has
+no WebGL path and its JSON specs carry data as row records, several times larger than plotly's typed arrays.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.offline
+
+from .. import __version__
+from ..store import Run
+from . import data
+from .figures import curve_figure, norm_figure
+from .figures_examples import cartography_figure, onset_histogram, raster_figure
+from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
+
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+MAX_CARTOGRAPHY_POINTS = 20_000
+MAX_TABLE_ROWS = 200  # rows of an HTML table; the rest are counted, not shown
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px; padding: 0 16px 40px; color: #222; }
+nav { position: sticky; top: 0; background: #fff; padding: 8px 0; border-bottom: 1px solid #ddd; z-index: 10; }
+nav a { margin-right: 14px; color: #0072B2; text-decoration: none; }
+section { margin-top: 28px; } h1 { margin-bottom: 4px; } .muted { color: #666; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
+table.spec td { text-align: left; max-width: 900px; } table.spec th { text-align: left; }
+tr.diverged td { background: #fde2dc; } .figure { margin: 10px 0; border: 1px solid #eee; }
+"""
+
+
+@dataclass
+class Section:
+    """One titled part of the page: an intro line and HTML blocks (tables, figures)."""
+
+    key: str
+    title: str
+    intro: str = ""
+    blocks: list[str] = field(default_factory=list)
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """A figure as a div and its newPlot script; plotly.js itself is inlined once in the page head."""
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
+    return f'<div class="figure">{body}</div>'
+
+
+def table_html(frame: pd.DataFrame, *, classes: str = "", row_classes: list[str] | None = None) -> str:
+    """An escaped HTML table of `frame` (at most MAX_TABLE_ROWS rows; the rest counted below it)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for i, row in enumerate(frame.head(MAX_TABLE_ROWS).itertuples(index=False)):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>")
+    more = f'<p class="muted">{len(frame) - MAX_TABLE_ROWS} more rows not shown</p>' \
+        if len(frame) > MAX_TABLE_ROWS else ""
+    return f'<table class="{classes}"><tr>{head}</tr>{"".join(rows)}</table>{more}'
+
+
+def glance_section(run: Run, summary: pd.DataFrame) -> Section:
+    """Spec, meta, member status counts and the per-member summary table (diverged rows marked)."""
+    spec, meta = run.spec, run.meta
+    members = run.members()
+    counts = members.status.value_counts()
+    status = ", ".join(f"{counts[s]} {s}" for s in ("ok", "running", "diverged") if s in counts)
+    rows = [("name", spec.name), ("description", spec.description), ("source", spec.source),
+            ("differs", spec.differs), ("steps", spec.steps), ("seeds (init)", list(spec.seeds)),
+            ("data orders", list(spec.data_orders)),
+            ("sweep", "; ".join(f"{k} = {list(v)}" for k, v in spec.sweep) or "none")]
+    for section in ("task", "model", "optim", "record"):
+        values = spec.to_dict()[section]
+        rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
+    rows.append(("members", f"{len(members)}: {status}"))
+    finished = meta.get("finished")
+    rows.append(("trained", f"{meta.get('started', '?')} to {finished or 'still running (or stopped)'} on "
+                            f"{meta.get('device', '?')}, ontogeny {meta.get('ontogeny', '?')}, "
+                            f"torch {meta.get('torch', '?')}"))
+    spec_table = "<table class='spec'>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    diverged = members[members.status == "diverged"]
+    intro = f"{len(members)} members ({status})."
+    if len(diverged):
+        intro += " Diverged (loss NaN/inf, frozen): " + ", ".join(
+            f"member {m} at step {s}" for m, s in zip(diverged.member, diverged.diverged_step)) + "."
+    marks = ["diverged" if s == "diverged" else "" for s in summary.status]
+    caption = ("<p class='muted'>Per member: memorization / generalization = first checkpoint step where train / "
+               "test accuracy reached 99%; '-' never.</p>")
+    return Section("glance", "The run at a glance", intro,
+                   [spec_table, caption, table_html(summary, row_classes=marks)])
+
+
+def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
+    """Train/test accuracy and loss per member with the seed band and detected transitions."""
+    wanted = [n for n in ("train/acc", "test/acc", "train/loss", "test/loss") if n in names]
+    if not wanted:
+        return None
+    frame, n_steps = data.curves(run, wanted)
+    frame["config"] = frame.member.map(configs)
+    spread = data.spread(frame)
+    transitions = run.table("transitions") if "transitions" in run.tables() else None
+    note = "band: min-max over the seeds of each grid point"
+    if transitions is not None:
+        note += "; triangles: transition onsets (ontogeny analyze)"
+    if n_steps > data.MAX_CURVE_STEPS:
+        note += f"; downsampled: {data.MAX_CURVE_STEPS} of {n_steps} checkpoints, evenly in log step"
+    blocks = [figure_html(curve_figure(frame, spread, metric, configs, transitions, note), f"curves-{metric}")
+              for metric in ("acc", "loss") if any(n.endswith(metric) for n in wanted)]
+    return Section("curves", "Training curves", "Each member's train and test curves on a log-step axis.", blocks)
+
+
+def hidden_section(run: Run, summary: pd.DataFrame) -> Section | None:
+    """The onset-sorted raster of one member beside its aggregate curve, and the onset histogram."""
+    if not data.has_rows(run, "examples"):
+        return None
+    ok = summary[summary.status != "diverged"]
+    member = int(ok.member.iloc[0] if len(ok) else summary.member.iloc[0])
+    split = data.example_splits(run)[0]
+    subsets = run.subsets()
+    if split in set(subsets.split):
+        raster = data.subset_raster(run, member, split)
+        onsets, source = data.subset_onsets(run, split)
+        onsets = onsets.assign(split=split)
+        noun = "subsets"
+    else:
+        raster = data.example_raster(run, member, split)
+        onsets, source = data.example_onsets(run)
+        noun = "examples"
+    blocks = [figure_html(raster_figure(raster), "hidden-raster"),
+              figure_html(onset_histogram(onsets, noun, source), "hidden-onsets")]
+    if "hidden_transitions" in run.tables():
+        blocks.append("<p class='muted'>Onset spread per member (ontogeny analyze): a smooth aggregate "
+                      "(aggregate_width) over sharp parts (median_width) is a hidden transition.</p>")
+        blocks.append(table_html(run.table("hidden_transitions")))
+    intro = (f"Per-{raster.level} curves of one member: each row drops from white to blue at its own step, "
+             "while the aggregate above looks smooth.")
+    return Section("hidden", "Hidden transitions", intro, blocks)
+
+
+def phase_section(run: Run, summary: pd.DataFrame) -> Section | None:
+    """Share of seeds that generalize and the median delay over the sweep, with the data threshold marked."""
+    keys = data.sweep_keys(run)
+    if not keys:
+        return None
+    keys.sort(key=lambda k: k != "task.train_fraction")
+    phase = data.phase_table(run, summary)
+    threshold = pd.DataFrame(columns=["config", "estimate", "ci_low", "ci_high"])
+    if "seed_stats" in run.tables() and keys[0] == "task.train_fraction":
+        stats = run.table("seed_stats")
+        threshold = stats[stats.quantity == "data_threshold"]
+    return Section("phase", "Grokking phase diagram", "Which grid points generalize, and how late.",
+                   [figure_html(phase_figure(phase, keys, threshold), "phase")])
+
+
+def seeds_section(run: Run, summary: pd.DataFrame) -> Section | None:
+    """CIs of the headline quantities, the variance decomposition and the solution clusters (analysis tables)."""
+    tables = run.tables()
+    blocks = []
+    if "seed_stats" in tables:
+        blocks.append(figure_html(seed_stats_figure(run.table("seed_stats")), "seed-stats"))
+    if "variance" in tables:
+        blocks.append(figure_html(variance_figure(run.table("variance")), "variance"))
+    if "solutions" in tables:
+        blocks.append(figure_html(solutions_figure(run.table("solutions"), summary), "solutions"))
+    if not blocks:
+        return None
+    return Section("seeds", "Seed statistics", "How much the outcome depends on the seeds (ontogeny analyze).",
+                   blocks)
+
+
+def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
+    """Weight/gradient norm trajectories and the cartography scatter."""
+    blocks = []
+    norms = [n for n in ("weight_norm", "grad_norm") if n in names]
+    if norms:
+        frame, n_steps = data.curves(run, norms)
+        note = "thin lines: members" + (f"; downsampled: {data.MAX_CURVE_STEPS} of {n_steps} checkpoints"
+                                        if n_steps > data.MAX_CURVE_STEPS else "")
+        blocks.append(figure_html(norm_figure(frame, configs, note), "norms"))
+    if "example_dynamics" in run.tables():
+        frame, total = data.cartography(run, MAX_CARTOGRAPHY_POINTS)
+        blocks.append(figure_html(cartography_figure(frame, total), "cartography"))
+    if not blocks:
+        return None
+    return Section("dynamics", "Norms and cartography", "Weight and gradient norms; which examples are easy, "
+                   "ambiguous or hard to learn.", blocks)
+
+
+def render_report(run: Run, *, head_extra: str = "") -> str:
+    """The whole report of `run` as one HTML string (plotly.js inlined once); `head_extra` goes in <head>."""
+    summary = data.summary(run)
+    configs = data.config_labels(run.members(), data.sweep_keys(run)).set_axis(run.members().member)
+    names = data.scalar_names(run)
+    sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
+                phase_section(run, summary), seeds_section(run, summary), dynamics_section(run, names, configs)]
+    sections = [s for s in sections if s is not None]
+    nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    body = "".join(
+        f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{html.escape(s.intro)}</p>{"".join(s.blocks)}'
+        "</section>" for s in sections)
+    made = time.strftime("%Y-%m-%d %H:%M:%S")
+    title = html.escape(f"{run.spec.name}: ontogeny report")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script>{head_extra}</head><body>"
+            f"<h1>{html.escape(run.spec.name)}</h1><p class='muted'>{html.escape(str(run.path))} - report made "
+            f"{made} by ontogeny {__version__} with plotly.js {plotly.offline.get_plotlyjs_version()} inlined (works offline)</p>"
+            f"<nav>{nav}</nav>{body}</body></html>")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); return its path."""
+    with Run(run_dir) as run:
+        page = render_report(run)
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    return str(value)
