@@ -89,6 +89,33 @@ def run_command(
     console.print(table)
 
 
+@app.command("analyze")
+def analyze_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    what: Annotated[Optional[str], typer.Option(help="Comma-separated subset of: grokking, transitions, "
+                                                     "examples, hidden, seeds, solutions (default all).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary and tables as JSON.")] = False,
+) -> None:
+    """Find transitions, per-example dynamics and seed statistics; write them into the run as tables."""
+    import json
+
+    from .analysis import analyze
+    from .store import open_run
+
+    try:
+        result = analyze(open_run(run_dir), what=what.split(",") if what else None)
+    except (OntogenyError, ValueError) as err:
+        _fail(str(err))
+    if json_:
+        tables = {name: json.loads(frame.to_json(orient="records")) for name, frame in result.tables.items()
+                  if name != "example_dynamics"}  # per-example rows stay in the run directory
+        print(json.dumps({"summary": result.summary, "tables": tables}, indent=1))
+        return
+    for line in result.summary:
+        console.print(line, markup=False, highlight=False)
+    console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
+
+
 @app.command("recipes")
 def recipes_command() -> None:
     """List the built-in recipes, one line each."""
@@ -102,6 +129,47 @@ def recipes_command() -> None:
         spec = load_spec(name)
         table.add_row(name, spec.description, spec.source)
     console.print(table)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default RUN_DIR/report.html).")]
+    = None,
+) -> None:
+    """Write one self-contained HTML report of a run (plots work offline) and print its path."""
+    from .report import write_report
+
+    try:
+        path = write_report(run_dir, output)
+    except OntogenyError as err:
+        _fail(str(err))
+    print(path)
+
+
+@app.command("serve")
+def serve_command(
+    runs_dir: Annotated[Path, typer.Argument(help="A directory whose subdirectories are runs.")],
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+) -> None:
+    """Serve a local page listing the runs, their reports and a comparison of two runs; Ctrl-C stops it."""
+    from .report.serve import make_server
+
+    try:
+        server = make_server(runs_dir, host, port)
+    except OntogenyError as err:
+        _fail(str(err))
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        _fail(f"{host}:{port}: {err.strerror or err}")
+    print(f"serving {runs_dir} at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _cell(value) -> str:

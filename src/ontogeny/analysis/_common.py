@@ -1,4 +1,4 @@
-"""Small helpers shared by the analysis modules: step axes, input checks, robust noise scale."""
+"""Small helpers shared by the analysis modules: the log-step axis, input checks, a robust noise scale."""
 
 from __future__ import annotations
 
@@ -50,30 +50,3 @@ def difference_sigma(values: np.ndarray) -> np.ndarray:
     diffs = np.diff(values, axis=-1)
     centred = diffs - np.median(diffs, axis=-1, keepdims=True)
     return MAD_TO_SIGMA * np.median(np.abs(centred), axis=-1) / np.sqrt(2.0)
-
-
-def onto_even_grid(x: np.ndarray, values: np.ndarray, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resample curves [N, S] observed at increasing x [S] onto n_grid evenly spaced points.
-
-    Grid cells that hold checkpoints take their mean (where checkpoints are denser than the grid, e.g. the
-    linear tail of a log-then-linear schedule, averaging keeps their information instead of dropping it);
-    empty cells are linearly interpolated at the cell centre. Returns (grid [G], resampled [N, G]).
-    """
-    grid = np.linspace(x[0], x[-1], n_grid)
-    half = (grid[1] - grid[0]) / 2 if n_grid > 1 else 0.0
-    cell = np.clip(np.floor((x - x[0] + half) / (2 * half)).astype(int), 0, n_grid - 1)  # [S]
-    onehot = np.zeros((len(x), n_grid))
-    onehot[np.arange(len(x)), cell] = 1.0  # [S, G]
-    counts = onehot.sum(axis=0)  # [G]
-    sums = values @ onehot  # [N, G]
-    out = np.empty_like(sums)
-    filled = counts > 0
-    out[:, filled] = sums[:, filled] / counts[filled]
-    if not filled.all():
-        empty = np.flatnonzero(~filled)
-        # vectorised linear interpolation of every curve at the empty cell centres
-        right = np.clip(np.searchsorted(x, grid[empty]), 1, len(x) - 1)
-        left = right - 1
-        frac = (grid[empty] - x[left]) / (x[right] - x[left])
-        out[:, empty] = values[:, left] * (1 - frac) + values[:, right] * frac
-    return grid, out

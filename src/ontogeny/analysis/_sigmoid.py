@@ -4,9 +4,11 @@ Model per curve, on a log-step axis x:  y(x) = a + b * logistic((x - m) / w).
 
 For fixed (m, w) the model is linear in (a, b), so the best (a, b) and the residual sum of squares have a
 closed form (variable projection, Golub & Pereyra 1973). We therefore profile (a, b) out and search a fixed grid
-of (m, w) for every curve at once with one matrix product, [N, S] @ [S, K] -> [N, K], then refine the winner by
-a parabola through its grid neighbours. A grid search cannot diverge or stall in a local minimum, unlike
-per-curve Gauss-Newton, and costs one BLAS call per chunk of curves.
+of (m, w) for every curve at once with one matrix product, [N, S] @ [S, K] -> [N, K], refine the winner by a
+parabola through its grid neighbours, then polish all four parameters with two Levenberg-Marquardt steps,
+vectorised over curves. The global grid search cannot diverge or stall in a far local minimum, as per-curve
+Gauss-Newton from a fixed start can; the polish removes the grid's quantisation (the RSS matches scipy's
+curve_fit started at the truth, see tests).
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, logit
+from scipy.special import logit
 
 # The 10%-90% rise of a logistic of width w spans 2 * ln(9) * w.
 RISE_PER_WIDTH = 2.0 * np.log(9.0)
+
+
+def expit(z) -> np.ndarray:
+    """Logistic function as 0.5 + 0.5 tanh(z / 2): the same values, about 3x faster than scipy's expit here."""
+    out = np.tanh(np.multiply(z, 0.5))
+    out *= 0.5
+    out += 0.5
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,16 +61,16 @@ class SigmoidFit:
 def width_grid(x: np.ndarray, n_widths: int) -> np.ndarray:
     """Candidate widths: from well below the median checkpoint spacing (a step) to half the x range (a line)."""
     spacing = float(np.median(np.diff(x)))
-    return np.geomspace(spacing / 8.0, (x[-1] - x[0]) / 2.0, n_widths)
+    return np.geomspace(spacing / 16.0, (x[-1] - x[0]) / 2.0, n_widths)
 
 
 def fit_sigmoids(x, values, *, centers=None, n_centers: int = 96, n_widths: int = 12,
                  chunk: int = 2048) -> SigmoidFit:
     """Least-squares sigmoid of every curve: x [S] increasing, values [N, S] -> SigmoidFit with fields [N].
 
-    Centres are searched on `centers` (evenly spaced, default: `n_centers` points over [x[0], x[-1]], so a
-    transition is located only inside the observed range), widths on `width_grid`; the winner is refined by one
-    parabola along each grid axis (the offset is scaled by the local centre spacing).
+    Centres are searched on `centers` (default: `n_centers` even points over [x[0], x[-1]], so a transition is
+    located only inside the observed range), widths on `width_grid`; the winner is refined by one parabola along
+    each grid axis and polished by Levenberg-Marquardt within the grid's bounds (module docstring).
     """
     x = np.asarray(x, dtype=float)
     values = np.atleast_2d(np.asarray(values, dtype=float))
@@ -86,7 +96,9 @@ def fit_sigmoids(x, values, *, centers=None, n_centers: int = 96, n_widths: int 
         score = cov.reshape(len(block), *grid_m.shape)  # [n, Km, Kw]
         i_m, i_w = np.unravel_index(score.reshape(len(block), -1).argmax(axis=1), grid_m.shape)
         center = centers[i_m] + _parabola_offset(score, i_m, i_w, axis=1) * _spacing(centers, i_m)
-        width = np.exp(log_widths[i_w] + _parabola_offset(score, i_m, i_w, axis=2) * _step(log_widths))
+        log_width = log_widths[i_w] + _parabola_offset(score, i_m, i_w, axis=2) * _step(log_widths)
+        center, width = _levenberg_marquardt(x, block, center, log_width, bounds=(centers[0], centers[-1],
+                                                                                   log_widths[0], log_widths[-1]))
         for name, value in _profile(x, block, centred, means[:, 0], center, width).items():
             fields[name][lo:lo + chunk] = value
     return SigmoidFit(**fields)
@@ -111,6 +123,61 @@ def _profile(x, block, centred, means, center, width) -> dict[str, np.ndarray]:
     halfway = np.where(changed, center + width * logit(target), np.nan)
     return {"center": center, "width": width, "low": low, "amplitude": amplitude, "start": start, "end": end,
             "halfway": halfway, "r2": r2}
+
+
+def _levenberg_marquardt(x, block, center, log_width, *, bounds, iterations: int = 2):
+    """Polish every curve's fit [n, S] by a few damped Gauss-Newton steps on all four parameters (Levenberg
+    1944, Marquardt 1963), vectorised with the 4 x 4 normal equations summed explicitly; a step is kept only
+    where it lowers the RSS. Returns (center [n], width [n]) clipped to the grid's bounds."""
+    m_lo, m_hi, lw_lo, lw_hi = bounds
+    low, amplitude, rss = _levels(x, block, center, np.exp(log_width))
+    damping = np.full(len(block), 1e-3)
+    for _ in range(iterations):
+        width = np.exp(log_width)[:, None]
+        offset = x[None, :] - center[:, None]  # [n, S]
+        shape = expit(offset / width)
+        residual = block - low[:, None] - amplitude[:, None] * shape
+        # Jacobian columns: 1, shape, d/d centre = -slope, d/d log width = -slope * offset
+        slope = amplitude[:, None] * shape * (1 - shape) / width
+        slope_offset = slope * offset
+        columns = (None, shape, -slope, -slope_offset)
+        normal = np.empty((len(block), 4, 4))
+        gradient = np.empty((len(block), 4))
+        for i in range(4):  # row-wise dot products without [n, S, 4] temporaries
+            gradient[:, i] = residual.sum(axis=1) if i == 0 else np.einsum("ns,ns->n", columns[i], residual)
+            for j in range(i, 4):
+                if i == 0:
+                    value = float(x.size) if j == 0 else columns[j].sum(axis=1)
+                else:
+                    value = np.einsum("ns,ns->n", columns[i], columns[j])
+                normal[:, i, j] = normal[:, j, i] = value
+        diagonal = normal[:, np.arange(4), np.arange(4)].copy()
+        normal[:, np.arange(4), np.arange(4)] += damping[:, None] * diagonal + 1e-12
+        delta = np.linalg.solve(normal, gradient[..., None])[..., 0]  # [n, 4]
+        new_center = np.clip(center + delta[:, 2], m_lo, m_hi)
+        new_log_width = np.clip(log_width + delta[:, 3], lw_lo, lw_hi)
+        new_low, new_amplitude = low + delta[:, 0], amplitude + delta[:, 1]
+        new_shape = expit((x[None, :] - new_center[:, None]) / np.exp(new_log_width)[:, None])
+        new_rss = ((block - new_low[:, None] - new_amplitude[:, None] * new_shape) ** 2).sum(axis=1)
+        better = new_rss < rss
+        center, log_width = np.where(better, new_center, center), np.where(better, new_log_width, log_width)
+        low, amplitude = np.where(better, new_low, low), np.where(better, new_amplitude, amplitude)
+        rss = np.where(better, new_rss, rss)
+        damping = np.where(better, damping / 10, damping * 10)
+    return center, np.exp(log_width)
+
+
+def _levels(x, block, center, width) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form (low, amplitude, RSS) of curves [n, S] for a given centre and width, each [n]."""
+    shape = expit((x[None, :] - center[:, None]) / width[:, None])
+    shape_mean, value_mean = shape.mean(axis=1), block.mean(axis=1)
+    shape_c = shape - shape_mean[:, None]
+    shape_ss = (shape_c**2).sum(axis=1)
+    amplitude = np.where(shape_ss > 0, ((block - value_mean[:, None]) * shape_c).sum(axis=1)
+                         / np.where(shape_ss > 0, shape_ss, 1.0), 0.0)
+    low = value_mean - amplitude * shape_mean
+    rss = ((block - low[:, None] - amplitude[:, None] * shape) ** 2).sum(axis=1)
+    return low, amplitude, rss
 
 
 def _step(grid: np.ndarray) -> float:

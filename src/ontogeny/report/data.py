@@ -70,15 +70,20 @@ def scalar_names(run: Run) -> list[str]:
 
 
 def sweep_keys(run: Run) -> list[str]:
-    """The swept spec keys that vary over more than one value, in declaration order."""
-    return [key for key, values in run.spec.sweep if len(values) > 1]
+    """The swept spec keys that vary over more than one value, in declaration order (those in `members` yet)."""
+    columns = set(run.members().columns)
+    return [key for key, values in run.spec.sweep if len(values) > 1 and key in columns]
 
 
 def config_labels(members: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """One text label per member for its grid point ("optim.weight_decay=0.5"), "all" without a sweep."""
+    """One text label per member for its grid point ("weight_decay=0.5", by the keys' last parts where those
+    are distinct), "all" without a sweep."""
     if not keys:
         return pd.Series("all", index=members.index)
-    return members[keys].astype(str).apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
+    short = [key.rsplit(".", 1)[-1] for key in keys]
+    names = short if len(set(short)) == len(short) else keys
+    values = members[keys].astype(str).to_numpy()
+    return pd.Series([", ".join(f"{n}={v}" for n, v in zip(names, row)) for row in values], index=members.index)
 
 
 def summary(run: Run) -> pd.DataFrame:

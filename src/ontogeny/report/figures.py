@@ -33,7 +33,8 @@ def titled(title: str, subtitle: str = "") -> dict:
 def base_layout(fig: go.Figure, title: str, subtitle: str = "", *, height: int = 420) -> go.Figure:
     """Apply the report's common look: white template, title, legend on the right, fixed height."""
     fig.update_layout(template="plotly_white", title=titled(title, subtitle), height=height,
-                      margin={"l": 60, "r": 20, "t": 80 if subtitle else 60, "b": 55},
+                      margin={"l": 60, "r": 20, "t": 60 + 20 * (subtitle.count("<br>") + 1 if subtitle else 0),
+                              "b": 55},
                       legend={"groupclick": "togglegroup"}, hovermode="closest")
     return fig
 
@@ -51,14 +52,16 @@ def band_traces(steps, low, high, middle, colour: str, name: str, group: str, *,
     return [band, line]
 
 
-def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *,
-                  show_legend: bool = True) -> list[go.Scatter]:
+def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *, show_legend: bool = True,
+                  suffix: str = " per member") -> list[go.Scatter]:
     """One thin line per member of `frame` (member, step, value); diverged members stop where they diverged."""
     traces = []
     for i, (member, rows) in enumerate(frame.groupby("member", sort=True)):
-        traces.append(go.Scatter(x=rows.step.to_numpy() + 1, y=rows.value.to_numpy(), mode="lines",
+        values = rows.value.to_numpy(dtype=float)
+        traces.append(go.Scatter(x=rows.step.to_numpy() + 1, y=np.where(np.isfinite(values), values, np.nan),
+                                 mode="lines",
                                  line={"color": rgba(colour, 0.45), "width": 1}, legendgroup=group,
-                                 name=f"{name} per member", showlegend=show_legend and i == 0,
+                                 name=f"{name}{suffix}", showlegend=show_legend and i == 0,
                                  customdata=rows.step.to_numpy(),
                                  hovertemplate=f"{name} member {member}<br>step %{{customdata}}<br>"
                                                "%{y:.4g}<extra></extra>"))
@@ -70,7 +73,7 @@ def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs
     """Train and test `metric` ("acc" or "loss") per member, one panel per grid point (`configs`: member ->
     label), with the median and min-max band over that grid point's seeds and transition onsets marked."""
     labels = list(dict.fromkeys(configs.sort_index()))[:MAX_PANELS]
-    n_cols = min(len(labels), 3)
+    n_cols = min(3, int(np.ceil(np.sqrt(len(labels)))))
     n_rows = -(-len(labels) // n_cols)
     fig = make_subplots(rows=n_rows, cols=n_cols, shared_yaxes=True, subplot_titles=labels if len(labels) > 1
                         else None, horizontal_spacing=0.04, vertical_spacing=0.12 if n_rows > 1 else 0.1)
@@ -122,7 +125,7 @@ def norm_figure(frame: pd.DataFrame, configs: pd.Series, note: str) -> go.Figure
             rows = frame[(frame.name == name) & frame.member.isin(configs.index[configs == label])]
             colour = PALETTE[i % len(PALETTE)]
             for trace in member_traces(rows, colour, label if len(labels) > 1 else "member", label,
-                                       show_legend=col == 1):
+                                       show_legend=col == 1, suffix=""):
                 fig.add_trace(trace, row=1, col=col)
         fig.update_yaxes(title_text=f"{name} (L2 norm)", type="log", row=1, col=col)
     fig.update_xaxes(type="log", title_text=STEP_AXIS)

@@ -37,14 +37,13 @@ def raster_figure(raster: Raster) -> go.Figure:
                              name=f"{raster.split} accuracy (all {raster.n_rows} {noun})",
                              customdata=raster.aggregate_steps,
                              hovertemplate="step %{customdata}<br>accuracy %{y:.3f}<extra></extra>"), row=1, col=1)
-    rows = np.arange(len(raster.labels))
-    text = [f"{raster.level} {label}" for label in raster.labels]
+    # Rows are categories named by example (or subset), in onset order: hover names them with no per-cell text.
+    rows = np.asarray([f"{raster.level} {label}" for label in raster.labels])
     fig.add_trace(go.Heatmap(x=x, y=rows, z=raster.values, zmin=0, zmax=1, colorscale="Blues",
                              colorbar={"title": {"text": "correct" if raster.level == "example" else "accuracy"},
                                        "len": 0.7, "y": 0.36},
-                             customdata=np.repeat(raster.steps[None, :], len(rows), axis=0),
-                             text=np.repeat(np.asarray(text)[:, None], len(raster.steps), axis=1),
-                             hovertemplate="%{text}<br>step %{customdata}<br>%{z:.2f}<extra></extra>",
+                             customdata=np.repeat(raster.steps.astype(np.int32)[None, :], len(rows), axis=0),
+                             hovertemplate="%{y}<br>step %{customdata}<br>%{z:.2f}<extra></extra>",
                              name="per-row curves", showlegend=False), row=2, col=1)
     learned = np.isfinite(raster.onsets)
     fig.add_trace(go.Scatter(x=np.log10(raster.onsets[learned] + 1), y=rows[learned], mode="markers",
@@ -54,7 +53,8 @@ def raster_figure(raster: Raster) -> go.Figure:
     fig.update_xaxes(**ticks)
     fig.update_xaxes(title_text=LOG_STEP_AXIS, row=2, col=1)
     fig.update_yaxes(title_text="accuracy", range=[-0.02, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text=f"{noun}, sorted by onset step (never learned last)", row=2, col=1)
+    fig.update_yaxes(title_text=f"{noun}, sorted by onset step (never learned last)", row=2, col=1,
+                     type="category", categoryorder="array", categoryarray=rows, showticklabels=len(rows) <= 40)
     sampled = []
     if len(rows) < raster.n_rows:
         sampled.append(f"{len(rows)} of {raster.n_rows} {noun} shown, evenly spaced over the onset order")
@@ -68,13 +68,14 @@ def raster_figure(raster: Raster) -> go.Figure:
 
 
 def onset_histogram(onsets: pd.DataFrame, noun: str, source: str) -> go.Figure:
-    """Histogram of onset steps (log bins) per split, over every member; `onsets` has split and onset."""
+    """Histogram of onset steps (log bins) per split, over every member; `onsets` has split and onset.
+    The test split is drawn last, on top."""
     fig = go.Figure()
     finite = onsets[np.isfinite(onsets.onset)]
     top = float(np.log10(finite.onset.max() + 1)) if len(finite) else 1.0
     edges = np.linspace(0.0, max(top, 1e-6), ONSET_BINS + 1)
     never = []
-    for i, (split, rows) in enumerate(sorted(onsets.groupby("split"), key=lambda item: item[0] != "test")):
+    for i, (split, rows) in enumerate(sorted(onsets.groupby("split"), key=lambda item: item[0] == "test")):
         counts, _ = np.histogram(np.log10(rows.onset.dropna().to_numpy() + 1), bins=edges)
         colour = SPLIT_COLOURS.get(split, PALETTE[(i + 2) % len(PALETTE)])
         fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name=f"{split}",

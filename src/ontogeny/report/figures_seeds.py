@@ -28,9 +28,12 @@ def phase_figure(phase: pd.DataFrame, keys: list[str], threshold: pd.DataFrame) 
                       secondary_y=True)
         fig.update_yaxes(title_text="share of seeds that generalize", range=[-0.02, 1.02], tickformat=".0%",
                          secondary_y=False)
-        fig.update_yaxes(title_text="median delay (steps, generalization - memorization)", secondary_y=True)
+        fig.update_yaxes(title_text="median delay (steps)", rangemode="tozero", secondary_y=True)
+        if phase.median_delay.isna().all():
+            fig.add_annotation(text="no member generalized: no delay to show", showarrow=False,
+                               xref="x domain", yref="y domain", x=0.5, y=0.5)
         fig.update_xaxes(title_text=x_key)
-        height = 420
+        height = 470
     else:
         y_key = keys[1]
         share = phase.pivot_table(index=y_key, columns=x_key, values="share")
@@ -45,29 +48,40 @@ def phase_figure(phase: pd.DataFrame, keys: list[str], threshold: pd.DataFrame) 
                                  colorscale="Oranges", colorbar={"title": {"text": "steps"}},
                                  hovertemplate=f"{x_key}=%{{x}}<br>{y_key}=%{{y}}<br>%{{z:.0f}} steps<extra></extra>",
                                  name="median delay"), row=1, col=2)
+        if delay.isna().all().all():
+            fig.add_annotation(text="no member generalized: no delay to show", showarrow=False,
+                               xref="x2 domain", yref="y2 domain", x=0.5, y=0.5)
         fig.update_xaxes(title_text=x_key)
         fig.update_yaxes(title_text=y_key, type="category")
-        height = 460
-    for i, row in enumerate(threshold.itertuples()):
+        height = 500
+    finite = np.isfinite(threshold[["estimate", "ci_low", "ci_high"]].to_numpy(float)).all(axis=1)
+    for row in threshold[finite].itertuples():
         label = f"data threshold ({row.config}): {row.estimate:.3g} [{row.ci_low:.3g}, {row.ci_high:.3g}]"
         fig.add_vrect(x0=row.ci_low, x1=row.ci_high, fillcolor=rgba(PALETTE[6], 0.08), line_width=0)
         fig.add_vline(x=row.estimate, line={"color": "black", "dash": "dash", "width": 2})
         fig.add_trace(go.Scatter(x=[row.estimate], y=[None], mode="lines", name=label,
                                  line={"color": "black", "dash": "dash"}))  # a legend entry for the line
+    fig.update_layout(showlegend=True, legend={"orientation": "h", "y": -0.25})
     note = "generalized: test accuracy reached 99%; delay: generalization step - memorization step"
     if len(keys) > 2:
         note += f"; pooled over {', '.join(keys[2:])}"
+    if (~finite).any():  # ontogeny analyze gives inf where no swept fraction makes half the seeds generalize
+        note += "<br>data threshold not reached: " + ", ".join(
+            f"{config}: {estimate:g}" for config, estimate in zip(threshold.config[~finite], threshold.estimate[~finite]))
     return base_layout(fig, "Grokking phase diagram over the sweep", note, height=height)
 
 
 def seed_stats_figure(stats: pd.DataFrame) -> go.Figure:
-    """One panel per quantity: its estimate per grid point with the confidence interval as error bars."""
+    """One panel per quantity: its estimate per grid point with the confidence interval as error bars.
+    Rows whose estimate is not finite (a threshold never reached) are named in the subtitle instead."""
+    finite = np.isfinite(stats.estimate.to_numpy(float))
+    left_out = stats[~finite]
+    stats = stats[finite]
     quantities = list(dict.fromkeys(stats.quantity))
-    n_cols = min(2, len(quantities))
-    n_rows = -(-len(quantities) // n_cols)
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=quantities, horizontal_spacing=0.25,
-                        vertical_spacing=0.5 / n_rows)
-    for i, quantity in enumerate(quantities):
+    sizes = [stats[stats.quantity == q].config.nunique() for q in quantities]  # rows per panel
+    fig = make_subplots(rows=len(quantities), cols=1, subplot_titles=quantities, row_heights=sizes,
+                        vertical_spacing=min(0.3, 0.6 / len(quantities)))
+    for i, quantity in enumerate(quantities, start=1):
         rows = stats[stats.quantity == quantity]
         fig.add_trace(go.Scatter(
             x=rows.estimate, y=rows.config.astype(str), mode="markers", marker={"size": 9, "color": PALETTE[0]},
@@ -75,12 +89,16 @@ def seed_stats_figure(stats: pd.DataFrame) -> go.Figure:
                      "arrayminus": rows.estimate - rows.ci_low, "color": PALETTE[0]},
             customdata=np.stack([rows.ci_low, rows.ci_high, rows.n_members], -1), name=quantity, showlegend=False,
             hovertemplate="%{y}<br>%{x:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<br>"
-                          "%{customdata[2]} members<extra></extra>"), row=i // n_cols + 1, col=i % n_cols + 1)
-    fig.update_xaxes(title_text="estimate with CI (steps for step quantities)")
-    fig.update_yaxes(type="category")
-    return base_layout(fig, "Seed statistics: headline quantities with confidence intervals",
-                       "dot: estimate over seeds; bar: confidence interval (from ontogeny analyze)",
-                       height=max(300, 230 * n_rows))
+                          "%{customdata[2]} members<extra></extra>"), row=i, col=1)
+    fig.update_xaxes(title_text="estimate (dot) and confidence interval (bar); steps for step quantities",
+                     row=len(quantities), col=1)
+    fig.update_yaxes(type="category", automargin=True)
+    note = "from ontogeny analyze; one row per grid point ('all': every member)"
+    if len(left_out):
+        note += "<br>not finite: " + ", ".join(f"{r.quantity} [{r.config}] = {r.estimate:g}"
+                                               for r in left_out.itertuples())
+    return base_layout(fig, "Seed statistics: headline quantities with confidence intervals", note,
+                       height=140 + 90 * len(quantities) + 28 * sum(sizes))
 
 
 def variance_figure(variance: pd.DataFrame) -> go.Figure:

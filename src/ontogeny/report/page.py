@@ -51,8 +51,8 @@ class Section:
 
 
 def figure_html(fig: go.Figure, div_id: str) -> str:
-    """A figure as a div and its newPlot script; plotly.js itself is inlined once in the page head."""
-    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
+    """A figure as a div (id fig-`div_id`) and its newPlot script; plotly.js is inlined once in the page head."""
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{div_id}", config=PLOT_CONFIG)
     return f'<div class="figure">{body}</div>'
 
 
@@ -164,14 +164,14 @@ def phase_section(run: Run, summary: pd.DataFrame) -> Section | None:
 
 def seeds_section(run: Run, summary: pd.DataFrame) -> Section | None:
     """CIs of the headline quantities, the variance decomposition and the solution clusters (analysis tables)."""
-    tables = run.tables()
+    tables = {name: run.table(name) for name in ("seed_stats", "variance", "solutions") if name in run.tables()}
     blocks = []
-    if "seed_stats" in tables:
-        blocks.append(figure_html(seed_stats_figure(run.table("seed_stats")), "seed-stats"))
-    if "variance" in tables:
-        blocks.append(figure_html(variance_figure(run.table("variance")), "variance"))
-    if "solutions" in tables:
-        blocks.append(figure_html(solutions_figure(run.table("solutions"), summary), "solutions"))
+    if "seed_stats" in tables and np.isfinite(tables["seed_stats"].estimate.to_numpy(float)).any():
+        blocks.append(figure_html(seed_stats_figure(tables["seed_stats"]), "seed-stats"))
+    if "variance" in tables and len(tables["variance"]):
+        blocks.append(figure_html(variance_figure(tables["variance"]), "variance"))
+    if "solutions" in tables and len(tables["solutions"]):
+        blocks.append(figure_html(solutions_figure(tables["solutions"], summary), "solutions"))
     if not blocks:
         return None
     return Section("seeds", "Seed statistics", "How much the outcome depends on the seeds (ontogeny analyze).",
@@ -189,7 +189,8 @@ def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section 
         blocks.append(figure_html(norm_figure(frame, configs, note), "norms"))
     if "example_dynamics" in run.tables():
         frame, total = data.cartography(run, MAX_CARTOGRAPHY_POINTS)
-        blocks.append(figure_html(cartography_figure(frame, total), "cartography"))
+        if total:
+            blocks.append(figure_html(cartography_figure(frame, total), "cartography"))
     if not blocks:
         return None
     return Section("dynamics", "Norms and cartography", "Weight and gradient norms; which examples are easy, "

@@ -1,0 +1,100 @@
+"""Transition detection against synthetic curves with known change points."""
+
+import numpy as np
+import pytest
+
+from ontogeny.analysis.transitions import (
+    RELAXATION_RISE_DECADES,
+    TRANSITION_COLUMNS,
+    TransitionDetector,
+    breakpoint_scores,
+    synthetic_curves,
+)
+
+
+def found_steps(detector, n_curves):
+    table = detector.transitions_
+    return [table.loc[table.curve == c, "step"].to_numpy(float) for c in range(n_curves)]
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "step"])
+def test_precision_and_recall_on_noisy_synthetic_curves(kind):
+    steps, values, truth = synthetic_curves(16, 160, n_transitions=2, noise=0.05, kind=kind, random_state=0)
+    detector = TransitionDetector().fit(steps, values)
+    precision, recall = breakpoint_scores(truth, found_steps(detector, 16), margin=0.1)
+    assert precision >= 0.8 and recall >= 0.8
+    assert list(detector.transitions_.columns) == list(TRANSITION_COLUMNS)
+
+
+def test_direction_size_and_window_are_consistent():
+    steps, values, truth = synthetic_curves(8, 160, n_transitions=1, noise=0.02, random_state=1)
+    table = TransitionDetector().fit(steps, values).transitions_
+    assert (np.sign(table["after"] - table["before"]) == table["direction"]).all()
+    assert np.allclose(table["size"], table["after"] - table["before"])
+    assert ((table["onset_step"] <= table["step"]) & (table["step"] <= table["end_step"])).all()
+
+
+def test_pure_noise_has_no_transitions():
+    steps, values, _ = synthetic_curves(40, 160, n_transitions=0, noise=0.05, random_state=2)
+    assert len(TransitionDetector().fit(steps, values).transitions_) == 0
+
+
+@pytest.mark.parametrize("t0", [1.0, 100.0, 1000.0])
+def test_smooth_power_law_losses_have_no_transitions(t0):
+    # L(t) = 0.5 + 2 (1 + t / t0)^-alpha: flat until t0, then a power law; noise-free and with noise 0.01
+    steps, _, _ = synthetic_curves(1, 160, n_transitions=0, random_state=3)
+    exponents = np.array([0.3, 0.5, 1.0, 0.3, 0.5, 1.0])[:, None]
+    noise = np.array([0.0, 0.0, 0.0, 0.01, 0.01, 0.01])[:, None]
+    losses = 0.5 + 2.0 * (1 + steps / t0) ** -exponents
+    losses += noise * np.random.default_rng(4).normal(size=losses.shape)
+    assert len(TransitionDetector().fit(steps, losses).transitions_) == 0
+
+
+def test_clean_step_is_found_at_the_exact_checkpoint():
+    # a log-then-linear schedule like record.schedule: 0, log-spaced, then every 500 steps
+    steps = np.array(sorted({0, *[round(2 ** (i / 4)) for i in range(40)], *range(1000, 20001, 500)}))
+    for jump_at in (38, 181, 1000, 5000):
+        values = np.where(steps >= jump_at, 0.2, 1.0)
+        table = TransitionDetector().fit(steps, values).transitions_
+        assert len(table) == 1
+        row = table.iloc[0]
+        assert row.step == row.onset_step == row.end_step == jump_at
+        assert row.direction == -1
+        assert row.before == pytest.approx(1.0, abs=1e-3) and row.after == pytest.approx(0.2, abs=1e-3)
+
+
+def test_linear_step_axis_and_names():
+    steps, values, truth = synthetic_curves(3, 120, n_transitions=1, noise=0.02, kind="step", random_state=5)
+    detector = TransitionDetector(log_steps=False).fit(steps, values, names=["a", "b", "c"])
+    assert set(detector.transitions_.curve) <= {"a", "b", "c"}
+    assert len(detector.transitions_) >= 2
+
+
+def test_constant_curve_and_bad_penalty():
+    steps = np.arange(1, 50)
+    assert len(TransitionDetector().fit(steps, np.ones(49)).transitions_) == 0
+    with pytest.raises(ValueError, match="penalty"):
+        TransitionDetector(penalty="aic").fit(steps, np.ones(49))
+
+
+def test_relaxation_rise_constant():
+    tau = 1.0
+    t10, t90 = tau * np.log(10 / 9), tau * np.log(10)  # 1 - exp(-t) reaches 10% and 90%
+    assert RELAXATION_RISE_DECADES == pytest.approx(np.log10(t90 / t10))
+
+
+def test_breakpoint_scores_by_hand():
+    assert breakpoint_scores([100, 10_000], [105, 5_000], margin=0.1) == (0.5, 0.5)
+    # one-to-one: two found near one true step count once
+    assert breakpoint_scores([100], [100, 101], margin=0.1) == (0.5, 1.0)
+    assert breakpoint_scores([[100], []], [[100], [50]], margin=0.1) == (0.5, 1.0)
+    assert breakpoint_scores([], [], margin=0.1) == (1.0, 1.0)
+    assert breakpoint_scores([100], [150], margin=40, log_steps=False) == (0.0, 0.0)
+
+
+def test_synthetic_curves_shapes_and_truth():
+    steps, values, truth = synthetic_curves(4, 100, n_transitions=2, kind="step", noise=0.0, random_state=6)
+    assert steps.shape == (100,) and values.shape == (4, 100) and np.all(np.diff(steps) > 0)
+    for curve, true_steps in zip(values, truth):
+        jumps = steps[1:][np.abs(np.diff(curve)) > 0]
+        assert np.array_equal(jumps, true_steps)

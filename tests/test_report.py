@@ -1,0 +1,298 @@
+"""The run report and the runs server, without a browser: sections present only with their data, size bounds,
+the `report` command, and the server's pages, cache and refusals. (test_report_browser.py renders them.)"""
+
+import json
+import re
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import ontogeny as og
+from ontogeny.analysis import analyze
+from ontogeny.cli import app
+from ontogeny.report import data, render_report, write_report
+from ontogeny.report.serve import make_server
+from ontogeny.store import ShardWriter, write_table
+
+GROK = ["task.p=13", "seeds=2", "model.width=32", "steps=200", "record.every=50",
+        "sweep.task.train_fraction=[0.5,0.7]", "sweep.optim.weight_decay=[0.5,1.0]"]
+PARITY = ["task.n_tasks=4", "task.n=8", "task.k=2", "task.batch_size=200", "task.n_test_per_task=20",
+          "model.width=32", "steps=300", "seeds=2", "data_orders=2"]
+
+
+# ---- fixtures: real tiny runs, with and without analysis tables -------------------------------------------------
+
+
+def analyzed_copy(source: Path, target: Path) -> Path:
+    """A copy of a run with the analysis tables of `ontogeny analyze` written into it."""
+    shutil.copytree(source, target)
+    with og.open(target) as run:
+        analyze(run)
+    return target
+
+
+@pytest.fixture(scope="session")
+def grok_bare(tmp_path_factory) -> Path:
+    """A real tiny grokking sweep (train fraction x weight decay x 2 seeds), no analysis tables."""
+    out = tmp_path_factory.mktemp("runs") / "grok-bare"
+    og.run("grokking", overrides=GROK, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def grok_run(grok_bare, tmp_path_factory) -> Path:
+    return analyzed_copy(grok_bare, tmp_path_factory.mktemp("runs") / "grok")
+
+
+@pytest.fixture(scope="session")
+def parity_bare(tmp_path_factory) -> Path:
+    """A real tiny multitask-parity run (4 named subsets, 2 init x 2 data-order seeds, no sweep), no analysis
+    tables."""
+    out = tmp_path_factory.mktemp("runs") / "parity-bare"
+    og.run("multitask-parity", overrides=PARITY, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def parity_run(parity_bare, tmp_path_factory) -> Path:
+    return analyzed_copy(parity_bare, tmp_path_factory.mktemp("runs") / "parity")
+
+
+@pytest.fixture(scope="session")
+def grok_report(grok_run, tmp_path_factory) -> Path:
+    return write_report(grok_run, tmp_path_factory.mktemp("reports") / "grok.html")
+
+
+@pytest.fixture(scope="session")
+def parity_report(parity_run, tmp_path_factory) -> Path:
+    return write_report(parity_run, tmp_path_factory.mktemp("reports") / "parity.html")
+
+
+@pytest.fixture(scope="session")
+def big_run(tmp_path_factory) -> Path:
+    """A synthetic run of 32 members x 2000 examples x 50 checkpoints, with its report written."""
+    path = write_synthetic_run(tmp_path_factory.mktemp("runs") / "big")
+    write_report(path)
+    return path
+
+
+def write_synthetic_run(path: Path, n_members: int = 32, n_examples: int = 2000, n_steps: int = 50) -> Path:
+    """A run written directly to the store: a train-fraction sweep whose examples each flip to correct at a known
+    log-uniform onset step (earlier with more data); one member diverged. Analysis tables: example_dynamics and seed_stats."""
+    path.mkdir(parents=True)
+    fractions = [0.2, 0.3, 0.4, 0.5]
+    spec = og.load_spec("grokking", {"seeds": n_members // len(fractions), "steps": 20_000,
+                                     "sweep.task.train_fraction": fractions}, check_memory=False)
+    (path / "spec.toml").write_text(spec.to_toml())
+    (path / "meta.json").write_text(json.dumps({"started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00"}))
+    member = np.arange(n_members)
+    members = pd.DataFrame({"member": member, "ensemble": 0, "init_seed": member // len(fractions),
+                            "data_seed": 0, "status": "ok", "diverged_step": None,
+                            "task.train_fraction": np.tile(fractions, n_members // len(fractions))})
+    members.loc[3, ["status", "diverged_step"]] = ["diverged", 5000]
+    write_table(path, "members", members)
+    steps = np.r_[0, np.cumsum(np.maximum(1, np.diff(np.geomspace(1, 20_000, n_steps).round())))].astype(np.int64)
+    rng = np.random.default_rng(0)
+    highest = 40_000 * (0.35 / members["task.train_fraction"].to_numpy()) ** 2  # [M] more data: learned sooner
+    onsets = np.exp(rng.uniform(np.log(10), np.log(highest)[:, None], (n_members, n_examples)))  # [M, N]
+    with ShardWriter(path, background=False) as writer:
+        for m in member:
+            for step in steps:
+                correct = onsets[m] <= step  # [N]
+                writer.append("examples", {"member": m, "step": step, "split": "test",
+                                           "example": np.arange(n_examples), "correct": correct,
+                                           "loss": np.where(correct, 0.01, 2.5).astype(np.float32)})
+            accuracy = (onsets[m][None, :] <= steps[:, None]).mean(axis=1)  # [S]
+            for name, value in (("test/acc", accuracy), ("train/acc", np.minimum(1.0, 3 * accuracy)),
+                                ("test/loss", 2.5 * (1 - accuracy) + 1e-3), ("train/loss", 1 - accuracy + 1e-3),
+                                ("weight_norm", 10 + np.log1p(steps)), ("grad_norm", 1 / (1 + steps))):
+                writer.append("scalars", {"member": m, "step": steps, "name": name, "value": value})
+        writer.commit()
+    learned_at = np.where(onsets <= steps[-1], steps[np.minimum(np.searchsorted(steps, onsets), len(steps) - 1)],
+                          np.nan)
+    write_table(path, "example_dynamics", pd.DataFrame({
+        "member": np.repeat(member, n_examples), "split": "test", "example": np.tile(np.arange(n_examples), n_members),
+        "aoa_step": learned_at.ravel(), "abruptness": 1.0, "forgetting_events": 0, "learned": np.isfinite(
+            learned_at.ravel()), "confidence": rng.uniform(0, 1, n_members * n_examples),
+        "variability": rng.uniform(0, 0.5, n_members * n_examples), "correctness": rng.uniform(0, 1, n_members *
+                                                                                                  n_examples)}))
+    write_table(path, "seed_stats", pd.DataFrame({"config": ["all"], "quantity": ["data_threshold"],
+                                                  "estimate": [0.33], "ci_low": [0.3], "ci_high": [0.37],
+                                                  "n_members": [n_members]}))
+    return path
+
+
+def section_ids(page: str) -> set[str]:
+    return {key for key in ("glance", "curves", "hidden", "phase", "seeds", "dynamics")
+            if f'<section id="{key}">' in page}
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+
+
+def figure_ids(page: str) -> set[str]:
+    return set(re.findall(r'<div id="fig-([a-z-]+)"', page))
+
+
+def test_a_full_run_gets_every_section_with_plotly_inlined_once(grok_report, grok_run):
+    page = grok_report.read_text()
+    assert section_ids(page) == {"glance", "curves", "hidden", "phase", "seeds", "dynamics"}
+    assert {"curves-acc", "curves-loss", "hidden-raster", "hidden-onsets", "phase", "seed-stats", "norms",
+            "cartography"} <= figure_ids(page)
+    assert page.count("<script src=") == 0  # nothing fetched: the page works offline
+    assert page.count("plotly.js v") == 1  # the bundle's banner: inlined exactly once
+    threshold = og.open(grok_run).table("seed_stats").query("quantity == 'data_threshold'").estimate
+    assert len(threshold) == 1 and ("data threshold" in page)  # on the phase diagram, reached or not
+    assert "step + 1" in page and "training step" in page
+    assert len(page.encode()) < 8_000_000
+
+
+def test_a_run_without_sweep_or_analysis_tables_omits_their_sections(parity_bare):
+    with og.open(parity_bare) as run:
+        page = render_report(run)
+    assert section_ids(page) == {"glance", "curves", "hidden", "dynamics"}
+    assert figure_ids(page) == {"curves-acc", "curves-loss", "hidden-raster", "hidden-onsets", "norms"}
+    assert "Hidden transitions: per-subset curves" in page  # the run has named subsets
+    assert "first checkpoint from which subset accuracy stays" in page  # onsets computed here, and said so
+    assert "transition onset" not in page
+
+
+def test_analysis_tables_are_used_where_present(parity_report, parity_run, grok_bare):
+    page = parity_report.read_text()
+    tables = og.open(parity_run).tables()
+    assert {"seed_stats", "variance", "solutions", "subset_onsets"} <= set(tables)  # 2 init x 2 data seeds
+    assert section_ids(page) == {"glance", "curves", "hidden", "seeds", "dynamics"}  # no sweep: no phase diagram
+    assert {"seed-stats", "variance", "solutions", "cartography"} <= figure_ids(page)
+    assert "subset_onsets.onset_step" in page
+    assert ("transition onset" in page) == ("transitions" in tables)
+    with og.open(grok_bare) as run:
+        page = render_report(run)
+    assert section_ids(page) == {"glance", "curves", "hidden", "phase", "dynamics"}  # phase from the run's curves
+    assert "Hidden transitions: per-example curves" in page and "data threshold" not in page
+
+
+def test_a_large_run_is_downsampled_and_says_so(big_run):
+    out = big_run / "report.html"  # where write_report puts it by default
+    page = out.read_text()
+    assert out.stat().st_size < 20_000_000
+    assert "downsampled: 400 of 2000 examples shown, evenly spaced over the onset order" in page
+    assert "downsampled: a fixed random 20000 of 64000 points" in page
+    assert "Diverged (loss NaN/inf, frozen): member 3 at step 5000" in page
+    assert "data threshold (all): 0.33" in page
+
+
+def test_log_even_steps_and_rows_keep_the_ends_and_the_budget():
+    steps = np.r_[0, np.arange(1, 10_001, 7)]
+    kept = data.log_even(steps, 200)
+    assert kept[0] == 0 and kept[-1] == steps[-1] and len(kept) <= 200 and np.all(np.isin(kept, steps))
+    assert np.median(np.diff(np.log1p(kept))) > np.median(np.diff(np.log1p(steps)))  # thinned where dense
+    assert list(data.even_rows(5, 10)) == [0, 1, 2, 3, 4]
+    rows = data.even_rows(1000, 400)
+    assert rows[0] == 0 and rows[-1] == 999 and len(rows) == 400
+
+
+def test_fallback_example_onset_is_where_an_example_stays_correct(tmp_path):
+    path = tmp_path / "tiny"
+    path.mkdir()
+    (path / "spec.toml").write_text(og.load_spec("grokking").to_toml())
+    pattern = {0: [0, 1, 0, 1, 1], 1: [0, 0, 0, 0, 0], 2: [1, 1, 1, 1, 1], 3: [0, 0, 0, 0, 1]}  # correct per step
+    steps = [0, 1, 2, 4, 8]
+    with ShardWriter(path, background=False) as writer:
+        for example, correct in pattern.items():
+            writer.append("examples", {"member": 0, "step": steps, "split": "test", "example": example,
+                                       "loss": 1.0, "correct": np.asarray(correct, bool)})
+        writer.commit()
+    with og.open(path) as run:
+        onsets, _ = data.example_onsets(run)
+    assert onsets.set_index("example").onset.to_dict() == pytest.approx({0: 4.0, 1: np.nan, 2: 0.0, 3: 8.0},
+                                                                        nan_ok=True)
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def test_report_command_writes_the_file_and_prints_its_path(parity_bare, tmp_path):
+    out = tmp_path / "r.html"
+    done = CliRunner().invoke(app, ["report", str(parity_bare), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == str(out) and out.stat().st_size > 1_000_000
+
+
+def test_report_command_refuses_a_bad_run_dir_in_one_line(tmp_path):
+    done = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert done.exit_code == 2 and done.stderr.strip().count("\n") == 0 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and "no such run directory" in done.stderr
+
+
+# ---- the server -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(grok_run, parity_run, tmp_path):
+    """A runs directory (two finished runs, one just started) served on a free port in a thread."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "grok").symlink_to(grok_run)
+    (runs / "parity").symlink_to(parity_run)
+    started = runs / "started"
+    started.mkdir()
+    shutil.copy(grok_run / "spec.toml", started / "spec.toml")
+    (runs / "not-a-run").mkdir()
+    server = make_server(runs, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", runs
+    server.shutdown()
+    server.server_close()
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+
+
+def test_server_lists_runs_with_their_status(served):
+    base, _ = served
+    status, body = fetch(f"{base}/api/runs")
+    runs = {r["name"]: r for r in json.loads(body)}
+    assert status == 200 and set(runs) == {"grok", "parity", "started"}
+    assert runs["grok"]["state"] == "finished" and runs["grok"]["ok"] == 8 and runs["grok"]["steps_done"] == 200
+    assert runs["started"]["state"] == "running" and runs["started"]["steps_done"] is None
+    status, page = fetch(base + "/")
+    assert status == 200 and "/run/grok/" in page and "http-equiv='refresh'" in page  # a run is still going
+
+
+def test_server_caches_reports_until_the_run_changes(served):
+    base, runs = served
+    started = time.perf_counter()
+    status, first = fetch(f"{base}/run/parity/")
+    made = time.perf_counter() - started
+    assert status == 200 and "Hidden transitions" in first and "all runs" in first
+    started = time.perf_counter()
+    assert fetch(f"{base}/run/parity/")[1] == first
+    assert time.perf_counter() - started < made / 2  # from the cache
+    meta = runs / "parity" / "meta.json"
+    meta.write_text(meta.read_text())  # a new mtime: the report is made afresh
+    assert fetch(f"{base}/run/parity/")[1] != first
+    status, page = fetch(f"{base}/run/started/")  # a run with nothing recorded yet still gets a page
+    assert status == 200 and "location.reload" in page
+
+
+def test_server_compares_two_runs_and_refuses_unknown_paths(served):
+    base, _ = served
+    status, page = fetch(f"{base}/compare?a=grok&b=parity&name=test/loss")
+    assert status == 200 and 'id="fig-compare"' in page and "/plotly.min.js" in page
+    assert fetch(f"{base}/plotly.min.js")[0] == 200
+    for bad in ("/run/not-a-run/", "/run/..%2F..%2Fetc/", "/compare?a=grok&b=..", "/nothing"):
+        assert fetch(base + bad)[0] == 404, bad
