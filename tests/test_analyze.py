@@ -1,0 +1,96 @@
+"""`ontogeny analyze` on real tiny runs: the tables it writes, its summary, idempotence, partial runs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ontogeny as og
+from ontogeny.analysis import analyze
+
+SWEEP = ["task.p=13", "model.width=48", "steps=300", "seeds=3", "record.every=25",
+         "sweep.task.train_fraction=[0.2, 0.7]"]
+CONTRACT = {
+    "grokking": ["member", "memorization_step", "generalization_step", "delay"],
+    "transitions": ["member", "curve", "onset_step", "end_step", "before", "after", "size", "direction"],
+    "example_dynamics": ["member", "split", "example", "aoa_step", "abruptness", "forgetting_events", "learned",
+                         "confidence", "variability", "correctness"],
+    "hidden_transitions": ["member", "split", "level", "n_curves", "n_learned", "onset_median", "onset_q25",
+                           "onset_q75", "n_groups", "median_width", "aggregate_width"],
+    "seed_stats": ["config", "quantity", "estimate", "ci_low", "ci_high", "n_members"],
+    "solutions": ["member", "cluster", "outlier"],
+}
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    # commit at every checkpoint, so the run has many shards (see the partial-run test)
+    return og.run("grokking", overrides=SWEEP, out=tmp_path_factory.mktemp("sweep") / "run", commit_seconds=0)
+
+
+def test_analyze_writes_the_contract_tables(sweep_run):
+    result = analyze(sweep_run)
+    for name, columns in CONTRACT.items():
+        table = sweep_run.table(name)
+        assert set(columns) <= set(table.columns), name
+    grok = sweep_run.table("grokking").set_index("member")
+    summary = og.analysis.summary.member_summary(sweep_run.scalars(), sweep_run.members()).set_index("member")
+    pd.testing.assert_series_equal(grok.generalization_step, summary.generalization.astype(float),
+                                   check_names=False)
+    stats = sweep_run.table("seed_stats")
+    assert set(stats.config) >= {"task.train_fraction=0.2", "task.train_fraction=0.7"}
+    assert (stats.ci_low <= stats.estimate).all() and (stats.estimate <= stats.ci_high).all()
+    dynamics = sweep_run.table("example_dynamics")
+    assert len(dynamics) == 6 * 169  # every member x example, split by each member's own train set
+    learned_late = dynamics[dynamics.aoa_step.notna()]
+    assert (learned_late.aoa_step >= 0).all() and (learned_late.aoa_step <= 300).all()
+    assert any(line.startswith("test/acc [task.train_fraction=0.7]") for line in result.summary)
+
+
+def test_analyze_is_idempotent(sweep_run):
+    analyze(sweep_run)
+    first = {name: sweep_run.table(name) for name in CONTRACT}
+    analyze(sweep_run)
+    for name, table in first.items():
+        pd.testing.assert_frame_equal(sweep_run.table(name), table, obj=name)
+
+
+def test_cli_summary_and_json(sweep_run):
+    command = [sys.executable, "-m", "ontogeny.cli", "analyze", str(sweep_run.path)]
+    text = subprocess.run(command + ["--what", "grokking,seeds"], capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert "members generalize" in text.stdout
+    data = json.loads(subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300).stdout)
+    assert {"grokking", "seed_stats", "transitions"} <= set(data["tables"])
+    assert data["summary"]
+    bad = subprocess.run(command + ["--what", "astrology"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "astrology" in bad.stderr
+
+
+def test_hidden_transitions_per_subtask(tmp_path):
+    run = og.run("multitask-parity", overrides=["task.n_tasks=4", "task.n=8", "task.k=2", "task.batch_size=200",
+                                                "task.n_test_per_task=25", "model.width=32", "steps=300",
+                                                "seeds=2", "record.every=25"], out=tmp_path / "mt")
+    analyze(run, what=["hidden"])
+    onsets = run.table("subset_onsets")
+    assert sorted(onsets.subset.unique()) == ["task0", "task1", "task2", "task3"]
+    assert len(onsets) == 2 * 4
+    hidden = run.table("hidden_transitions")
+    assert set(hidden.level) == {"subset"} and (hidden.n_curves == 4).all()
+
+
+def test_a_run_still_being_written_is_analyzed_as_far_as_it_got(sweep_run, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep_run.path, partial)
+    for table in ("scalars", "examples"):
+        shards = sorted((partial / table).glob("part-*.parquet"))
+        shards[-1].unlink()  # as if the last commit had not happened yet
+    run = og.open(partial)
+    result = analyze(run, what=["grokking", "examples"])
+    assert result.tables["grokking"].member.nunique() == 6
+    assert np.isfinite(run.table("example_dynamics").confidence).all()
