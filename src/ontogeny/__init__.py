@@ -17,6 +17,7 @@ from .spec import (
 )
 from .store import Run, open_run as open
 from .train.run import run
+from . import analysis  # noqa: E402  (og.analysis.analyze, og.analysis.TransitionDetector, ...)
 
 __all__ = [
     "MLPModel",
@@ -32,6 +33,7 @@ __all__ = [
     "SpecError",
     "StoreError",
     "TransformerModel",
+    "analysis",
     "load_spec",
     "open",
     "recipe_names",

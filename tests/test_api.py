@@ -1,0 +1,21 @@
+"""The public API is exactly the curated names."""
+
+import ontogeny
+
+
+def test_exported_names_are_exactly_the_intended_ones():
+    assert ontogeny.__all__ == sorted(ontogeny.__all__)
+    assert set(ontogeny.__all__) == {
+        "MLPModel", "ModularTask", "MultitaskParityTask", "OntogenyError", "Optim", "Record", "ResumeError", "Run",
+        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "load_spec", "open",
+        "recipe_names", "run",
+    }
+    for name in ontogeny.__all__:
+        assert getattr(ontogeny, name) is not None
+
+
+def test_analysis_api():
+    assert set(ontogeny.analysis.__all__) == {
+        "ANALYSES", "Analysis", "ExampleDynamics", "GrokkingAnalysis", "HiddenTransitions", "SolutionTypes",
+        "TransitionDetector", "VarianceDecomposition", "analyze", "compare", "multibootstrap",
+    }
