@@ -1,6 +1,5 @@
 """A run killed at any moment resumes with exactly the rows of an uninterrupted run (real processes)."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -14,7 +14,7 @@ import torch
 from ..seeds import generator
 from ..spec import MultitaskParityTask, SparseParityTask
 from .base import Batch, EvalSplit, Task
-from .modular import EpochOrder, probe_positions, stack_padded
+from .modular import EpochOrder, probe_positions
 
 BLOCK_STEPS = 100  # steps of fresh samples drawn at once per member
 
