@@ -3,12 +3,15 @@
 Run by hand, not in CI (the numbers depend on the machine and its load):
 
     python benchmarks/ensemble_speed.py                 # both cases
-    python benchmarks/ensemble_speed.py parity --quick  # one case, fewer steps
+    python benchmarks/ensemble_speed.py parity --quick  # one case, shorter blocks, fewer repeats
+    python benchmarks/ensemble_speed.py --threads 1     # on a shared, loaded machine
     python benchmarks/ensemble_speed.py transformer --profile  # plus a torch.profiler table of the ontogeny step
 
-Both sides run in this one process on the same model, data and number of steps. Timed blocks alternate between
-the two sides (and swap which goes first every repeat), after a warm-up block each, and the table reports the
-median of the repeats, so that a noisy shared machine hurts both sides alike.
+Both sides run in this one process on the same model and data. Timed blocks alternate between the two sides
+(swapping which goes first every repeat); in a block each side trains every seed the same number of steps, as many
+as the slower side takes in about --block-seconds. The table reports medians over the repeats (the ratio is the
+median of the per-repeat ratios), so that a noisy shared machine hurts both sides alike. On a machine loaded past
+its core count, use --threads 1: two OpenMP threads that keep losing their core make every op many times slower.
 
 Cases:
   parity       (40, 3) sparse parity, width-256 ReLU MLP, 32 fresh samples per step, SGD lr 0.1, hinge loss,
@@ -178,9 +181,6 @@ class Case:
     ontogeny: Callable[[], OntogenySide]
     baseline: Callable[[], object]
     n_seeds: int
-    block_steps: int  # steps per timed block (each side trains every seed this many steps)
-    quick_block_steps: int
-    repeats: int
     target: float
 
 
@@ -190,13 +190,13 @@ CASES = {
         lambda: OntogenySide("sparse-parity", ["seeds=32", "model.width=256", "task.n=40", "task.k=3",
                                                "task.batch_size=32", "task.n_train=0", "optim.lr=0.1"]),
         lambda: ParityBaseline(32),
-        n_seeds=32, block_steps=400, quick_block_steps=100, repeats=7, target=8.0),
+        n_seeds=32, target=8.0),
     "transformer": Case(
         "transformer",
         lambda: OntogenySide("grokking-nanda", ["seeds=8", "task.p=59", "task.train_fraction=0.3",
                                                 "task.batch_size=0", "optim.warmup_steps=0"]),
         lambda: TransformerBaseline(8, p=59, train_fraction=0.3),
-        n_seeds=8, block_steps=6, quick_block_steps=2, repeats=7, target=1.5),
+        n_seeds=8, target=1.5),
 }
 
 
@@ -206,14 +206,23 @@ def timed(fn: Callable[[int], None], n_steps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(case: Case, quick: bool) -> dict:
-    """Interleaved repeats of both sides; returns median seed-steps/s of each and their ratio."""
+def block_steps(fn: Callable[[int], None], seconds: float) -> int:
+    """Warm `fn` up (allocator, first calls, optimizer state) and return how many steps take about `seconds`."""
+    n_steps, elapsed = 1, timed(fn, 1)
+    while elapsed < 0.2 * seconds:  # grow until one timing is long enough to extrapolate from
+        n_steps *= 4
+        elapsed = timed(fn, n_steps)
+    return max(1, round(n_steps * seconds / elapsed))
+
+
+def measure(case: Case, block_seconds: float, repeats: int) -> dict:
+    """Interleaved timed blocks of both sides; returns median seed-steps/s of each and the median paired ratio."""
     ontogeny, baseline = case.ontogeny(), case.baseline()
     assert ontogeny.n_seeds == case.n_seeds
-    steps = case.quick_block_steps if quick else case.block_steps
-    repeats = 3 if quick else case.repeats
-    ontogeny.steps(steps)  # warm-up: allocator, first-call overheads, optimizer state
-    baseline.steps(steps)
+    # both sides train every seed the same number of steps per block: as many as the slower side takes in
+    # about `block_seconds`
+    n_steps = min(block_steps(ontogeny.steps, block_seconds), block_steps(baseline.steps, block_seconds))
+    steps = {"ontogeny": n_steps, "baseline": n_steps}
     rates = {"ontogeny": [], "baseline": []}
     ratios = []
     for repeat in range(repeats):
@@ -222,24 +231,23 @@ def measure(case: Case, quick: bool) -> dict:
             sides.reverse()
         this = {}
         for name, side in sides:
-            this[name] = case.n_seeds * steps / timed(side.steps, steps)
+            this[name] = case.n_seeds * steps[name] / timed(side.steps, steps[name])
             rates[name].append(this[name])
         ratios.append(this["ontogeny"] / this["baseline"])  # paired: both sides saw about the same load
         print(f"  {case.name} repeat {repeat + 1}/{repeats}: ontogeny {this['ontogeny']:9.1f}  "
-              f"baseline {this['baseline']:9.1f} seed-steps/s  ratio {ratios[-1]:.2f}", flush=True)
+              f"baseline {this['baseline']:9.1f} seed-steps/s  ratio {ratios[-1]:.2f}  "
+              f"({n_steps} steps per block)", flush=True)
     return {"ontogeny": statistics.median(rates["ontogeny"]), "baseline": statistics.median(rates["baseline"]),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "steps": steps, "repeats": repeats}
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
 
 
-def profile(case: Case, quick: bool) -> None:
+def profile(case: Case, block_seconds: float) -> None:
     """Print where the ontogeny step spends its time (torch.profiler, CPU self time)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     side = case.ontogeny()
-    steps = case.quick_block_steps if quick else case.block_steps
-    side.steps(steps)
+    steps = block_steps(side.steps, block_seconds)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         side.steps(steps)
     print(f"\n{case.name}: ontogeny step profile over {steps} steps")
@@ -249,8 +257,10 @@ def profile(case: Case, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", metavar="case", help=f"one of {', '.join(CASES)} (default: all)")
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke test)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per side (default 7, --quick 3)")
+    parser.add_argument("--quick", action="store_true", help="shorter blocks and fewer repeats (a smoke test)")
+    parser.add_argument("--repeats", type=int, help="timed blocks per side (default 7, --quick 3)")
+    parser.add_argument("--block-seconds", type=float, help="about how long one timed block lasts (default 2, "
+                        "--quick 0.5)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of ontogeny")
     args = parser.parse_args()
@@ -262,14 +272,13 @@ def main() -> None:
         parser.error(f"unknown case {', '.join(unknown)} (known: {', '.join(CASES)})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    block_seconds = args.block_seconds or (0.5 if args.quick else 2.0)
+    repeats = args.repeats or (3 if args.quick else 7)
     results = {}
     for name in names:
-        case = CASES[name]
-        if args.repeats:
-            case.repeats = args.repeats
-        results[name] = measure(case, args.quick)
+        results[name] = measure(CASES[name], block_seconds, repeats)
         if args.profile:
-            profile(case, args.quick)
+            profile(CASES[name], block_seconds)
     print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"{'case':<12} {'seeds':>5} {'ontogeny':>12} {'baseline':>12} {'ratio':>7} {'(min-max)':>12} "
           f"{'target':>7}  threads")

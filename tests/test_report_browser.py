@@ -101,7 +101,7 @@ def test_a_large_report_opens_in_a_few_seconds(big_run, page, tmp_path):
 def test_served_list_report_and_compare_pages_render(served, page, tmp_path):
     base, _ = served
     page.goto(base + "/")
-    assert page.locator("#runs tr").count() == 4  # header + grok, parity, started
+    assert page.locator("#runs tr").count() == 5  # header + broken, grok, parity, started
     page.screenshot(path=tmp_path / "runs.png")
     page.click("text=grok")
     assert page.url == base + "/run/grok/"

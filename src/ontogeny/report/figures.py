@@ -108,7 +108,7 @@ def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text="accuracy" if metric == "acc" else "loss (cross-entropy, nats)", col=1)
     if metric == "loss":
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", exponentformat="power")
     title = "Accuracy" if metric == "acc" else "Loss"
     return base_layout(fig, f"{title} per member: median and min-max over seeds", note,
                        height=360 * n_rows + 80)
@@ -127,7 +127,7 @@ def norm_figure(frame: pd.DataFrame, configs: pd.Series, note: str) -> go.Figure
             for trace in member_traces(rows, colour, label if len(labels) > 1 else "member", label,
                                        show_legend=col == 1, suffix=""):
                 fig.add_trace(trace, row=1, col=col)
-        fig.update_yaxes(title_text=f"{name} (L2 norm)", type="log", row=1, col=col)
+        fig.update_yaxes(title_text=f"{name} (L2 norm)", type="log", exponentformat="power", row=1, col=col)
     fig.update_xaxes(type="log", title_text=STEP_AXIS)
     return base_layout(fig, "Weight norm and gradient norm per member", note)
 

@@ -66,8 +66,9 @@ def phase_figure(phase: pd.DataFrame, keys: list[str], threshold: pd.DataFrame) 
     if len(keys) > 2:
         note += f"; pooled over {', '.join(keys[2:])}"
     if (~finite).any():  # ontogeny analyze gives inf where no swept fraction makes half the seeds generalize
+        missed = threshold[~finite]
         note += "<br>data threshold not reached: " + ", ".join(
-            f"{config}: {estimate:g}" for config, estimate in zip(threshold.config[~finite], threshold.estimate[~finite]))
+            f"{config}: {estimate:g}" for config, estimate in zip(missed.config, missed.estimate))
     return base_layout(fig, "Grokking phase diagram over the sweep", note, height=height)
 
 

@@ -121,7 +121,7 @@ def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | 
 
 def hidden_section(run: Run, summary: pd.DataFrame) -> Section | None:
     """The onset-sorted raster of one member beside its aggregate curve, and the onset histogram."""
-    if not data.has_rows(run, "examples"):
+    if summary.empty or not data.has_rows(run, "examples"):
         return None
     ok = summary[summary.status != "diverged"]
     member = int(ok.member.iloc[0] if len(ok) else summary.member.iloc[0])
@@ -142,8 +142,8 @@ def hidden_section(run: Run, summary: pd.DataFrame) -> Section | None:
         blocks.append("<p class='muted'>Onset spread per member (ontogeny analyze): a smooth aggregate "
                       "(aggregate_width) over sharp parts (median_width) is a hidden transition.</p>")
         blocks.append(table_html(run.table("hidden_transitions")))
-    intro = (f"Per-{raster.level} curves of one member: each row drops from white to blue at its own step, "
-             "while the aggregate above looks smooth.")
+    intro = (f"Per-{raster.level} curves of one member: each row turns from white (wrong) to blue (correct) at "
+             "its own step, while the aggregate above them looks smooth.")
     return Section("hidden", "Hidden transitions", intro, blocks)
 
 
@@ -214,7 +214,8 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script>{head_extra}</head><body>"
             f"<h1>{html.escape(run.spec.name)}</h1><p class='muted'>{html.escape(str(run.path))} - report made "
-            f"{made} by ontogeny {__version__} with plotly.js {plotly.offline.get_plotlyjs_version()} inlined (works offline)</p>"
+            f"{made} by ontogeny {__version__} with plotly.js {plotly.offline.get_plotlyjs_version()} inlined "
+            "(works offline)</p>"
             f"<nav>{nav}</nav>{body}</body></html>")
 
 

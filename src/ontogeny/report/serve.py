@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 import plotly.offline
 import pyarrow.parquet as pq
 
-from ..exceptions import StoreError
+from ..exceptions import OntogenyError, StoreError
 from ..store import Run
 from . import data
 from .figures import compare_figure
@@ -61,7 +61,16 @@ class RunsDirectory:
         return hashlib.sha1(repr(stats).encode()).hexdigest(), newest
 
     def status(self, name: str) -> dict:
-        """One run's status: finished / running / stopped, member status counts, steps done and total."""
+        """One run's status: finished / running / stopped, member status counts, steps done and total.
+        A run that cannot be read (a broken spec.toml, say) is listed as 'unreadable: <why>'."""
+        try:
+            return self._status(name)
+        except (OntogenyError, OSError, ValueError) as err:
+            return {"name": name, "state": f"unreadable: {str(err).splitlines()[0]}", "members": 0, "ok": 0,
+                    "running": 0, "diverged": 0, "steps_done": None, "steps": None, "started": None,
+                    "finished": None}
+
+    def _status(self, name: str) -> dict:
         with Run(self.path / name) as run:
             meta = run.meta
             members_file = run.path / "members.parquet"
@@ -156,8 +165,9 @@ def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765)
                     self._send(page.encode(), "text/html")
                 else:
                     self.send_error(HTTPStatus.NOT_FOUND, "no such page or run")
-            except (StoreError, OSError) as err:  # a run deleted or half-written while we read it
-                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, str(err).splitlines()[0])
+            except (OntogenyError, OSError) as err:  # a broken spec, or a run deleted while we read it
+                reason = str(err).splitlines()[0].encode("ascii", "replace").decode()  # a status line is latin-1
+                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
 
         def _send(self, body: bytes, content_type: str, *, cache: bool = False) -> None:
             self.send_response(HTTPStatus.OK)
