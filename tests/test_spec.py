@@ -16,7 +16,7 @@ def test_every_recipe_loads_and_names_its_source():
 
 def test_overrides_and_seed_counts():
     spec = load_spec("grokking", ["task.p=23", "seeds=3", "optim.betas=[0.8, 0.9]", "model.activation=relu"])
-    assert spec.task == ModularTask(p=23, op="+", train_fraction=0.3, split_seed=0)
+    assert spec.task == ModularTask(p=23, op="+", train_fraction=0.4, split_seed=0)
     assert spec.seeds == (0, 1, 2)
     assert spec.optim.betas == (0.8, 0.9)
     assert spec.model.activation == "relu"

@@ -55,7 +55,10 @@ class EnsembleMLP(nn.Module):
             if self.spec.bias:
                 h = h + self.hidden_bias[i][:, None]
             h = activation(self.spec.activation, h)
-        out = torch.bmm(h, self.w_out)  # [M, B, n_outputs]
+        if self.w_out.shape[-1] == 1:  # one output (hinge): a product-sum is ~10x faster than a width-1 bmm on CPU
+            out = (h * self.w_out[:, None, :, 0]).sum(-1, keepdim=True)  # [M, B, 1]
+        else:
+            out = torch.bmm(h, self.w_out)  # [M, B, n_outputs]
         return out if self.b_out is None else out + self.b_out[:, None]
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:

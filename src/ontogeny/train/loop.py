@@ -105,9 +105,10 @@ class EnsembleTrainer:
         loss, correct = probes.example_losses(self.task.loss, logits, batch.y)  # [M, B]
         member_loss = probes.masked_mean(loss, batch.weight)  # [M]
         finite = torch.isfinite(member_loss)
-        for index in torch.nonzero(self.active & ~finite).flatten().tolist():
-            self.diverged_step[index] = step  # frozen from here on; the others go on untouched
-        self.active &= finite
+        if not bool(finite.all()):
+            for index in torch.nonzero(self.active & ~finite).flatten().tolist():
+                self.diverged_step[index] = step  # frozen from here on; the others go on untouched
+            self.active &= finite
         torch.where(self.active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         return loss, correct, member_loss
 

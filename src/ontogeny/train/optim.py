@@ -29,6 +29,7 @@ class EnsembleOptimizer:
         self.params, self.spec = list(params), spec
         self.lr = _per_member(lr, self.params[0])  # [M]
         self.weight_decay = _per_member(weight_decay, self.params[0])  # [M]
+        self.decays = bool((self.weight_decay > 0).any())  # skip the decay terms when all are 0 (a hot path)
         self.steps = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
 
@@ -61,7 +62,8 @@ class EnsembleOptimizer:
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        param.mul_(1 - _view(lr * self.weight_decay, param))  # decoupled weight decay (Loshchilov & Hutter)
+        if self.decays:
+            param.mul_(1 - _view(lr * self.weight_decay, param))  # decoupled weight decay (Loshchilov & Hutter)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1**self.steps
@@ -70,7 +72,8 @@ class EnsembleOptimizer:
         param.sub_(_view(lr / bias_correction1, param) * exp_avg / denom)
 
     def _sgd(self, param, grad, state, lr):
-        grad = grad + _view(self.weight_decay, param) * param  # torch.optim.SGD's coupled L2 decay
+        if self.decays:
+            grad = grad + _view(self.weight_decay, param) * param  # torch.optim.SGD's coupled L2 decay
         if self.spec.momentum:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.clone()
