@@ -1,6 +1,7 @@
 """Reports and the runs server rendered in Debian's Chromium, driven by Playwright: every plot draws, no console
 errors, and a screenshot lands in the test's temp dir. Never downloads a browser (no `playwright install`)."""
 
+import os
 import time
 from pathlib import Path
 
@@ -40,9 +41,13 @@ RENDERED = """() => { const plots = [...document.querySelectorAll('.js-plotly-pl
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a test extra: missing it is an error, not a skip
+
     if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (apt-get install chromium); a browser is never downloaded")
+        message = "no /usr/bin/chromium (apt-get install chromium); a browser is never downloaded"
+        if os.environ.get("CI"):  # .ci/run installs it, so in CI its absence is a failure
+            pytest.fail(message)
+        pytest.skip(message)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield browser

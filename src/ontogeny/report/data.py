@@ -166,11 +166,16 @@ def example_raster(run: Run, member: int, split: str, max_rows: int = MAX_RASTER
                       AND list_contains($steps, step)""",
                    {"member": member, "split": split, "examples": chosen.example.tolist(), "steps": steps.tolist()})
     values = _matrix(rows, chosen.example.to_numpy(), steps, "example")
-    aggregate = run.sql("""SELECT step, avg(correct::DOUBLE) AS value FROM examples
-                           WHERE member = $member AND split = $split GROUP BY step ORDER BY step""",
-                        {"member": member, "split": split})
+    aggregate = _aggregate_accuracy(run, member, split)
     return Raster(member, split, "example", steps, chosen.example.to_numpy(), chosen.onset.to_numpy(float), values,
                   aggregate.step.to_numpy(), aggregate.value.to_numpy(), len(onsets), len(all_steps), source)
+
+
+def _aggregate_accuracy(run: Run, member: int, split: str) -> pd.DataFrame:
+    """Rows (step, value): one member's accuracy over all probed examples of `split`."""
+    return run.sql("""SELECT step, avg(correct::DOUBLE) AS value FROM examples
+                      WHERE member = $member AND split = $split GROUP BY step ORDER BY step""",
+                   {"member": member, "split": split})
 
 
 def subset_curves(run: Run, member: int | None, split: str) -> pd.DataFrame:
@@ -212,9 +217,7 @@ def subset_raster(run: Run, member: int, split: str, max_rows: int = MAX_RASTER_
     steps = log_even(all_steps, max_steps)
     rows = curves_[curves_.step.isin(steps)]
     values = _matrix(rows, chosen.subset.to_numpy(), steps, "subset")
-    aggregate = run.sql("""SELECT step, avg(correct::DOUBLE) AS value FROM examples
-                           WHERE member = $member AND split = $split GROUP BY step ORDER BY step""",
-                        {"member": member, "split": split})
+    aggregate = _aggregate_accuracy(run, member, split)
     return Raster(member, split, "subset", steps, chosen.subset.to_numpy(), chosen.onset.to_numpy(float), values,
                   aggregate.step.to_numpy(), aggregate.value.to_numpy(), len(onsets), len(all_steps), source)
 
