@@ -73,7 +73,7 @@ class EnsembleTrainer:
         while True:
             step = self.step
             batch = self._to_device(self.task.batch(step))
-            loss, correct, member_loss = self._forward_backward(step, batch)
+            loss, correct = self._forward_backward(step, batch)
             at_checkpoint = step in checkpoints and step > self.recorded_through
             norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
             if at_checkpoint:
@@ -110,7 +110,7 @@ class EnsembleTrainer:
                 self.diverged_step[index] = step  # frozen from here on; the others go on untouched
             self.active &= finite
         torch.where(self.active, member_loss, torch.zeros_like(member_loss)).sum().backward()
-        return loss, correct, member_loss
+        return loss, correct
 
     def _commit(self, writer, state_path: Path, *, done: bool) -> None:
         seq = writer.commit()
