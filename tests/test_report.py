@@ -107,7 +107,7 @@ def write_synthetic_run(path: Path, n_members: int = 32, n_examples: int = 2000,
     path.mkdir(parents=True)
     fractions = [0.2, 0.3, 0.4, 0.5]
     spec = og.load_spec("grokking", {"seeds": n_members // len(fractions), "steps": 20_000,
-                                     "sweep.task.train_fraction": fractions}, check_memory=False)
+                                     "sweep.task.train_fraction": fractions}, check_machine=False)
     (path / "spec.toml").write_text(spec.to_toml())
     (path / "meta.json").write_text(json.dumps({"started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00"}))
     member = np.arange(n_members)

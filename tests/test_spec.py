@@ -86,3 +86,16 @@ def test_bad_override_value():
         load_spec("grokking", ["task.p"])
     with pytest.raises(SpecError, match="must be a table"):
         from_dict({"task": 3})
+
+
+def test_cuda_is_checked_against_this_machine_but_not_when_reading_a_run(tmp_path):
+    import torch
+
+    path = tmp_path / "gpu.toml"
+    path.write_text('device = "cuda"\n')
+    if torch.cuda.is_available():
+        assert load_spec(path).device == "cuda"
+    else:
+        with pytest.raises(SpecError, match="device: CUDA is not available on this machine"):
+            load_spec(path)
+    assert load_spec(path, check_machine=False).device == "cuda"  # a GPU run's spec still opens here

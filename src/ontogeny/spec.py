@@ -178,18 +178,18 @@ class Spec:
         data["sweep"] = {}
         for key, value in point.items():
             _set_dotted(data, key, value)
-        return from_dict(data, check_memory=False)  # the whole spec's memory was checked already
+        return from_dict(data, check_machine=False)  # the whole spec's memory was checked already
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
 
 
 def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = None, *,
-              check_memory: bool = True) -> Spec:
+              check_machine: bool = True) -> Spec:
     """Load a spec from a TOML file or a built-in recipe name, apply `overrides` and validate it.
 
     `overrides` are `key=value` strings (values parsed as TOML, else taken as strings) or a {key: value} dict.
-    `check_memory=False` skips the check against this machine's memory (for reading a finished run's spec).
+    `check_machine=False` skips the checks against this machine (memory, CUDA), for reading a finished run's spec.
     """
     path = Path(spec)
     if not path.suffix and not path.exists():
@@ -213,10 +213,10 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
             data[section] = {}
     for key, value in pairs:
         _set_dotted(data, key, value)
-    return from_dict(data, source=source, check_memory=check_memory)
+    return from_dict(data, source=source, check_machine=check_machine)
 
 
-def from_dict(data: dict[str, Any], *, source: str | None = None, check_memory: bool = True) -> Spec:
+def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine: bool = True) -> Spec:
     """Build and validate a `Spec` from nested plain data (as read from TOML)."""
     data = dict(data)
     sections = {}
@@ -246,7 +246,7 @@ def from_dict(data: dict[str, Any], *, source: str | None = None, check_memory: 
     spec = dataclasses.replace(spec, sweep=tuple(sweep_pairs))
     from .validation import validate  # here, not at the top: validation needs these dataclasses
 
-    validate(spec, source, check_memory=check_memory)
+    validate(spec, source, check_machine=check_machine)
     for point in spec.grid() if spec.sweep else []:  # every grid point must be a valid spec too
         try:
             spec.at(point)

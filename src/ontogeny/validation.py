@@ -7,7 +7,7 @@ import os
 from .exceptions import SpecError
 from .spec import MODULAR_OPS, MLPModel, ModularTask, MultitaskParityTask, SparseParityTask, Spec
 
-def validate(spec: Spec, source: str | None = None, *, check_memory: bool = True) -> None:
+def validate(spec: Spec, source: str | None = None, *, check_machine: bool = True) -> None:
     """Raise `SpecError` for impossible values (and for specs too large for this machine's memory)."""
 
     def check(ok: bool, key: str, message: str) -> None:
@@ -61,8 +61,12 @@ def validate(spec: Spec, source: str | None = None, *, check_memory: bool = True
     check(record.per_octave >= 1, "record.per_octave", "must be at least 1")
     check(record.weights_every >= 0, "record.weights_every", "must be >= 0")
     check(record.max_probe_examples >= 1, "record.max_probe_examples", "must be at least 1")
+    if check_machine and spec.device.startswith("cuda"):
+        import torch
+
+        check(torch.cuda.is_available(), "device", "CUDA is not available on this machine")
     need, have = estimate_memory(spec), _machine_memory()
-    if check_memory and have and need > 0.8 * have:
+    if check_machine and have and need > 0.8 * have:
         raise SpecError(f"needs about {need / 2**30:.1f} GiB of memory for {n_members(spec)} members, "
                         f"this machine has {have / 2**30:.1f} GiB (use fewer seeds or a smaller model)",
                         source=source, key="model")

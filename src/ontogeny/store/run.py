@@ -50,7 +50,7 @@ class Run:
     def spec(self) -> Spec:
         """The resolved spec the run was trained with (read once)."""
         if self._spec is None:
-            self._spec = load_spec(self.path / "spec.toml", check_memory=False)  # it may come from a bigger machine
+            self._spec = load_spec(self.path / "spec.toml", check_machine=False)  # it may come from a bigger machine
         return self._spec
 
     @property
