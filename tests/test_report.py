@@ -20,6 +20,8 @@ from ontogeny.cli import app
 from ontogeny.report import data, render_report, serve, write_report
 from ontogeny.report.serve import make_server
 from ontogeny.store import ShardWriter, write_table
+from ontogeny.store.create import create_run, update_meta
+from ontogeny.train.run import spec_hash
 
 GROK = ["task.p=13", "seeds=2", "model.width=32", "steps=200", "record.every=50",
         "sweep.task.train_fraction=[0.5,0.7]", "sweep.optim.weight_decay=[0.5,1.0]"]
@@ -104,23 +106,21 @@ def write_synthetic_run(path: Path, n_members: int = 32, n_examples: int = 2000,
     """A run written directly to the store: a train-fraction sweep whose examples each flip to correct at a known
     log-uniform onset step (earlier with more data); one member diverged. Analysis tables: example_dynamics and
     seed_stats (a data threshold of 0.33)."""
-    path.mkdir(parents=True)
     fractions = [0.2, 0.3, 0.4, 0.5]
     spec = og.load_spec("grokking", {"seeds": n_members // len(fractions), "steps": 20_000,
                                      "sweep.task.train_fraction": fractions}, check_machine=False)
-    (path / "spec.toml").write_text(spec.to_toml())
-    (path / "meta.json").write_text(json.dumps({"started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00"}))
+    make_run(path, spec, started="2026-01-01T00:00:00", finished="2026-01-01T01:00")
     member = np.arange(n_members)
     members = pd.DataFrame({"member": member, "ensemble": 0, "init_seed": member // len(fractions),
                             "data_seed": 0, "status": "ok", "diverged_step": None,
                             "task.train_fraction": np.tile(fractions, n_members // len(fractions))})
     members.loc[3, ["status", "diverged_step"]] = ["diverged", 5000]
-    write_table(path, "members", members)
     steps = np.r_[0, np.cumsum(np.maximum(1, np.diff(np.geomspace(1, 20_000, n_steps).round())))].astype(np.int64)
     rng = np.random.default_rng(0)
     highest = 40_000 * (0.35 / members["task.train_fraction"].to_numpy()) ** 2  # [M] more data: learned sooner
     onsets = np.exp(rng.uniform(np.log(10), np.log(highest)[:, None], (n_members, n_examples)))  # [M, N]
     with ShardWriter(path, background=False) as writer:
+        writer.put("members", members)
         for m in member:
             for step in steps:
                 correct = onsets[m] <= step  # [N]
@@ -145,6 +145,14 @@ def write_synthetic_run(path: Path, n_members: int = 32, n_examples: int = 2000,
                                                   "estimate": [0.33], "ci_low": [0.3], "ci_high": [0.37],
                                                   "n_members": [n_members]}))
     return path
+
+
+def make_run(path: Path, spec, **meta) -> None:
+    """Make `path` a run of `spec` as `ontogeny run` does, with these meta.json fields, before any row."""
+    lock = create_run(path, {"kind": "ontogeny", "spec_sha256": spec_hash(spec)})
+    (path / "spec.toml").write_text(spec.to_toml())
+    update_meta(path, **meta)
+    lock.release()
 
 
 def section_ids(page: str) -> set[str]:
@@ -218,8 +226,7 @@ def test_log_even_steps_and_rows_keep_the_ends_and_the_budget():
 
 def test_fallback_example_onset_is_where_an_example_stays_correct(tmp_path):
     path = tmp_path / "tiny"
-    path.mkdir()
-    (path / "spec.toml").write_text(og.load_spec("grokking").to_toml())
+    make_run(path, og.load_spec("grokking"))
     pattern = {0: [0, 1, 0, 1, 1], 1: [0, 0, 0, 0, 0], 2: [1, 1, 1, 1, 1], 3: [0, 0, 0, 0, 1]}  # correct per step
     steps = [0, 1, 2, 4, 8]
     with ShardWriter(path, background=False) as writer:
@@ -260,11 +267,10 @@ def served(grok_run, parity_run, tmp_path):
     runs.mkdir()
     (runs / "grok").symlink_to(grok_run)
     (runs / "parity").symlink_to(parity_run)
-    started = runs / "started"
-    started.mkdir()
-    shutil.copy(grok_run / "spec.toml", started / "spec.toml")
+    make_run(runs / "started", og.open(grok_run).spec)
     (runs / "not-a-run").mkdir()
-    (runs / "broken").mkdir()
+    (runs / "not-a-run" / "spec.toml").write_text("steps = 10\n")  # a spec alone does not make a run
+    make_run(runs / "broken", og.load_spec("grokking"))
     (runs / "broken" / "spec.toml").write_text("steps = 'many'\n")
     server = make_server(runs, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

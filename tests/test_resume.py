@@ -24,12 +24,18 @@ def start_and_kill(out, sig: int) -> tuple[int, str]:
     proc = subprocess.Popen(cli("run", "grokking", *args, "--out", str(out), "--commit-seconds", "0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (out / "state" / "ensemble-0000.pt").exists() or len(list((out / "scalars").glob("*"))) < 5:
+    while commits(out) < 5:
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
         time.sleep(0.02)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     return proc.returncode, stderr
+
+
+def commits(out) -> int:
+    """The number of commits of the first ensemble's writer so far."""
+    log = out / "writers" / "ensemble-0000" / "commits.jsonl"
+    return log.read_text().count("\n") if log.exists() else 0
 
 
 def all_rows(run) -> dict[str, pd.DataFrame]:
@@ -66,4 +72,4 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, referenc
 def test_resume_refuses_a_directory_without_a_run(tmp_path):
     done = subprocess.run(cli("run", "--resume", str(tmp_path)), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: {tmp_path}: not a run directory (no spec.toml)"
+    assert done.stderr.strip() == f"error: {tmp_path}: not a run directory (no meta.json)"

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import json
+import os
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ontogeny.exceptions import StoreError
-from ontogeny.spec import Spec
+from ontogeny.exceptions import LockedError, StoreError
 from ontogeny.store import ShardWriter, open_run, write_table
 from ontogeny.store import writer as writer_module
+from ontogeny.store.create import create_run
 
 M, N = 3, 5  # members, examples per split
 
 
+def new_run(path):
+    create_run(path, {"kind": "test"}).release()
+    return path
+
+
 @pytest.fixture
 def run_dir(tmp_path):
-    path = tmp_path / "run"
-    path.mkdir()
-    (path / "spec.toml").write_text(Spec().to_toml())
-    return path
+    return new_run(tmp_path / "run")
 
 
 def checkpoint_rows(step: int) -> dict[str, dict]:
@@ -46,8 +48,9 @@ def append_step(writer: ShardWriter, step: int) -> None:
         writer.append(table, columns)
 
 
-def shard_names(run_dir, table: str = "examples") -> list[str]:
-    return sorted(path.name for path in (run_dir / table).iterdir())
+def shard_names(run_dir, table: str = "examples", writer: str = "main") -> list[str]:
+    directory = run_dir / "writers" / writer / table
+    return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
 
 
 # ---- writing and reading back ----------------------------------------------------------------------------------
@@ -142,9 +145,10 @@ def test_full_buffer_is_written_before_commit_and_memory_stays_bounded(run_dir):
         assert writer.buffered("examples") < 40
     before_commit = shard_names(run_dir)
     assert len(before_commit) == 20 * M * N // 45 and all(name.startswith("part-00000001-") for name in before_commit)
-    assert len(open_run(run_dir).examples()) == len(before_commit) * 45  # readable while being written
+    assert len(open_run(run_dir).examples()) == 0  # written, but not committed: readers do not see it yet
     assert writer.commit() == 1
     assert len(open_run(run_dir).examples()) == 20 * M * N
+    writer.close()
 
 
 def test_background_writer_bounds_memory_and_loses_nothing(run_dir):
@@ -168,51 +172,130 @@ def test_a_failed_background_write_raises_at_commit(run_dir, monkeypatch):
     writer.close()
 
 
-def write_history(run_dir, steps, *, committed_seq=0, commit_every=3):
-    """Append `steps` with a small buffer, committing every `commit_every` steps; return the writer."""
-    writer = ShardWriter(run_dir, committed_seq=committed_seq, buffer_rows=20, background=False)
+def write_history(run_dir, steps, *, name="main", commit_every=3):
+    """Append `steps` with a small buffer, committing every `commit_every` steps (with the step as the state)."""
+    writer = ShardWriter(run_dir, name, buffer_rows=20, background=False)
     for i, step in enumerate(steps):
         append_step(writer, step)
         if (i + 1) % commit_every == 0:
-            writer.commit()
+            writer.commit(save_state=lambda path, step=step: path.write_text(str(step)))
     return writer
 
 
 def test_resume_after_a_crash_gives_exactly_the_uninterrupted_rows(tmp_path, run_dir):
     steps = list(range(0, 120, 10))
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    (reference / "spec.toml").write_text(Spec().to_toml())
-    write_history(reference, steps).commit()
+    reference = new_run(tmp_path / "reference")
+    write_history(reference, steps).close()
 
     crashed = write_history(run_dir, steps[:8])  # commits after steps 3 and 6; steps 7 and 8 only flushed
     assert crashed.committed_seq == 2 and any(name.startswith("part-00000003-") for name in shard_names(run_dir))
-    (run_dir / "examples" / ".part-00000003-00009.parquet.123.tmp").write_bytes(b"half a file")
+    (run_dir / "writers" / "main" / "examples" / ".part-00000003-00009.parquet.123.tmp").write_bytes(b"half")
+    crashed._lock.release()  # as the kernel does when the process dies
 
-    resumed = ShardWriter(run_dir, committed_seq=2, buffer_rows=20, background=False)
+    resumed = ShardWriter(run_dir, buffer_rows=20, background=False)
     assert all(int(name[5:13]) <= 2 for name in shard_names(run_dir))  # uncommitted shards and temp files gone
     assert sorted(set(open_run(run_dir).examples()["step"])) == steps[:6]  # committed rows remain
-    for i, step in enumerate(steps[6:], start=6):  # the trainer replays from its state saved with commit 2
+    last = int(resumed.state_path.read_text())  # the producer resumes from the state saved with commit 2
+    assert last == steps[5]
+    for i, step in enumerate(steps[6:], start=6):
         append_step(resumed, step)
         if (i + 1) % 3 == 0:
             resumed.commit()
-    resumed.commit()
+    resumed.close()
 
     for table in ("examples", "scalars", "checkpoints"):
         got, want = (getattr(open_run(path), table)() for path in (run_dir, reference))
         pd.testing.assert_frame_equal(got, want)
 
 
-def test_readers_ignore_temp_files(run_dir):
-    writer = ShardWriter(run_dir)
-    append_step(writer, 0)
-    writer.commit()
-    (run_dir / "examples" / ".part-00000002-00000.parquet.99.tmp").write_bytes(b"not parquet yet")
-    (run_dir / ".transitions.parquet.99.tmp").write_bytes(b"not parquet yet")
+def test_a_commit_line_cut_off_by_a_crash_never_happened(run_dir, monkeypatch):
+    def killed_midway(directory, record):  # the process dies halfway through appending the commit line
+        with open(directory / "commits.jsonl", "ab") as log:
+            log.write(b'{"seq": 2, "added": {"scal')
+        raise SystemExit
+
+    writer = write_history(run_dir, [0, 10, 20])  # commit 1
+    append_step(writer, 30)
+    monkeypatch.setattr(writer_module, "append_commit", killed_midway)
+    with pytest.raises(SystemExit):
+        writer.commit(save_state=lambda path: path.write_text("30"))
+    writer._lock.release()
+    monkeypatch.undo()
+    assert sorted(set(open_run(run_dir).scalars().step)) == [0, 10, 20]
+    reopened = ShardWriter(run_dir)
+    log = run_dir / "writers" / "main" / "commits.jsonl"
+    assert reopened.committed_seq == 1 and log.read_bytes().count(b"\n") == 1 and log.read_bytes().endswith(b"\n")
+    assert int(reopened.state_path.read_text()) == 20
+    assert shard_names(run_dir, "scalars") == ["part-00000001-00000.parquet"]
+    reopened.close()
+
+
+def test_a_second_writer_of_the_same_name_is_refused_until_the_first_closes(run_dir):
+    first = ShardWriter(run_dir, "ensemble-0000")
+    with pytest.raises(LockedError, match=rf"writer ensemble-0000 is in use by process {os.getpid()} "):
+        ShardWriter(run_dir, "ensemble-0000")
+    with ShardWriter(run_dir, "ensemble-0001"):  # another namespace of the same run is free
+        pass
+    first.close()
+    ShardWriter(run_dir, "ensemble-0000").close()
+
+
+def test_many_writers_make_one_run_and_each_discards_only_its_own_uncommitted_rows(run_dir):
+    a, b = ShardWriter(run_dir, "a", background=False), ShardWriter(run_dir, "b", background=False)
+    a.append("scalars", {"member": 0, "step": 0, "name": "loss", "value": 1.0})
+    b.append("scalars", {"member": 1, "step": 0, "name": "loss", "value": 2.0})
+    a.put("members", members_frame([0]))
+    b.put("members", members_frame([1]))
+    a.commit()
+    b.commit()
+    b.append("scalars", {"member": 1, "step": 5, "name": "loss", "value": 3.0})
+    b._flush("scalars")  # on disk, not committed
+    a.close()
+    b._lock.release()  # b dies
+    ShardWriter(run_dir, "a").close()  # reopening a must not touch b's files
+    assert len(shard_names(run_dir, "scalars", "b")) == 2
+    ShardWriter(run_dir, "b").close()
+    assert len(shard_names(run_dir, "scalars", "b")) == 1
     run = open_run(run_dir)
-    assert len(run.examples()) == M * N
-    assert len(run.sql("SELECT * FROM examples")) == M * N
-    assert run.tables() == []
+    assert run.scalars()[["member", "step", "value"]].values.tolist() == [[0, 0, 1.0], [1, 0, 2.0]]
+    assert run.members().member.tolist() == [0, 1]
+
+
+def test_a_member_recorded_by_two_writers_is_an_error(run_dir):
+    for name in ("a", "b"):
+        with ShardWriter(run_dir, name) as writer:
+            writer.put("members", members_frame([3]))
+            writer.commit()
+    with pytest.raises(StoreError, match="member 3 is recorded by writers a, b"):
+        open_run(run_dir).members()
+
+
+def test_drop_retires_committed_rows_at_the_next_commit(run_dir):
+    writer = write_history(run_dir, [0, 10, 20, 30, 40, 50])
+    assert writer.drop("examples", steps=[10], after=30) == 3 * M * N
+    assert sorted(set(open_run(run_dir).examples().step)) == [0, 10, 20, 30, 40, 50]  # not before the commit
+    writer.commit()
+    assert sorted(set(open_run(run_dir).examples().step)) == [0, 20, 30]
+    assert sorted(set(open_run(run_dir).scalars().step)) == [0, 10, 20, 30, 40, 50]
+    writer.close()
+    with ShardWriter(run_dir) as reopened:  # the retired shards are gone from disk too
+        live = {name for name in reopened._committed.shards["examples"]}
+    assert {f"examples/{name}" for name in shard_names(run_dir)} == live
+
+
+def test_a_missing_shard_is_one_line_naming_it(run_dir):
+    write_history(run_dir, [0, 10, 20]).close()
+    shard = next((run_dir / "writers" / "main" / "examples").glob("part-*.parquet"))
+    shard.unlink()
+    with pytest.raises(StoreError, match=f"{shard}: missing") as error:
+        open_run(run_dir).examples()
+    assert "\n" not in str(error.value)
+    assert len(open_run(run_dir).scalars()) == 3 * 2 * M  # the other tables still read
+
+
+def members_frame(ids) -> pd.DataFrame:
+    return pd.DataFrame({"member": ids, "ensemble": 0, "init_seed": ids, "data_seed": 0, "status": "ok",
+                         "diverged_step": None})
 
 
 # ---- whole tables ----------------------------------------------------------------------------------------------
@@ -233,18 +316,28 @@ def test_write_table_is_atomic_and_readable(run_dir, monkeypatch):
     with pytest.raises(OSError):
         write_table(run_dir, "transitions", pd.DataFrame({"member": [0], "onset_step": [1]}))
     assert run.table("transitions")["onset_step"].tolist() == [100, 250]  # the old version, whole
-    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.toml", "transitions.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "meta.json", "transitions.parquet"]
     with pytest.raises(StoreError, match="grokking.parquet"):
         run.table("grokking")
     with pytest.raises(StoreError, match="identifier"):
         write_table(run_dir, "examples", pd.DataFrame({"x": [1]}))
+    with pytest.raises(StoreError, match="identifier"):
+        write_table(run_dir, "members", pd.DataFrame({"x": [1]}))
 
 
 def test_members_and_subsets(run_dir):
     members = pd.DataFrame({"member": [1, 0], "ensemble": [0, 0], "init_seed": [1, 0], "data_seed": [0, 0],
                             "status": ["diverged", "ok"], "diverged_step": [40, None], "optim.lr": [1e-3, 1e-2]})
-    write_table(run_dir, "members", members)
-    write_table(run_dir, "subsets", pa.table({"split": ["test"], "example": [3], "subset": ["hard"]}))
+    with ShardWriter(run_dir) as writer:
+        writer.put("members", members)
+        writer.put("subsets", pa.table({"split": ["test"], "example": [3], "subset": ["hard"]}))
+        writer.commit()
+        with pytest.raises(StoreError, match="status"):
+            writer.put("members", members.assign(status=["fine", "ok"]))
+        with pytest.raises(StoreError, match="data_seed"):
+            writer.put("members", members.drop(columns="data_seed"))
+        with pytest.raises(StoreError, match="write_table"):
+            writer.put("transitions", members)
     run = open_run(run_dir)
     got = run.members()
     assert got["member"].tolist() == [0, 1] and got["member"].dtype == np.int32
@@ -252,10 +345,6 @@ def test_members_and_subsets(run_dir):
     assert got["optim.lr"].tolist() == [1e-2, 1e-3]
     assert run.subsets().values.tolist() == [["test", 3, "hard"]]
     assert run.tables() == ["members", "subsets"]
-    with pytest.raises(StoreError, match="status"):
-        write_table(run_dir, "members", members.assign(status=["fine", "ok"]))
-    with pytest.raises(StoreError, match="data_seed"):
-        write_table(run_dir, "members", members.drop(columns="data_seed"))
 
 
 # ---- the run as a whole ----------------------------------------------------------------------------------------
@@ -263,7 +352,7 @@ def test_members_and_subsets(run_dir):
 
 def test_empty_run_gives_empty_frames_with_the_schema_columns(run_dir):
     run = open_run(run_dir)
-    assert run.spec == Spec() and run.meta == {}
+    assert run.producer == {"kind": "test"} and run.meta["format"] == "ontogeny-run/2"
     assert list(run.examples().columns) == ["member", "step", "split", "example", "loss", "correct"]
     assert run.examples().dtypes.astype(str).tolist() == ["int32", "int64", "str", "int64", "float32", "bool"]
     assert list(run.scalars(member=0).columns) == ["member", "step", "name", "value"]
@@ -273,16 +362,15 @@ def test_empty_run_gives_empty_frames_with_the_schema_columns(run_dir):
     assert run.examples(relation=True).aggregate("count(*)").fetchall()[0][0] == 0
     assert run.sql("SELECT count(*) AS n FROM examples JOIN members USING (member)")["n"].item() == 0
     assert run.tables() == []
-    (run_dir / "meta.json").write_text(json.dumps({"device": "cpu"}))
-    assert run.meta == {"device": "cpu"}
+    with pytest.raises(StoreError, match="no spec.toml"):
+        run.spec
 
 
 def test_sql_joins_examples_with_subsets(run_dir):
-    writer = ShardWriter(run_dir)
-    append_step(writer, 0)
-    writer.commit()
-    write_table(run_dir, "subsets", pd.DataFrame({"split": ["test", "test"], "example": [0, 10],
-                                                   "subset": ["hard", "hard"]}))
+    with ShardWriter(run_dir) as writer:
+        append_step(writer, 0)
+        writer.put("subsets", pd.DataFrame({"split": ["test", "test"], "example": [0, 10], "subset": ["hard"] * 2}))
+        writer.commit()
     with open_run(run_dir) as run:
         out = run.sql("""SELECT subset, member, count(*) AS n, avg(loss) AS loss
                          FROM examples JOIN subsets USING (split, example)
@@ -293,10 +381,15 @@ def test_sql_joins_examples_with_subsets(run_dir):
         assert run.sql("SELECT count(*) AS n FROM examples WHERE step = ?", [0])["n"].item() == M * N
 
 
-def test_missing_directory_or_spec_raises_store_error(tmp_path):
+def test_missing_directory_or_marker_raises_store_error(tmp_path):
     with pytest.raises(StoreError, match="nowhere"):
         open_run(tmp_path / "nowhere")
-    with pytest.raises(StoreError, match="spec.toml"):
+    with pytest.raises(StoreError, match="no meta.json"):
+        open_run(tmp_path)
+    (tmp_path / "meta.json").write_text('{"device": "cpu"}')
+    with pytest.raises(StoreError, match="not an ontogeny run marker"):
         open_run(tmp_path)
     with pytest.raises(StoreError, match="nowhere"):
         ShardWriter(tmp_path / "nowhere")
+    with pytest.raises(StoreError, match="marker"):
+        ShardWriter(tmp_path)

@@ -56,8 +56,11 @@ def run_command(
     spec: Annotated[Optional[str], typer.Argument(help="A spec TOML file or a built-in recipe name.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec field: key=value.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<name>).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the killed run in this directory.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the stopped run in this directory.")] = None,
+    extend_to: Annotated[Optional[int], typer.Option(help="With --resume: train the run on to this many steps.")]
+    = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out (only a directory ontogeny "
+                                                 "marked as a run).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: the spec's).")] = None,
     commit_seconds: Annotated[float, typer.Option(help="Seconds between durable saves.")] = 30.0,
 ) -> None:
@@ -67,10 +70,12 @@ def run_command(
 
     if spec is None and resume is None:
         _fail("give a spec file or recipe name, or --resume DIR")
+    if resume is not None and out is not None:
+        _fail("--resume DIR names the run; drop --out")
     display = ProgressDisplay()
     try:
         result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
-                     device=device, commit_seconds=commit_seconds, progress=display)
+                     extend_to=extend_to, device=device, commit_seconds=commit_seconds, progress=display)
     except KeyboardInterrupt:
         display.stop()
         where = resume or out or "runs/<name>"

@@ -18,5 +18,9 @@ class StoreError(OntogenyError):
     """A run directory is missing, incomplete or inconsistent."""
 
 
+class LockedError(StoreError):
+    """Another process is writing the same run (or the same writer namespace of it)."""
+
+
 class ResumeError(OntogenyError):
     """A run cannot be resumed (no saved state, or its spec changed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from .exceptions import SpecError
+from .store.layout import SAFE_NAME_RULE, is_safe_name
 from .spec import MODULAR_OPS, MLPModel, ModularTask, MultitaskParityTask, SparseParityTask, Spec
 
 def validate(spec: Spec, source: str | None = None, *, check_machine: bool = True) -> None:
@@ -15,6 +16,7 @@ def validate(spec: Spec, source: str | None = None, *, check_machine: bool = Tru
             raise SpecError(f"{message} (got {spec.get(key)!r})", source=source, key=key)
 
     task, model, optim, record = spec.task, spec.model, spec.optim, spec.record
+    check(is_safe_name(spec.name), "name", f"must be one safe path component: {SAFE_NAME_RULE}")
     check(spec.steps >= 1, "steps", "must be at least 1")
     check(len(spec.seeds) >= 1, "seeds", "needs at least one seed")
     check(len(set(spec.seeds)) == len(spec.seeds), "seeds", "seeds must be distinct")

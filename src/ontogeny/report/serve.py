@@ -18,21 +18,20 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import plotly.offline
-import pyarrow.parquet as pq
 
 from ..exceptions import OntogenyError, StoreError
 from ..store import Run
+from ..store.layout import COMMITS, REPORT, Layout
 from . import data
 from .figures import compare_figure
 from .page import PLOT_CONFIG, STYLE, render_report
 
 STALE_SECONDS = 600  # an unfinished run with no new file for this long is shown as stopped, not running
 REFRESH_SECONDS = 5
-WATCHED = ("scalars", "examples", "checkpoints")  # shard directories whose files make a report stale
 
 
 class RunsDirectory:
-    """The runs under one directory (each subdirectory holding a spec.toml) and a cache of their reports."""
+    """The runs under one directory (each subdirectory marked as a run) and a cache of their reports."""
 
     def __init__(self, runs_dir: str | Path):
         self.path = Path(runs_dir)
@@ -42,8 +41,8 @@ class RunsDirectory:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        """The run names (subdirectories with a spec.toml), sorted."""
-        return sorted(p.name for p in self.path.iterdir() if (p / "spec.toml").is_file())
+        """The run names (subdirectories that ontogeny marked as runs), sorted."""
+        return sorted(p.name for p in self.path.iterdir() if Layout(p).is_run())
 
     def run_dir(self, name: str) -> Path | None:
         """The directory of run `name`, or None if it is not one of `names()` (so no path ever escapes)."""
@@ -51,12 +50,17 @@ class RunsDirectory:
 
     def signature(self, name: str) -> tuple[str, float]:
         """A hash of the run's files (name, size, mtime) and the newest mtime, both changing as training writes."""
-        run_dir = self.path / name
-        files = [p for p in run_dir.iterdir() if p.is_file() and p.name != "report.html"]
-        for sub in WATCHED:
-            if (run_dir / sub).is_dir():
-                files.extend((run_dir / sub).glob("part-*.parquet"))
-        stats = sorted((str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        layout = Layout(self.path / name)
+        files = [p for p in layout.root.iterdir() if p.is_file() and p.name != REPORT]
+        files += [layout.writer(w) / COMMITS for w in layout.writer_names()]  # a commit changes its log
+        stats = []
+        for path in files:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # replaced while we looked
+                continue
+            stats.append((str(path.relative_to(layout.root)), stat.st_size, stat.st_mtime_ns))
+        stats.sort()
         newest = max((s[2] for s in stats), default=0) / 1e9
         return hashlib.sha1(repr(stats).encode()).hexdigest(), newest
 
@@ -73,12 +77,10 @@ class RunsDirectory:
     def _status(self, name: str) -> dict:
         with Run(self.path / name) as run:
             meta = run.meta
-            members_file = run.path / "members.parquet"
-            statuses = pq.read_table(members_file, columns=["status"]).column(0).to_pylist() \
-                if members_file.is_file() else []
+            statuses = run.members().status.tolist()
             done = run.sql("SELECT max(step) AS step FROM scalars").step.iloc[0] if data.has_rows(run, "scalars") \
                 else None
-            total = run.spec.steps
+            total = run.steps
         _, newest = self.signature(name)
         state = "finished" if meta.get("finished") else \
             "running" if time.time() - newest < STALE_SECONDS else "stopped"
@@ -115,7 +117,7 @@ def index_page(runs: RunsDirectory) -> str:
                                              "steps done", "started", "finished"))
     refresh = any(s["state"] == "running" for s in statuses)
     table = f"<table id='runs'><tr>{head}</tr>{rows}</table>" if statuses else \
-        "<p>No runs yet: a run is a subdirectory with a spec.toml (ontogeny run ... --out DIR).</p>"
+        "<p>No runs yet: a run is a subdirectory made by ontogeny (ontogeny run ... --out DIR).</p>"
     return _page("ontogeny runs", f"<h1>Runs in {html.escape(str(runs.path))}</h1>{table}"
                  f"<h2>Compare two runs</h2>{_compare_form(runs, None, None, 'test/acc')}", refresh=refresh)
 

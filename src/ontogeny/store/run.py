@@ -1,12 +1,12 @@
-"""Reading a run: its spec and meta, whole tables, and the streamed shards through one DuckDB connection.
+"""Reading a run: its meta and spec, whole tables, and every writer's committed shards through one DuckDB connection.
 
-Only files named `part-*.parquet` are read, and each appears by an atomic rename, so a run still being written
-reads as everything written so far.
+Readers see exactly what the writers' commit logs list (commits.py), so a run still being written reads as
+everything committed so far, and rows of a commit in progress are never read. A listed file that is missing or
+cannot be read raises StoreError naming it; `ontogeny check` verifies every file against its size and sha256.
 """
 
 from __future__ import annotations
 
-import json
 import operator
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
 from ..spec import Spec, load_spec
-from .schema import SORT_KEYS, STREAMED, WHOLE, read_schema
-from .writer import SHARD_GLOB, TABLE_NAME
+from .commits import Committed, read_commits
+from .layout import Layout
+from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
+from .writer import TABLE_NAME
 
 Filter = int | str | list | tuple | None
 
@@ -30,14 +32,12 @@ _SQL_TYPES = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT"
 
 
 class Run:
-    """One run directory: `spec.toml`, `meta.json`, whole tables (`<name>.parquet`) and shard directories."""
+    """One run directory (see layout.py): meta.json, writers' shards and tables, analysis tables."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise StoreError(f"{self.path}: no such run directory")
-        if not (self.path / "spec.toml").is_file():
-            raise StoreError(f"{self.path}: not a run directory (no spec.toml)")
+        self.layout = Layout(path)
+        self.path = self.layout.root
+        self.layout.read_meta()  # raises unless this is a run
         self._spec: Spec | None = None
         self._connection: duckdb.DuckDBPyConnection | None = None
 
@@ -47,30 +47,55 @@ class Run:
     # ---- spec and meta ----
 
     @property
+    def meta(self) -> dict[str, Any]:
+        """meta.json as a dict, read afresh (producers update it): format, producer, versions, times."""
+        return self.layout.read_meta()
+
+    @property
+    def producer(self) -> dict[str, Any]:
+        """Who made the run: {"kind": "ontogeny" | "recorder" | "suite", ...} with what it was given."""
+        return self.meta.get("producer", {})
+
+    @property
+    def has_spec(self) -> bool:
+        """Whether the run was trained from a spec (by `ontogeny run`)."""
+        return self.layout.spec.is_file()
+
+    @property
     def spec(self) -> Spec:
-        """The resolved spec the run was trained with (read once)."""
+        """The resolved spec the run was trained with (read once); StoreError for runs not made from a spec."""
         if self._spec is None:
-            self._spec = load_spec(self.path / "spec.toml", check_machine=False)  # it may come from a bigger machine
+            if not self.has_spec:
+                raise StoreError(f"{self.path}: no spec.toml (a run made by {self.producer.get('kind', '?')})")
+            self._spec = load_spec(self.layout.spec, check_machine=False)  # it may come from a bigger machine
         return self._spec
 
     @property
-    def meta(self) -> dict[str, Any]:
-        """meta.json as a dict ({} if the trainer has not written it); read afresh, as the trainer may update it."""
-        path = self.path / "meta.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def steps(self) -> int | None:
+        """The steps the run is meant to reach (the spec's, or the producer's), None if unknown."""
+        if self.has_spec:
+            return self.spec.steps
+        return self.producer.get("steps")
 
     # ---- tables ----
 
     def members(self) -> pd.DataFrame:
         """One row per member: member, ensemble, init_seed, data_seed, status, diverged_step (nullable Int64),
-        and one column per hyperparameter, named by its dotted spec key."""
-        frame = self._whole("members")
+        and one column per hyperparameter or member setting, named by its dotted key."""
+        frames = self._writer_tables("members")
+        frame = pd.concat(frames.values(), ignore_index=True) if frames else _empty("members")
+        twice = frame.member[frame.member.duplicated()]
+        if len(twice):
+            owners = [w for w, f in frames.items() if twice.iloc[0] in set(f.member)]
+            raise StoreError(f"{self.path}: member {twice.iloc[0]} is recorded by writers {', '.join(owners)}")
         frame["diverged_step"] = frame["diverged_step"].astype("Int64")  # one dtype whether or not any diverged
-        return frame
+        return frame.sort_values("member", ignore_index=True)
 
     def subsets(self) -> pd.DataFrame:
-        """One row per example x named subset: split, example, subset."""
-        return self._whole("subsets")
+        """One row per example x named subset: split, example, subset (the union over writers)."""
+        frames = self._writer_tables("subsets")
+        frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty("subsets")
+        return frame.sort_values(list(SORT_KEYS["subsets"]), ignore_index=True)
 
     def checkpoints(self) -> pd.DataFrame:
         """One row per saved weights file: member, step, path (relative to the run directory), sha256."""
@@ -94,15 +119,25 @@ class Run:
         return self._streamed("examples", filters, relation=relation)
 
     def table(self, name: str) -> pd.DataFrame:
-        """Return the whole table `name` (an analysis table, or members / subsets) as written by `write_table`."""
-        path = self.path / f"{name}.parquet"
+        """Return the whole table `name`: an analysis table, or members / subsets."""
+        if name == "members":
+            return self.members()
+        if name == "subsets":
+            return self.subsets()
+        path = self.layout.table(name)
         if not TABLE_NAME.fullmatch(name) or not path.is_file():
             raise StoreError(f"{path}: no such table (tables: {', '.join(self.tables()) or 'none'})")
-        return pq.read_table(path).to_pandas()
+        return _read_parquet(path)
 
     def tables(self) -> list[str]:
-        """Return the names of the whole tables present, sorted."""
-        return sorted(path.stem for path in self.path.glob("*.parquet") if TABLE_NAME.fullmatch(path.stem))
+        """Return the names of the whole tables present (analysis tables, members, subsets), sorted."""
+        names = {path.stem for path in self.path.glob("*.parquet") if TABLE_NAME.fullmatch(path.stem)}
+        names.update(name for name in WRITER_TABLES if self._writer_tables(name, read=False))
+        return sorted(names)
+
+    def writers(self) -> dict[str, Committed]:
+        """Every writer's committed files, by writer name."""
+        return {name: read_commits(self.layout.writer(name))[0] for name in self.layout.writer_names()}
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run `query` (with optional DuckDB `params`) and return its result; an empty frame if it returns none.
@@ -111,8 +146,11 @@ class Run:
         (empty, with the schema columns, for tables not written yet).
         """
         self._register_views()
-        result = self.connection.sql(query, params=params)
-        return result.df() if result is not None else pd.DataFrame()
+        try:
+            result = self.connection.sql(query, params=params)
+            return result.df() if result is not None else pd.DataFrame()
+        except duckdb.IOException as err:
+            raise StoreError(f"{self.path}: {_first_line(err)}; run `ontogeny check {self.path}`") from None
 
     # ---- connection ----
 
@@ -137,19 +175,43 @@ class Run:
 
     # ---- helpers ----
 
-    def _shard_glob(self, table: str) -> str | None:
-        """Return the glob of `table`'s shards, or None if there is no shard yet."""
-        directory = self.path / table
-        return str(directory / SHARD_GLOB) if any(directory.glob(SHARD_GLOB)) else None
+    def shard_files(self, table: str) -> list[str]:
+        """The committed shard files of the streamed `table`, over every writer; StoreError if one is missing."""
+        files = []
+        for name, committed in self.writers().items():
+            directory = self.layout.writer(name)
+            for relative in committed.shards.get(table, {}):
+                path = directory / relative
+                if not path.is_file():
+                    raise StoreError(f"{path}: missing (commit log of writer {name} lists it); "
+                                     f"run `ontogeny check {self.path}`")
+                files.append(str(path))
+        return files
+
+    def _writer_tables(self, table: str, *, read: bool = True) -> dict[str, pd.DataFrame]:
+        """Each writer's committed version of the whole `table`, by writer (writers without one left out)."""
+        for attempt in range(3):
+            try:
+                frames = {}
+                for name, committed in self.writers().items():
+                    entry = committed.tables.get(table)
+                    if entry is not None:
+                        path = self.layout.writer(name) / entry.file
+                        frames[name] = _read_parquet(path) if read else None
+                return frames
+            except StoreError:
+                if attempt == 2:  # not a version replaced by a commit that landed while we read: really missing
+                    raise
+        raise AssertionError("unreachable")
 
     def _streamed(self, table: str, filters: dict[str, Filter], *,
                   relation: bool) -> pd.DataFrame | duckdb.DuckDBPyRelation:
         schema = STREAMED[table]
-        glob = self._shard_glob(table)
-        if glob is None:
+        files = self.shard_files(table)
+        if not files:
             empty = read_schema(schema).empty_table()
             return self.connection.from_arrow(empty) if relation else empty.to_pandas()
-        clauses, params = [], {"files": glob}
+        clauses, params = [], {"files": files}
         for column, value in filters.items():
             if value is None:
                 continue
@@ -164,34 +226,51 @@ class Run:
             query += " WHERE " + " AND ".join(clauses)
         if not relation:
             query += " ORDER BY " + ", ".join(f'"{key}"' for key in SORT_KEYS[table])
-        result = self.connection.sql(query, params=params)
-        return result if relation else result.df()
-
-    def _whole(self, name: str) -> pd.DataFrame:
-        path = self.path / f"{name}.parquet"
-        if not path.is_file():
-            return read_schema(WHOLE[name]).empty_table().to_pandas()
-        frame = pq.read_table(path).to_pandas()
-        return frame.sort_values(list(SORT_KEYS[name]), ignore_index=True)
+        try:
+            result = self.connection.sql(query, params=params)
+            return result if relation else result.df()
+        except (duckdb.IOException, duckdb.InvalidInputException) as err:
+            raise StoreError(f"{self.path}: cannot read {table} ({_first_line(err)}); "
+                             f"run `ontogeny check {self.path}`") from None
 
     def _register_views(self) -> None:
-        """(Re)create one view per table, so that shards written since the last call are seen."""
+        """(Re)create one view per table, so that shards committed since the last call are seen."""
         connection = self.connection
-        present = self.tables()
-        for table, schema in (*STREAMED.items(), *WHOLE.items()):
-            glob = self._shard_glob(table) if table in STREAMED else None
-            if glob is not None:
-                connection.read_parquet(glob).create_view(table, replace=True)
-            elif table not in present:  # an empty view, so queries on a fresh run still bind
+        for table, schema in STREAMED.items():
+            files = self.shard_files(table)
+            if files:
+                connection.read_parquet(files).create_view(table, replace=True)
+            else:  # an empty view, so queries on a fresh run still bind
                 columns = ", ".join(f'NULL::{_SQL_TYPES[f.type]} AS "{f.name}"' for f in read_schema(schema))
                 connection.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT {columns} WHERE false')
-        for name in present:  # members, subsets and analysis tables
-            connection.read_parquet(str(self.path / f"{name}.parquet")).create_view(name, replace=True)
+        for name in WRITER_TABLES:
+            connection.from_df(self.table(name)).create_view(name, replace=True)
+        for path in self.path.glob("*.parquet"):  # analysis tables
+            if TABLE_NAME.fullmatch(path.stem) and path.stem not in WRITER_TABLES:
+                connection.read_parquet(str(path)).create_view(path.stem, replace=True)
 
 
 def open_run(path: str | Path) -> Run:
-    """Open the run directory `path` for reading; raises StoreError if it is missing or holds no spec.toml."""
+    """Open the run directory `path` for reading; raises StoreError if it is missing or not a run."""
     return Run(path)
+
+
+def _empty(name: str) -> pd.DataFrame:
+    return read_schema(WRITER_TABLES[name]).empty_table().to_pandas()
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file as a frame; StoreError naming the file if it is damaged."""
+    try:
+        return pq.read_table(path).to_pandas()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing") from None
+    except (pa.ArrowException, OSError) as err:
+        raise StoreError(f"{path}: damaged ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _check(cast, value: Any, column: str) -> Any:

@@ -1,7 +1,7 @@
 """Every table and column name of a run, in one place, as pyarrow schemas.
 
-Streamed tables (`scalars`, `examples`, `checkpoints`) grow during training as Parquet shards in a directory of
-their own; whole tables (`members`, `subsets`, analysis tables) are single Parquet files rewritten atomically.
+Streamed tables (`scalars`, `examples`, `checkpoints`) grow during training as Parquet shards; `members` and
+`subsets` are put whole by each writer (readers see the union); analysis tables are single files at the top.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ MEMBERS = pa.schema([
 MEMBER_STATUSES = ("running", "ok", "diverged")
 
 STREAMED = {"scalars": SCALARS, "examples": EXAMPLES, "checkpoints": CHECKPOINTS}
-WHOLE = {"members": MEMBERS, "subsets": SUBSETS}
+# Whole tables that each writer puts its own version of; readers see their union.
+WRITER_TABLES = {"members": MEMBERS, "subsets": SUBSETS}
 
 # Rows within a table are returned in this order.
 SORT_KEYS = {

@@ -1,14 +1,18 @@
-"""Writing a run: streamed tables as append-only Parquet shards, whole tables as atomically replaced files.
+"""Writing a run: each producer streams rows into its own writer namespace and commits them through its log.
 
-Durability is per commit. `ShardWriter.commit()` returns a sequence number that the trainer saves together with
-its training state; `ShardWriter(run_dir, committed_seq=c)` deletes every shard written after commit `c`, so a run
-killed at any moment and resumed from its last saved state ends with exactly the rows of an uninterrupted run.
+A writer (`ShardWriter(run_dir, name)`) owns `writers/<name>/` alone, under an OS lock. Streamed tables (scalars,
+examples, checkpoints) become append-only Parquet shards; its version of a whole table (members, subsets) and
+the producer's own state (e.g. the trainer's) are files too. `commit()` writes and fsyncs them all, then appends
+one line naming every file to `commits.jsonl` (see commits.py): that line is the commit. Opening a writer deletes
+what its own last session left uncommitted, and nothing of any other writer, so a process killed at any moment
+and restarted from the state saved with its last commit ends with exactly the rows of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,15 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
-from .schema import MEMBER_STATUSES, SORT_KEYS, STREAMED, WHOLE
+from .commits import FileEntry, apply_commit, append_commit, file_entry, read_commits, truncate_log
+from .layout import COMMITS, TEMP_SUFFIX, WRITER_LOCK, Layout
+from .lock import FileLock
+from .schema import MEMBER_STATUSES, SORT_KEYS, STREAMED, WRITER_TABLES
 
-SHARD_GLOB = "part-*.parquet"  # readers glob only this: temp files never match it
-SHARD_NAME = re.compile(r"part-(\d{8})-(\d{5})\.parquet")
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # whole tables double as SQL view names
-TEMP_SUFFIX = ".tmp"
 MAX_PARTS = 100_000  # the five-digit part number of a shard name
 
 # Row groups are DuckDB's unit of parallel reading and of min/max pruning; 128k rows (about DuckDB's own
@@ -34,35 +39,64 @@ ZSTD_LEVEL = 1  # level 1 costs little CPU; higher levels barely shrink float lo
 
 
 class ShardWriter:
-    """Buffers rows of the streamed tables (scalars, examples, checkpoints) and writes them as Parquet shards.
+    """One producer's writer into a run: buffers streamed rows, writes them as Parquet shards, commits them.
 
-    Shard files are `<run_dir>/<table>/part-<seq:08d>-<n:05d>.parquet`, where `seq` is the pending commit number.
-    A table's buffer is written out as soon as it holds `buffer_rows` rows, so memory stays flat however long the run.
-    With `background=True` shards are encoded on one worker thread (Parquet encoding releases the GIL), so training
-    goes on meanwhile; at most one shard is in flight, so memory stays bounded by about twice `buffer_rows`.
+    Shard files are `writers/<name>/<table>/part-<seq:08d>-<n:05d>.parquet`, `seq` being the pending commit.
+    A table's buffer is written out as soon as it holds `buffer_rows` rows, so memory stays flat however long the
+    run. With `background=True` shards are encoded on one worker thread (Parquet encoding releases the GIL), so
+    training goes on meanwhile; at most one shard is in flight, so memory stays bounded by about twice
+    `buffer_rows`. A second writer of the same name (in any process) is refused with LockedError.
     """
 
-    def __init__(self, run_dir: str | Path, *, committed_seq: int = 0, buffer_rows: int = 1_000_000,
+    def __init__(self, run_dir: str | Path, name: str = "main", *, buffer_rows: int = 1_000_000,
                  background: bool = True):
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise StoreError(f"{self.run_dir}: no such run directory")
-        if committed_seq < 0 or buffer_rows < 1:
-            raise StoreError(f"need committed_seq >= 0 and buffer_rows >= 1 (got {committed_seq}, {buffer_rows})")
-        self.buffer_rows = buffer_rows
-        self.committed_seq = committed_seq
-        self.pending_seq = committed_seq + 1
+        layout = Layout(run_dir)
+        layout.read_meta()  # only a marked run directory is written into
+        if buffer_rows < 1:
+            raise StoreError(f"need buffer_rows >= 1 (got {buffer_rows})")
+        self.run_dir, self.name, self.buffer_rows = layout.root, name, buffer_rows
+        self.directory = layout.writer(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.directory / WRITER_LOCK, f"{self.run_dir}: writer {name}").acquire()
+        try:
+            self._committed, length = read_commits(self.directory)
+            log = self.directory / COMMITS
+            if log.is_file() and log.stat().st_size > length:
+                truncate_log(self.directory, length)  # a commit line cut off by a crash never happened
+            self._discard_uncommitted()
+        except BaseException:
+            self._lock.release()
+            raise
         self._chunks: dict[str, list[pa.Table]] = {table: [] for table in STREAMED}
         self._rows = dict.fromkeys(STREAMED, 0)
-        self._parts = dict.fromkeys(STREAMED, 0)  # shard files started so far under the pending seq
+        self._retired: set[str] = set()  # replaced table versions, deleted at the next commit
+        self._failed = ""  # why a write failed: the writer then refuses more rows
+        self._reset_pending()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ontogeny-shards") if background else None
         self._in_flight: Future | None = None
-        self._changed: set[str] = set()  # tables whose directory listing changed since the last commit
-        for table in STREAMED:
-            directory = self.run_dir / table
-            directory.mkdir(exist_ok=True)
-            _discard_uncommitted(directory, committed_seq)
-            self._changed.add(table)
+
+    # ---- what is committed ----
+
+    @property
+    def committed_seq(self) -> int:
+        """The number of the last durable commit (0: none yet)."""
+        return self._committed.seq
+
+    @property
+    def pending_seq(self) -> int:
+        return self._committed.seq + 1
+
+    @property
+    def state_path(self) -> Path | None:
+        """The state file saved with the last commit (see `commit(save_state=...)`), or None."""
+        state = self._committed.state
+        return None if state is None else self.directory / state.file
+
+    def has_table(self, name: str) -> bool:
+        """Whether this writer has committed (or put, for the next commit) its version of the whole table `name`."""
+        return name in self._committed.tables or name in self._tables
+
+    # ---- writing ----
 
     def append(self, table: str, columns: dict[str, Any]) -> None:
         """Buffer rows for `table`; `columns` maps every schema column to a 1-D array, list or one broadcast scalar.
@@ -70,6 +104,7 @@ class ShardWriter:
         Values are cast to the schema types (an unsafe cast, such as 2.5 to an integer column, raises StoreError).
         Arrays are copied, so the caller may reuse its buffers.
         """
+        self._check_usable()
         chunk = _to_table(table, columns)
         if chunk.num_rows == 0:
             return
@@ -78,17 +113,86 @@ class ShardWriter:
         if self._rows[table] >= self.buffer_rows:
             self._flush(table)
 
-    def commit(self) -> int:
-        """Write every buffered row, fsync, and return the sequence number that now holds them durably."""
+    def put(self, name: str, data: pd.DataFrame | pa.Table) -> None:
+        """Set this writer's version of the whole table `name` (members, subsets); it is written at the next commit.
+
+        Readers see the union over writers. The table must hold its schema's columns (more are kept).
+        """
+        if name not in WRITER_TABLES:
+            raise StoreError(f"{name!r}: a writer puts one of {', '.join(WRITER_TABLES)}; analysis tables go "
+                             "through write_table")
+        self._tables[name] = _cast_required(_as_arrow(data), name)
+
+    def drop(self, table: str, *, steps: Iterable[int] = (), after: int | None = None) -> int:
+        """Retire this writer's committed rows of `table` at `steps` or after step `after`, at the next commit.
+
+        Shards holding such rows are rewritten without them. Call it before appending rows to `table` in this
+        commit. Returns the number of rows dropped.
+        """
+        if table not in STREAMED:
+            raise StoreError(f"unknown streamed table {table!r} (known: {', '.join(STREAMED)})")
+        if self._rows[table] or self._added[table]:
+            raise StoreError(f"{table}: drop rows before appending new ones in this commit")
+        steps = pa.array(sorted({int(s) for s in steps}), pa.int64())
+        dropped = 0
+        for name in list(self._committed.shards.get(table, {})):
+            data = pq.read_table(self.directory / name, schema=STREAMED[table])
+            drop = pc.is_in(data.column("step"), value_set=steps)
+            if after is not None:
+                drop = pc.or_(drop, pc.greater(data.column("step"), after))
+            n_drop = pc.sum(drop).as_py() or 0
+            if not n_drop:
+                continue
+            dropped += n_drop
+            self._removed.append(name)
+            kept = data.filter(pc.invert(drop))
+            if kept.num_rows:
+                self._chunks[table].append(kept)
+                self._rows[table] += kept.num_rows
+                self._flush(table)
+        return dropped
+
+    def commit(self, save_state: Callable[[Path], None] | None = None) -> int:
+        """Write every buffered row and put table, save the producer's state, fsync, log the commit; return its number.
+
+        `save_state(path)`, if given, writes the producer's state to `path`; `state_path` names it from then on.
+        """
+        self._check_usable()
         for table in STREAMED:
             self._flush(table)
         self._wait()
-        for table in sorted(self._changed):
-            _fsync(self.run_dir / table)  # makes the new names (and resume's deletions) durable
-        self._changed.clear()
-        seq = self.committed_seq = self.pending_seq
-        self.pending_seq += 1
-        self._parts = dict.fromkeys(STREAMED, 0)
+        seq = self.pending_seq
+        record: dict[str, Any] = {"seq": seq, "added": {}, "removed": self._removed, "tables": {}, "state": None}
+        for table, entries in self._added.items():
+            if entries:
+                record["added"][table] = [entry.to_json() for entry in entries]
+        for name, data in self._tables.items():
+            relative = f"{name}-{seq:08d}.parquet"
+            _write_parquet(data, self.directory / relative)
+            record["tables"][name] = file_entry(self.directory, relative, data.num_rows).to_json()
+        if save_state is not None:
+            relative = f"state-{seq:08d}.state"
+            temp = self.directory / f".{relative}{TEMP_SUFFIX}"
+            try:
+                save_state(temp)
+                _fsync(temp)
+                os.replace(temp, self.directory / relative)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            record["state"] = file_entry(self.directory, relative, None).to_json()
+        for directory in (self.directory, *(self.directory / t for t, e in self._added.items() if e)):
+            _fsync(directory)  # the new names are durable before the line that lists them
+        old_tables = {entry.file for entry in self._committed.tables.values()}
+        old = self._committed.files()
+        append_commit(self.directory, record)
+        apply_commit(self._committed, record)
+        retired = old - self._committed.files()
+        # A replaced whole table is kept until the next commit, for readers that read the log just before this one.
+        for name in (retired - old_tables) | self._retired:
+            (self.directory / name).unlink(missing_ok=True)
+        self._retired = retired & old_tables
+        self._reset_pending()
         return seq
 
     def buffered(self, table: str) -> int:
@@ -96,12 +200,13 @@ class ShardWriter:
         return self._rows[table]
 
     def close(self) -> None:
-        """Finish the shard in flight and stop the worker thread. Rows not committed stay uncommitted."""
+        """Finish the shard in flight, stop the worker thread, release the lock. Uncommitted rows stay uncommitted."""
         try:
             self._wait()
         finally:
             if self._executor is not None:
                 self._executor.shutdown()
+            self._lock.release()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -109,50 +214,84 @@ class ShardWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # ---- helpers ----
+
+    def _reset_pending(self) -> None:
+        self._parts = dict.fromkeys(STREAMED, 0)  # shard files started so far under the pending seq
+        self._added: dict[str, list[FileEntry | Future]] = {table: [] for table in STREAMED}
+        self._removed: list[str] = []
+        self._tables: dict[str, pa.Table] = {}
+
     def _flush(self, table: str) -> None:
         if not self._rows[table]:
             return
         n = self._parts[table]
         if n >= MAX_PARTS:
-            raise StoreError(f"{self.run_dir / table}: more than {MAX_PARTS} shards in one commit (commit more often)")
+            raise StoreError(f"{self.directory / table}: more than {MAX_PARTS} shards in one commit (commit more often)")
         # One dictionary for the whole shard lets Parquet store the dictionary as is, without re-hashing strings.
         data = pa.concat_tables(self._chunks[table]).unify_dictionaries()
-        path = self.run_dir / table / f"part-{self.pending_seq:08d}-{n:05d}.parquet"
+        relative = f"{table}/part-{self.pending_seq:08d}-{n:05d}.parquet"
         self._chunks[table], self._rows[table] = [], 0
         self._parts[table] = n + 1
-        self._changed.add(table)
+        (self.directory / table).mkdir(exist_ok=True)
         self._wait()  # one shard in flight at most: memory stays bounded
         if self._executor is None:
-            _write_parquet(data, path, **_SHARD_OPTIONS[table])
+            self._added[table].append(_write_shard(self.directory, relative, data))
         else:
-            self._in_flight = self._executor.submit(_write_parquet, data, path, **_SHARD_OPTIONS[table])
+            self._in_flight = self._executor.submit(_write_shard, self.directory, relative, data)
+            self._added[table].append(self._in_flight)
 
     def _wait(self) -> None:
-        """Block until the shard in flight is written; a failed write raises here."""
-        future, self._in_flight = self._in_flight, None
-        if future is not None:
-            future.result()
+        """Block until the shard in flight is written; a failed write raises here, once, and ends this writer."""
+        self._in_flight = None
+        try:
+            for entries in self._added.values():
+                entries[:] = [e.result() if isinstance(e, Future) else e for e in entries]
+        except BaseException as err:
+            self._failed = f"{type(err).__name__}: {err}"
+            self._reset_pending()
+            raise
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise StoreError(f"{self.directory}: an earlier write failed ({self._failed}); its rows since the last "
+                             "commit are lost, so reopen the writer to continue from that commit")
+
+    def _discard_uncommitted(self) -> None:
+        """Delete every file of this writer that no commit lists: what a killed session left half done."""
+        live = self._committed.files()
+        for path in sorted(self.directory.rglob("*")):
+            relative = path.relative_to(self.directory).as_posix()
+            if path.is_file() and relative not in live and relative not in (COMMITS, WRITER_LOCK):
+                path.unlink()
 
 
 def write_table(run_dir: str | Path, name: str, data: pd.DataFrame | pa.Table) -> Path:
-    """Write a whole table (members, subsets or an analysis table) as `<run_dir>/<name>.parquet`, atomically.
+    """Write an analysis table as `<run_dir>/<name>.parquet`, atomically; return its path.
 
-    Returns the file's path. `members` and `subsets` must hold their schema's columns, which are cast to its types.
+    Producers' tables (members, subsets) go through their writer's `put`, streamed ones through `append`.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise StoreError(f"{run_dir}: no such run directory")
-    if not TABLE_NAME.fullmatch(name) or name in STREAMED:
-        raise StoreError(f"{name!r}: a table name must be an identifier other than {', '.join(STREAMED)}")
-    table = pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
-    if name in WHOLE:
-        table = _cast_required(table, name)
-    path = run_dir / f"{name}.parquet"
-    _write_parquet(table, path)
+    layout = Layout(run_dir)
+    layout.read_meta()
+    if not TABLE_NAME.fullmatch(name) or name in STREAMED or name in WRITER_TABLES:
+        raise StoreError(f"{name!r}: a table name must be an identifier other than "
+                         f"{', '.join([*STREAMED, *WRITER_TABLES])}")
+    path = layout.table(name)
+    _write_parquet(_as_arrow(data), path)
     return path
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
+
+
+def _as_arrow(data: pd.DataFrame | pa.Table) -> pa.Table:
+    return pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
+
+
+def _write_shard(directory: Path, relative: str, data: pa.Table) -> FileEntry:
+    """Write one shard of a streamed table and return its commit-log entry."""
+    _write_parquet(data, directory / relative, **_SHARD_OPTIONS[relative.split("/")[0]])
+    return file_entry(directory, relative, data.num_rows)
 
 
 def _to_table(table: str, columns: dict[str, Any]) -> pa.Table:
@@ -205,7 +344,7 @@ def _is_scalar(value: Any) -> bool:
 
 def _cast_required(table: pa.Table, name: str) -> pa.Table:
     """Cast the required columns of a whole table to their schema types, raising StoreError if one is missing."""
-    schema = WHOLE[name]
+    schema = WRITER_TABLES[name]
     missing = [field.name for field in schema if field.name not in table.column_names]
     if missing:
         raise StoreError(f"{name}: missing columns {missing}")
@@ -263,12 +402,3 @@ def _fsync(path: Path) -> None:
 
 
 _SHARD_OPTIONS = {table: _shard_options(table) for table in STREAMED}
-
-
-def _discard_uncommitted(directory: Path, committed_seq: int) -> None:
-    """Delete shards written after commit `committed_seq` and any temp file a killed writer left behind."""
-    for path in directory.iterdir():
-        match = SHARD_NAME.fullmatch(path.name)
-        if path.name.endswith(TEMP_SUFFIX) or (match and int(match.group(1)) > committed_seq):
-            path.unlink()
-

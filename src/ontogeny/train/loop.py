@@ -1,24 +1,25 @@
 """The training loop of one ensemble: sum of member losses, per-member clipping, divergence guard, checkpoints.
 
-Durability: at a checkpoint, when `commit_seconds` have passed (and at the end), the shard writer commits its
-rows and the full training state is saved with that commit's number, atomically. A killed run resumes from
+Durability: at a checkpoint, when `commit_seconds` have passed (and at the end), the ensemble's writer commits its
+rows together with the full training state and the members' statuses, in one commit. A killed run resumes from
 that state; rows written after it are dropped by the writer, so the resumed run ends with exactly the rows of an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from ..models import make_model
 from ..record import probes
 from ..record.schedule import checkpoint_steps, weight_steps
+from ..store.layout import Layout
 from ..tasks import Batch, make_task
-from .members import Member
+from .members import Member, member_rows
 from .optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
 from .recorder import Recorder
 
@@ -41,13 +42,15 @@ class EnsembleTrainer:
         self.diverged_step = [None] * len(members)
         self.step = 0  # next step to train
         self.recorded_through = -1  # last checkpoint step whose rows were recorded
+        self.trained_toward = spec.steps  # the total steps of the spec its state was trained under
 
     # ---- state for resume ----
 
     def state_dict(self) -> dict:
+        """Everything needed to continue: weights, optimizer, progress, and the spec it was trained with."""
         return {"step": self.step, "recorded_through": self.recorded_through, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "active": self.active.cpu(),
-                "diverged_step": self.diverged_step}
+                "diverged_step": self.diverged_step, "steps": self.spec.steps, "spec": self.spec.to_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -55,11 +58,39 @@ class EnsembleTrainer:
         self.active = state["active"].to(self.device)
         self.step, self.recorded_through = state["step"], state["recorded_through"]
         self.diverged_step = list(state["diverged_step"])
+        self.trained_toward = state["steps"]
+
+    @property
+    def finished(self) -> bool:
+        """Whether every step is trained and the last one recorded."""
+        return self.recorded_through >= self.spec.steps
+
+    def members_table(self) -> pd.DataFrame:
+        """The members rows of this ensemble with their current status (running, ok or diverged)."""
+        return member_rows(self.members, dict(zip((m.member for m in self.members), self.diverged_step)),
+                           finished=self.finished)
+
+    def extend(self, writer) -> list[Path]:
+        """After the spec's steps were raised: retire the rows a run of the new length would not have.
+
+        The old last step was recorded (and its weights saved) because it was last; if the longer schedule
+        does not record it (or save its weights), those rows are dropped, so the rows equal a run trained this long
+        from the start. Returns the weight files to delete once that is committed.
+        """
+        old, record = self.trained_toward, self.spec.record
+        checkpoints = checkpoint_steps(record, self.spec.steps)
+        stale: list[Path] = []
+        if old not in checkpoints:
+            writer.drop("scalars", steps=[old])
+            writer.drop("examples", steps=[old])
+        if old not in weight_steps(record, checkpoints) and writer.drop("checkpoints", steps=[old]):
+            stale = [Layout.weights(m.member, old) for m in self.members]
+        self.trained_toward = self.spec.steps
+        return stale
 
     # ---- the loop ----
 
-    def train(self, writer, run_dir: Path, state_path: Path, *, commit_seconds: float = 30.0,
-              on_step=None, on_checkpoint=None) -> None:
+    def train(self, writer, run_dir: Path, *, commit_seconds: float = 30.0, on_step=None, on_checkpoint=None) -> None:
         """Train to `spec.steps`, recording at checkpoints and committing/saving state as described above.
 
         `on_step(step)` is called after every step, `on_checkpoint(step, recorder.last, trainer)` at checkpoints.
@@ -86,7 +117,7 @@ class EnsembleTrainer:
                 if on_checkpoint:
                     on_checkpoint(step, recorder.last, self)
                 if step == steps or time.monotonic() - last_commit >= commit_seconds:
-                    self._commit(writer, state_path, done=step == steps)
+                    self.commit(writer)
                     last_commit = time.monotonic()
             if step == steps:
                 return
@@ -112,14 +143,11 @@ class EnsembleTrainer:
         torch.where(self.active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         return loss, correct
 
-    def _commit(self, writer, state_path: Path, *, done: bool) -> None:
-        seq = writer.commit()
-        state = {"committed_seq": seq, "done": done, "trainer": self.state_dict()}
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, state_path)
+    def commit(self, writer) -> int:
+        """Commit the recorded rows with the training state and the members' statuses, as one commit."""
+        writer.put("members", self.members_table())
+        state = self.state_dict()
+        return writer.commit(save_state=lambda path: torch.save(state, path))
 
     def _to_device(self, batch: Batch) -> Batch:
         if self.device.type == "cpu":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import pandas as pd
+
 from ..spec import MEMBER_FIELDS, ModularTask, Spec
 
 
@@ -64,3 +66,16 @@ def hyperparameters(spec: Spec) -> dict[str, object]:
         for key, value in dataclasses.asdict(getattr(spec, section)).items():
             flat[f"{section}.{key}"] = str(list(value)) if isinstance(value, tuple) else value
     return flat
+
+
+def member_rows(members: list[Member], diverged: dict[int, int | None], *, finished: bool) -> pd.DataFrame:
+    """The `members` table rows of `members`: ids, seeds, status (running / ok / diverged) and hyperparameters."""
+    rows = []
+    for m in members:
+        step = diverged.get(m.member)
+        status = "diverged" if step is not None else ("ok" if finished else "running")
+        rows.append({"member": m.member, "ensemble": m.ensemble, "init_seed": m.init_seed, "data_seed": m.data_seed,
+                     "status": status, "diverged_step": step, **hyperparameters(m.spec)})
+    frame = pd.DataFrame(rows)
+    frame["diverged_step"] = frame["diverged_step"].astype("Int64")
+    return frame

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..record import probes
+from ..store.layout import Layout
 from ..tasks import Batch, EvalSplit
 
 
@@ -81,7 +82,7 @@ class Recorder:
         params = {name: p.detach().cpu() for name, p in model.named_parameters()}
         rows = {"member": [], "step": [], "path": [], "sha256": []}
         for index, member in enumerate(self.member_ids):
-            relative = Path("weights") / f"member-{member:05d}" / f"step-{step:09d}.safetensors"
+            relative = Layout.weights(int(member), step)
             path = self.run_dir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({name: p[index].contiguous() for name, p in params.items()}, str(path))

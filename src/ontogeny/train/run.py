@@ -1,147 +1,203 @@
-"""Run a spec: lay out the run directory, train its ensembles one after another, resume a killed run."""
+"""Run a spec: make the run directory, train its ensembles one after another, resume or extend a stopped run.
+
+Each ensemble writes through its own writer (`ensemble-0000`, ...), which commits its rows, the members' statuses
+and the training state together. The whole run is held under the run lock while `ontogeny run` works on it.
+"""
 
 from __future__ import annotations
 
-import json
-import platform
-import shutil
-import time
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .. import __version__
-from ..exceptions import ResumeError, SpecError
-from ..spec import Spec, load_spec
-from ..store import ShardWriter, open_run, write_table
+from ..exceptions import ResumeError, SpecError, StoreError
+from ..spec import Spec, from_dict, load_spec
+from ..store import ShardWriter, open_run
+from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
+from ..store.commits import read_commits
+from ..store.layout import Layout
+from ..store.lock import FileLock
 from .loop import EnsembleTrainer
-from .members import Member, ensembles, expand, hyperparameters
+from .members import Member, ensembles, expand, member_rows
 
 
-def run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = None, out: str | Path | None = None,
-        resume: bool = False, overwrite: bool = False, device: str | None = None, commit_seconds: float = 30.0,
-        progress=None):
+def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | None = None,
+        out: str | Path | None = None, resume: bool = False, overwrite: bool = False, extend_to: int | None = None,
+        device: str | None = None, commit_seconds: float = 30.0, progress=None):
     """Train every member of `spec` into the run directory `out` (default `runs/<spec.name>`); return its `Run`.
 
-    With `resume=True`, `out` must hold a killed run: it continues from the last saved state.
+    With `resume=True`, `out` must hold a stopped run: it continues from each ensemble's last commit, with the spec
+    it started with (an edited spec.toml is refused). `extend_to=N` (with `resume`) trains a run on to N steps,
+    as if it had been given N steps from the start (constant learning-rate schedules only).
     `progress`, if given, gets `start(n_ensembles, steps, members)`, `step(ensemble, step)` and
     `checkpoint(ensemble, step, scalars, trainer)` calls.
     """
+    if commit_seconds < 0:
+        raise SpecError(f"--commit-seconds must be >= 0 (got {commit_seconds})")
     if resume:
-        if out is None:
-            raise ResumeError("--resume needs the run directory")
-        out = Path(out)
-        if not (out / "spec.toml").exists():
-            raise ResumeError(f"{out}: not a run directory (no spec.toml)")
-        if overrides:
-            raise ResumeError(f"{out}: a resumed run keeps its spec; drop the overrides")
-        spec = load_spec(out / "spec.toml")
+        out, spec, lock = _reopen(spec, out, overrides, device, extend_to)
     else:
-        if not isinstance(spec, Spec):
-            spec = load_spec(spec, overrides)
-        elif overrides:
-            raise SpecError("overrides apply to a spec file or recipe name, not a Spec object")
-        if device:
-            spec = _with_device(spec, device)
-        out = Path(out) if out is not None else Path("runs") / spec.name
-        _prepare_dir(out, overwrite)
-    members = expand(spec)
-    groups = ensembles(members)
-    states = _load_states(out, len(groups))
-    committed = max((state["committed_seq"] for state in states if state), default=0)
-    with ShardWriter(out, committed_seq=committed) as writer:
-        diverged = _train_all(out, spec, members, groups, states, writer, resume, commit_seconds, progress)
-    _write_members(out, members, diverged, finished=True)
-    _write_meta(out, spec, finished=time.time())
+        if extend_to is not None:
+            raise ResumeError("--extend-to continues a run: use it with --resume DIR")
+        spec, out, lock = _create(spec, out, overrides, device, overwrite)
+    try:
+        members = expand(spec)
+        groups = ensembles(members)
+        _list_members(out, groups)
+        if progress:
+            progress.start(len(groups), spec.steps, members)
+        for index, group in enumerate(groups):
+            _train_ensemble(out, index, group, commit_seconds, progress)
+        update_meta(out, finished=now())
+    except OSError as err:
+        if is_disk_full(err):
+            raise StoreError(f"{out}: {os_reason(err)}; free some space, then continue with "
+                             f"`ontogeny run --resume {out}` (nothing committed is lost)") from None
+        raise
+    finally:
+        lock.release()
     return open_run(out)
 
 
-def _train_all(out, spec, members, groups, states, writer, resume, commit_seconds, progress) -> dict[int, int]:
-    """Train the ensembles one after another; return {member: diverged step}."""
-    if not resume:
-        (out / "spec.toml").write_text(spec.to_toml())
-        _write_meta(out, spec, started=time.time())
-    _write_members(out, members, {})
-    if progress:
-        progress.start(len(groups), spec.steps, members)
-    diverged: dict[int, int] = {}
-    for index, group in enumerate(groups):
-        state = states[index]
-        trainer = EnsembleTrainer(group, device=spec.device)
-        if state:
-            trainer.load_state_dict(state["trainer"])
-        if not (state and state["done"]):
-            _write_subsets(out, trainer, index)
-            trainer.train(writer, out, _state_path(out, index), commit_seconds=commit_seconds,
-                          on_step=progress and (lambda step, i=index: progress.step(i, step)),
-                          on_checkpoint=progress and (lambda step, s, t, i=index: progress.checkpoint(i, step, s, t)))
-        for member, step in zip(group, trainer.diverged_step):
-            if step is not None:
-                diverged[member.member] = step
-    return diverged
+def spec_hash(spec: Spec) -> str:
+    """The sha256 of the resolved spec (its canonical TOML), kept in meta.json to refuse an edited spec."""
+    return hashlib.sha256(spec.to_toml().encode()).hexdigest()
 
 
-def _with_device(spec: Spec, device: str) -> Spec:
-    """`spec` with another device (validated)."""
-    from ..spec import from_dict
+def writer_name(index: int) -> str:
+    return f"ensemble-{index:04d}"
 
+
+# ---- starting, resuming, extending ----------------------------------------------------------------------------
+
+
+def _create(spec, out, overrides, device, overwrite) -> tuple[Spec, Path, FileLock]:
+    if spec is None:
+        raise SpecError("give a spec file or recipe name, or --resume DIR")
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    elif overrides:
+        raise SpecError("overrides apply to a spec file or recipe name, not a Spec object")
+    if device:
+        spec = _with(spec, device=device)
+    out = Path(out) if out is not None else Path("runs") / spec.name
+    lock = create_run(out, {"kind": "ontogeny", "spec_sha256": spec_hash(spec)}, overwrite=overwrite)
+    try:
+        write_file(Layout(out).spec, spec.to_toml())
+        update_meta(out, device=spec.device, threads=torch.get_num_threads(), started=now())
+    except BaseException:
+        lock.release()
+        raise
+    return spec, out, lock
+
+
+def _reopen(spec, out, overrides, device, extend_to) -> tuple[Path, Spec, FileLock]:
+    if out is None:
+        raise ResumeError("--resume needs the run directory")
+    if spec is not None:
+        raise ResumeError(f"--resume {out} continues that run with its own spec; drop the spec argument")
+    if overrides or device:
+        raise ResumeError(f"{out}: a resumed run keeps its spec; drop --set and --device")
+    layout = Layout(out)
+    meta = layout.read_meta()
+    if meta.get("producer", {}).get("kind") != "ontogeny" or not layout.spec.is_file():
+        raise ResumeError(f"{out}: not a run made by `ontogeny run` (nothing to resume)")
+    lock = FileLock(layout.run_lock, f"run {out}").acquire()
+    try:
+        spec = load_spec(layout.spec, check_machine=False)
+        if spec_hash(spec) != meta["producer"].get("spec_sha256"):
+            raise ResumeError(f"{layout.spec}: edited since the run started{_what_changed(layout, spec)}; "
+                              "restore it (a run keeps its spec), or start a new run; to train longer use "
+                              "--resume with --extend-to STEPS")
+        load_spec(layout.spec)  # now check it against this machine (memory, CUDA)
+        if extend_to is not None:
+            spec = _extend(layout, spec, extend_to)
+        update_meta(out, finished=None)
+    except BaseException:
+        lock.release()
+        raise
+    return Path(out), spec, lock
+
+
+def _extend(layout: Layout, spec: Spec, steps: int) -> Spec:
+    """Raise the run's steps to `steps`: refuse what cannot equal a run that long from the start; save the spec."""
+    if steps <= spec.steps:
+        raise ResumeError(f"--extend-to {steps}: the run already has {spec.steps} steps (give more)")
+    if spec.optim.schedule != "constant":
+        raise ResumeError(f"--extend-to: optim.schedule = {spec.optim.schedule!r} sets each step's learning rate "
+                          "from the total steps, so a longer run differs from the start; only 'constant' extends")
+    longer = _with(spec, steps=steps)
+    write_file(layout.spec, longer.to_toml())
+    meta = layout.read_meta()
+    extended = [*meta.get("extended", []), {"from": spec.steps, "to": steps, "at": now()}]
+    update_meta(layout.root, producer={**meta["producer"], "spec_sha256": spec_hash(longer)}, extended=extended)
+    return longer
+
+
+def _what_changed(layout: Layout, spec: Spec) -> str:
+    """' (steps: 400 -> 300)' from the spec saved with a training state, or '' if no state was saved yet."""
+    for name in layout.writer_names():
+        state = read_commits(layout.writer(name))[0].state
+        if state is None:
+            continue
+        old = torch.load(layout.writer(name) / state.file, weights_only=False)["spec"]
+        new = spec.to_dict()
+        changes = [f"{key}: {old_value!r} -> {new_value!r}" for key, old_value, new_value in _diff(old, new)]
+        return f" ({'; '.join(changes)})" if changes else ""
+    return ""
+
+
+def _diff(old, new, prefix: str = ""):
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}", a, b
+
+
+def _with(spec: Spec, **fields) -> Spec:
+    """`spec` with other top-level values (validated)."""
     data = spec.to_dict()
-    data["device"] = device
+    data.update(fields)
     return from_dict(data)
 
 
-def _prepare_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SpecError(f"{out} already holds a run: resume it with --resume, or pass --overwrite or another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+# ---- training ---------------------------------------------------------------------------------------------------
 
 
-def _state_path(out: Path, index: int) -> Path:
-    return out / "state" / f"ensemble-{index:04d}.pt"
+def _list_members(out: Path, groups: list[list[Member]]) -> None:
+    """Give every ensemble's writer its members (status running) before training, so readers see them all."""
+    for index, group in enumerate(groups):
+        with ShardWriter(out, writer_name(index)) as writer:
+            if not writer.has_table("members"):
+                writer.put("members", member_rows(group, {}, finished=False))
+                writer.commit()
 
 
-def _load_states(out: Path, n: int) -> list[dict | None]:
-    (out / "state").mkdir(parents=True, exist_ok=True)
-    states = []
-    for index in range(n):
-        path = _state_path(out, index)
-        states.append(torch.load(path, weights_only=False) if path.exists() else None)
-    return states
+def _train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: float, progress) -> None:
+    with ShardWriter(out, writer_name(index)) as writer:
+        trainer = EnsembleTrainer(group, device=group[0].spec.device)
+        if writer.state_path is not None:
+            trainer.load_state_dict(torch.load(writer.state_path, weights_only=False))
+            if trainer.trained_toward < trainer.spec.steps:  # the run was extended
+                stale = trainer.extend(writer)
+                trainer.commit(writer)
+                for path in stale:
+                    (out / path).unlink(missing_ok=True)
+        if trainer.finished:
+            return
+        if not writer.has_table("subsets"):
+            writer.put("subsets", _subsets(trainer))
+        trainer.train(writer, out, commit_seconds=commit_seconds,
+                      on_step=progress and (lambda step: progress.step(index, step)),
+                      on_checkpoint=progress and (lambda step, s, t: progress.checkpoint(index, step, s, t)))
 
 
-def _write_meta(out: Path, spec: Spec, *, started: float | None = None, finished: float | None = None) -> None:
-    path = out / "meta.json"
-    meta = json.loads(path.read_text()) if path.exists() else {}
-    if started is not None:
-        meta.update(ontogeny=__version__, torch=torch.__version__, python=platform.python_version(),
-                    device=spec.device, host=platform.node(), threads=torch.get_num_threads(),
-                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)))
-    if finished is not None:
-        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path)
-
-
-def _write_members(out: Path, members: list[Member], diverged: dict[int, int], finished: bool = False) -> None:
-    rows = []
-    for m in members:
-        status = "diverged" if m.member in diverged else ("ok" if finished else "running")
-        rows.append({"member": m.member, "ensemble": m.ensemble, "init_seed": m.init_seed,
-                     "data_seed": m.data_seed, "status": status, "diverged_step": diverged.get(m.member),
-                     **hyperparameters(m.spec)})
-    frame = pd.DataFrame(rows)
-    frame["diverged_step"] = frame["diverged_step"].astype("Int64")
-    write_table(out, "members", frame)
-
-
-def _write_subsets(out: Path, trainer: EnsembleTrainer, index: int) -> None:
-    """Named eval subsets of the first ensemble (all ensembles of one run share a task family)."""
-    if index:
-        return
+def _subsets(trainer: EnsembleTrainer) -> pd.DataFrame:
+    """The named eval subsets of an ensemble's task: split, example, subset."""
     rows = {"split": [], "example": [], "subset": []}
     for split in trainer.task.eval_splits():
         for subset, mask in split.subsets.items():
@@ -149,4 +205,5 @@ def _write_subsets(out: Path, trainer: EnsembleTrainer, index: int) -> None:
             rows["split"] += [split.name] * len(ids)
             rows["example"] += ids
             rows["subset"] += [subset] * len(ids)
-    write_table(out, "subsets", pd.DataFrame(rows))
+    return pd.DataFrame(rows)
+

@@ -1,0 +1,139 @@
+"""Making a run directory: the marker first, and never deleting anything that ontogeny did not mark as a run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..exceptions import StoreError
+from .layout import FORMAT, META, RUN_LOCK, TEMP_SUFFIX, WRITER_LOCK, Layout
+from .lock import FileLock, holder, is_locked
+
+
+def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = False) -> FileLock:
+    """Make `path` a new run of `producer` ({"kind": ..., ...}) and return its run lock, held.
+
+    `path` may be missing or an empty directory. With `overwrite`, it may also be an earlier run (marked by
+    ontogeny, and not in use), whose contents are deleted; anything else is refused with one line.
+    """
+    layout = Layout(path)
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(layout.run_lock, f"run {root}").acquire()
+    except (NotADirectoryError, FileExistsError):
+        raise StoreError(f"{root}: a parent of it is a file, not a directory") from None
+    except OSError as err:
+        raise StoreError(f"{root}: cannot create the run directory ({os_reason(err)})") from None
+    try:
+        contents = [p for p in root.iterdir() if p.name != RUN_LOCK]
+        if contents:
+            if not layout.is_run():
+                raise StoreError(f"{root}: not empty and not an ontogeny run; refusing to write into it or delete "
+                                 f"it (choose another --out)")
+            if not overwrite:
+                raise StoreError(f"{root} already holds a run: resume it with --resume, or pass --overwrite or "
+                                 f"another --out")
+            _check_no_writer(layout)
+            for item in contents:
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        write_meta(root, {"format": FORMAT, "producer": producer, "created": now(), **machine()})
+    except OSError as err:
+        lock.release()
+        raise StoreError(f"{root}: cannot write the run ({os_reason(err)})") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def join_run(path: str | Path, producer: dict[str, Any]) -> Layout:
+    """Make `path` a run of `producer` if it is not one yet (atomically, so processes may race); return its layout.
+
+    An existing run must have been made by the same kind of producer.
+    """
+    layout = Layout(path)
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"{layout.root}: cannot create the run directory ({os_reason(err)})") from None
+    if not layout.meta.exists():
+        if any(p for p in layout.root.iterdir() if p.name != RUN_LOCK):
+            raise StoreError(f"{layout.root}: not empty and not an ontogeny run (choose another directory)")
+        meta = {"format": FORMAT, "producer": producer, "created": now(), **machine()}
+        temp = layout.root / f".{META}.{os.getpid()}{TEMP_SUFFIX}"
+        temp.write_text(json.dumps(meta, indent=2))
+        try:
+            os.link(temp, layout.meta)  # fails if another process made it first: then theirs stands
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    kind = layout.read_meta().get("producer", {}).get("kind")
+    if kind != producer["kind"]:
+        raise StoreError(f"{layout.root}: a run made by {kind!r}, not by {producer['kind']!r}")
+    return layout
+
+
+def write_meta(path: str | Path, meta: dict[str, Any]) -> None:
+    """Replace meta.json atomically."""
+    write_file(Layout(path).meta, json.dumps(meta, indent=2))
+
+
+def write_file(path: Path, text: str) -> None:
+    """Replace the text file `path` atomically (a temp file beside it, fsynced, renamed over it)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    try:
+        with open(temp, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def update_meta(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Set `fields` in meta.json (None removes a field) and return the new meta; call it holding the run lock."""
+    meta = Layout(path).read_meta()
+    meta.update(fields)
+    meta = {key: value for key, value in meta.items() if value is not None}
+    write_meta(path, meta)
+    return meta
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"ontogeny": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "host": platform.node()}
+
+
+def os_reason(err: OSError) -> str:
+    """A short reason for an OS error: 'no space left on device', 'read-only file system', ..."""
+    return os.strerror(err.errno).lower() if err.errno else str(err)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _check_no_writer(layout: Layout) -> None:
+    for name in layout.writer_names():
+        lock = layout.writer(name) / WRITER_LOCK
+        if is_locked(lock):
+            raise StoreError(f"{layout.root}: writer {name} is in use by {holder(lock)}; not overwriting")
