@@ -27,6 +27,8 @@ def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = 
     root = layout.root
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root}: exists and is not a directory")
+    if root.is_dir() and not layout.is_run() and any(p.name != RUN_LOCK for p in root.iterdir()):
+        raise StoreError(_NOT_A_RUN.format(root=root))  # before the lock file: nothing is written into it
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(layout.run_lock, f"run {root}").acquire()
@@ -38,8 +40,7 @@ def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = 
         contents = [p for p in root.iterdir() if p.name != RUN_LOCK]
         if contents:
             if not layout.is_run():
-                raise StoreError(f"{root}: not empty and not an ontogeny run; refusing to write into it or delete "
-                                 f"it (choose another --out)")
+                raise StoreError(_NOT_A_RUN.format(root=root))
             if not overwrite:
                 raise StoreError(f"{root} already holds a run: resume it with --resume, or pass --overwrite or "
                                  f"another --out")
@@ -54,6 +55,9 @@ def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = 
         lock.release()
         raise
     return lock
+
+
+_NOT_A_RUN = "{root}: not empty and not an ontogeny run; refusing to write into it or delete it (choose another --out)"
 
 
 def join_run(path: str | Path, producer: dict[str, Any]) -> Layout:

@@ -1,0 +1,169 @@
+"""What a hostile user broke (issue 15), reproduced: unsafe names and --overwrite, edited specs on resume,
+training a finished run on (--extend-to), and two writers on one run."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import ontogeny as og
+from ontogeny.exceptions import LockedError, ResumeError, SpecError, StoreError
+from ontogeny.store.lock import is_locked
+
+SMALL = {"task.p": 13, "task.train_fraction": 0.5, "model.width": 24, "seeds": 2, "steps": 60, "record.every": 20}
+
+
+def ontogeny(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ontogeny.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def all_rows(run) -> dict[str, pd.DataFrame]:
+    return {"scalars": run.scalars(), "examples": run.examples(), "checkpoints": run.checkpoints(),
+            "members": run.members()}
+
+
+def assert_same_rows(got, want) -> None:
+    for name, frame in all_rows(want).items():
+        pd.testing.assert_frame_equal(all_rows(got)[name], frame, obj=name)
+
+
+# ---- names and --overwrite --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["/abs/dir", "../../victim", "", ".", "..", "a/b", "bad\x00name", ".hidden", "a b"])
+def test_a_name_must_be_one_safe_path_component(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    other = og.run("grokking", overrides={**SMALL, "steps": 4, "name": "other"})  # runs/other must survive
+    with pytest.raises(SpecError, match="name: must be one safe path component") as error:
+        og.run("grokking", overrides={**SMALL, "name": name}, overwrite=True)
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["other"]
+    assert len(og.open(other.path).scalars()) > 0
+
+
+def test_overwrite_removes_only_a_directory_ontogeny_marked_as_a_run(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    done = ontogeny("run", "grokking", "--set", "steps=4", "--out", str(precious), "--overwrite")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "not empty and not an ontogeny run" in done.stderr
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]  # untouched (no lock file left behind either)
+
+    out = tmp_path / "run"
+    first = og.run("grokking", overrides={**SMALL, "steps": 4}, out=out)
+    assert first.spec.steps == 4
+    second = og.run("grokking", overrides={**SMALL, "steps": 8}, out=out, overwrite=True)
+    assert second.spec.steps == 8 and second.scalars().step.max() == 8
+    assert not (out / "writers" / "ensemble-0000" / "state-00000001.state").exists()  # the old run's files are gone
+
+
+def test_out_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out, message in ((a_file, "exists and is not a directory"), (a_file / "run", "a parent of it is a file")):
+        done = ontogeny("run", "grokking", "--set", "steps=4", "--out", str(out))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+# ---- resume with an edited spec ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    return og.run("grokking", overrides=SMALL, out=tmp_path_factory.mktemp("finished") / "run")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("steps = 60", "steps = 40"), "steps: 60 -> 40"),
+    (("lr = 0.01", "lr = 0.03"), "optim.lr: 0.01 -> 0.03"),
+    (("seeds = [\n    0,\n    1,\n]", "seeds = [\n    0,\n    2,\n]"), "seeds: [0, 1] -> [0, 2]"),
+    (("steps = 60", "steps = 90"), "--extend-to"),
+])
+def test_resume_refuses_an_edited_spec_in_one_line(finished, tmp_path, edit, message):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished.path, out)
+    spec = out / "spec.toml"
+    assert edit[0] in spec.read_text()
+    spec.write_text(spec.read_text().replace(*edit))
+    done = ontogeny("run", "--resume", str(out), timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "spec.toml: edited since the run started" in done.stderr and message in done.stderr
+    assert_same_rows(og.open(out), finished)  # nothing written
+
+
+def test_resume_accepts_a_spec_reformatted_without_a_change(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished.path, out)
+    (out / "spec.toml").write_text("# my notes\n" + (out / "spec.toml").read_text())
+    assert og.run(resume=True, out=out).meta["finished"]
+
+
+def test_resume_refuses_a_spec_argument_and_overrides(finished):
+    with pytest.raises(ResumeError, match="drop the spec argument"):
+        og.run("grokking", resume=True, out=finished.path)
+    with pytest.raises(ResumeError, match="keeps its spec"):
+        og.run(resume=True, out=finished.path, overrides={"steps": 5})
+
+
+# ---- --extend-to ------------------------------------------------------------------------------------------------
+
+
+def test_extend_to_gives_the_rows_of_a_run_that_long_from_the_start(tmp_path):
+    settings = {**SMALL, "record.weights_every": 50}
+    short = og.run("grokking", overrides={**settings, "steps": 130}, out=tmp_path / "extended")
+    assert 130 in set(short.scalars().step) and 130 in set(short.checkpoints().step)  # the last step is recorded
+    done = ontogeny("run", "--resume", str(short.path), "--extend-to", "200")
+    assert done.returncode == 0, done.stderr
+    extended = og.open(short.path)
+    reference = og.run("grokking", overrides={**settings, "steps": 200}, out=tmp_path / "reference")
+    assert_same_rows(extended, reference)  # step 130 (off the longer schedule) is gone, weights and rows alike
+    assert not list(short.path.glob("weights/*/step-000000130.safetensors"))
+    assert extended.spec.steps == 200 and extended.meta["extended"][0]["from"] == 130
+
+
+def test_extend_to_refuses_fewer_steps_and_a_decaying_schedule(finished, tmp_path):
+    with pytest.raises(ResumeError, match="already has 60 steps"):
+        og.run(resume=True, out=finished.path, extend_to=60)
+    cosine = og.run("grokking", overrides={**SMALL, "steps": 10, "optim.schedule": "cosine"}, out=tmp_path / "c")
+    with pytest.raises(ResumeError, match="only 'constant' extends"):
+        og.run(resume=True, out=cosine.path, extend_to=20)
+    assert og.open(cosine.path).spec.steps == 10
+    with pytest.raises(ResumeError, match="use it with --resume"):
+        og.run("grokking", out=tmp_path / "new", extend_to=20)
+
+
+# ---- two writers ------------------------------------------------------------------------------------------------
+
+
+def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "ontogeny.cli", "run", "grokking", "--set", "steps=5000",
+                              "--set", "task.p=13", "--set", "model.width=24", "--out", str(out),
+                              "--commit-seconds", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "writers" / "ensemble-0000" / "commits.jsonl").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = ontogeny("run", "--resume", str(out), timeout=120)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1
+        assert f"run {out} is in use by process {first.pid} on " in second.stderr
+        with pytest.raises(LockedError):
+            og.run("grokking", out=out, overwrite=True)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # The kernel dropped the dead process's locks, and the refused calls deleted nothing.
+    assert not is_locked(out / ".lock") and not is_locked(out / "writers" / "ensemble-0000" / "lock")
+    with pytest.raises(StoreError, match="already holds a run"):
+        og.run("grokking", overrides={"task.p": 13}, out=out)
+    assert og.open(out).members().status.tolist() == ["running"] * 8
