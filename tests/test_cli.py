@@ -41,3 +41,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert "grokking.toml: task.train_fraction: must be strictly between 0 and 1 (got 1.5)" in done.stderr
     assert not out.exists()
+
+
+def test_usage_errors_are_one_line_too(tmp_path):
+    for args, words in ((["run", "grokking", "--commit-seconds", "abc"], "Invalid value for '--commit-seconds'"),
+                        (["nosuch"], "No such command 'nosuch'"),
+                        (["run", "grokking", "--resume", str(tmp_path), "--out", str(tmp_path)], "drop --out")):
+        done = ontogeny(*args)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("error: ") and words in done.stderr

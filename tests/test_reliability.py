@@ -167,3 +167,167 @@ def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path):
     with pytest.raises(StoreError, match="already holds a run"):
         og.run("grokking", overrides={"task.p": 13}, out=out)
     assert og.open(out).members().status.tolist() == ["running"] * 8
+
+
+# ---- corruption is never read silently --------------------------------------------------------------------------
+
+
+def writer_files(run_path, pattern: str) -> list:
+    return sorted((run_path / "writers" / "ensemble-0000").glob(pattern))
+
+
+def truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {  # what happens to the run -> (the file named, what `check` says)
+    "scalars shard deleted": (lambda r: writer_files(r, "scalars/part-*")[0].unlink(), "scalars/part-", "missing"),
+    "examples shard truncated": (lambda r: truncate(writer_files(r, "examples/part-*")[-1]), "examples/part-",
+                                 "committed with"),
+    "examples shard bytes flipped": (lambda r: flip_a_byte(writer_files(r, "examples/part-*")[0]), "examples/part-",
+                                     "sha256 differs"),
+    "weights deleted": (lambda r: next(r.glob("weights/member-00001/*")).unlink(), "weights/member-00001/",
+                        "missing"),
+    "weights bytes flipped": (lambda r: flip_a_byte(next(r.glob("weights/member-00000/*"))), "weights/member-00000/",
+                              "sha256 differs"),
+    "members truncated": (lambda r: truncate(writer_files(r, "members-*")[-1]), "members-", "committed with"),
+    "state truncated": (lambda r: truncate(writer_files(r, "state-*")[-1]), "state-", "committed with"),
+    "meta.json truncated": (lambda r: truncate(r / "meta.json"), "meta.json", "damaged"),
+}
+
+
+@pytest.fixture(scope="module")
+def with_weights(tmp_path_factory):
+    return og.run("grokking", overrides={**SMALL, "record.weights_every": 20},
+                  out=tmp_path_factory.mktemp("weights") / "run")
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_check_finds_every_corruption_and_readers_name_the_file(with_weights, tmp_path, case):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ontogeny.cli import app
+
+    out = tmp_path / "run"
+    shutil.copytree(with_weights.path, out)
+    assert CliRunner().invoke(app, ["check", str(out)]).exit_code == 0
+    damage, named, finding = CORRUPTIONS[case]
+    damage(out)
+    checked = CliRunner().invoke(app, ["check", str(out)])
+    assert checked.exit_code == 1, checked.output
+    problems = [line for line in checked.stdout.splitlines() if line.startswith("problem: ")]
+    assert any(named in line and finding in line for line in problems), checked.stdout
+    if case.startswith("weights") or case == "examples shard bytes flipped" or case == "state truncated":
+        return  # rows still read; only `check` (and resume, for the state) can tell
+    for command in (["report", str(out)], ["analyze", str(out)]):
+        done = CliRunner().invoke(app, command)
+        assert done.exit_code == 2 and done.stderr.count("\n") == 1 and named in done.stderr, (command, done.output)
+
+
+def test_resume_refuses_a_damaged_writer_in_one_line(with_weights, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(with_weights.path, out)
+    truncate(writer_files(out, "state-*")[-1])
+    with pytest.raises(StoreError, match="state-.*committed with") as error:
+        og.run(resume=True, out=out, extend_to=80)
+    assert "\n" not in str(error.value)
+
+
+# ---- disk full, analysis of real-world runs ---------------------------------------------------------------------
+
+
+def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, monkeypatch):
+    import errno
+
+    from ontogeny.store import writer as writer_module
+
+    real, calls = writer_module._write_parquet, []
+
+    def fill_up(table, path, **options):
+        calls.append(path)
+        if len(calls) > 6:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(table, path, **options)
+
+    monkeypatch.setattr(writer_module, "_write_parquet", fill_up)
+    out = tmp_path / "run"
+    with pytest.raises(StoreError) as error:
+        og.run("grokking", overrides=SMALL, out=out, commit_seconds=0)
+    assert str(error.value) == (f"{out}: no space left on device; free some space, then continue with "
+                                f"`ontogeny run --resume {out}` (nothing committed is lost)")
+    monkeypatch.undo()
+    assert_same_rows(og.run(resume=True, out=out), og.run("grokking", overrides=SMALL, out=tmp_path / "ref"))
+
+
+def test_a_report_that_cannot_be_written_leaves_no_empty_file(with_weights, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ontogeny.report import write_report
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "report.html"
+    monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr("builtins.open", _open_failing_writes(full))
+    with pytest.raises(StoreError, match="report.html: cannot write the report \\(no space left on device\\)"):
+        write_report(with_weights.path, target)
+    monkeypatch.undo()
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def _open_failing_writes(fail):
+    real_open = open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith(".tmp"):
+            handle.write = lambda data: fail(None, data)
+        return handle
+
+    return fake_open
+
+
+def test_analyze_skips_diverged_members_and_says_so(tmp_path):
+    from ontogeny.analysis import analyze
+
+    run = og.run("grokking", overrides={**SMALL, "sweep.optim.lr": [0.01, 1e9]}, out=tmp_path / "run")
+    diverged = run.members().query("status == 'diverged'")
+    assert len(diverged) == 2  # both seeds at lr 1e9
+    result = analyze(run)
+    assert any(line.startswith("skipped 2 diverged member(s)") for line in result.summary)
+    assert set(result.tables["grokking"].member) == {0, 1}
+    assert "seed_stats" in result.tables
+
+
+def test_analyze_a_run_stopped_before_its_second_ensemble(tmp_path):
+    from ontogeny.analysis import analyze
+
+    class StopAtSecondEnsemble:
+        def start(self, *args): pass
+        def checkpoint(self, *args): pass
+
+        def step(self, ensemble, step):
+            if ensemble == 1:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        og.run("grokking", overrides={**SMALL, "sweep.model.width": [16, 24]}, out=out,
+               progress=StopAtSecondEnsemble())
+    run = og.open(out)
+    assert run.members().status.tolist() == ["ok", "ok", "running", "running"]
+    result = analyze(run)
+    assert "2 member(s) have no rows yet (still to train, or the run stopped): 2, 3" in result.summary
+    assert set(result.tables["grokking"].member) == {0, 1}

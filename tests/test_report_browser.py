@@ -122,3 +122,46 @@ def test_served_list_report_and_compare_pages_render(served, page, tmp_path):
     assert page.locator("#fig-compare .legendtext").filter(has_text="parity median").count() == 1
     page.screenshot(path=tmp_path / "compare.png")
     assert page.errors == []
+
+
+XSS = "<img src=x onerror=window.__xss=1>"
+
+
+def test_served_pages_escape_what_runs_hold_and_a_broken_run_breaks_only_itself(page, tmp_path):
+    import json
+    import threading
+    import urllib.request
+
+    import ontogeny as og
+    from ontogeny.report.serve import make_server
+    from test_report import make_run
+
+    runs = tmp_path / "runs"
+    tiny = {"task.p": 7, "model.width": 8, "steps": 20, "record.every": 10, "seeds": 2}
+    og.run("grokking", overrides={**tiny, "description": f"</script><script>window.__xss=2</script>{XSS}"},
+           out=runs / "hostile")
+    make_run(runs / XSS, og.load_spec("grokking"))  # a directory named with HTML, and a spec echoing HTML
+    (runs / XSS / "spec.toml").write_text(f"steps = '{XSS}'\n")
+    damaged = og.run("grokking", overrides=tiny, out=runs / "damaged")
+    shard = next((damaged.path / "writers" / "ensemble-0000" / "scalars").glob("part-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    server = make_server(runs, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/api/runs", timeout=60) as response:
+            listed = {r["name"]: r for r in json.loads(response.read())}
+        assert listed["hostile"]["state"] == "finished"
+        assert listed["damaged"]["state"].startswith("unreadable: ") and "committed with" in listed["damaged"]["state"]
+        assert listed[XSS]["state"].startswith("unreadable: ") and XSS in listed[XSS]["state"]
+        page.goto(base + "/")
+        assert page.locator("#runs tr").count() == 4  # header + the three runs, the broken ones included
+        assert page.locator("#runs").inner_text().count(XSS) >= 2  # shown as text: in its name and its error
+        page.click("text=hostile")
+        rendered_plots(page)
+        assert XSS in page.locator("section#glance").inner_text()
+        assert page.evaluate("() => window.__xss") is None  # no injected script ran on either page
+        assert page.errors == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -60,6 +60,20 @@ def test_switching_the_model_by_override():
     ("[sweep]\ntask.train_fraction = [0.5, 2.0]\n", "sweep", "strictly between"),
     ("[sweep]\nseeds = [1, 2]\n", "sweep.seeds", "can be swept"),
     ("steps = \n", None, "invalid TOML"),
+    # issue 15: values that used to get through (every member then diverged) or crashed deep inside
+    ("[optim]\nlr = inf\n", "optim.lr", "positive and finite"),
+    ("[optim]\nlr = 1e400\n", "optim.lr", "positive and finite"),
+    ("[model]\ninit_scale = inf\n", "model.init_scale", "positive and finite"),
+    ("[optim]\neps = nan\n", "optim.eps", "positive and finite"),
+    ("[optim]\neps = -1\n", "optim.eps", "positive and finite"),
+    ("[optim]\nname = 'sgd'\nmomentum = -5\n", "optim.momentum", "[0, 1)"),
+    ("seeds = 1000000000\n", "seeds", "between 1 and 100000"),
+    ("steps = 100000000000000000000\n", "steps", "between 1 and"),
+    ("steps = 100000000000\n", "record.every", "checkpoints"),
+    ("[model]\nname = 'transformer'\nn_heads = 0\n", "model.n_heads", "at least 1"),
+    ("[model]\nname = 'transformer'\nd_model = 0\n", "model.d_model", "at least 1"),
+    ("name = 'a\\u0000b'\n", "name", "one safe path component"),
+    ("name = '../up'\n", "name", "one safe path component"),
 ])
 def test_bad_input_names_file_key_and_problem(tmp_path, text, key, words):
     path = tmp_path / "bad.toml"
@@ -72,6 +86,15 @@ def test_bad_input_names_file_key_and_problem(tmp_path, text, key, words):
     assert words in message
     if key:
         assert info.value.key == key
+
+
+def test_a_spec_path_that_is_a_directory_or_binary_is_one_line(tmp_path):
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)))
+    for path, words in ((tmp_path, "is a directory"), (binary, r"not a text \(UTF-8\) file")):
+        with pytest.raises(SpecError, match=words) as info:
+            load_spec(path)
+        assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
 
 
 def test_unknown_recipe_lists_the_known_ones():

@@ -121,6 +121,26 @@ def analyze_command(
     console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
 
 
+@app.command("check")
+def check_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+) -> None:
+    """Verify every file of a run against its commit logs and recorded hashes; exit 1 if anything is damaged."""
+    from .store.check import check_run
+
+    report = check_run(run_dir)
+    for line in report.problems:
+        print(f"problem: {line}")
+    for line in report.notes:
+        print(f"note: {line}")
+    counts = report.counts
+    print(f"{'ok' if report.ok else 'damaged'}: {counts['writers']} writers, {counts['files']} files "
+          f"({counts['rows']:,} rows), {counts['weights']} weight files, {counts['tables']} tables verified"
+          + ("" if report.ok else f"; {len(report.problems)} problem(s)"))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command("recipes")
 def recipes_command() -> None:
     """List the built-in recipes, one line each."""
@@ -189,8 +209,22 @@ def _fail(message: str) -> None:
 
 
 def main() -> None:
-    app()
+    """The console script: usage errors too are one line on stderr (exit 2), not a box."""
+    try:
+        from typer._click import exceptions  # typer >= 0.24 carries its own copy of click
+    except ImportError:
+        from click import exceptions
+    try:
+        code = app(standalone_mode=False)
+    except exceptions.NoArgsIsHelpError:  # the help was printed while the error was made
+        code = 2
+    except exceptions.ClickException as err:
+        print(f"error: {' '.join(err.format_message().split())}", file=sys.stderr)
+        code = err.exit_code
+    except typer.Abort:
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

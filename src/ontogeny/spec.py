@@ -22,6 +22,7 @@ from .exceptions import SpecError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 MODULAR_OPS = ("+", "-", "*", "/", "a^2+b^2")
+MAX_SEEDS = 100_000  # per list: far beyond any machine's memory for the smallest model, refused before building it
 
 
 # ---- tasks ----------------------------------------------------------------------------------------------------
@@ -198,9 +199,15 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
             raise SpecError(f"no such file or recipe (recipes: {', '.join(recipe_names())})", source=str(spec))
     source = str(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError("no such file", source=source) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a spec file", source=source) from None
+    except UnicodeDecodeError:
+        raise SpecError("not a text (UTF-8) file", source=source) from None
+    except OSError as err:
+        raise SpecError(f"cannot read it ({err.strerror or err})", source=source) from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"invalid TOML: {err}", source=source) from None
     if isinstance(overrides, dict):
@@ -299,8 +306,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str | None) -> Any:
 def _seed_list(value: Any, key: str, source: str | None) -> tuple[int, ...]:
     """`seeds = 8` means seeds 0..7; a list names them."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise SpecError(f"must be at least 1 (got {value})", source=source, key=key)
+        if not 1 <= value <= MAX_SEEDS:
+            raise SpecError(f"must be between 1 and {MAX_SEEDS} (got {value})", source=source, key=key)
         return tuple(range(value))
     if isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 
+import math
+
 from .exceptions import SpecError
 from .store.layout import SAFE_NAME_RULE, is_safe_name
 from .spec import MODULAR_OPS, MLPModel, ModularTask, MultitaskParityTask, SparseParityTask, Spec
+
+MAX_STEPS = 10**12
+MAX_CHECKPOINTS = 10**6
+
 
 def validate(spec: Spec, source: str | None = None, *, check_machine: bool = True) -> None:
     """Raise `SpecError` for impossible values (and for specs too large for this machine's memory)."""
@@ -17,7 +23,7 @@ def validate(spec: Spec, source: str | None = None, *, check_machine: bool = Tru
 
     task, model, optim, record = spec.task, spec.model, spec.optim, spec.record
     check(is_safe_name(spec.name), "name", f"must be one safe path component: {SAFE_NAME_RULE}")
-    check(spec.steps >= 1, "steps", "must be at least 1")
+    check(1 <= spec.steps <= MAX_STEPS, "steps", f"must be between 1 and {MAX_STEPS:.0e}")
     check(len(spec.seeds) >= 1, "seeds", "needs at least one seed")
     check(len(set(spec.seeds)) == len(spec.seeds), "seeds", "seeds must be distinct")
     check(len(set(spec.data_orders)) == len(spec.data_orders), "data_orders", "data orders must be distinct")
@@ -46,20 +52,26 @@ def validate(spec: Spec, source: str | None = None, *, check_machine: bool = Tru
         check(model.activation in ("relu", "gelu", "square"), "model.activation", "must be relu, gelu or square")
     else:
         check(model.n_layers >= 1, "model.n_layers", "must be at least 1")
+        check(model.d_model >= 1, "model.d_model", "must be at least 1")
+        check(model.n_heads >= 1, "model.n_heads", "must be at least 1")
         check(model.d_model % model.n_heads == 0, "model.n_heads", "must divide model.d_model")
         check(model.d_mlp >= 1, "model.d_mlp", "must be at least 1")
         check(model.activation in ("relu", "gelu"), "model.activation", "must be relu or gelu")
         check(not isinstance(task, SparseParityTask | MultitaskParityTask), "model.name",
               "the transformer reads tokens; parity tasks give bits (use model.name = 'mlp')")
-    check(model.init_scale > 0, "model.init_scale", "must be positive")
+    check(0 < model.init_scale < math.inf, "model.init_scale", "must be positive and finite")
     check(optim.name in ("adamw", "sgd"), "optim.name", "must be 'adamw' or 'sgd'")
-    check(optim.lr > 0, "optim.lr", "must be positive")
-    check(optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    check(0 < optim.lr < math.inf, "optim.lr", "must be positive and finite")
+    check(0 <= optim.weight_decay < math.inf, "optim.weight_decay", "must be >= 0 and finite")
     check(all(0 <= b < 1 for b in optim.betas), "optim.betas", "each beta must be in [0, 1)")
-    check(optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0: off)")
+    check(0 < optim.eps < math.inf, "optim.eps", "must be positive and finite")
+    check(0 <= optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    check(0 <= optim.grad_clip < math.inf, "optim.grad_clip", "must be >= 0 and finite (0: off)")
     check(optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     check(optim.schedule in ("constant", "cosine", "linear"), "optim.schedule", "must be constant, cosine or linear")
     check(record.every >= 1, "record.every", "must be at least 1")
+    check(spec.steps // record.every <= MAX_CHECKPOINTS, "record.every",
+          f"records more than {MAX_CHECKPOINTS:.0e} checkpoints over {spec.steps} steps (record less often)")
     check(record.per_octave >= 1, "record.per_octave", "must be at least 1")
     check(record.weights_every >= 0, "record.weights_every", "must be >= 0")
     check(record.max_probe_examples >= 1, "record.max_probe_examples", "must be at least 1")

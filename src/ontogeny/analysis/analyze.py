@@ -49,6 +49,11 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
         result.summary.append("nothing recorded yet")
         return result
     members["config"] = config_labels(members)
+    members = _analyzable(members, scalars, result.summary)
+    if members.empty:
+        result.summary.append("no member left to analyze")
+        return result
+    scalars = scalars[scalars.member.isin(members.member)]
     outcomes = member_outcomes(scalars, members)
     if "grokking" in what:
         _grokking(result, scalars, members, random_state)
@@ -64,6 +69,28 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
         for name, table in result.tables.items():
             write_table(run.path, name, table)
     return result
+
+
+def _analyzable(members: pd.DataFrame, scalars: pd.DataFrame, summary: list[str]) -> pd.DataFrame:
+    """The members with rows that did not diverge; says in `summary` which were left out and why."""
+    diverged = members[members.status == "diverged"]
+    if len(diverged):
+        summary.append(f"skipped {len(diverged)} diverged member(s) (loss NaN/inf, frozen): " + ", ".join(
+            f"{m} at step {s}" for m, s in zip(diverged.member, diverged.diverged_step)))
+    recorded = set(scalars.member.unique())
+    waiting = members[~members.member.isin(recorded) & (members.status != "diverged")]
+    if len(waiting):
+        summary.append(f"{len(waiting)} member(s) have no rows yet (still to train, or the run stopped): "
+                       f"{_id_list(waiting.member)}")
+    unknown = sorted(recorded - set(members.member))
+    if unknown:
+        summary.append(f"skipped rows of {len(unknown)} member(s) missing from the members table: {_id_list(unknown)}")
+    return members[members.member.isin(recorded) & (members.status != "diverged")]
+
+
+def _id_list(ids, limit: int = 20) -> str:
+    ids = [str(i) for i in ids]
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def config_labels(members: pd.DataFrame) -> pd.Series:

@@ -19,7 +19,10 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from .. import __version__
+from ..exceptions import StoreError
 from ..store import Run
+from ..store.create import os_reason, write_file
+from ..store.layout import Layout
 from . import data
 from .figures import curve_figure, norm_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
@@ -223,8 +226,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); return its path."""
     with Run(run_dir) as run:
         page = render_report(run)
-    path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path = Path(out) if out is not None else Layout(run_dir).report
+    try:
+        write_file(path, page)  # atomic: a full disk leaves the old report (or none), never half of one
+    except OSError as err:
+        raise StoreError(f"{path}: cannot write the report ({os_reason(err)})") from None
     return path
 
 

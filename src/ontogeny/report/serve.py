@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import plotly.offline
 
-from ..exceptions import OntogenyError, StoreError
+from ..exceptions import StoreError
 from ..store import Run
 from ..store.layout import COMMITS, REPORT, Layout
 from . import data
@@ -69,8 +69,9 @@ class RunsDirectory:
         A run that cannot be read (a broken spec.toml, say) is listed as 'unreadable: <why>'."""
         try:
             return self._status(name)
-        except (OntogenyError, OSError, ValueError) as err:
-            return {"name": name, "state": f"unreadable: {str(err).splitlines()[0]}", "members": 0, "ok": 0,
+        except Exception as err:  # noqa: BLE001 (one broken run must never take the index down with it)
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            return {"name": name, "state": f"unreadable: {reason}", "members": 0, "ok": 0,
                     "running": 0, "diverged": 0, "steps_done": None, "steps": None, "started": None,
                     "finished": None}
 
@@ -107,11 +108,14 @@ class RunsDirectory:
 def index_page(runs: RunsDirectory) -> str:
     """The list of runs with their status, and the compare form."""
     statuses = [runs.status(name) for name in runs.names()]
+    def cell(value) -> str:  # every text a page prints is escaped: run names and errors may hold HTML
+        return f"<td>{html.escape('-' if value is None else str(value))}</td>"
+
     rows = "".join(
         f"<tr><td style='text-align:left'><a href='/run/{quote(s['name'])}/'>{html.escape(s['name'])}</a></td>"
-        f"<td>{s['state']}</td><td>{s['members']}</td><td>{s['ok']}</td><td>{s['running']}</td>"
-        f"<td>{s['diverged']}</td><td>{'-' if s['steps_done'] is None else s['steps_done']} / {s['steps']}</td>"
-        f"<td>{html.escape(str(s['started'] or '-'))}</td><td>{html.escape(str(s['finished'] or '-'))}</td></tr>"
+        + "".join(cell(s[key]) for key in ("state", "members", "ok", "running", "diverged"))
+        + cell(f"{'-' if s['steps_done'] is None else s['steps_done']} / {s['steps'] or '-'}")
+        + cell(s["started"]) + cell(s["finished"]) + "</tr>"
         for s in statuses)
     head = "".join(f"<th>{h}</th>" for h in ("run", "state", "members", "ok", "running", "diverged",
                                              "steps done", "started", "finished"))
@@ -167,8 +171,9 @@ def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765)
                     self._send(page.encode(), "text/html")
                 else:
                     self.send_error(HTTPStatus.NOT_FOUND, "no such page or run")
-            except (OntogenyError, OSError) as err:  # a broken spec, or a run deleted while we read it
-                reason = str(err).splitlines()[0].encode("ascii", "replace").decode()  # a status line is latin-1
+            except Exception as err:  # noqa: BLE001 (a broken run, or one deleted while we read it: one page fails)
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                reason = reason.encode("ascii", "replace").decode()  # a status line is latin-1
                 self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, reason)
 
         def _send(self, body: bytes, content_type: str, *, cache: bool = False) -> None:

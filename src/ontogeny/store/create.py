@@ -95,10 +95,15 @@ def write_meta(path: str | Path, meta: dict[str, Any]) -> None:
 
 def write_file(path: Path, text: str) -> None:
     """Replace the text file `path` atomically (a temp file beside it, fsynced, renamed over it)."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace the file `path` atomically (a temp file beside it, fsynced, renamed over it)."""
     temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
-        with open(temp, "w") as file:
-            file.write(text)
+        with open(temp, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)

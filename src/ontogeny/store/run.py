@@ -149,7 +149,7 @@ class Run:
         try:
             result = self.connection.sql(query, params=params)
             return result.df() if result is not None else pd.DataFrame()
-        except duckdb.IOException as err:
+        except (duckdb.IOException, duckdb.InvalidInputException) as err:
             raise StoreError(f"{self.path}: {_first_line(err)}; run `ontogeny check {self.path}`") from None
 
     # ---- connection ----
@@ -180,11 +180,12 @@ class Run:
         files = []
         for name, committed in self.writers().items():
             directory = self.layout.writer(name)
-            for relative in committed.shards.get(table, {}):
+            for relative, entry in committed.shards.get(table, {}).items():
                 path = directory / relative
-                if not path.is_file():
-                    raise StoreError(f"{path}: missing (commit log of writer {name} lists it); "
-                                     f"run `ontogeny check {self.path}`")
+                size = path.stat().st_size if path.is_file() else None
+                if size != entry.size:  # a stat per shard catches deletion and truncation before DuckDB reads it
+                    found = "missing" if size is None else f"{size} bytes, committed with {entry.size}"
+                    raise StoreError(f"{path}: {found} (writer {name}); run `ontogeny check {self.path}`")
                 files.append(str(path))
         return files
 

@@ -64,6 +64,7 @@ class ShardWriter:
             if log.is_file() and log.stat().st_size > length:
                 truncate_log(self.directory, length)  # a commit line cut off by a crash never happened
             self._discard_uncommitted()
+            self._check_committed()
         except BaseException:
             self._lock.release()
             raise
@@ -256,6 +257,17 @@ class ShardWriter:
         if self._failed:
             raise StoreError(f"{self.directory}: an earlier write failed ({self._failed}); its rows since the last "
                              "commit are lost, so reopen the writer to continue from that commit")
+
+    def _check_committed(self) -> None:
+        """Refuse to add to a writer whose committed files are missing or of another size (cheap: stat only)."""
+        entries = [e for shards in self._committed.shards.values() for e in shards.values()]
+        entries += [*self._committed.tables.values(), *([self._committed.state] if self._committed.state else [])]
+        for entry in entries:
+            path = self.directory / entry.file
+            size = path.stat().st_size if path.is_file() else None
+            if size != entry.size:
+                found = "missing" if size is None else f"{size} bytes, committed with {entry.size}"
+                raise StoreError(f"{path}: {found}; run `ontogeny check {self.run_dir}`")
 
     def _discard_uncommitted(self) -> None:
         """Delete every file of this writer that no commit lists: what a killed session left half done."""

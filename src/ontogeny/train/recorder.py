@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..record import probes
+from ..store.create import write_bytes
 from ..store.layout import Layout
 from ..tasks import Batch, EvalSplit
 
@@ -85,11 +86,13 @@ class Recorder:
             relative = Layout.weights(int(member), step)
             path = self.run_dir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({name: p[index].contiguous() for name, p in params.items()}, str(path))
+            # Serialized in memory and written by Python, so a full disk is an OSError like any other write.
+            data = save({name: p[index].contiguous() for name, p in params.items()})
+            write_bytes(path, data)
             rows["member"].append(int(member))
             rows["step"].append(step)
             rows["path"].append(relative.as_posix())
-            rows["sha256"].append(hashlib.sha256(path.read_bytes()).hexdigest())
+            rows["sha256"].append(hashlib.sha256(data).hexdigest())
         self.writer.append("checkpoints", rows)
 
 

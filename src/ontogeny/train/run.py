@@ -142,7 +142,7 @@ def _what_changed(layout: Layout, spec: Spec) -> str:
         state = read_commits(layout.writer(name))[0].state
         if state is None:
             continue
-        old = torch.load(layout.writer(name) / state.file, weights_only=False)["spec"]
+        old = _load_state(layout.writer(name) / state.file)["spec"]
         new = spec.to_dict()
         changes = [f"{key}: {old_value!r} -> {new_value!r}" for key, old_value, new_value in _diff(old, new)]
         return f" ({'; '.join(changes)})" if changes else ""
@@ -181,7 +181,7 @@ def _train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: 
     with ShardWriter(out, writer_name(index)) as writer:
         trainer = EnsembleTrainer(group, device=group[0].spec.device)
         if writer.state_path is not None:
-            trainer.load_state_dict(torch.load(writer.state_path, weights_only=False))
+            trainer.load_state_dict(_load_state(writer.state_path))
             if trainer.trained_toward < trainer.spec.steps:  # the run was extended
                 stale = trainer.extend(writer)
                 trainer.commit(writer)
@@ -194,6 +194,14 @@ def _train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: 
         trainer.train(writer, out, commit_seconds=commit_seconds,
                       on_step=progress and (lambda step: progress.step(index, step)),
                       on_checkpoint=progress and (lambda step, s, t: progress.checkpoint(index, step, s, t)))
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as err:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ResumeError(f"{path}: damaged training state ({reason}); run `ontogeny check`") from None
 
 
 def _subsets(trainer: EnsembleTrainer) -> pd.DataFrame:
