@@ -17,8 +17,8 @@ temporary run directory through a `ShardWriter`:
   train      only two checkpoints (step 0 and the last): as close to pure training as `train()` gets.
 
 Inside each run the main thread's time is split (by wrapping the functions, not by editing them) into training
-steps, the probes' forward pass (`probes.evaluate`), the per-example rows (`Recorder._example_rows`, which includes
-any wait for the shard writer), the rest of `Recorder.record`, and commits; the shard writer's worker thread is
+steps, the probes' forward pass (`Evaluator.losses`), the per-example rows (`Evaluator._example_rows`, which includes
+any wait for the shard writer), the rest of `TrainingRecorder.record`, and commits; the shard writer's worker thread is
 charged with the CPU seconds it spends encoding Parquet. This split, within one run, is the robust number on a
 shared machine; the differences between the three runs (what a user sees end to end) are printed too, but the
 machine's load can change a lot between runs. Resident memory is sampled at every checkpoint, and the process's
@@ -47,15 +47,16 @@ from unittest import mock
 import pyarrow.parquet as pq
 import torch
 
-from ontogeny.record import probes
 from ontogeny.record.schedule import checkpoint_steps
 from ontogeny.spec import Record, load_spec
 from ontogeny.store import ShardWriter
+from ontogeny.store.create import create_run
 from ontogeny.store import writer as writer_module
 from ontogeny.train import loop
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.train.members import ensembles, expand
-from ontogeny.train.recorder import Recorder
+from ontogeny.record.evaluate import Evaluator
+from ontogeny.train.recorder import TrainingRecorder
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 VARIANTS = ("train", "scalars", "examples")
@@ -110,11 +111,11 @@ def attribution(seconds: dict[str, float]):
                 seconds["encode_cpu"] += time.thread_time() - start  # float += is atomic enough under the GIL
         return timed
 
-    with mock.patch.object(Recorder, "record", wall("record", Recorder.record)), \
-            mock.patch.object(Recorder, "_example_rows", wall("example_rows", Recorder._example_rows)), \
-            mock.patch.object(Recorder, "save_weights", wall("save_weights", Recorder.save_weights)), \
-            mock.patch.object(probes, "evaluate", wall("probes", probes.evaluate)), \
-            mock.patch.object(EnsembleTrainer, "_commit", wall("commit", EnsembleTrainer._commit)), \
+    with mock.patch.object(TrainingRecorder, "record", wall("record", TrainingRecorder.record)), \
+            mock.patch.object(Evaluator, "_example_rows", wall("example_rows", Evaluator._example_rows)), \
+            mock.patch.object(TrainingRecorder, "save_weights", wall("save_weights", TrainingRecorder.save_weights)), \
+            mock.patch.object(Evaluator, "losses", wall("probes", Evaluator.losses)), \
+            mock.patch.object(EnsembleTrainer, "commit", wall("commit", EnsembleTrainer.commit)), \
             mock.patch.object(writer_module, "_write_parquet", cpu(writer_module._write_parquet)):
         yield
 
@@ -126,15 +127,16 @@ def run_variant(variant: str, overrides: list[str], root: Path | None) -> dict:
     (group,) = ensembles(expand(spec))
     trainer = EnsembleTrainer(group, device=spec.device)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=root))
+    create_run(run_dir, {"kind": "benchmark"}).release()
     rss = []  # (step, MiB) at every checkpoint
     parts = dict.fromkeys(PARTS, 0.0)
-    with ShardWriter(run_dir) as writer, attribution(parts), \
+    with ShardWriter(run_dir, "ensemble-0000") as writer, attribution(parts), \
             (only_end_checkpoints() if variant == "train" else nullcontext()):
         start = time.perf_counter()
-        trainer.train(writer, run_dir, run_dir / "state.pt", commit_seconds=30.0,
+        trainer.train(writer, run_dir, commit_seconds=30.0,
                       on_checkpoint=lambda step, scalars, _: rss.append((step, rss_mib())))
         seconds = time.perf_counter() - start
-    files = list(run_dir.glob("examples/part-*.parquet"))
+    files = list(run_dir.glob("writers/*/examples/part-*.parquet"))
     return {
         "seconds": seconds, "checkpoints": len(rss), **parts,
         "steps": seconds - parts["record"] - parts["save_weights"] - parts["commit"],
@@ -217,9 +219,9 @@ def report(results: dict[str, list[dict]], args, steps: int) -> None:
 
     # Within one run: the parts share the machine's load at every moment, so this split resists noise best.
     train = median(main_variant, "steps")
-    parts = [("probes' forward pass (probes.evaluate)", median(main_variant, "probes")),
+    parts = [("probes' forward pass (Evaluator.losses)", median(main_variant, "probes")),
              ("per-example rows, main thread", median(main_variant, "example_rows")),
-             ("rest of Recorder.record (scalars)", median(main_variant, "record") - median(main_variant, "probes")
+             ("rest of TrainingRecorder.record (scalars)", median(main_variant, "record") - median(main_variant, "probes")
               - median(main_variant, "example_rows")),
              ("commits and weights", median(main_variant, "commit") + median(main_variant, "save_weights")),
              ("Parquet encoding, worker thread CPU", median(main_variant, "encode_cpu"))]

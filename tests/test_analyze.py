@@ -41,13 +41,13 @@ def test_analyze_writes_the_contract_tables(sweep_run):
     pd.testing.assert_series_equal(grok.generalization_step, summary.generalization.astype(float),
                                    check_names=False)
     stats = sweep_run.table("seed_stats")
-    assert set(stats.config) >= {"task.train_fraction=0.2", "task.train_fraction=0.7"}
+    assert set(stats.config) >= {"train_fraction=0.2", "train_fraction=0.7"}
     assert (stats.ci_low <= stats.estimate).all() and (stats.estimate <= stats.ci_high).all()
     dynamics = sweep_run.table("example_dynamics")
     assert len(dynamics) == 6 * 169  # every member x example, split by each member's own train set
     learned_late = dynamics[dynamics.aoa_step.notna()]
     assert (learned_late.aoa_step >= 0).all() and (learned_late.aoa_step <= 300).all()
-    assert any(line.startswith("test/acc [task.train_fraction=0.7]") for line in result.summary)
+    assert any(line.startswith("test/acc [train_fraction=0.7]") for line in result.summary)
 
 
 def test_analyze_is_idempotent(sweep_run):

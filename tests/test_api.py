@@ -6,8 +6,10 @@ import ontogeny
 def test_exported_names_are_exactly_the_intended_ones():
     assert ontogeny.__all__ == sorted(ontogeny.__all__)
     assert set(ontogeny.__all__) == {
-        "MLPModel", "ModularTask", "MultitaskParityTask", "OntogenyError", "Optim", "Record", "ResumeError", "Run",
-        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "load_spec", "open",
+        "MLPModel", "ModularTask", "MultitaskParityTask", "OntogenyError", "Optim", "ProbeSet", "Record", "Recorder",
+        "ResumeError", "Run",
+        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "load_spec",
+        "log_spaced", "open",
         "recipe_names", "run",
     }
     for name in ontogeny.__all__:

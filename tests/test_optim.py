@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontogeny.spec import MLPModel, Optim
+from ontogeny import MLPModel, Optim
 from ontogeny.models import EnsembleMLP
 from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
 

@@ -3,7 +3,8 @@
 import pytest
 
 from ontogeny.exceptions import SpecError
-from ontogeny.spec import MLPModel, ModularTask, from_dict, load_spec, recipe_names
+from ontogeny import MLPModel, ModularTask
+from ontogeny.spec import from_dict, load_spec, recipe_names
 
 
 def test_every_recipe_loads_and_names_its_source():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import ontogeny.tasks as tasks_module
-from ontogeny.spec import MODULAR_OPS, ModularTask, MultitaskParityTask, SparseParityTask
+from ontogeny import ModularTask, MultitaskParityTask, SparseParityTask
+from ontogeny.tasks.modular import MODULAR_OPS
 from ontogeny.tasks import Batch, EvalSplit, Task, make_task
 
 BIG = 10**9  # max_probe_examples that never caps
@@ -32,7 +33,8 @@ def assert_batches_equal(left: Batch, right: Batch) -> None:
 
 
 def test_public_api():
-    assert tasks_module.__all__ == sorted(["Batch", "EvalSplit", "Task", "make_task"])
+    assert tasks_module.__all__ == sorted(["Batch", "EvalSplit", "ModularTask", "MultitaskParityTask", "SparseParityTask",
+                                           "Task", "make_task"])
 
 
 # ---- modular --------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ontogeny.models.transformer import EnsembleTransformer
-from ontogeny.spec import TransformerModel
+from ontogeny import TransformerModel
 
 VOCAB, POSITIONS, OUTPUTS = 11, 3, 7
 

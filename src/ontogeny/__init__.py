@@ -3,19 +3,12 @@
 __version__ = "0.1.0"
 
 from .exceptions import OntogenyError, ResumeError, SpecError, StoreError
-from .spec import (
-    MLPModel,
-    ModularTask,
-    MultitaskParityTask,
-    Optim,
-    Record,
-    SparseParityTask,
-    Spec,
-    TransformerModel,
-    load_spec,
-    recipe_names,
-)
+from .spec import Optim, Record, Spec, load_spec, recipe_names
+from .tasks import ModularTask, MultitaskParityTask, SparseParityTask
+from .models import MLPModel, TransformerModel
 from .store import Run, open_run as open
+from .record.schedule import log_spaced
+from .recorder import ProbeSet, Recorder
 from .train.run import run
 from . import analysis  # noqa: E402  (og.analysis.analyze, og.analysis.TransitionDetector, ...)
 
@@ -25,7 +18,9 @@ __all__ = [
     "MultitaskParityTask",
     "OntogenyError",
     "Optim",
+    "ProbeSet",
     "Record",
+    "Recorder",
     "ResumeError",
     "Run",
     "SparseParityTask",
@@ -35,6 +30,7 @@ __all__ = [
     "TransformerModel",
     "analysis",
     "load_spec",
+    "log_spaced",
     "open",
     "recipe_names",
     "run",

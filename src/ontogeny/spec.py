@@ -12,88 +12,76 @@ import itertools
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomli_w
 
 from .exceptions import SpecError
+from .registry import Registry
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-MODULAR_OPS = ("+", "-", "*", "/", "a^2+b^2")
 MAX_SEEDS = 100_000  # per list: far beyond any machine's memory for the smallest model, refused before building it
 
 
-# ---- tasks ----------------------------------------------------------------------------------------------------
+# ---- tasks and models: each kind defines its own spec class next to its code and registers it ------------------
+
+TASKS = Registry("task", "ontogeny.tasks")
+MODELS = Registry("model", "ontogeny.models")
+Check = Callable[[bool, str, str], None]  # check(ok, "task.p", "must be at least 2") raises SpecError unless ok
 
 
 @dataclass(frozen=True)
-class ModularTask:
-    """`a op b mod p` over all p*p pairs (pairs with b=0 dropped for '/'); a `train_fraction` share is trained on."""
+class Sizes:
+    """What the memory estimate and a model need to know of a task's tensors."""
 
-    name: str = "modular"
-    p: int = 97
-    op: str = "+"
-    train_fraction: float = 0.3
-    split_seed: int = 0
-    batch_size: int = 0  # 0: full batch
-
-
-@dataclass(frozen=True)
-class SparseParityTask:
-    """Parity of k secret bits out of n (Barak et al. 2022); labels are +-1."""
-
-    name: str = "sparse_parity"
-    n: int = 40
-    k: int = 3
-    n_train: int = 0  # 0: fresh samples every step (online)
-    n_test: int = 1000
-    batch_size: int = 32
-    split_seed: int = 0  # picks the secret bits, the fixed training set and the test set
+    vocab_size: int | None  # token inputs (None: float inputs)
+    n_positions: int  # tokens per example
+    n_inputs: int  # float features per example
+    n_outputs: int  # logits per example
+    batch: int  # largest training batch of one member
+    n_eval: int  # probe examples evaluated at a checkpoint
 
 
 @dataclass(frozen=True)
-class MultitaskParityTask:
-    """Multitask sparse parity (Michaud et al. 2023): one-hot control bits pick one of `n_tasks` parities."""
+class TaskSpec:
+    """Base of every task's spec. A task module subclasses it (with its own fields) and registers it in TASKS."""
 
-    name: str = "multitask_parity"
-    n_tasks: int = 20
-    n: int = 30
-    k: int = 3
-    zipf_exponent: float = 1.4  # P(task i) ~ i^-zipf_exponent, i = 1..n_tasks
-    batch_size: int = 2000
-    n_test_per_task: int = 200
-    split_seed: int = 0  # picks each subtask's bits and the test set
+    name: str = ""
 
+    member_fields: ClassVar[frozenset[str]] = frozenset()  # task fields that may differ inside one ensemble
 
-# ---- models ---------------------------------------------------------------------------------------------------
+    def check(self, check: Check) -> None:
+        """Refuse impossible values, one `check(ok, "task.<field>", message)` per rule."""
 
+    def sizes(self, spec: Spec) -> Sizes:
+        raise NotImplementedError
 
-@dataclass(frozen=True)
-class MLPModel:
-    """An MLP: per-position token embeddings (or raw inputs) -> `depth` hidden layers -> outputs."""
-
-    name: str = "mlp"
-    width: int = 128
-    depth: int = 1
-    activation: str = "relu"  # relu | gelu | square (Gromov 2023)
-    bias: bool = True
-    init_scale: float = 1.0
+    @classmethod
+    def build(cls, tasks: list, data_seeds: list[int], max_probe_examples: int):
+        """The `tasks.Task` serving an ensemble whose member m has spec `tasks[m]` and data seed `data_seeds[m]`."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class TransformerModel:
-    """A decoder-only transformer that reads the output at the last position."""
+class ModelSpec:
+    """Base of every model's spec. A model module subclasses it and registers it in MODELS."""
 
-    name: str = "transformer"
-    n_layers: int = 1
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    layer_norm: bool = False
-    activation: str = "relu"
-    init_scale: float = 1.0
+    name: str = ""
+    init_scale: float = 1.0  # may differ between members of one ensemble
+
+    def check(self, check: Check, sizes: Sizes) -> None:
+        """Refuse impossible values (and tasks the model cannot read), one `check(...)` per rule."""
+
+    def memory(self, sizes: Sizes) -> tuple[int, int]:
+        """(parameters of one member, activation values per example) for the memory estimate."""
+        raise NotImplementedError
+
+    def build(self, sizes: Sizes, init_seeds: list[int], init_scales: list[float] | None = None):
+        """The ensemble `nn.Module`, one member per init seed."""
+        raise NotImplementedError
 
 
 # ---- optimizer, recording, the whole spec ---------------------------------------------------------------------
@@ -125,13 +113,8 @@ class Record:
     max_probe_examples: int = 10_000  # per split; a larger split is probed on a fixed sample
 
 
-TASKS = {cls.name: cls for cls in (ModularTask, SparseParityTask, MultitaskParityTask)}
-MODELS = {cls.name: cls for cls in (MLPModel, TransformerModel)}
-
-# Fields that may differ between members of one ensemble (they change no tensor shape).
-MEMBER_FIELDS = frozenset(
-    {"optim.lr", "optim.weight_decay", "optim.grad_clip", "model.init_scale", "task.train_fraction", "task.split_seed"}
-)
+# Fields that may differ between members of one ensemble (they change no tensor shape), besides the task's own.
+MEMBER_FIELDS = frozenset({"optim.lr", "optim.weight_decay", "optim.grad_clip", "model.init_scale"})
 
 
 @dataclass(frozen=True)
@@ -146,8 +129,8 @@ class Spec:
     seeds: tuple[int, ...] = (0,)
     data_orders: tuple[int, ...] = (0,)
     device: str = "cpu"
-    task: ModularTask | SparseParityTask | MultitaskParityTask = field(default_factory=ModularTask)
-    model: MLPModel | TransformerModel = field(default_factory=MLPModel)
+    task: TaskSpec = field(default_factory=lambda: TASKS.get("modular")())
+    model: ModelSpec = field(default_factory=lambda: MODELS.get("mlp")())
     optim: Optim = field(default_factory=Optim)
     record: Record = field(default_factory=Record)
     sweep: tuple[tuple[str, tuple], ...] = ()  # (dotted key, values) pairs; their product is the grid
@@ -160,6 +143,10 @@ class Spec:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+    def member_fields(self) -> frozenset[str]:
+        """Dotted keys that may differ between the members of one ensemble."""
+        return MEMBER_FIELDS | {f"task.{name}" for name in self.task.member_fields}
 
     def get(self, key: str) -> Any:
         """Return the value at a dotted key such as 'optim.lr'."""
@@ -229,11 +216,12 @@ def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine:
     sections = {}
     for section, registry in (("task", TASKS), ("model", MODELS)):
         table = dict(_table(data.pop(section, {}), section, source))
-        kind = table.get("name", next(iter(registry)))
-        if kind not in registry:
-            raise SpecError(f"unknown {section} {kind!r} (known: {', '.join(registry)})", source=source,
-                            key=f"{section}.name")
-        sections[section] = _build(registry[kind], table, section, source)
+        kind = table.get("name", "modular" if section == "task" else "mlp")
+        try:
+            cls = registry.get(kind)
+        except LookupError as err:
+            raise SpecError(str(err), source=source, key=f"{section}.name") from None
+        sections[section] = _build(cls, table, section, source)
     for section, cls in (("optim", Optim), ("record", Record)):
         sections[section] = _build(cls, _table(data.pop(section, {}), section, source), section, source)
     sweep = _flatten(_table(data.pop("sweep", {}), "sweep", source))

@@ -1,10 +1,31 @@
-"""The per-member table printed after a run: when each member memorized and generalized, and how it ended."""
+"""Per member: the table printed after a run (when each member memorized and generalized, how it ended), and the
+one label of each member's grid point that analysis and report share."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 THRESHOLD = 0.99  # "memorized" / "generalized": accuracy at or above 99%, as Power et al. 2022
+# Columns of `members` that say who a member is rather than what it was trained with.
+IDENTITY_COLUMNS = frozenset({"member", "ensemble", "init_seed", "data_seed", "status", "diverged_step", "config"})
+
+
+def grid_columns(members: pd.DataFrame) -> list[str]:
+    """The members' setting columns that vary (the grid's axes), in table order; seeds are not settings."""
+    return [c for c in members.columns if c not in IDENTITY_COLUMNS and not str(c).endswith("seed")
+            and members[c].astype(str).nunique() > 1]
+
+
+def grid_labels(members: pd.DataFrame) -> pd.Series:
+    """One label per member naming its grid point by the settings that vary ("train_fraction=0.5, ...", each key's
+    last dotted part where those are distinct), "all" where nothing varies; indexed like `members`."""
+    keys = grid_columns(members)
+    if not keys:
+        return pd.Series("all", index=members.index)
+    short = [str(key).rsplit(".", 1)[-1] for key in keys]
+    names = short if len(set(short)) == len(short) else keys
+    values = members[keys].astype(str).to_numpy()
+    return pd.Series([", ".join(f"{n}={v}" for n, v in zip(names, row)) for row in values], index=members.index)
 
 
 def first_step_at_or_above(scalars: pd.DataFrame, name: str, threshold: float = THRESHOLD) -> pd.Series:

@@ -1,23 +1,20 @@
-"""Ensemble-native models: parameters carry a leading member axis [M, ...]."""
+"""Ensemble-native models: parameters carry a leading member axis [M, ...].
+
+Each model module defines its spec (a `spec.ModelSpec`), registers it in `spec.MODELS` and builds its module.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..spec import MLPModel, TransformerModel
-from .mlp import EnsembleMLP
+from ..spec import ModelSpec
+from .mlp import EnsembleMLP, MLPModel
+from .transformer import EnsembleTransformer, TransformerModel
 
 
-def make_model(spec: MLPModel | TransformerModel, task, init_seeds: list[int],
-               init_scales: list[float] | None = None) -> nn.Module:
+def make_model(spec: ModelSpec, task, init_seeds: list[int], init_scales: list[float] | None = None) -> nn.Module:
     """Build the ensemble model of `spec` shaped for `task` (a `tasks.Task`), one member per init seed."""
-    if isinstance(spec, MLPModel):
-        return EnsembleMLP(spec, n_outputs=task.n_outputs, init_seeds=init_seeds, vocab_size=task.vocab_size,
-                           n_positions=task.n_positions, n_inputs=task.n_inputs, init_scales=init_scales)
-    from .transformer import EnsembleTransformer
-
-    return EnsembleTransformer(spec, vocab_size=task.vocab_size, n_positions=task.n_positions,
-                               n_outputs=task.n_outputs, init_seeds=init_seeds, init_scales=init_scales)
+    return spec.build(task, init_seeds, init_scales)
 
 
-__all__ = ["EnsembleMLP", "make_model"]
+__all__ = ["EnsembleMLP", "EnsembleTransformer", "MLPModel", "TransformerModel", "make_model"]

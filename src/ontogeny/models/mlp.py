@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..spec import MLPModel
+from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import activation, fan_in_std, init_generators, member_constant, member_normal
+
+
+@MODELS.register("mlp")
+@dataclass(frozen=True)
+class MLPModel(ModelSpec):
+    """An MLP: per-position token embeddings (or raw inputs) -> `depth` hidden layers -> outputs."""
+
+    name: str = "mlp"
+    width: int = 128
+    depth: int = 1
+    activation: str = "relu"  # relu | gelu | square (Gromov 2023)
+    bias: bool = True
+    init_scale: float = 1.0
+
+    def check(self, check: Check, sizes: Sizes) -> None:
+        check(self.width >= 1, "model.width", "must be at least 1")
+        check(self.depth >= 1, "model.depth", "must be at least 1")
+        check(self.activation in ("relu", "gelu", "square"), "model.activation", "must be relu, gelu or square")
+
+    def memory(self, sizes: Sizes) -> tuple[int, int]:
+        inputs = sizes.vocab_size * sizes.n_positions if sizes.vocab_size else sizes.n_inputs
+        params = inputs * self.width + (self.depth - 1) * self.width**2 + self.width * sizes.n_outputs
+        return params, self.depth * self.width * 3
+
+    def build(self, task, init_seeds, init_scales=None) -> EnsembleMLP:
+        return EnsembleMLP(self, n_outputs=task.n_outputs, init_seeds=init_seeds, vocab_size=task.vocab_size,
+                           n_positions=task.n_positions, n_inputs=task.n_inputs, init_scales=init_scales)
 
 
 class EnsembleMLP(nn.Module):

@@ -9,12 +9,48 @@ unembedding there alone, while its keys and values still use every position.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..spec import TransformerModel
+from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import activation, embed_tokens, fan_in_std, init_generators, member_constant, member_normal
+
+
+@MODELS.register("transformer")
+@dataclass(frozen=True)
+class TransformerModel(ModelSpec):
+    """A decoder-only transformer that reads the output at the last position."""
+
+    name: str = "transformer"
+    n_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    layer_norm: bool = False
+    activation: str = "relu"
+    init_scale: float = 1.0
+
+    def check(self, check: Check, sizes: Sizes) -> None:
+        check(self.n_layers >= 1, "model.n_layers", "must be at least 1")
+        check(self.d_model >= 1, "model.d_model", "must be at least 1")
+        check(self.n_heads >= 1, "model.n_heads", "must be at least 1")
+        check(self.d_model % self.n_heads == 0, "model.n_heads", "must divide model.d_model")
+        check(self.d_mlp >= 1, "model.d_mlp", "must be at least 1")
+        check(self.activation in ("relu", "gelu"), "model.activation", "must be relu or gelu")
+        check(sizes.vocab_size is not None, "model.name",
+              "the transformer reads tokens; this task gives bits or reals (use model.name = 'mlp')")
+
+    def memory(self, sizes: Sizes) -> tuple[int, int]:
+        d, positions = self.d_model, sizes.n_positions
+        params = (sizes.vocab_size * d + positions * d + self.n_layers * (4 * d * d + 2 * d * self.d_mlp)
+                  + d * sizes.n_outputs)
+        return params, self.n_layers * positions * (6 * d + 2 * self.d_mlp + self.n_heads * positions)
+
+    def build(self, task, init_seeds, init_scales=None) -> EnsembleTransformer:
+        return EnsembleTransformer(self, vocab_size=task.vocab_size, n_positions=task.n_positions,
+                                   n_outputs=task.n_outputs, init_seeds=init_seeds, init_scales=init_scales)
 
 
 def _project(x: Tensor, weight: Tensor) -> Tensor:

@@ -18,17 +18,6 @@ def example_losses(kind: str, logits: torch.Tensor, y: torch.Tensor) -> tuple[to
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
-    """Loss and correctness of every member on shared examples x [N, ...], y [N] -> ([M, N], [M, N])."""
-    losses, corrects = [], []
-    for start in range(0, len(x), chunk):
-        loss, correct = example_losses(kind, model(x[start:start + chunk]), y[start:start + chunk])
-        losses.append(loss)
-        corrects.append(correct)
-    return torch.cat(losses, 1), torch.cat(corrects, 1)
-
-
-@torch.no_grad()
 def weight_norms(model: nn.Module) -> dict[str, torch.Tensor]:
     """L2 norm of every parameter per member, {name: [M]}, plus 'total' over all of them."""
     norms = {name: p.detach().flatten(1).norm(dim=1) for name, p in model.named_parameters()}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..analysis.summary import member_summary
+from ..analysis.summary import grid_columns, member_summary
 from ..store import Run
 
 MAX_CURVE_STEPS = 400  # checkpoints per curve; beyond this, steps are picked evenly in log(step + 1)
@@ -70,20 +70,8 @@ def scalar_names(run: Run) -> list[str]:
 
 
 def sweep_keys(run: Run) -> list[str]:
-    """The swept spec keys that vary over more than one value, in declaration order (those in `members` yet)."""
-    columns = set(run.members().columns)
-    return [key for key, values in run.spec.sweep if len(values) > 1 and key in columns]
-
-
-def config_labels(members: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """One text label per member for its grid point ("weight_decay=0.5", by the keys' last parts where those
-    are distinct), "all" without a sweep."""
-    if not keys:
-        return pd.Series("all", index=members.index)
-    short = [key.rsplit(".", 1)[-1] for key in keys]
-    names = short if len(set(short)) == len(short) else keys
-    values = members[keys].astype(str).to_numpy()
-    return pd.Series([", ".join(f"{n}={v}" for n, v in zip(names, row)) for row in values], index=members.index)
+    """The members' setting columns that vary: the grid's axes (see `analysis.summary.grid_columns`)."""
+    return grid_columns(run.members())
 
 
 def summary(run: Run) -> pd.DataFrame:

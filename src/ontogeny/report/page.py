@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from .. import __version__
+from ..analysis.summary import grid_labels
 from ..exceptions import StoreError
 from ..store import Run
 from ..store.create import os_reason, write_file
@@ -73,17 +74,11 @@ def table_html(frame: pd.DataFrame, *, classes: str = "", row_classes: list[str]
 
 def glance_section(run: Run, summary: pd.DataFrame) -> Section:
     """Spec, meta, member status counts and the per-member summary table (diverged rows marked)."""
-    spec, meta = run.spec, run.meta
+    meta = run.meta
     members = run.members()
     counts = members.status.value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in ("ok", "running", "diverged") if s in counts)
-    rows = [("name", spec.name), ("description", spec.description), ("source", spec.source),
-            ("differs", spec.differs), ("steps", spec.steps), ("seeds (init)", list(spec.seeds)),
-            ("data orders", list(spec.data_orders)),
-            ("sweep", "; ".join(f"{k} = {list(v)}" for k, v in spec.sweep) or "none")]
-    for section in ("task", "model", "optim", "record"):
-        values = spec.to_dict()[section]
-        rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
+    rows = _spec_rows(run.spec) if run.has_spec else _producer_rows(run.producer)
     rows.append(("members", f"{len(members)}: {status}"))
     finished = meta.get("finished")
     rows.append(("trained", f"{meta.get('started', '?')} to {finished or 'still running (or stopped)'} on "
@@ -101,6 +96,22 @@ def glance_section(run: Run, summary: pd.DataFrame) -> Section:
                "test accuracy reached 99%; '-' never.</p>")
     return Section("glance", "The run at a glance", intro,
                    [spec_table, caption, table_html(summary, row_classes=marks)])
+
+
+def _spec_rows(spec) -> list[tuple[str, object]]:
+    rows = [("name", spec.name), ("description", spec.description), ("source", spec.source),
+            ("differs", spec.differs), ("steps", spec.steps), ("seeds (init)", list(spec.seeds)),
+            ("data orders", list(spec.data_orders)),
+            ("sweep", "; ".join(f"{k} = {list(v)}" for k, v in spec.sweep) or "none")]
+    for section in ("task", "model", "optim", "record"):
+        values = spec.to_dict()[section]
+        rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
+    return rows
+
+
+def _producer_rows(producer: dict) -> list[tuple[str, object]]:
+    """A run not made from a spec: who made it and with what (a user's loop, a checkpoint suite)."""
+    return [("made by", producer.get("kind", "?")), *((k, v) for k, v in producer.items() if k != "kind")]
 
 
 def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
@@ -203,7 +214,8 @@ def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section 
 def render_report(run: Run, *, head_extra: str = "") -> str:
     """The whole report of `run` as one HTML string (plotly.js inlined once); `head_extra` goes in <head>."""
     summary = data.summary(run)
-    configs = data.config_labels(run.members(), data.sweep_keys(run)).set_axis(run.members().member)
+    members = run.members()
+    configs = grid_labels(members).set_axis(members.member)
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), dynamics_section(run, names, configs)]
@@ -213,13 +225,18 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
         f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{html.escape(s.intro)}</p>{"".join(s.blocks)}'
         "</section>" for s in sections)
     made = time.strftime("%Y-%m-%d %H:%M:%S")
-    title = html.escape(f"{run.spec.name}: ontogeny report")
+    title = html.escape(f"{run_name(run)}: ontogeny report")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{STYLE}</style><script>{plotly.offline.get_plotlyjs()}</script>{head_extra}</head><body>"
-            f"<h1>{html.escape(run.spec.name)}</h1><p class='muted'>{html.escape(str(run.path))} - report made "
+            f"<h1>{html.escape(run_name(run))}</h1><p class='muted'>{html.escape(str(run.path))} - report made "
             f"{made} by ontogeny {__version__} with plotly.js {plotly.offline.get_plotlyjs_version()} inlined "
             "(works offline)</p>"
             f"<nav>{nav}</nav>{body}</body></html>")
+
+
+def run_name(run: Run) -> str:
+    """The spec's name for a run made from a spec, else its directory's name."""
+    return run.spec.name if run.has_spec else run.path.name
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

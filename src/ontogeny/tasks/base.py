@@ -1,7 +1,7 @@
 """What every task gives the training loop: shared eval splits with stable example ids, and training batches.
 
-One `Task` object serves a whole ensemble of M members. Members may differ in the fields of
-`spec.MEMBER_FIELDS` (for tasks: `train_fraction`, `split_seed`) and in `data_seed`; everything else is shared.
+One `Task` object serves a whole ensemble of M members. Members may differ in their task spec's `member_fields`
+(modular arithmetic: `train_fraction`, `split_seed`) and in `data_seed`; everything else is shared.
 Inputs are either tokens (int64 `[..., n_positions]`, `vocab_size` set) or bits/reals (float32 `[..., n_inputs]`).
 """
 

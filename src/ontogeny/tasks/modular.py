@@ -7,11 +7,51 @@ subset of a larger one's. Also home to the small samplers the parity tasks share
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..seeds import generator
-from ..spec import ModularTask
+from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import Batch, EvalSplit, Task
+
+MODULAR_OPS = ("+", "-", "*", "/", "a^2+b^2")
+
+
+@TASKS.register("modular")
+@dataclass(frozen=True)
+class ModularTask(TaskSpec):
+    """`a op b mod p` over all p*p pairs (pairs with b=0 dropped for '/'); a `train_fraction` share is trained on."""
+
+    name: str = "modular"
+    p: int = 97
+    op: str = "+"
+    train_fraction: float = 0.3
+    split_seed: int = 0
+    batch_size: int = 0  # 0: full batch
+
+    member_fields = frozenset({"train_fraction", "split_seed"})  # each member's own split of one finite table
+
+    def check(self, check: Check) -> None:
+        check(self.p >= 2, "task.p", "must be at least 2")
+        check(self.op in MODULAR_OPS, "task.op", f"must be one of {', '.join(MODULAR_OPS)}")
+        check(self.op != "/" or _is_prime(self.p), "task.p", "must be prime for division")
+        check(0 < self.train_fraction < 1, "task.train_fraction", "must be strictly between 0 and 1")
+        check(self.batch_size >= 0, "task.batch_size", "must be >= 0 (0: full batch)")
+
+    def sizes(self, spec: Spec) -> Sizes:
+        fractions = [self.train_fraction, *(v for k, values in spec.sweep if k == "task.train_fraction" for v in values)]
+        batch = self.batch_size or int(self.p * self.p * max(fractions))
+        return Sizes(vocab_size=self.p + 1, n_positions=3, n_inputs=0, n_outputs=self.p, batch=batch,
+                     n_eval=self.p * self.p)
+
+    @classmethod
+    def build(cls, tasks, data_seeds, max_probe_examples):
+        return ModularArithmetic(tasks, data_seeds, max_probe_examples)
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 # ---- shared sampling helpers ----------------------------------------------------------------------------------
 

@@ -8,15 +8,75 @@ Online training draws fresh samples in blocks of `BLOCK_STEPS` steps per member,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ..seeds import generator
-from ..spec import MultitaskParityTask, SparseParityTask
+from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import Batch, EvalSplit, Task
 from .modular import EpochOrder, probe_positions
 
 BLOCK_STEPS = 100  # steps of fresh samples drawn at once per member
+
+
+@TASKS.register("sparse_parity")
+@dataclass(frozen=True)
+class SparseParityTask(TaskSpec):
+    """Parity of k secret bits out of n (Barak et al. 2022); labels are +-1."""
+
+    name: str = "sparse_parity"
+    n: int = 40
+    k: int = 3
+    n_train: int = 0  # 0: fresh samples every step (online)
+    n_test: int = 1000
+    batch_size: int = 32
+    split_seed: int = 0  # picks the secret bits, the fixed training set and the test set
+
+    def check(self, check: Check) -> None:
+        check(self.n >= 1, "task.n", "must be at least 1")
+        check(1 <= self.k <= self.n, "task.k", "must be between 1 and task.n")
+        check(self.n_train >= 0, "task.n_train", "must be >= 0 (0: online)")
+        check(self.n_test >= 1, "task.n_test", "must be at least 1")
+        check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
+
+    def sizes(self, spec: Spec) -> Sizes:
+        return Sizes(vocab_size=None, n_positions=0, n_inputs=self.n, n_outputs=1, batch=self.batch_size,
+                     n_eval=self.n_test)
+
+    @classmethod
+    def build(cls, tasks, data_seeds, max_probe_examples):
+        return SparseParity(tasks, data_seeds, max_probe_examples)
+
+
+@TASKS.register("multitask_parity")
+@dataclass(frozen=True)
+class MultitaskParityTask(TaskSpec):
+    """Multitask sparse parity (Michaud et al. 2023): one-hot control bits pick one of `n_tasks` parities."""
+
+    name: str = "multitask_parity"
+    n_tasks: int = 20
+    n: int = 30
+    k: int = 3
+    zipf_exponent: float = 1.4  # P(task i) ~ i^-zipf_exponent, i = 1..n_tasks
+    batch_size: int = 2000
+    n_test_per_task: int = 200
+    split_seed: int = 0  # picks each subtask's bits and the test set
+
+    def check(self, check: Check) -> None:
+        check(self.n_tasks >= 1, "task.n_tasks", "must be at least 1")
+        check(1 <= self.k <= self.n, "task.k", "must be between 1 and task.n")
+        check(0 <= self.zipf_exponent < float("inf"), "task.zipf_exponent", "must be >= 0 and finite")
+        check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
+        check(self.n_test_per_task >= 1, "task.n_test_per_task", "must be at least 1")
+
+    def sizes(self, spec: Spec) -> Sizes:
+        return Sizes(vocab_size=None, n_positions=0, n_inputs=self.n_tasks + self.n, n_outputs=2,
+                     batch=self.batch_size, n_eval=self.n_tasks * self.n_test_per_task)
+
+    @classmethod
+    def build(cls, tasks, data_seeds, max_probe_examples):
+        return MultitaskParity(tasks, data_seeds, max_probe_examples)
 
 
 class OnlineBlocks:

@@ -21,7 +21,7 @@ from ..store.layout import Layout
 from ..tasks import Batch, make_task
 from .members import Member, member_rows
 from .optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
-from .recorder import Recorder
+from .recorder import TrainingRecorder
 
 
 class EnsembleTrainer:
@@ -98,7 +98,7 @@ class EnsembleTrainer:
         steps, record = self.spec.steps, self.spec.record
         checkpoints = set(checkpoint_steps(record, steps))
         save_weights_at = weight_steps(record, sorted(checkpoints))
-        recorder = Recorder(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
+        recorder = TrainingRecorder(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
                             self.task.loss, examples=record.examples, device=self.device)
         last_commit = time.monotonic()
         while True:

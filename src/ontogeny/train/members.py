@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..spec import MEMBER_FIELDS, ModularTask, Spec
+from ..spec import Spec
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,10 @@ class Member:
     spec: Spec
 
 
-def member_fields(spec: Spec) -> frozenset[str]:
-    """Fields that may differ inside one ensemble; a task's split is per member only where data is finite."""
-    if isinstance(spec.task, ModularTask):
-        return MEMBER_FIELDS
-    return MEMBER_FIELDS - {"task.split_seed", "task.train_fraction"}
-
-
 def _shape_key(spec: Spec) -> str:
     """Specs with the same key can be trained together: equal after resetting the per-member fields."""
     data = spec.to_dict()
-    for key in member_fields(spec):
+    for key in spec.member_fields():
         section, name = key.split(".")
         data[section].pop(name, None)
     return repr(data)

@@ -1,0 +1,31 @@
+"""Solution types step: do a grid point's seeds split into qualitatively different solutions, and which are outliers."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..analyze import Context, StepResult, analysis_step
+from ..solutions import SolutionTypes
+
+MIN_MEMBERS = 3
+
+
+@analysis_step("solutions")
+def solutions(context: Context) -> StepResult:
+    """Table `solutions` (member: cluster, outlier) from the final accuracies, per grid point."""
+    outcomes, result = context.outcomes, StepResult()
+    columns = [c for c in outcomes.columns if c.startswith("final ") and c.endswith("/acc")]
+    frames = []
+    for config, group in context.members.groupby("config", sort=False):
+        if len(group) < MIN_MEMBERS or not columns:
+            continue
+        frame = outcomes.loc[group.member.to_numpy(), columns].reset_index()
+        fit = SolutionTypes(random_state=context.random_state).fit(frame.dropna(), columns)
+        frames.append(pd.DataFrame({"member": fit.labels_.index, "config": config, "cluster": fit.labels_.values,
+                                    "outlier": fit.outliers_.values}))
+        flagged = list(fit.outliers_[fit.outliers_].index)
+        result.summary.append(f"solutions [{config}]: {fit.n_clusters_} type(s) among {len(group)} members"
+                              + (f"; outliers: members {flagged}" if flagged else "; no outliers"))
+    if frames:
+        result.tables["solutions"] = pd.concat(frames, ignore_index=True)
+    return result

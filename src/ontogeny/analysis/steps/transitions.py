@@ -1,0 +1,31 @@
+"""Transitions step: sudden changes in each member's loss and accuracy curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..analyze import Context, StepResult, analysis_step
+from ..transitions import TransitionDetector
+
+CURVES = ("train/loss", "test/loss", "train/acc", "test/acc")
+MIN_CHECKPOINTS = 8  # fewer cannot tell a change from noise
+
+
+@analysis_step("transitions")
+def transitions(context: Context) -> StepResult:
+    """Table `transitions` (member x curve x transition) over the recorded CURVES."""
+    scalars, frames, result = context.scalars, [], StepResult()
+    for member, rows in scalars[scalars.name.isin(CURVES)].groupby("member"):
+        curves = rows.pivot_table(index="name", columns="step", values="value").dropna(axis=1)
+        if curves.shape[1] < MIN_CHECKPOINTS:
+            continue
+        fit = TransitionDetector(log_steps=True).fit(curves.columns.to_numpy(), curves.to_numpy(),
+                                                     names=list(curves.index))
+        frames.append(fit.transitions_.assign(member=member))
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        result.tables["transitions"] = table[["member", *[c for c in table.columns if c != "member"]]]
+        for curve, rows in table.groupby("curve"):
+            result.summary.append(f"{curve}: {len(rows)} transitions in {rows.member.nunique()} members; "
+                                  f"median onset step {rows.onset_step.median():.0f}")
+    return result

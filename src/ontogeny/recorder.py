@@ -1,0 +1,311 @@
+"""Record a training loop you wrote yourself: one process per member, all recording into one run.
+
+```python
+rec = og.Recorder("runs/mine", member={"seed": 3, "lr": 3e-4}, probes={"test": (x_test, y_test)})
+for step, batch in enumerate(loader):
+    ...                                        # your forward / backward / optimizer step
+    rec.log(step, {"train/loss": loss.item()})  # any scalars, any time
+    rec.step(step, model)                      # at scheduled steps: per-example losses on every probe set
+rec.close()
+```
+
+Each Recorder is one member with the settings you give, writing through its own writer (`member-00003`), so
+processes never touch each other's files. Rows are committed at every evaluation, every `commit_seconds` and by
+`commit()`; call `commit()` when you save your own checkpoint, and reopen with `resume_step=` that checkpoint's
+step after a restart: the member's rows after it are dropped, so the run ends with no duplicates and no gaps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .exceptions import StoreError
+from .record.evaluate import Evaluator, Probe, scalar_rows, tensor_batches
+from .record.schedule import LogSpaced, log_spaced
+from .store import Run, ShardWriter
+from .store.create import join_run
+from .store.lock import FileLock
+
+MEMBERS_LOCK = ".members.lock"  # held while a new member is given its id
+CONFIG_COLUMN = "recorder.config"  # the member's settings as canonical JSON: how a restarted process finds itself
+LossFunction = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class ProbeSet:
+    """Examples to evaluate at every scheduled step, with stable ids and optional named subsets.
+
+    `data` is a pair of tensors (x [N, ...], y [N]), a `torch.utils.data.Dataset` or a Hugging Face
+    `datasets.Dataset`. `ids` [N] are the examples' stable ids: tensor rows default to their positions; a dataset
+    needs them (or, for a Hugging Face dataset, an "id" column), since its order is not guaranteed. `subsets` maps
+    a name to the ids in it. Batches go to `loss(model, batch)`: (x, y) for tensors, the collated items otherwise.
+    """
+
+    def __init__(self, data: Any, *, ids: Sequence[int] | None = None, subsets: dict[str, Sequence[int]] | None = None,
+                 batch_size: int = 256, name: str = "probe"):
+        self.data, self.batch_size, self.name = data, batch_size, name
+        self.kind = _kind(data, name)
+        n = len(data[0]) if self.kind == "tensors" else len(data)
+        if ids is None and self.kind == "hf" and "id" in data.column_names:
+            ids = data["id"]
+        if ids is None and self.kind != "tensors":
+            raise StoreError(f"probe set {name!r}: a dataset needs stable example ids (ids=...; e.g. "
+                             f"ids=range(len(dataset)) if its order never changes)")
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(list(ids), dtype=np.int64)
+        if self.ids.shape != (n,) or len(np.unique(self.ids)) != n:
+            raise StoreError(f"probe set {name!r}: needs {n} distinct ids, one per example (got {len(self.ids)} "
+                             f"with {len(np.unique(self.ids))} distinct)")
+        position = pd.Series(np.arange(n), index=self.ids)
+        self.subsets = {}
+        for subset, members in (subsets or {}).items():
+            unknown = set(members) - set(self.ids.tolist())
+            if unknown:
+                raise StoreError(f"probe set {name!r}: subset {subset!r} names ids not in the set: "
+                                 f"{sorted(unknown)[:5]}")
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[torch.tensor(position.loc[list(members)].to_numpy())] = True
+            self.subsets[subset] = mask
+
+    def batches(self, device: torch.device) -> Callable[[], Iterator[tuple[Any, int]]]:
+        """The evaluator's batch source: batches on `device`, in id order."""
+        if self.kind == "tensors":
+            return tensor_batches(*(torch.as_tensor(t).to(device) for t in self.data), chunk=self.batch_size)
+
+        def batches() -> Iterator[tuple[Any, int]]:
+            if self.kind == "hf":
+                data = self.data.with_format("torch")
+                for start in range(0, len(data), self.batch_size):
+                    batch = data[start:start + self.batch_size]
+                    yield _to(batch, device), len(next(iter(batch.values())))
+            else:
+                loader = torch.utils.data.DataLoader(self.data, batch_size=self.batch_size, shuffle=False)
+                for batch in loader:
+                    yield _to(batch, device), _length(batch)
+
+        return batches
+
+
+def cross_entropy(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default loss: cross entropy of `model(x)` logits [B, C] against y [B]; correct = top-1 is y."""
+    if isinstance(batch, dict) or not isinstance(batch, tuple | list) or len(batch) != 2:
+        raise StoreError("the default loss reads (x, y) batches; pass loss=fn(model, batch) -> (loss [B], "
+                         "correct [B]) for batches of another shape")
+    x, y = batch
+    logits = model(x)
+    return nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(-1) == y
+
+
+class Recorder:
+    """Records one member of a run from a training loop of your own (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, member: dict[str, Any], probes: dict[str, Any] | None = None, *,
+                 every: LogSpaced | Sequence[int] | None = None, loss: LossFunction = cross_entropy,
+                 resume_step: int | None = None, commit_seconds: float = 30.0, examples: bool = True):
+        config = _config(member)
+        self.every = every if every is not None else log_spaced()
+        self.loss, self.examples, self.commit_seconds = loss, examples, commit_seconds
+        self.probes = {name: p if isinstance(p, ProbeSet) else ProbeSet(p, name=name)
+                       for name, p in (probes or {}).items()}
+        for name, probe in self.probes.items():
+            probe.name = name
+        self.layout = join_run(run_dir, {"kind": "recorder", "probes": {n: len(p.ids) for n, p in
+                                                                          self.probes.items()}})
+        self._check_probes()
+        self.member_id, self.writer = self._claim(config)
+        self._finished = False
+        if resume_step is not None:
+            for table in ("scalars", "examples", "checkpoints"):
+                self.writer.drop(table, after=resume_step)
+        self.writer.put("members", self._members_row(config, "running"))
+        self.writer.put("subsets", self._subsets())
+        self.writer.commit()
+        self._last_commit = time.monotonic()
+        self._evaluator: Evaluator | None = None
+
+    @property
+    def member(self) -> int:
+        """This member's id in the run."""
+        return self.member_id
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Record scalars (name -> number) at `step`."""
+        scalar_rows(self.writer, [self.member_id], int(step), {name: float(value) for name, value in scalars.items()})
+        self._commit_if_due()
+
+    def step(self, step: int, model: nn.Module, *, force: bool = False) -> bool:
+        """At a scheduled step (or with `force`): evaluate `model` on every probe set and commit. Returns whether it
+        evaluated."""
+        if not force and step not in self.every:
+            return False
+        was_training = model.training
+        model.eval()
+        try:
+            scalars = self._evaluator_for(model).evaluate(int(step), model)
+        finally:
+            model.train(was_training)
+        scalar_rows(self.writer, [self.member_id], int(step), scalars)
+        self.commit()
+        return True
+
+    def commit(self) -> None:
+        """Make every row recorded so far durable (call it when you save your own checkpoint)."""
+        self.writer.commit()
+        self._last_commit = time.monotonic()
+
+    def close(self, *, finished: bool = True) -> None:
+        """Commit, mark the member `ok` (with `finished`), and release the writer."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if finished:
+                self.writer.put("members", self._members_row(None, "ok"))
+            self.writer.commit()
+        finally:
+            self.writer.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type, *exc_info: object) -> None:
+        self.close(finished=exc_type is None)
+
+    def open(self) -> Run:
+        """The run, for reading."""
+        return Run(self.layout.root)
+
+    # ---- helpers ----
+
+    def _evaluator_for(self, model: nn.Module) -> Evaluator:
+        if self._evaluator is None:
+            device = next(iter(model.parameters()), torch.empty(0)).device
+            probes = [Probe(name, p.ids, p.batches(device), None, {k: v.to(device) for k, v in p.subsets.items()})
+                      for name, p in self.probes.items()]
+            self._evaluator = Evaluator(self.writer, [self.member_id], probes, _single(self.loss),
+                                        examples=self.examples)
+        return self._evaluator
+
+    def _commit_if_due(self) -> None:
+        if time.monotonic() - self._last_commit >= self.commit_seconds:
+            self.commit()
+
+    def _claim(self, config: dict[str, Any]) -> tuple[int, ShardWriter]:
+        """This process's member id and writer: its own again after a restart, a new one otherwise."""
+        text = json.dumps(config, sort_keys=True)
+        with FileLock(self.layout.root / MEMBERS_LOCK, f"{self.layout.root}: member ids"):
+            members = Run(self.layout.root).members()
+            known = members.set_index("member")[CONFIG_COLUMN].to_dict() if CONFIG_COLUMN in members else {}
+            wanted = config.get("member")
+            if wanted is not None:
+                if wanted in known and known[wanted] != text:
+                    raise StoreError(f"{self.layout.root}: member {wanted} is already recorded with "
+                                     f"{known[wanted]}; this process gives {text}")
+                member_id = int(wanted)
+            else:
+                same = [m for m, other in known.items() if other == text]
+                member_id = same[0] if same else int(max(known, default=-1)) + 1
+            writer = ShardWriter(self.layout.root, f"member-{member_id:05d}")
+            if member_id not in known:  # claim the id before the lock is released
+                writer.put("members", self._members_row(config, "running", member_id))
+                writer.commit()
+        return member_id, writer
+
+    def _members_row(self, config: dict[str, Any] | None, status: str, member_id: int | None = None) -> pd.DataFrame:
+        if config is None:
+            config = json.loads(self._config_text)
+        self._config_text = json.dumps(config, sort_keys=True)
+        member_id = self.member_id if member_id is None else member_id
+        settings = {k: v for k, v in config.items() if k != "member"}
+        seed = config.get("init_seed", config.get("seed"))
+        row = {"member": member_id, "ensemble": member_id,
+               "init_seed": _int(seed), "data_seed": _int(config.get("data_seed")),
+               "status": status, "diverged_step": None, **settings, CONFIG_COLUMN: self._config_text}
+        frame = pd.DataFrame([row])
+        for column in ("init_seed", "data_seed", "diverged_step"):
+            frame[column] = frame[column].astype("Int64")
+        return frame
+
+    def _subsets(self) -> pd.DataFrame:
+        rows = [(name, int(i), subset) for name, probe in self.probes.items()
+                for subset, mask in probe.subsets.items() for i in probe.ids[mask.numpy()]]
+        return pd.DataFrame(rows, columns=["split", "example", "subset"])
+
+    def _check_probes(self) -> None:
+        recorded = self.layout.read_meta()["producer"].get("probes", {})
+        mine = {n: len(p.ids) for n, p in self.probes.items()}
+        if recorded != mine:
+            raise StoreError(f"{self.layout.root}: this run's members are probed on {recorded} (name: examples); "
+                             f"this process gives {mine}")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _single(loss: LossFunction):
+    """Adapter of a single model's loss function: (loss [B], correct [B] or None) -> ([1, B], [1, B])."""
+    def adapter(model, batch):
+        values, correct = loss(model, batch)
+        if correct is None:
+            correct = torch.zeros_like(values, dtype=torch.bool)
+        return values.reshape(1, -1), correct.reshape(1, -1)
+    return adapter
+
+
+def _config(member: dict[str, Any]) -> dict[str, Any]:
+    """The member's settings, checked: a dict of names to JSON scalars (str, int, finite float, bool)."""
+    if not isinstance(member, dict) or not member:
+        raise StoreError(f"member must be a non-empty dict of settings, e.g. {{'seed': 3, 'lr': 3e-4}} (got {member!r})")
+    clean = {}
+    for key, value in member.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        ok = isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value))
+        if not isinstance(key, str) or not ok:
+            raise StoreError(f"member[{key!r}] = {value!r}: settings must be strings, integers, booleans or finite "
+                             "numbers")
+        clean[key] = value
+    if "member" in clean and (not isinstance(clean["member"], int) or clean["member"] < 0):
+        raise StoreError(f"member['member'] = {clean['member']!r}: a member id is an integer >= 0")
+    return clean
+
+
+def _kind(data: Any, name: str) -> str:
+    if isinstance(data, tuple | list) and len(data) == 2 and all(hasattr(t, "__len__") for t in data):
+        if len(data[0]) != len(data[1]):
+            raise StoreError(f"probe set {name!r}: x has {len(data[0])} rows, y has {len(data[1])}")
+        return "tensors"
+    if type(data).__module__.startswith("datasets") and hasattr(data, "column_names"):
+        return "hf"
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return "torch"
+    raise StoreError(f"probe set {name!r}: expected (x, y) tensors, a torch Dataset or a Hugging Face Dataset "
+                     f"(got {type(data).__name__})")
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def _length(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    if isinstance(batch, dict):
+        return _length(next(iter(batch.values())))
+    return _length(batch[0])
+

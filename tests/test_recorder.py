@@ -1,0 +1,141 @@
+"""og.Recorder: a user's own training loop recorded into a run, several processes into one run, restarts."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import ontogeny as og
+from ontogeny.analysis import analyze
+from ontogeny.exceptions import StoreError
+
+LOOP = Path(__file__).parent / "recorder_loop.py"
+STEPS = 120
+
+
+def loop(run_dir, seed: int, *, pause: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(LOOP), str(run_dir), str(seed), str(STEPS)],
+                            env={**__import__("os").environ, "LOOP_PAUSE": str(pause)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+
+
+def rows(run) -> dict[str, pd.DataFrame]:
+    members = run.members().drop(columns=["status"])
+    return {"scalars": run.scalars(), "examples": run.examples(), "members": members, "subsets": run.subsets()}
+
+
+def commits(run_dir, member: int) -> int:
+    log = run_dir / "writers" / f"member-{member:05d}" / "commits.jsonl"
+    return log.read_text().count("\n") if log.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    for seed in range(4):
+        finish(loop(run_dir, seed))
+    return og.open(run_dir)
+
+
+def test_four_processes_two_killed_and_restarted_end_with_the_uninterrupted_rows(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    procs = {seed: loop(run_dir, seed, pause=0.01) for seed in range(4)}
+    deadline = time.monotonic() + 120
+    for seed in (0, 1):  # kill two of them mid-way, after a few commits and a checkpoint of their own
+        while commits(run_dir, seed) < 6 or not (tmp_path / f"loop-run-{seed}.pt").exists():
+            assert procs[seed].poll() is None and time.monotonic() < deadline, "it ended before it could be killed"
+            time.sleep(0.01)
+        procs[seed].send_signal(signal.SIGKILL)
+        procs[seed].communicate()
+    partial = og.open(run_dir).scalars()
+    assert partial[partial.member.isin([0, 1])].step.max() < STEPS
+    for seed in (0, 1):
+        procs[seed] = loop(run_dir, seed)  # the loop resumes from its own checkpoint, the recorder from resume_step
+    for proc in procs.values():
+        finish(proc)
+    got, want = rows(og.open(run_dir)), rows(uninterrupted)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], obj=name)
+    assert og.open(run_dir).members().status.tolist() == ["ok"] * 4
+    assert len(got["examples"]) == 4 * 64 * len(og.log_spaced(2, 16, 16).steps(STEPS))
+
+
+def test_a_run_of_a_users_loop_is_analyzed_and_reported(uninterrupted, tmp_path):
+    from ontogeny.report import write_report
+
+    run = uninterrupted
+    assert run.producer["kind"] == "recorder" and not run.has_spec
+    assert {"seed", "lr", "init_seed"} <= set(run.members().columns)
+    result = analyze(run)
+    assert "example_dynamics" in result.tables and "hidden_transitions" in result.tables
+    page = write_report(run.path, tmp_path / "report.html").read_text()
+    assert "recorder" in page and 'id="hidden"' in page
+
+
+def test_members_with_the_same_settings_get_their_own_id_back(tmp_path):
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    first = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})
+    second = og.Recorder(tmp_path / "run", member={"seed": 2}, probes={"test": (x, y)})
+    assert (first.member, second.member) == (0, 1)
+    first.close()
+    again = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})  # a restarted process
+    assert again.member == 0
+    again.close()
+    second.close()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda run, x, y: og.Recorder(run, member={"member": 0, "seed": 9}, probes={"test": (x, y)}),
+     "member 0 is already recorded with"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"other": (x, y)}),
+     "probed on {'test': 10}"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"test": torch.utils.data.TensorDataset(x, y)}),
+     "a dataset needs stable example ids"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"test": og.ProbeSet((x, y), ids=[1] * 10)}),
+     "needs 10 distinct ids"),
+    (lambda run, x, y: og.Recorder(run, member={"lr": float("nan")}, probes={"test": (x, y)}),
+     "finite numbers"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"test": (x, y[:4])}),
+     "x has 10 rows, y has 4"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, make, message):
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    og.Recorder(tmp_path / "run", member={"member": 0, "seed": 1}, probes={"test": (x, y)}).close()
+    before = sorted(p.name for p in (tmp_path / "run" / "writers").iterdir())
+    with pytest.raises(StoreError, match=message) as error:
+        make(tmp_path / "run", x, y)
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "run" / "writers").iterdir()) == before  # nothing written
+
+
+def test_a_dataset_probe_with_ids_and_a_loss_function_of_the_users(tmp_path):
+    x, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    dataset = torch.utils.data.TensorDataset(x, y)
+    model = nn.Linear(3, 2)
+
+    def hinge(model, batch):
+        x, y = batch
+        margin = model(x)[:, 1] - model(x)[:, 0]
+        sign = 2 * y.float() - 1
+        return torch.relu(1 - sign * margin), sign * margin > 0
+
+    with og.Recorder(tmp_path / "run", member={"seed": 0}, loss=hinge, every=[0, 5],
+                     probes={"test": og.ProbeSet(dataset, ids=range(100, 112), batch_size=5)}) as rec:
+        assert rec.step(0, model) and not rec.step(1, model) and rec.step(5, model)
+    examples = og.open(tmp_path / "run").examples(step=0)
+    assert examples.example.tolist() == list(range(100, 112))
+    margin = (model(x)[:, 1] - model(x)[:, 0]).detach()
+    np.testing.assert_allclose(examples.loss, torch.relu(1 - (2 * y.float() - 1) * margin).numpy(), rtol=1e-6)
