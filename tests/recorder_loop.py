@@ -1,7 +1,8 @@
 """A user's own training loop recorded with og.Recorder, run as a process by test_recorder.py.
 
 python recorder_loop.py RUN_DIR SEED STEPS: trains a tiny MLP on data drawn per (seed, step), saves its own
-checkpoint every 10 steps (after rec.commit()), and on restart resumes from that checkpoint with resume_step.
+checkpoint every 8 steps (after rec.commit()), and on restart resumes from it: the checkpoint taken at the top of
+step s covers the rows through s - 1, so the recorder reopens with resume_step=s - 1 and the loop redoes step s.
 """
 
 import os
@@ -36,9 +37,9 @@ if checkpoint.exists():
 rec = og.Recorder(run_dir, member={"member": seed, "seed": seed, "lr": 0.1},
                   probes={"test": og.ProbeSet((x_test, y_test), subsets={"first": range(8)})},
                   every=og.log_spaced(per_octave=2, until=16, then_every=16),
-                  resume_step=start if checkpoint.exists() else None)
+                  resume_step=start - 1 if checkpoint.exists() else None)
 for step in range(start, steps + 1):
-    if step and step % 10 == 0 and step != start:
+    if step and step % 8 == 0 and step != start:
         rec.commit()  # the rows so far are durable before the checkpoint that would skip them on resume
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, f"{checkpoint}.tmp")
         os.replace(f"{checkpoint}.tmp", checkpoint)

@@ -87,14 +87,19 @@ def test_a_run_of_a_users_loop_is_analyzed_and_reported(uninterrupted, tmp_path)
 
 def test_members_with_the_same_settings_get_their_own_id_back(tmp_path):
     x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    model = nn.Linear(3, 2)
     first = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})
     second = og.Recorder(tmp_path / "run", member={"seed": 2}, probes={"test": (x, y)})
     assert (first.member, second.member) == (0, 1)
+    first.step(0, model)
     first.close()
-    again = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})  # a restarted process
+    with pytest.raises(StoreError, match="member 0 .* already has rows; to continue it .* pass resume_step"):
+        og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})  # the same script run again
+    again = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)}, resume_step=0)  # a restart
     assert again.member == 0
     again.close()
     second.close()
+    assert len(og.open(tmp_path / "run").examples()) == 10
 
 
 @pytest.mark.parametrize("make, message", [

@@ -11,8 +11,9 @@ rec.close()
 
 Each Recorder is one member with the settings you give, writing through its own writer (`member-00003`), so
 processes never touch each other's files. Rows are committed at every evaluation, every `commit_seconds` and by
-`commit()`; call `commit()` when you save your own checkpoint, and reopen with `resume_step=` that checkpoint's
-step after a restart: the member's rows after it are dropped, so the run ends with no duplicates and no gaps.
+`commit()`; call `commit()` when you save your own checkpoint, and after a restart reopen with `resume_step=` the last
+step whose rows your checkpoint covers: the member's rows after it are dropped and your loop records them again, so
+the run ends with no duplicates and no gaps.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class ProbeSet:
     """
 
     def __init__(self, data: Any, *, ids: Sequence[int] | None = None, subsets: dict[str, Sequence[int]] | None = None,
-                 batch_size: int = 256, name: str = "probe"):
-        self.data, self.batch_size, self.name = data, batch_size, name
-        self.kind = _kind(data, name)
+                 batch_size: int = 256, loss: LossFunction | None = None, name: str = "probe", _kind_: str = ""):
+        self.data, self.batch_size, self.loss, self.name = data, batch_size, loss, name
+        self.kind = _kind_ or _kind(data, name)
+        self.token_table: pd.DataFrame | None = None
         n = len(data[0]) if self.kind == "tensors" else len(data)
         if ids is None and self.kind == "hf" and "id" in data.column_names:
             ids = data["id"]
@@ -75,10 +77,43 @@ class ProbeSet:
             mask[torch.tensor(position.loc[list(members)].to_numpy())] = True
             self.subsets[subset] = mask
 
+    @classmethod
+    def tokens(cls, tokens: Any, *, tokenizer: Any = None, subsets: dict[str, Sequence[int]] | None = None,
+               batch_size: int = 16, loss: LossFunction | None = None, name: str = "probe") -> ProbeSet:
+        """A per-token probe of a causal language model: token ids [S, L], each predicted token one example.
+
+        Example (s, p) for p = 1..L-1 is the prediction of token p of sequence s from those before it; its id is
+        s * L + p. `tokenizer` (optional) gives each token's text for the `tokens` table.
+        """
+        tokens = torch.as_tensor(tokens, dtype=torch.int64)
+        if tokens.ndim != 2 or tokens.shape[1] < 2:
+            raise StoreError(f"probe set {name!r}: token ids must be [sequences, positions] with >= 2 positions "
+                             f"(got shape {tuple(tokens.shape)})")
+        n_seq, length = tokens.shape
+        sequence, position = np.divmod(np.arange(n_seq * length), length)
+        keep = position >= 1
+        probe = cls(tokens[:, 1:].reshape(-1), ids=(sequence * length + position)[keep], subsets=subsets,
+                    batch_size=batch_size, loss=loss, name=name, _kind_="tokens")
+        probe.data = tokens
+        token = tokens[:, 1:].reshape(-1).numpy()
+        text = tokenizer.convert_ids_to_tokens(token.tolist()) if tokenizer is not None else [""] * len(token)
+        probe.token_table = pd.DataFrame({"split": name, "example": probe.ids, "sequence": sequence[keep],
+                                          "position": position[keep], "token": token, "text": text})
+        return probe
+
     def batches(self, device: torch.device) -> Callable[[], Iterator[tuple[Any, int]]]:
         """The evaluator's batch source: batches on `device`, in id order."""
         if self.kind == "tensors":
             return tensor_batches(*(torch.as_tensor(t).to(device) for t in self.data), chunk=self.batch_size)
+        if self.kind == "tokens":
+            tokens, length = self.data.to(device), self.data.shape[1]
+
+            def token_batches() -> Iterator[tuple[torch.Tensor, int]]:
+                for start in range(0, len(tokens), self.batch_size):
+                    part = tokens[start:start + self.batch_size]
+                    yield part, len(part) * (length - 1)
+
+            return token_batches
 
         def batches() -> Iterator[tuple[Any, int]]:
             if self.kind == "hf":
@@ -100,15 +135,29 @@ def cross_entropy(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Ten
         raise StoreError("the default loss reads (x, y) batches; pass loss=fn(model, batch) -> (loss [B], "
                          "correct [B]) for batches of another shape")
     x, y = batch
-    logits = model(x)
+    logits = _logits(model(x))
     return nn.functional.cross_entropy(logits, y, reduction="none"), logits.argmax(-1) == y
+
+
+def causal_lm(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token loss of a causal LM on token ids [B, L]: predicting token p from tokens < p, for p = 1..L-1,
+    flattened to [B * (L-1)]; correct = the top-1 prediction is the token. Works for Hugging Face models too."""
+    logits = _logits(model(tokens))[:, :-1]  # [B, L-1, V]
+    target = tokens[:, 1:]  # [B, L-1]
+    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+                                       reduction="none")
+    return loss, (logits.argmax(-1) == target).reshape(-1)
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return getattr(output, "logits", output)  # Hugging Face models return an output object
 
 
 class Recorder:
     """Records one member of a run from a training loop of your own (see the module docstring)."""
 
     def __init__(self, run_dir: str | Path, member: dict[str, Any], probes: dict[str, Any] | None = None, *,
-                 every: LogSpaced | Sequence[int] | None = None, loss: LossFunction = cross_entropy,
+                 every: LogSpaced | Sequence[int] | None = None, loss: LossFunction | None = None,
                  resume_step: int | None = None, commit_seconds: float = 30.0, examples: bool = True):
         config = _config(member)
         self.every = every if every is not None else log_spaced()
@@ -122,11 +171,19 @@ class Recorder:
         self._check_probes()
         self.member_id, self.writer = self._claim(config)
         self._finished = False
+        if resume_step is None and self.writer.has_rows():
+            self.writer.close()
+            raise StoreError(f"{self.layout.root}: member {self.member_id} ({json.dumps(config, sort_keys=True)}) "
+                             "already has rows; to continue it from your checkpoint pass resume_step=STEP (its rows "
+                             "after STEP are dropped), or record into another run")
         if resume_step is not None:
             for table in ("scalars", "examples", "checkpoints"):
                 self.writer.drop(table, after=resume_step)
         self.writer.put("members", self._members_row(config, "running"))
         self.writer.put("subsets", self._subsets())
+        tokens = [p.token_table for p in self.probes.values() if p.token_table is not None]
+        if tokens:
+            self.writer.put("tokens", pd.concat(tokens, ignore_index=True))
         self.writer.commit()
         self._last_commit = time.monotonic()
         self._evaluator: Evaluator | None = None
@@ -188,10 +245,10 @@ class Recorder:
     def _evaluator_for(self, model: nn.Module) -> Evaluator:
         if self._evaluator is None:
             device = next(iter(model.parameters()), torch.empty(0)).device
-            probes = [Probe(name, p.ids, p.batches(device), None, {k: v.to(device) for k, v in p.subsets.items()})
+            probes = [Probe(name, p.ids, p.batches(device), None, {k: v.to(device) for k, v in p.subsets.items()},
+                            adapter=_single(p.loss or self.loss or (causal_lm if p.kind == "tokens" else cross_entropy)))
                       for name, p in self.probes.items()]
-            self._evaluator = Evaluator(self.writer, [self.member_id], probes, _single(self.loss),
-                                        examples=self.examples)
+            self._evaluator = Evaluator(self.writer, [self.member_id], probes, examples=self.examples)
         return self._evaluator
 
     def _commit_if_due(self) -> None:

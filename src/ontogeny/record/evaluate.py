@@ -34,6 +34,7 @@ class Probe:
     member_mask: torch.Tensor | None = None  # [M, N] bool
     subsets: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [N] bool
     data_key: object = None
+    adapter: Adapter | None = None  # this probe's own adapter (default: the evaluator's)
 
 
 def tensor_batches(*tensors: torch.Tensor, chunk: int = 4096) -> Callable[[], Iterator[tuple[tuple, int]]]:
@@ -59,7 +60,8 @@ def ensemble_adapter(loss_kind: str) -> Adapter:
 class Evaluator:
     """Evaluates a model on probe sets at a step: writes `examples` rows, returns the scalars of each split."""
 
-    def __init__(self, writer, member_ids, probes_: list[Probe], adapter: Adapter, *, examples: bool = True):
+    def __init__(self, writer, member_ids, probes_: list[Probe], adapter: Adapter | None = None, *,
+                 examples: bool = True):
         self.writer, self.adapter, self.examples = writer, adapter, examples
         self.member_ids = np.asarray(member_ids, dtype=np.int32)  # [M]
         self.probes = probes_
@@ -88,8 +90,9 @@ class Evaluator:
     def losses(self, model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and correctness of every member on every example of `probe`: ([M, N], [M, N])."""
         losses, corrects = [], []
+        adapter = probe.adapter or self.adapter
         for batch, n in probe.batches():
-            loss, correct = self.adapter(model, batch)
+            loss, correct = adapter(model, batch)
             if loss.shape[-1] != n:
                 raise ValueError(f"probe {probe.name!r}: the loss function returned {loss.shape[-1]} values for a "
                                  f"batch of {n} examples")

@@ -97,6 +97,12 @@ class Run:
         frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty("subsets")
         return frame.sort_values(list(SORT_KEYS["subsets"]), ignore_index=True)
 
+    def tokens(self) -> pd.DataFrame:
+        """One row per token example of a per-token probe: split, example, sequence, position, token, text."""
+        frames = self._writer_tables("tokens")
+        frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty("tokens")
+        return frame.sort_values(list(SORT_KEYS["tokens"]), ignore_index=True)
+
     def checkpoints(self) -> pd.DataFrame:
         """One row per saved weights file: member, step, path (relative to the run directory), sha256."""
         return self._streamed("checkpoints", {}, relation=False)
@@ -122,8 +128,8 @@ class Run:
         """Return the whole table `name`: an analysis table, or members / subsets."""
         if name == "members":
             return self.members()
-        if name == "subsets":
-            return self.subsets()
+        if name in ("subsets", "tokens"):
+            return getattr(self, name)()
         path = self.layout.table(name)
         if not TABLE_NAME.fullmatch(name) or not path.is_file():
             raise StoreError(f"{path}: no such table (tables: {', '.join(self.tables()) or 'none'})")
@@ -142,7 +148,7 @@ class Run:
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run `query` (with optional DuckDB `params`) and return its result; an empty frame if it returns none.
 
-        Views named scalars, examples, checkpoints, members, subsets and every analysis table are registered
+        Views named scalars, examples, checkpoints, members, subsets, tokens and every analysis table are registered
         (empty, with the schema columns, for tables not written yet).
         """
         self._register_views()

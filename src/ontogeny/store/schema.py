@@ -40,6 +40,16 @@ SUBSETS = pa.schema([
     ("subset", pa.string()),
 ])
 
+# Per-token probes: which token each example (a sequence and a position in it) is.
+TOKENS = pa.schema([
+    ("split", pa.string()),
+    ("example", pa.int64()),
+    ("sequence", pa.int64()),
+    ("position", pa.int32()),
+    ("token", pa.int64()),
+    ("text", pa.string()),
+])
+
 # The members table also holds one column per hyperparameter, named by its dotted spec key ("optim.lr").
 MEMBERS = pa.schema([
     ("member", pa.int32()),
@@ -53,7 +63,7 @@ MEMBER_STATUSES = ("running", "ok", "diverged")
 
 STREAMED = {"scalars": SCALARS, "examples": EXAMPLES, "checkpoints": CHECKPOINTS}
 # Whole tables that each writer puts its own version of; readers see their union.
-WRITER_TABLES = {"members": MEMBERS, "subsets": SUBSETS}
+WRITER_TABLES = {"members": MEMBERS, "subsets": SUBSETS, "tokens": TOKENS}
 
 # Rows within a table are returned in this order.
 SORT_KEYS = {
@@ -62,6 +72,7 @@ SORT_KEYS = {
     "checkpoints": ("member", "step"),
     "members": ("member",),
     "subsets": ("split", "example", "subset"),
+    "tokens": ("split", "example"),
 }
 
 

@@ -93,6 +93,10 @@ class ShardWriter:
         state = self._committed.state
         return None if state is None else self.directory / state.file
 
+    def has_rows(self) -> bool:
+        """Whether this writer has committed rows of any streamed table."""
+        return any(entry.rows for shards in self._committed.shards.values() for entry in shards.values())
+
     def has_table(self, name: str) -> bool:
         """Whether this writer has committed (or put, for the next commit) its version of the whole table `name`."""
         return name in self._committed.tables or name in self._tables

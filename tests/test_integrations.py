@@ -1,0 +1,124 @@
+"""The Hugging Face Trainer callback and the Lightning callback, each training a tiny model for real."""
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import ontogeny as og
+
+VOCAB, LENGTH = 32, 16
+
+
+def token_data(n: int, seed: int) -> torch.Tensor:
+    """Sequences that count up from a random start (mod VOCAB): learnable in a few steps."""
+    start = torch.randint(0, VOCAB, (n, 1), generator=torch.Generator().manual_seed(seed))
+    return (start + torch.arange(LENGTH)) % VOCAB
+
+
+def tiny_llama():
+    # Llama rather than GPT-NeoX here: transformers 5.24's Trainer resumes GPT-NeoX without its output layer
+    # (it warns "missing keys ['lm_head.weight']"), which would make the resumed run differ for reasons not ours.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, intermediate_size=64, max_position_embeddings=LENGTH)
+    return LlamaForCausalLM(config)
+
+
+def hf_trainer(output_dir, callback, *, fail_at: int | None = None):
+    from datasets import Dataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == fail_at:
+                raise KeyboardInterrupt  # as if the process died here
+
+    tokens = token_data(64, seed=1)
+    train = Dataset.from_dict({"input_ids": tokens.tolist(), "labels": tokens.tolist()})
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=12, per_device_train_batch_size=8,
+                             learning_rate=3e-3, save_steps=6, logging_steps=3, report_to=[], seed=0,
+                             use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+    return Trainer(model=tiny_llama(), args=args, train_dataset=train, callbacks=[callback, Crash()])
+
+
+def test_hf_trainer_callback_records_per_token_losses_and_survives_a_resume(tmp_path):
+    pytest.importorskip("transformers", reason="the hf extra: pip install 'ontogeny[hf]'")
+    from ontogeny.integrations.hf import OntogenyCallback
+
+    def callback(run_dir):
+        return OntogenyCallback(run_dir, member={"seed": 0}, every=og.log_spaced(per_octave=1, until=4, then_every=2),
+                                probes={"heldout": og.ProbeSet.tokens(token_data(4, seed=2))})
+
+    hf_trainer(tmp_path / "out-ref", callback(tmp_path / "reference")).train()
+    reference = og.open(tmp_path / "reference")
+
+    crashing = callback(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        hf_trainer(tmp_path / "out", crashing, fail_at=9).train()
+    crashing.recorder.writer.close()  # the process died: the kernel drops its lock
+    hf_trainer(tmp_path / "out", callback(tmp_path / "run")).train(resume_from_checkpoint=str(tmp_path / "out" /
+                                                                                          "checkpoint-6"))
+    resumed = og.open(tmp_path / "run")
+    # The Trainer's end-of-session summary: timings, and the mean loss of this session's steps only.
+    timing = ("train/train_runtime", "train/train_samples_per_second", "train/train_steps_per_second",
+              "train/train_loss")
+    for table in ("scalars", "examples"):
+        got, want = (getattr(run, table)() for run in (resumed, reference))
+        if table == "scalars":
+            got, want = (frame[~frame.name.isin(timing)].reset_index(drop=True) for frame in (got, want))
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, obj=table)
+    examples = reference.examples(step=12)
+    assert len(examples) == 4 * (LENGTH - 1) and examples.example.min() == 1  # (sequence, position >= 1)
+    assert sorted(set(reference.examples().step)) == [0, 1, 2, 4, 6, 8, 10, 12]
+    assert {"train/loss", "heldout/loss", "heldout/acc"} <= set(reference.scalars().name)
+    tokens = reference.tokens()
+    assert len(tokens) == 4 * (LENGTH - 1) and (tokens.position >= 1).all()
+    first = examples.iloc[0]
+    assert tokens.set_index("example").loc[first.example, "token"] == token_data(4, seed=2)[0, 1]
+    assert reference.members().status.tolist() == ["ok"]
+    curve = reference.scalars(name="heldout/loss").value.to_numpy()
+    assert curve[-1] < curve[0]  # it learned
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice about dataloader workers and loggers
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # Lightning 2.6 on torch 2.13
+def test_lightning_callback_records_a_fit(tmp_path):
+    lightning = pytest.importorskip("lightning", reason="the lightning extra: pip install 'ontogeny[lightning]'")
+    from ontogeny.integrations.lightning import OntogenyCallback
+
+    gen = torch.Generator().manual_seed(0)
+    x, x_test = torch.randn(256, 4, generator=gen), torch.randn(50, 4, generator=gen)
+    y, y_test = (x[:, 0] > 0).long(), (x_test[:, 0] > 0).long()
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    callback = OntogenyCallback(tmp_path / "run", member={"seed": 0, "lr": 0.5}, probes={"test": (x_test, y_test)},
+                                every=og.log_spaced(per_octave=2, until=8, then_every=8))
+    trainer = lightning.Trainer(max_steps=24, callbacks=[callback], logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Classifier(), loader)
+    run = og.open(tmp_path / "run")
+    assert run.members()[["seed", "lr", "status"]].values.tolist() == [[0, 0.5, "ok"]]
+    assert sorted(set(run.examples().step)) == [0, 1, 2, 3, 4, 6, 8, 16, 24]
+    acc = run.scalars(name="test/acc").set_index("step").value
+    assert acc[24] > 0.9 > acc[0]
+    assert "train/loss" in set(run.scalars().name)
