@@ -8,7 +8,7 @@ def test_exported_names_are_exactly_the_intended_ones():
     assert set(ontogeny.__all__) == {
         "MLPModel", "ModularTask", "MultitaskParityTask", "OntogenyError", "Optim", "ProbeSet", "Record", "Recorder",
         "ResumeError", "Run",
-        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "load_spec",
+        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "ingest", "load_spec",
         "log_spaced", "open",
         "recipe_names", "run",
     }

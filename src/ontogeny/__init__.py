@@ -9,6 +9,7 @@ from .models import MLPModel, TransformerModel
 from .store import Run, open_run as open
 from .record.schedule import log_spaced
 from .recorder import ProbeSet, Recorder
+from .ingest import ingest
 from .train.run import run
 from . import analysis  # noqa: E402  (og.analysis.analyze, og.analysis.TransitionDetector, ...)
 
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "TransformerModel",
     "analysis",
+    "ingest",
     "load_spec",
     "log_spaced",
     "open",

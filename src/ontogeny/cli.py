@@ -121,6 +121,40 @@ def analyze_command(
     console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
 
 
+@app.command("ingest")
+def ingest_command(
+    source: Annotated[str, typer.Argument(help="A hub model id (EleutherAI/pythia-70m) or a directory of step*/ "
+                                               "checkpoint folders (or of state dicts, with --build).")],
+    probe: Annotated[Path, typer.Option(help="Probe text (.txt, tokenized by the suite's tokenizer) or token ids "
+                                             "[sequences, positions] (.npy, .pt, .parquet).")],
+    out: Annotated[Path, typer.Option(help="The run directory (created, or continued).")],
+    revisions: Annotated[Optional[str], typer.Option(help="Comma-separated revisions (default: all; hub: "
+                                                         "Pythia's 154).")] = None,
+    members: Annotated[Optional[str], typer.Option(help="Comma-separated further sources, one member each "
+                                                       "(e.g. the other seeds of PolyPythias).")] = None,
+    build: Annotated[Optional[str], typer.Option(help="module:function that builds the model, for a directory "
+                                                     "of state dicts.")] = None,
+    context: Annotated[int, typer.Option(help="Tokens per probe sequence when the probe is text.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Probe sequences per forward pass.")] = 8,
+) -> None:
+    """Score every checkpoint of a suite on a probe, token by token, into a run (resumable, incremental)."""
+    from .ingest import ingest
+
+    def report(member: str, step: int, done: int, speed: float) -> None:
+        console.print(f"{member} step {step}: {done} revisions, {speed:,.0f} tokens/s", markup=False,
+                      highlight=False)
+
+    try:
+        run = ingest(source, probe, out=out, revisions=revisions.split(",") if revisions else None,
+                     members=members.split(",") if members else (), build=build, context=context,
+                     batch_size=batch_size, progress=report)
+    except OntogenyError as err:
+        _fail(str(err))
+    revisions_table = run.revisions()
+    console.print(f"{run.path}: {revisions_table.member.nunique()} member(s) x {len(revisions_table)} revisions "
+                  f"ingested; next: ontogeny analyze {run.path}", markup=False, highlight=False)
+
+
 @app.command("check")
 def check_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],

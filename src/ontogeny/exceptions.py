@@ -24,3 +24,7 @@ class LockedError(StoreError):
 
 class ResumeError(OntogenyError):
     """A run cannot be resumed (no saved state, or its spec changed)."""
+
+
+class IngestError(OntogenyError):
+    """A checkpoint suite cannot be ingested (a revision that does not exist or load, a bad probe)."""

@@ -41,6 +41,7 @@ class Step:
     function: Callable[[Context], StepResult]
     scalars: tuple[str, ...] = ()  # every one of these scalar curves must be recorded
     examples: bool = False  # needs per-example rows
+    tables: tuple[str, ...] = ()  # needs these tables (e.g. a suite's `revisions`)
     after: tuple[str, ...] = ()  # steps whose results it reads, when they run
 
     def missing(self, context: Context) -> str | None:
@@ -50,14 +51,17 @@ class Step:
             return f"no {', '.join(absent)} recorded"
         if self.examples and not context.has_examples:
             return "no per-example rows recorded"
+        absent = [name for name in self.tables if name not in context.run.tables()]
+        if absent:
+            return f"no {', '.join(absent)} table"
         return None
 
 
-def analysis_step(name: str, *, scalars: tuple[str, ...] = (), examples: bool = False,
+def analysis_step(name: str, *, scalars: tuple[str, ...] = (), examples: bool = False, tables: tuple[str, ...] = (),
                   after: tuple[str, ...] = ()) -> Callable:
     """Decorator registering `function(context) -> StepResult` as the analysis step `name`."""
     def register(function: Callable[[Context], StepResult]) -> Callable[[Context], StepResult]:
-        ANALYSES.register(name)(Step(name, function, scalars, examples, after))
+        ANALYSES.register(name)(Step(name, function, scalars, examples, tables, after))
         return function
     return register
 

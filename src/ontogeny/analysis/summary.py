@@ -7,7 +7,15 @@ import pandas as pd
 
 THRESHOLD = 0.99  # "memorized" / "generalized": accuracy at or above 99%, as Power et al. 2022
 # Columns of `members` that say who a member is rather than what it was trained with.
-IDENTITY_COLUMNS = frozenset({"member", "ensemble", "init_seed", "data_seed", "status", "diverged_step", "config"})
+IDENTITY_COLUMNS = frozenset({"member", "ensemble", "init_seed", "data_seed", "status", "diverged_step", "config",
+                              "source"})
+
+
+def split_curves(names) -> list[str]:
+    """The per-split loss and accuracy curves among scalar `names` ("train/loss", "probe/acc", ...; not subsets),
+    train first, then test, then the other splits by name."""
+    curves = [n for n in set(names) if n.count("/") == 1 and n.split("/")[1] in ("loss", "acc")]
+    return sorted(curves, key=lambda n: ({"train": 0, "test": 1}.get(n.split("/")[0], 2), n))
 
 
 def grid_columns(members: pd.DataFrame) -> list[str]:

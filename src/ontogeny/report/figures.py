@@ -80,12 +80,13 @@ def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs
     for panel, label in enumerate(labels):
         row, col = panel // n_cols + 1, panel % n_cols + 1
         members = configs.index[configs == label]
-        for split in ("train", "test"):
+        splits = dict.fromkeys(n.split("/")[0] for n in frame.name.unique() if n.endswith(f"/{metric}"))
+        for index, split in enumerate(sorted(splits, key=lambda s: (s not in SPLIT_COLOURS, s))):
             name = f"{split}/{metric}"
             rows = frame[(frame.name == name) & frame.member.isin(members)]
             if rows.empty:
                 continue
-            colour, show = SPLIT_COLOURS[split], panel == 0
+            colour, show = SPLIT_COLOURS.get(split, PALETTE[(2 + index) % len(PALETTE)]), panel == 0
             for trace in member_traces(rows, colour, name, name, show_legend=show):
                 fig.add_trace(trace, row=row, col=col)
             band = spread[(spread.name == name) & (spread.config == label)]

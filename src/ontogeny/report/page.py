@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from .. import __version__
-from ..analysis.summary import grid_labels
+from ..analysis.summary import grid_labels, split_curves
 from ..exceptions import StoreError
 from ..store import Run
 from ..store.create import os_reason, write_file
@@ -115,8 +115,8 @@ def _producer_rows(producer: dict) -> list[tuple[str, object]]:
 
 
 def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
-    """Train/test accuracy and loss per member with the seed band and detected transitions."""
-    wanted = [n for n in ("train/acc", "test/acc", "train/loss", "test/loss") if n in names]
+    """Each split's accuracy and loss per member with the seed band and detected transitions."""
+    wanted = split_curves(names)
     if not wanted:
         return None
     frame, n_steps = data.curves(run, wanted)
@@ -130,7 +130,7 @@ def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | 
         note += f"; downsampled: {data.MAX_CURVE_STEPS} of {n_steps} checkpoints, evenly in log step"
     blocks = [figure_html(curve_figure(frame, spread, metric, configs, transitions, note), f"curves-{metric}")
               for metric in ("acc", "loss") if any(n.endswith(metric) for n in wanted)]
-    return Section("curves", "Training curves", "Each member's train and test curves on a log-step axis.", blocks)
+    return Section("curves", "Training curves", "Each member's curves of every split on a log-step axis.", blocks)
 
 
 def hidden_section(run: Run, summary: pd.DataFrame) -> Section | None:

@@ -93,15 +93,15 @@ class Run:
 
     def subsets(self) -> pd.DataFrame:
         """One row per example x named subset: split, example, subset (the union over writers)."""
-        frames = self._writer_tables("subsets")
-        frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty("subsets")
-        return frame.sort_values(list(SORT_KEYS["subsets"]), ignore_index=True)
+        return self._union("subsets")
 
     def tokens(self) -> pd.DataFrame:
         """One row per token example of a per-token probe: split, example, sequence, position, token, text."""
-        frames = self._writer_tables("tokens")
-        frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty("tokens")
-        return frame.sort_values(list(SORT_KEYS["tokens"]), ignore_index=True)
+        return self._union("tokens")
+
+    def revisions(self) -> pd.DataFrame:
+        """One row per ingested checkpoint of a suite: member, step, revision, weights_sha256, config_sha256."""
+        return self._union("revisions")
 
     def checkpoints(self) -> pd.DataFrame:
         """One row per saved weights file: member, step, path (relative to the run directory), sha256."""
@@ -128,7 +128,7 @@ class Run:
         """Return the whole table `name`: an analysis table, or members / subsets."""
         if name == "members":
             return self.members()
-        if name in ("subsets", "tokens"):
+        if name in ("subsets", "tokens", "revisions"):
             return getattr(self, name)()
         path = self.layout.table(name)
         if not TABLE_NAME.fullmatch(name) or not path.is_file():
@@ -194,6 +194,12 @@ class Run:
                     raise StoreError(f"{path}: {found} (writer {name}); run `ontogeny check {self.path}`")
                 files.append(str(path))
         return files
+
+    def _union(self, table: str) -> pd.DataFrame:
+        """The distinct rows of every writer's version of `table`, sorted by its keys."""
+        frames = self._writer_tables(table)
+        frame = pd.concat(frames.values(), ignore_index=True).drop_duplicates() if frames else _empty(table)
+        return frame.sort_values(list(SORT_KEYS[table]), ignore_index=True)
 
     def _writer_tables(self, table: str, *, read: bool = True) -> dict[str, pd.DataFrame]:
         """Each writer's committed version of the whole `table`, by writer (writers without one left out)."""

@@ -50,6 +50,15 @@ TOKENS = pa.schema([
     ("text", pa.string()),
 ])
 
+# Checkpoint suites: one row per ingested revision of a member, with hashes to catch mislabelled checkpoints.
+REVISIONS = pa.schema([
+    ("member", pa.int32()),
+    ("step", pa.int64()),
+    ("revision", pa.string()),
+    ("weights_sha256", pa.string()),
+    ("config_sha256", pa.string()),
+])
+
 # The members table also holds one column per hyperparameter, named by its dotted spec key ("optim.lr").
 MEMBERS = pa.schema([
     ("member", pa.int32()),
@@ -63,7 +72,7 @@ MEMBER_STATUSES = ("running", "ok", "diverged")
 
 STREAMED = {"scalars": SCALARS, "examples": EXAMPLES, "checkpoints": CHECKPOINTS}
 # Whole tables that each writer puts its own version of; readers see their union.
-WRITER_TABLES = {"members": MEMBERS, "subsets": SUBSETS, "tokens": TOKENS}
+WRITER_TABLES = {"members": MEMBERS, "subsets": SUBSETS, "tokens": TOKENS, "revisions": REVISIONS}
 
 # Rows within a table are returned in this order.
 SORT_KEYS = {
@@ -73,6 +82,7 @@ SORT_KEYS = {
     "members": ("member",),
     "subsets": ("split", "example", "subset"),
     "tokens": ("split", "example"),
+    "revisions": ("member", "step"),
 }
 
 

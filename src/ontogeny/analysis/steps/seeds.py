@@ -7,10 +7,9 @@ import pandas as pd
 
 from ..analyze import Context, StepResult, analysis_step
 from ..bootstrap import VarianceDecomposition, multibootstrap
+from ..summary import split_curves
 
 COLUMNS = ["config", "quantity", "estimate", "ci_low", "ci_high", "n_members"]
-QUANTITIES = ("generalization_step", "memorization_step", "final test/acc", "final test/loss", "test/acc area")
-VARIANCE_QUANTITIES = ("final test/loss", "final test/acc", "test/acc area")
 
 
 @analysis_step("seeds", after=("grokking",))
@@ -23,10 +22,13 @@ def seeds(context: Context) -> StepResult:
         steps = grokking.tables["grokking"].set_index("member")
         per_member["generalization_step"] = steps.generalization_step
         per_member["memorization_step"] = steps.memorization_step
+    # Grokking's steps, then each split's final loss and accuracy (test first), and the area under test/acc.
+    finals = [f"final {name}" for name in split_curves(context.scalar_names) if not name.startswith("train/")]
+    quantities = ["generalization_step", "memorization_step", *finals, "test/acc area"]
     rows = []
     for config, group in members.groupby("config", sort=False):
         values = per_member.loc[group.member.to_numpy()]
-        for quantity in QUANTITIES:
+        for quantity in quantities:
             if quantity not in values:
                 continue
             data = values[quantity].dropna().to_numpy(dtype=float)
@@ -40,14 +42,14 @@ def seeds(context: Context) -> StepResult:
         table = pd.concat([table, grokking.values["data_threshold"]], ignore_index=True)
     result.tables["seed_stats"] = table
     if members.config.nunique() == 1 and members.init_seed.nunique() > 1 and members.data_seed.nunique() > 1:
-        _variance(result, per_member, members, context.random_state)
+        _variance(result, per_member, members, [*finals, "test/acc area"], context.random_state)
     return result
 
 
-def _variance(result: StepResult, per_member, members, random_state) -> None:
+def _variance(result: StepResult, per_member, members, quantities, random_state) -> None:
     frame = members.set_index("member")[["init_seed", "data_seed"]].join(per_member)
     rows = []
-    for quantity in VARIANCE_QUANTITIES:
+    for quantity in quantities:
         if quantity not in frame or frame[quantity].isna().any():
             continue
         fit = VarianceDecomposition(random_state=random_state).fit(frame, quantity)

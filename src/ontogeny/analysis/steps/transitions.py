@@ -5,17 +5,18 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analyze import Context, StepResult, analysis_step
+from ..summary import split_curves
 from ..transitions import TransitionDetector
 
-CURVES = ("train/loss", "test/loss", "train/acc", "test/acc")
 MIN_CHECKPOINTS = 8  # fewer cannot tell a change from noise
 
 
 @analysis_step("transitions")
 def transitions(context: Context) -> StepResult:
-    """Table `transitions` (member x curve x transition) over the recorded CURVES."""
+    """Table `transitions` (member x curve x transition) over each split's loss and accuracy curves."""
     scalars, frames, result = context.scalars, [], StepResult()
-    for member, rows in scalars[scalars.name.isin(CURVES)].groupby("member"):
+    curves = split_curves(context.scalar_names)
+    for member, rows in scalars[scalars.name.isin(curves)].groupby("member"):
         curves = rows.pivot_table(index="name", columns="step", values="value").dropna(axis=1)
         if curves.shape[1] < MIN_CHECKPOINTS:
             continue

@@ -1,0 +1,185 @@
+"""Ingest a published checkpoint suite (Pythia, PolyPythias, or your own saved checkpoints) as a run.
+
+For every member (a series of checkpoints: one seed) and every revision (a step), the model scores each token of
+the probe; per-token losses and top-1 correctness become `examples` rows, their means per probe and per frequency
+bucket `scalars`, and each token's identity the `tokens` table, so every analysis and report works on the suite.
+Each member writes through its own writer and commits once per revision, so a killed ingest continues where it
+stopped and a later ingest with more revisions adds only those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..exceptions import IngestError
+from ..record.evaluate import Evaluator, Probe, scalar_rows
+from ..recorder import ProbeSet, causal_lm
+from ..store import Run, ShardWriter
+from ..store.create import join_run
+from .sources import Source, config_hash, open_source, step_of, weights_hash
+
+SPLIT = "probe"
+BUCKETS = ("frequent", "medium", "rare")  # tokens by how often they occur in the probe, a third of occurrences each
+
+
+def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequence[str] | None = None,
+           members: Sequence[str] = (), build: str | None = None, context: int = 128, batch_size: int = 8,
+           progress: Callable[[str, int, int, float], None] | None = None) -> Run:
+    """Ingest `source` (and `members`, one member each) at `revisions` (default: all) scored on `probe`; return the run.
+
+    `probe` is a text file (tokenized with the suite's own tokenizer, cut into sequences of `context` tokens) or
+    token ids [sequences, positions] in a .npy, .pt or .parquet file. `progress(member, step, done, tokens_per_second)`
+    is called after each revision.
+    """
+    sources = [open_source(name, build) for name in (source, *members)]
+    tokens, tokenizer = _probe_tokens(Path(probe), sources, context)
+    probe_set = ProbeSet.tokens(tokens, tokenizer=tokenizer, subsets=_frequency_buckets(tokens), batch_size=batch_size,
+                                name=SPLIT)
+    digest = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()
+    producer = {"kind": "suite", "sources": [s.name for s in sources], "probe": str(probe), "probe_sha256": digest,
+                "probe_tokens": int(tokens.numel()), "context": int(tokens.shape[1])}
+    wanted = {src.name: list(revisions) if revisions else src.revisions() for src in sources}
+    for src in sources:  # refused before anything is written: unknown revisions, a first checkpoint that won't load
+        _check_revisions(wanted[src.name])
+        src.check(wanted[src.name])
+    if not Path(out).exists():
+        sources[0].load(wanted[sources[0].name][0])
+    layout = join_run(out, producer)
+    recorded = layout.read_meta()["producer"]
+    if recorded.get("probe_sha256") != digest:
+        raise IngestError(f"{layout.root}: ingested with another probe ({recorded.get('probe')}); use another --out")
+    for member, src in enumerate(sources):
+        _ingest_member(layout.root, member, src, wanted[src.name], probe_set, progress)
+    return Run(layout.root)
+
+
+def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], probe_set: ProbeSet,
+                   progress) -> None:
+    with ShardWriter(root, f"member-{member:05d}") as writer:
+        known = Run(root).members()
+        if member in set(known.member) and known.set_index("member").source[member] != source.name:
+            raise IngestError(f"{root}: member {member} is {known.set_index('member').source[member]}, not "
+                              f"{source.name} (give --members in the order of the first ingest)")
+        done = Run(root).revisions()
+        done = done[done.member == member]
+        todo = [r for r in wanted if r not in set(done.revision)]
+        evaluator = Evaluator(writer, [member], [Probe(SPLIT, probe_set.ids, probe_set.batches(torch.device("cpu")),
+                                                       None, probe_set.subsets, adapter=_single_causal_lm)])
+        table = done.copy()
+        writer.put("members", _member_row(member, source, "running"))
+        writer.put("subsets", _subsets(probe_set))
+        writer.put("tokens", probe_set.token_table)
+        writer.commit()
+        for revision in todo:
+            started = time.perf_counter()
+            model = source.load(revision)
+            step = step_of(revision)
+            with torch.inference_mode():
+                scalars = evaluator.evaluate(step, model)
+            scalar_rows(writer, [member], step, scalars)
+            row = {"member": member, "step": step, "revision": revision, "weights_sha256": weights_hash(model),
+                   "config_sha256": config_hash(model)}
+            table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+            writer.put("revisions", table)
+            writer.commit()  # one commit per revision: a killed ingest resumes at the next one
+            if progress:
+                progress(source.name, step, len(table), len(probe_set.ids) / (time.perf_counter() - started))
+        writer.put("members", _member_row(member, source, "ok"))
+        writer.commit()
+
+
+def _single_causal_lm(model, tokens):
+    loss, correct = causal_lm(model, tokens)
+    return loss.reshape(1, -1), correct.reshape(1, -1)
+
+
+def _probe_tokens(path: Path, sources: list[Source], context: int) -> tuple[torch.Tensor, object]:
+    """The probe as token ids [S, L] and the tokenizer that made them (None for token files)."""
+    if not path.is_file():
+        raise IngestError(f"{path}: no such probe file")
+    if path.suffix in (".npy", ".pt", ".parquet"):
+        return _token_file(path), sources[0].tokenizer()
+    if context < 2:
+        raise IngestError(f"--context {context}: sequences need at least 2 tokens")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise IngestError(f"{path}: not a UTF-8 text file (token ids go in .npy, .pt or .parquet)") from None
+    tokenizers = [s.tokenizer() for s in sources]
+    if tokenizers[0] is None:
+        raise IngestError(f"{sources[0].name}: no tokenizer found to tokenize the probe text (give token ids)")
+    ids = [tuple(t(text)["input_ids"]) if t is not None else None for t in tokenizers]
+    if any(i is not None and i != ids[0] for i in ids[1:]):
+        raise IngestError("the members tokenize the probe differently; ingest them into separate runs")
+    n = len(ids[0]) // context * context  # whole sequences only
+    if n == 0:
+        raise IngestError(f"{path}: {len(ids[0])} tokens, fewer than one sequence of --context {context}")
+    return torch.tensor(ids[0][:n], dtype=torch.int64).reshape(-1, context), tokenizers[0]
+
+
+def _token_file(path: Path) -> torch.Tensor:
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        elif path.suffix == ".pt":
+            data = torch.load(path, weights_only=True)
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            column = table.column(0)
+            data = np.stack(column.to_pylist()) if table.num_columns == 1 else table.to_pandas().to_numpy()
+        tokens = torch.as_tensor(np.asarray(data))
+    except Exception as err:  # noqa: BLE001
+        raise IngestError(f"{path}: cannot read token ids ({str(err).splitlines()[0] if str(err) else err!r})") from None
+    if tokens.ndim != 2 or tokens.shape[1] < 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise IngestError(f"{path}: token ids must be integers of shape [sequences, positions >= 2] "
+                          f"(got {tuple(tokens.shape)} {tokens.dtype})")
+    return tokens.to(torch.int64)
+
+
+def _frequency_buckets(tokens: torch.Tensor) -> dict[str, np.ndarray]:
+    """Example ids per frequency bucket: predicted tokens ranked by their count in the probe, cut into thirds of
+    the occurrences (frequent tokens first)."""
+    length = tokens.shape[1]
+    predicted = tokens[:, 1:].reshape(-1).numpy()
+    ids = (np.arange(tokens.shape[0])[:, None] * length + np.arange(1, length)[None, :]).reshape(-1)
+    values, counts = np.unique(predicted, return_counts=True)
+    count = dict(zip(values.tolist(), counts.tolist()))
+    order = np.argsort([-count[t] for t in predicted.tolist()], kind="stable")
+    buckets = np.empty(len(predicted), dtype=object)
+    for bucket, part in zip(BUCKETS, np.array_split(order, 3)):
+        buckets[part] = bucket
+    return {bucket: ids[buckets == bucket] for bucket in BUCKETS}
+
+
+def _subsets(probe_set: ProbeSet) -> pd.DataFrame:
+    rows = [(SPLIT, int(i), name) for name, mask in probe_set.subsets.items() for i in probe_set.ids[mask.numpy()]]
+    return pd.DataFrame(rows, columns=["split", "example", "subset"])
+
+
+def _member_row(member: int, source: Source, status: str) -> pd.DataFrame:
+    seed = re.search(r"seed[-_]?(\d+)", Path(source.name).name)
+    frame = pd.DataFrame([{"member": member, "ensemble": member, "init_seed": int(seed.group(1)) if seed else None,
+                           "data_seed": None, "status": status, "diverged_step": None, "source": source.name}])
+    for column in ("init_seed", "data_seed", "diverged_step"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _check_revisions(revisions: list[str]) -> None:
+    nameless = [r for r in revisions if step_of(r) is None]
+    if nameless:
+        raise IngestError(f"revision {nameless[0]!r}: its name carries no step (expected step<N>)")
+    steps = [step_of(r) for r in revisions]
+    if len(set(steps)) != len(steps):
+        raise IngestError(f"revisions {revisions}: two revisions name the same step")
+

@@ -1,0 +1,199 @@
+"""Where a checkpoint suite's models come from: the Hugging Face hub (one revision per step, as Pythia), a local
+directory of `step*/` folders written by `save_pretrained`, or state-dict files plus a function that builds the model.
+
+Every source lists its revisions with their training steps and loads one revision as an evaluation-mode model. A
+revision's step is read from its name (`step1000`, `step-1000`, `step_1000`): the one convention suites use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..exceptions import IngestError
+
+STEP = re.compile(r"step[-_]?(\d+)")
+# Pythia's 154 checkpoints (Biderman et al. 2023): step 0, log-spaced 1..512, then every 1000 steps to 143000.
+PYTHIA_REVISIONS = ["step0", *(f"step{2**i}" for i in range(10)), *(f"step{s}" for s in range(1000, 143001, 1000))]
+# Config fields that change between saves without changing the model.
+VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
+
+
+def step_of(name: str) -> int | None:
+    """The training step in a revision, folder or file name ('step1000' -> 1000), or None."""
+    match = STEP.search(name)
+    return int(match.group(1)) if match else None
+
+
+class Source:
+    """One member's checkpoint series."""
+
+    name: str
+
+    def revisions(self) -> list[str]:
+        raise NotImplementedError
+
+    def load(self, revision: str) -> nn.Module:
+        raise NotImplementedError
+
+    def check(self, revisions: list[str]) -> None:
+        """Raise IngestError naming the first of `revisions` that does not exist."""
+        known = set(self.revisions())
+        missing = [r for r in revisions if r not in known]
+        if missing:
+            raise IngestError(f"{self.name}: no revision {missing[0]} (revisions: {', '.join(sorted(known, key=step_of)[:8])}"
+                              f"{', ...' if len(known) > 8 else ''})")
+
+    def tokenizer(self):
+        """The suite's tokenizer (a `transformers` tokenizer), or None."""
+        return None
+
+
+class HubSource(Source):
+    """A model id on the Hugging Face hub, one revision (branch) per checkpoint, loaded through the local cache."""
+
+    def __init__(self, model_id: str):
+        self.name = model_id
+
+    def revisions(self) -> list[str]:
+        return list(PYTHIA_REVISIONS)
+
+    def check(self, revisions: list[str]) -> None:
+        """Ask the hub which branches exist (skipped offline: a missing revision then fails when it loads)."""
+        try:
+            from huggingface_hub import list_repo_refs
+
+            known = {branch.name for branch in list_repo_refs(self.name).branches}
+        except Exception:  # noqa: BLE001 (no network, or no such repo: loading says which)
+            return
+        missing = [r for r in revisions if r not in known]
+        if missing:
+            raise IngestError(f"{self.name}: no revision {missing[0]} on the hub")
+
+    def load(self, revision: str) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            return AutoModelForCausalLM.from_pretrained(self.name, revision=revision).eval()
+        except Exception as err:  # noqa: BLE001 (unknown revision, no network and no cache, a damaged file)
+            raise IngestError(f"{self.name}@{revision}: cannot load ({_first_line(err)})") from None
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.name)
+        except (OSError, ValueError) as err:
+            raise IngestError(f"{self.name}: cannot load its tokenizer ({_first_line(err)})") from None
+
+
+class DirectorySource(Source):
+    """A local suite: `DIR/step<N>/` folders as written by `save_pretrained`, the tokenizer in DIR or in them."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.name = str(self.path)
+
+    def revisions(self) -> list[str]:
+        folders = [p.name for p in self.path.iterdir() if p.is_dir() and step_of(p.name) is not None]
+        if not folders:
+            raise IngestError(f"{self.path}: no step*/ checkpoint folders")
+        return sorted(folders, key=step_of)
+
+    def load(self, revision: str) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        folder = self.path / revision
+        if not folder.is_dir():
+            raise IngestError(f"{folder}: no such checkpoint folder (revisions: {', '.join(self.revisions()[:8])}...)")
+        try:
+            return AutoModelForCausalLM.from_pretrained(folder).eval()
+        except Exception as err:  # noqa: BLE001 (safetensors, torch and transformers each raise their own kinds)
+            raise IngestError(f"{folder}: the checkpoint does not load ({_first_line(err)})") from None
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        for folder in (self.path, *(self.path / r for r in self.revisions()[:1])):
+            if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(folder)
+        return None
+
+
+class StateDictSource(Source):
+    """State-dict files (`step<N>.pt` or `.safetensors`) in a directory, and `module:function` that builds the model."""
+
+    def __init__(self, path: str | Path, build: str):
+        self.path, self.build = Path(path), build
+        self.name = str(self.path)
+        module, _, function = build.partition(":")
+        try:
+            self._builder = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise IngestError(f"--build {build}: cannot import it ({_first_line(err)}); give module:function") from None
+
+    def revisions(self) -> list[str]:
+        files = [p.name for p in self.path.iterdir()
+                 if p.suffix in (".pt", ".safetensors") and step_of(p.name) is not None]
+        if not files:
+            raise IngestError(f"{self.path}: no step*.pt or step*.safetensors state dicts")
+        return sorted(files, key=step_of)
+
+    def load(self, revision: str) -> nn.Module:
+        path = self.path / revision
+        if not path.is_file():
+            raise IngestError(f"{path}: no such state dict")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            model = self._builder()
+            model.load_state_dict(state)
+        except Exception as err:  # noqa: BLE001 (a file or builder that does not fit: one line, whatever the cause)
+            raise IngestError(f"{path}: the checkpoint does not load ({_first_line(err)})") from None
+        return model.eval()
+
+
+def open_source(source: str, build: str | None = None) -> Source:
+    """A local directory (of `step*/` folders, or with `build` of state dicts) or else a hub model id."""
+    path = Path(source)
+    if build is not None:
+        if not path.is_dir():
+            raise IngestError(f"{source}: --build needs a directory of step*.pt / step*.safetensors state dicts")
+        return StateDictSource(path, build)
+    if path.is_dir():
+        return DirectorySource(path)
+    if path.exists() or source.startswith((".", "/")) or source.count("/") != 1:
+        raise IngestError(f"{source}: neither a directory of step*/ checkpoints nor a hub model id (owner/name)")
+    return HubSource(source)
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of the model's parameters and buffers (names and bytes, in name order): equal weights, equal hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def config_hash(model: nn.Module) -> str:
+    """sha256 of the model's Hugging Face config (without fields that change between saves), '' without one."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return ""
+    data = {k: v for k, v in config.to_dict().items() if k not in VOLATILE_CONFIG}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

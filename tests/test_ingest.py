@@ -1,0 +1,182 @@
+"""`ontogeny ingest` on a checkpoint suite built here: a tiny GPT-NeoX (the Pythia architecture) trained a little
+and saved at log-spaced steps, with a tokenizer made by `tokenizers` (the hub is not reachable from tests)."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import ontogeny as og
+from ontogeny.analysis import analyze
+from ontogeny.cli import app
+from ontogeny.exceptions import IngestError
+
+pytest.importorskip("transformers", reason="the hf extra: pip install 'ontogeny[hf]'")
+
+STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+NOUNS, VERBS = ["cat", "dog", "bird", "fish"], ["sees", "likes", "chases"]
+
+
+def sentences(n: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    return " . ".join(f"the {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(NOUNS)}" for _ in range(n))
+
+
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    raw.train_from_iterator([sentences(200, 0)], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+
+
+def build_suite(root, seed: int):
+    """Train a tiny GPT-NeoX for 64 steps on the grammar's sentences, saving it at STEPS as step<N>/ folders."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = tokenizer()
+    tok.save_pretrained(root)
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64))
+    ids = torch.tensor(tok(sentences(400, seed + 1))["input_ids"])
+    data = ids[: len(ids) // 16 * 16].reshape(-1, 16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(STEPS[-1] + 1):
+        if step in STEPS:
+            model.save_pretrained(root / f"step{step}")
+        batch = data[torch.randint(0, len(data), (16,), generator=torch.Generator().manual_seed(step))]
+        loss = model(batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return root
+
+
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suites")
+    probe = root / "probe.txt"
+    probe.write_text(sentences(60, 99))
+    return build_suite(root / "tiny-seed0", 0), build_suite(root / "tiny-seed1", 1), probe
+
+
+@pytest.fixture(scope="module")
+def ingested(suites, tmp_path_factory):
+    seed0, seed1, probe = suites
+    out = tmp_path_factory.mktemp("ingested") / "run"
+    done = CliRunner().invoke(app, ["ingest", str(seed0), "--members", str(seed1), "--probe", str(probe),
+                                    "--out", str(out), "--context", "16"])
+    assert done.exit_code == 0, done.output
+    return og.open(out)
+
+
+def test_every_token_of_every_checkpoint_is_scored_like_the_model_itself(ingested, suites):
+    from transformers import AutoModelForCausalLM
+
+    run, (seed0, _, probe) = ingested, suites
+    assert run.producer["kind"] == "suite" and run.members().source.tolist() == [str(s) for s in suites[:2]]
+    assert run.members().init_seed.tolist() == [0, 1] and set(run.members().status) == {"ok"}
+    tokens = run.tokens()
+    n_tokens = len(tokens)
+    assert len(run.examples()) == 2 * len(STEPS) * n_tokens
+    assert sorted(set(run.examples().step)) == list(STEPS)
+    # the reference: the checkpoint loaded by transformers, scored by hand
+    sequences = torch.tensor(tokenizer()(probe.read_text())["input_ids"])
+    sequences = sequences[: len(sequences) // 16 * 16].reshape(-1, 16)
+    model = AutoModelForCausalLM.from_pretrained(seed0 / "step8").eval()
+    with torch.no_grad():
+        logits = model(sequences).logits[:, :-1]
+    want = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), sequences[:, 1:].reshape(-1),
+                                             reduction="none")
+    got = run.examples(member=0, step=8)
+    np.testing.assert_allclose(got.loss, want.numpy(), rtol=1e-5, atol=1e-6)
+    assert got.correct.tolist() == (logits.argmax(-1) == sequences[:, 1:]).reshape(-1).tolist()
+    assert tokens.text.iloc[0] == tokenizer().convert_ids_to_tokens(int(sequences[0, 1]))
+    assert set(run.subsets().subset) == {"frequent", "medium", "rare"}
+    loss = run.scalars(member=0, name="probe/loss").value.to_numpy()
+    assert loss[-1] < loss[0] / 2  # it learned the grammar
+
+
+def test_analyze_and_report_a_suite(ingested, tmp_path):
+    from ontogeny.report import write_report
+
+    result = analyze(ingested)
+    dynamics = result.tables["example_dynamics"]
+    assert len(dynamics) == 2 * len(ingested.tokens()) and dynamics.aoa_step.notna().mean() > 0.5
+    assert set(result.tables["hidden_transitions"].level) == {"subset"}  # per frequency bucket
+    stats = result.tables["seed_stats"]
+    assert "final probe/loss" in set(stats.quantity) and set(stats.config) == {"all"}  # Multi-Bootstrap over seeds
+    assert any("all distinct weights" in line for line in result.summary)
+    page = write_report(ingested.path, tmp_path / "report.html").read_text()
+    assert "suite" in page and 'id="curves"' in page and 'id="hidden"' in page
+
+
+def test_ingest_resumes_and_adds_revisions_incrementally(suites, ingested, tmp_path):
+    seed0, seed1, probe = suites
+    out = tmp_path / "run"
+    og.ingest(str(seed0), probe, out=out, members=[str(seed1)], context=16, revisions=["step0", "step4", "step64"])
+    assert sorted(set(og.open(out).examples().step)) == [0, 4, 64]
+    og.ingest(str(seed0), probe, out=out, members=[str(seed1)], context=16)  # the rest, and nothing twice
+    for table in ("scalars", "examples"):
+        got = getattr(og.open(out), table)()
+        pd.testing.assert_frame_equal(got, getattr(ingested, table)(), obj=table)
+
+
+def test_duplicated_and_reconfigured_revisions_are_flagged(suites, tmp_path):
+    seed0, _, probe = suites
+    suite = tmp_path / "suite"
+    shutil.copytree(seed0, suite)
+    shutil.rmtree(suite / "step16")
+    shutil.copytree(suite / "step8", suite / "step16")  # a mislabelled checkpoint: step 16 holds step 8's weights
+    config = suite / "step32" / "config.json"
+    config.write_text(config.read_text().replace('"layer_norm_eps": 1e-05', '"layer_norm_eps": 1e-06'))
+    og.ingest(str(suite), probe, out=tmp_path / "run", context=16)
+    result = analyze(og.open(tmp_path / "run"), what=["suite"])
+    assert "member 0 step16: weights equal step 8's (mislabelled or duplicated?)" in result.summary
+    assert "member 0 step32: model config differs from the member's first revision" in result.summary
+
+
+def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
+    seed0, _, probe = suites
+    broken = tmp_path / "broken"
+    shutil.copytree(seed0, broken)
+    weights = broken / "step4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.arange(10))
+    cases = [
+        (["ingest", str(seed0), "--probe", str(probe), "--revisions", "step999", "--out"], "no revision step999"),
+        (["ingest", str(broken), "--probe", str(probe), "--revisions", "step4", "--out"], "does not load"),
+        (["ingest", str(seed0), "--probe", str(tmp_path / "none.txt"), "--out"], "no such probe file"),
+        (["ingest", str(seed0), "--probe", str(tokens), "--out"], "shape [sequences, positions >= 2]"),
+        (["ingest", "not/a-model/id", "--probe", str(probe), "--out"], "neither a directory"),
+    ]
+    for index, (args, words) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        done = CliRunner().invoke(app, [*args, str(out)])
+        assert done.exit_code == 2 and done.stderr.count("\n") == 1 and words in done.stderr, (args, done.output)
+        assert not out.exists()
+
+
+def test_token_id_probes_and_state_dict_suites(suites, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    seed0, _, _ = suites
+    states = tmp_path / "states"
+    states.mkdir()
+    for step in (0, 64):
+        torch.save(AutoModelForCausalLM.from_pretrained(seed0 / f"step{step}").state_dict(), states / f"step{step}.pt")
+    (tmp_path / "tiny_builder.py").write_text(
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        f"def build():\n    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained({str(seed0 / 'step0')!r}))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = tmp_path / "probe.npy"
+    np.save(probe, np.random.default_rng(0).integers(0, 10, size=(3, 12)))
+    run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
+    assert sorted(set(run.examples().step)) == [0, 64] and len(run.examples(step=0)) == 3 * 11
