@@ -41,6 +41,7 @@ def main() -> None:
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     raw.train_from_iterator([sentences(500, 0)], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+    args.prefix.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.prefix}-probe.txt").write_text(sentences(200, 999))
     saves = {0, *(2**i for i in range(20) if 2**i <= args.steps)}
     for seed in args.seeds:

@@ -144,3 +144,23 @@ def test_a_dataset_probe_with_ids_and_a_loss_function_of_the_users(tmp_path):
     assert examples.example.tolist() == list(range(100, 112))
     margin = (model(x)[:, 1] - model(x)[:, 0]).detach()
     np.testing.assert_allclose(examples.loss, torch.relu(1 - (2 * y.float() - 1) * margin).numpy(), rtol=1e-6)
+
+
+def test_a_new_member_waits_for_another_being_given_its_id(tmp_path):
+    import threading
+
+    from ontogeny.store.lock import FileLock
+
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    og.Recorder(tmp_path / "run", member={"seed": 0}, probes={"test": (x, y)}).close()
+    held = FileLock(tmp_path / "run" / ".members.lock", "another process").acquire()
+    made = {}
+    thread = threading.Thread(target=lambda: made.setdefault(
+        "recorder", og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting (processes started together all get ids), not refused
+    held.release()
+    thread.join(timeout=30)
+    assert made["recorder"].member == 1
+    made["recorder"].close()

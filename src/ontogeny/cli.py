@@ -140,6 +140,13 @@ def ingest_command(
     """Score every checkpoint of a suite on a probe, token by token, into a run (resumable, incremental)."""
     from .ingest import ingest
 
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # one line per revision here instead of a bar per load
+    except ImportError:
+        pass
+
     def report(member: str, step: int, done: int, speed: float) -> None:
         console.print(f"{member} step {step}: {done} revisions, {speed:,.0f} tokens/s", markup=False,
                       highlight=False)

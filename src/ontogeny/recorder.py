@@ -35,9 +35,9 @@ from .record.evaluate import Evaluator, Probe, scalar_rows, tensor_batches
 from .record.schedule import LogSpaced, log_spaced
 from .store import Run, ShardWriter
 from .store.create import join_run
+from .store.layout import MEMBERS_LOCK
 from .store.lock import FileLock
 
-MEMBERS_LOCK = ".members.lock"  # held while a new member is given its id
 CONFIG_COLUMN = "recorder.config"  # the member's settings as canonical JSON: how a restarted process finds itself
 LossFunction = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -258,7 +258,7 @@ class Recorder:
     def _claim(self, config: dict[str, Any]) -> tuple[int, ShardWriter]:
         """This process's member id and writer: its own again after a restart, a new one otherwise."""
         text = json.dumps(config, sort_keys=True)
-        with FileLock(self.layout.root / MEMBERS_LOCK, f"{self.layout.root}: member ids"):
+        with FileLock(self.layout.root / MEMBERS_LOCK, f"{self.layout.root}: member ids", wait=True):
             members = Run(self.layout.root).members()
             known = members.set_index("member")[CONFIG_COLUMN].to_dict() if CONFIG_COLUMN in members else {}
             wanted = config.get("member")

@@ -81,9 +81,12 @@ def glance_section(run: Run, summary: pd.DataFrame) -> Section:
     rows = _spec_rows(run.spec) if run.has_spec else _producer_rows(run.producer)
     rows.append(("members", f"{len(members)}: {status}"))
     finished = meta.get("finished")
-    rows.append(("trained", f"{meta.get('started', '?')} to {finished or 'still running (or stopped)'} on "
-                            f"{meta.get('device', '?')}, ontogeny {meta.get('ontogeny', '?')}, "
-                            f"torch {meta.get('torch', '?')}"))
+    versions = f"ontogeny {meta.get('ontogeny', '?')}, torch {meta.get('torch', '?')}"
+    if run.has_spec:
+        rows.append(("trained", f"{meta.get('started', '?')} to {finished or 'still running (or stopped)'} on "
+                                f"{meta.get('device', '?')}, {versions}"))
+    else:
+        rows.append(("recorded", f"since {meta.get('created', '?')} on {meta.get('host', '?')}, {versions}"))
     spec_table = "<table class='spec'>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
     diverged = members[members.status == "diverged"]

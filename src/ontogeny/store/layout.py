@@ -5,6 +5,7 @@ RUN/
   meta.json                    the marker: written first, names the producer; only such a directory is a run
   spec.toml                    the resolved spec (runs made by `ontogeny run` only)
   .lock                        held by a producer that writes run-wide files (`ontogeny run`)
+  .members.lock                held briefly while a recorder process is given its member id
   <analysis table>.parquet     whole tables written by `analyze`
   writers/<writer>/            one namespace per producer process: nobody else writes here
       lock                     held while the writer is open
@@ -29,6 +30,7 @@ FORMAT = "ontogeny-run/2"  # the marker's value; --overwrite removes nothing wit
 META = "meta.json"
 SPEC = "spec.toml"
 RUN_LOCK = ".lock"
+MEMBERS_LOCK = ".members.lock"
 WRITERS = "writers"
 WEIGHTS = "weights"
 REPORT = "report.html"
@@ -71,6 +73,21 @@ class Layout:
         if not self.writers.is_dir():
             return []
         return sorted(p.name for p in self.writers.iterdir() if (p / COMMITS).is_file() and is_safe_name(p.name))
+
+    @staticmethod
+    def shard(table: str, seq: int, part: int) -> str:
+        """A streamed table's shard, relative to its writer's directory."""
+        return f"{table}/part-{seq:08d}-{part:05d}.parquet"
+
+    @staticmethod
+    def writer_table(name: str, seq: int) -> str:
+        """A writer's version of a whole table made by commit `seq`, relative to its directory."""
+        return f"{name}-{seq:08d}.parquet"
+
+    @staticmethod
+    def state(seq: int) -> str:
+        """The producer state saved with commit `seq`, relative to the writer's directory."""
+        return f"state-{seq:08d}.state"
 
     @staticmethod
     def weights(member: int, step: int) -> Path:

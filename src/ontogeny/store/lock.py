@@ -18,16 +18,17 @@ from ..exceptions import LockedError
 
 
 class FileLock:
-    """`with FileLock(path, what):` holds an exclusive lock on `path` (created if missing) or raises LockedError."""
+    """`with FileLock(path, what):` holds an exclusive lock on `path` (created if missing) or raises LockedError
+    (with `wait=True` it waits for the holder instead)."""
 
-    def __init__(self, path: str | Path, what: str):
-        self.path, self.what = Path(path), what
+    def __init__(self, path: str | Path, what: str, *, wait: bool = False):
+        self.path, self.what, self.wait = Path(path), what, wait  # wait: block until free (brief critical sections)
         self._fd: int | None = None
 
     def acquire(self) -> FileLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockedError(f"{self.what} is in use by {holder(self.path)}; wait for it to finish or stop it")

@@ -172,11 +172,11 @@ class ShardWriter:
             if entries:
                 record["added"][table] = [entry.to_json() for entry in entries]
         for name, data in self._tables.items():
-            relative = f"{name}-{seq:08d}.parquet"
+            relative = Layout.writer_table(name, seq)
             _write_parquet(data, self.directory / relative)
             record["tables"][name] = file_entry(self.directory, relative, data.num_rows).to_json()
         if save_state is not None:
-            relative = f"state-{seq:08d}.state"
+            relative = Layout.state(seq)
             temp = self.directory / f".{relative}{TEMP_SUFFIX}"
             try:
                 save_state(temp)
@@ -235,7 +235,7 @@ class ShardWriter:
             raise StoreError(f"{self.directory / table}: more than {MAX_PARTS} shards in one commit (commit more often)")
         # One dictionary for the whole shard lets Parquet store the dictionary as is, without re-hashing strings.
         data = pa.concat_tables(self._chunks[table]).unify_dictionaries()
-        relative = f"{table}/part-{self.pending_seq:08d}-{n:05d}.parquet"
+        relative = Layout.shard(table, self.pending_seq, n)
         self._chunks[table], self._rows[table] = [], 0
         self._parts[table] = n + 1
         (self.directory / table).mkdir(exist_ok=True)

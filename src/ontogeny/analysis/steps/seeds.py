@@ -37,6 +37,9 @@ def seeds(context: Context) -> StepResult:
             ci = multibootstrap(data, random_state=context.random_state)
             rows.append({"config": config, "quantity": quantity, "estimate": ci.estimate, "ci_low": ci.low,
                          "ci_high": ci.high, "n_members": len(data)})
+            if quantity.startswith("final ") and quantity.endswith("/loss"):
+                result.summary.append(f"{quantity} [{config}]: {ci.estimate:.4g} [{ci.low:.4g}, {ci.high:.4g}] "
+                                      f"(mean, 95% CI over {len(data)} seeds)")
     table = pd.DataFrame(rows, columns=COLUMNS)
     if grokking is not None and "data_threshold" in grokking.values:
         table = pd.concat([table, grokking.values["data_threshold"]], ignore_index=True)
