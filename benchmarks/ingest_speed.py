@@ -33,16 +33,19 @@ def flops_per_token(model, context: int) -> float:
     return 2 * (layers * per_layer + d * config.vocab_size) + layers * attention
 
 
-def plain_scores(model, tokens: torch.Tensor, batch: int) -> torch.Tensor:
-    """The baseline: what one would write by hand, per-token cross entropy of batches of sequences."""
-    out = []
+def plain_scores(model, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline: what one would write by hand, per-token cross entropy and top-1 correctness of batches of
+    sequences (the same two numbers ontogeny records per token)."""
+    losses, corrects = [], []
     with torch.inference_mode():
         for start in range(0, len(tokens), batch):
             part = tokens[start:start + batch]
             logits = model(part).logits[:, :-1]
-            out.append(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                         part[:, 1:].reshape(-1), reduction="none"))
-    return torch.cat(out)
+            target = part[:, 1:]
+            losses.append(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                            reduction="none"))
+            corrects.append((logits.argmax(-1) == target).reshape(-1))
+    return torch.cat(losses), torch.cat(corrects)
 
 
 def ontogeny_scores(model, tokens: torch.Tensor, batch: int):
@@ -59,6 +62,17 @@ def ontogeny_scores(model, tokens: torch.Tensor, batch: int):
                                                     probe.subsets, adapter=adapter)])
     with torch.inference_mode():
         return evaluator.evaluate(0, model)
+
+
+def check_same_scores(model, tokens: torch.Tensor, batch: int) -> None:
+    """Both paths give the same losses and correctness (to float tolerance)."""
+    from ontogeny.recorder import causal_lm
+
+    loss, correct = plain_scores(model, tokens, batch)
+    with torch.inference_mode():
+        ours = [causal_lm(model, tokens[i:i + batch]) for i in range(0, len(tokens), batch)]
+    torch.testing.assert_close(torch.cat([o[0] for o in ours]), loss, rtol=1e-5, atol=1e-5)
+    assert torch.equal(torch.cat([o[1] for o in ours]), correct)
 
 
 def timed(function, repeats: int) -> float:
@@ -91,6 +105,7 @@ def main() -> None:
     print(f"model: GPT-NeoX, Pythia-14m's config, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; "
           f"probe {tokens.shape[0]} x {tokens.shape[1]} tokens ({scored} scored)")
     plain_scores(model, tokens[: args.batch], args.batch)  # warm up
+    check_same_scores(model, tokens[: 2 * args.batch], args.batch)
     base = timed(lambda: plain_scores(model, tokens, args.batch), args.repeats)
     ours = timed(lambda: ontogeny_scores(model, tokens, args.batch), args.repeats)
     flops = flops_per_token(model, args.context)

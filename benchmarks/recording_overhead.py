@@ -116,7 +116,7 @@ def attribution(seconds: dict[str, float]):
             mock.patch.object(TrainingRecorder, "save_weights", wall("save_weights", TrainingRecorder.save_weights)), \
             mock.patch.object(Evaluator, "losses", wall("probes", Evaluator.losses)), \
             mock.patch.object(EnsembleTrainer, "commit", wall("commit", EnsembleTrainer.commit)), \
-            mock.patch.object(writer_module, "_write_parquet", cpu(writer_module._write_parquet)):
+            mock.patch.object(writer_module, "write_parquet", cpu(writer_module.write_parquet)):
         yield
 
 

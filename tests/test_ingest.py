@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.cli import app
-from ontogeny.exceptions import IngestError
 
 pytest.importorskip("transformers", reason="the hf extra: pip install 'ontogeny[hf]'")
 
@@ -99,6 +98,7 @@ def test_every_token_of_every_checkpoint_is_scored_like_the_model_itself(ingeste
     assert got.correct.tolist() == (logits.argmax(-1) == sequences[:, 1:]).reshape(-1).tolist()
     assert tokens.text.iloc[0] == tokenizer().convert_ids_to_tokens(int(sequences[0, 1]))
     assert set(run.subsets().subset) == {"frequent", "medium", "rare"}
+    assert set(tokens.frequency) == {"frequent", "medium", "rare"}
     loss = run.scalars(member=0, name="probe/loss").value.to_numpy()
     assert loss[-1] < loss[0] / 2  # it learned the grammar
 

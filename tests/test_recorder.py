@@ -1,6 +1,5 @@
 """og.Recorder: a user's own training loop recorded into a run, several processes into one run, restarts."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -53,19 +52,26 @@ def uninterrupted(tmp_path_factory):
 def test_four_processes_two_killed_and_restarted_end_with_the_uninterrupted_rows(tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     procs = {seed: loop(run_dir, seed, pause=0.01) for seed in range(4)}
-    deadline = time.monotonic() + 120
-    for seed in (0, 1):  # kill two of them mid-way, after a few commits and a checkpoint of their own
-        while commits(run_dir, seed) < 6 or not (tmp_path / f"loop-run-{seed}.pt").exists():
-            assert procs[seed].poll() is None and time.monotonic() < deadline, "it ended before it could be killed"
-            time.sleep(0.01)
-        procs[seed].send_signal(signal.SIGKILL)
-        procs[seed].communicate()
-    partial = og.open(run_dir).scalars()
-    assert partial[partial.member.isin([0, 1])].step.max() < STEPS
-    for seed in (0, 1):
-        procs[seed] = loop(run_dir, seed)  # the loop resumes from its own checkpoint, the recorder from resume_step
-    for proc in procs.values():
-        finish(proc)
+    try:
+        deadline = time.monotonic() + 120
+        for seed in (0, 1):  # kill two of them mid-way, after a few commits and a checkpoint of their own
+            while commits(run_dir, seed) < 6 or not (tmp_path / f"loop-run-{seed}.pt").exists():
+                assert procs[seed].poll() is None, procs[seed].communicate()[1]
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            procs[seed].send_signal(signal.SIGKILL)
+            procs[seed].communicate()
+        partial = og.open(run_dir).scalars()
+        assert partial[partial.member.isin([0, 1])].step.max() < STEPS
+        for seed in (0, 1):
+            procs[seed] = loop(run_dir, seed)  # the loop resumes from its own checkpoint, the recorder from resume_step
+        for proc in procs.values():
+            finish(proc)
+    finally:
+        for proc in procs.values():  # never leave a process (or its pipe) behind
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     got, want = rows(og.open(run_dir)), rows(uninterrupted)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=name)
@@ -164,3 +170,43 @@ def test_a_new_member_waits_for_another_being_given_its_id(tmp_path):
     thread.join(timeout=30)
     assert made["recorder"].member == 1
     made["recorder"].close()
+
+
+def test_a_hugging_face_dataset_probe_uses_its_id_column(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the hf extra: pip install 'ontogeny[hf]'")
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 1, 0, 1, 0])
+    data = datasets.Dataset.from_dict({"id": [50, 51, 52, 53, 54, 55], "x": x.tolist(), "y": y.tolist()})
+    model = nn.Linear(3, 2)
+
+    def loss(model, batch):  # rows of a datasets.Dataset arrive as a dict of columns
+        logits = model(batch["x"])
+        return nn.functional.cross_entropy(logits, batch["y"], reduction="none"), logits.argmax(-1) == batch["y"]
+
+    with og.Recorder(tmp_path / "run", member={"seed": 0}, probes={"test": og.ProbeSet(data, batch_size=4)},
+                     loss=loss, every=[0]) as rec:
+        rec.step(0, model)
+    examples = og.open(tmp_path / "run").examples()
+    assert examples.example.tolist() == [50, 51, 52, 53, 54, 55]
+    want = nn.functional.cross_entropy(model(x), y, reduction="none").detach().numpy()
+    np.testing.assert_allclose(examples.loss, want, rtol=1e-5)
+    with pytest.raises(StoreError, match="a dataset needs stable example ids"):
+        og.ProbeSet(data.remove_columns("id"))
+
+
+def _join(root) -> str:
+    from ontogeny.store.create import join_run
+
+    try:
+        join_run(root, {"kind": "recorder"})
+        return "ok"
+    except StoreError as err:
+        return str(err)
+
+
+def test_processes_starting_together_all_join_the_run(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        for trial in range(20):  # the marker appears while the others look: none may take it for a stranger's files
+            root = tmp_path / f"run{trial}"
+            assert pool.map(_join, [root] * 4) == ["ok"] * 4

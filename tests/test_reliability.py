@@ -251,7 +251,7 @@ def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, 
 
     from ontogeny.store import writer as writer_module
 
-    real, calls = writer_module._write_parquet, []
+    real, calls = writer_module.write_parquet, []
 
     def fill_up(table, path, **options):
         calls.append(path)
@@ -259,7 +259,7 @@ def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, 
             raise OSError(errno.ENOSPC, "No space left on device")
         real(table, path, **options)
 
-    monkeypatch.setattr(writer_module, "_write_parquet", fill_up)
+    monkeypatch.setattr(writer_module, "write_parquet", fill_up)
     out = tmp_path / "run"
     with pytest.raises(StoreError) as error:
         og.run("grokking", overrides=SMALL, out=out, commit_seconds=0)

@@ -11,6 +11,7 @@ import pytest
 
 from ontogeny.exceptions import LockedError, StoreError
 from ontogeny.store import ShardWriter, open_run, write_table
+from ontogeny.store import parquet as parquet_module
 from ontogeny.store import writer as writer_module
 from ontogeny.store.create import create_run
 
@@ -164,7 +165,7 @@ def test_a_failed_background_write_raises_at_commit(run_dir, monkeypatch):
     def fail(table, path, **options):
         raise OSError("disk full")
 
-    monkeypatch.setattr(writer_module, "_write_parquet", fail)
+    monkeypatch.setattr(writer_module, "write_parquet", fail)
     writer = ShardWriter(run_dir)
     append_step(writer, 0)
     with pytest.raises(OSError, match="disk full"):
@@ -312,7 +313,7 @@ def test_write_table_is_atomic_and_readable(run_dir, monkeypatch):
             file.write(b"PAR1 half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(writer_module.pq, "write_table", fail_midway)
+    monkeypatch.setattr(parquet_module.pq, "write_table", fail_midway)
     with pytest.raises(OSError):
         write_table(run_dir, "transitions", pd.DataFrame({"member": [0], "onset_step": [1]}))
     assert run.table("transitions")["onset_step"].tolist() == [100, 250]  # the old version, whole

@@ -142,11 +142,14 @@ def cross_entropy(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Ten
 def causal_lm(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token loss of a causal LM on token ids [B, L]: predicting token p from tokens < p, for p = 1..L-1,
     flattened to [B * (L-1)]; correct = the top-1 prediction is the token. Works for Hugging Face models too."""
-    logits = _logits(model(tokens))[:, :-1]  # [B, L-1, V]
+    logits = _logits(model(tokens))[:, :-1].float()  # [B, L-1, V]
     target = tokens[:, 1:]  # [B, L-1]
-    loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                                       reduction="none")
-    return loss, (logits.argmax(-1) == target).reshape(-1)
+    # loss = logsumexp - the target's logit, and top-1 = the target's logit is the largest: one max and one
+    # logsumexp over the vocabulary, where cross_entropy + argmax would also write out the log-softmax.
+    target_logit = logits.gather(-1, target[..., None])[..., 0]
+    loss = torch.logsumexp(logits, -1) - target_logit
+    correct = target_logit >= logits.amax(-1)
+    return loss.reshape(-1), correct.reshape(-1)
 
 
 def _logits(output: Any) -> torch.Tensor:

@@ -41,8 +41,10 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     """
     sources = [open_source(name, build) for name in (source, *members)]
     tokens, tokenizer = _probe_tokens(Path(probe), sources, context)
-    probe_set = ProbeSet.tokens(tokens, tokenizer=tokenizer, subsets=_frequency_buckets(tokens), batch_size=batch_size,
-                                name=SPLIT)
+    buckets = _frequency_buckets(tokens)
+    probe_set = ProbeSet.tokens(tokens, tokenizer=tokenizer, subsets=buckets, batch_size=batch_size, name=SPLIT)
+    bucket_of = {int(i): name for name, ids in buckets.items() for i in ids}
+    probe_set.token_table["frequency"] = probe_set.token_table.example.map(bucket_of)
     digest = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()
     producer = {"kind": "suite", "sources": [s.name for s in sources], "probe": str(probe), "probe_sha256": digest,
                 "probe_tokens": int(tokens.numel()), "context": int(tokens.shape[1])}

@@ -71,7 +71,8 @@ def join_run(path: str | Path, producer: dict[str, Any]) -> Layout:
     except OSError as err:
         raise StoreError(f"{layout.root}: cannot create the run directory ({os_reason(err)})") from None
     if not layout.meta.exists():
-        if any(p for p in layout.root.iterdir() if p.name != RUN_LOCK):
+        # another process's marker on its way in (its temp file, or the marker itself by now) is no reason to refuse
+        if any(p for p in layout.root.iterdir() if p.name not in (RUN_LOCK, META) and not p.name.endswith(TEMP_SUFFIX)):
             raise StoreError(f"{layout.root}: not empty and not an ontogeny run (choose another directory)")
         meta = {"format": FORMAT, "producer": producer, "created": now(), **machine()}
         temp = layout.root / f".{META}.{os.getpid()}{TEMP_SUFFIX}"
