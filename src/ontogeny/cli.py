@@ -252,7 +252,7 @@ def _fail(message: str) -> None:
 def main() -> None:
     """The console script: usage errors too are one line on stderr (exit 2), not a box."""
     try:
-        from typer._click import exceptions  # typer >= 0.24 carries its own copy of click
+        from typer._click import exceptions  # newer typer releases carry their own copy of click
     except ImportError:
         from click import exceptions
     try:

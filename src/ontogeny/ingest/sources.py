@@ -170,11 +170,13 @@ def open_source(source: str, build: str | None = None) -> Source:
         if not path.is_dir():
             raise IngestError(f"{source}: --build needs a directory of step*.pt / step*.safetensors state dicts")
         return StateDictSource(path, build)
-    if path.is_dir():
-        return DirectorySource(path)
-    if path.exists() or source.startswith((".", "/")) or source.count("/") != 1:
+    if not path.is_dir() and (path.exists() or source.startswith((".", "/")) or source.count("/") != 1):
         raise IngestError(f"{source}: neither a directory of step*/ checkpoints nor a hub model id (owner/name)")
-    return HubSource(source)
+    try:
+        import transformers  # noqa: F401 (hub ids and save_pretrained folders load through it)
+    except ImportError:
+        raise IngestError("ingesting a Hugging Face suite needs transformers: pip install 'ontogeny[hf]'") from None
+    return DirectorySource(path) if path.is_dir() else HubSource(source)
 
 
 def weights_hash(model: nn.Module) -> str:
