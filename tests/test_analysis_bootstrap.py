@@ -71,6 +71,24 @@ def test_comparison_p_values():
         compare(base, base[:5], paired=True)
 
 
+def test_p_values_never_reach_zero_and_pairs_follow_seed_labels():
+    rng = np.random.default_rng(7)
+    base = pd.Series(0.8 + rng.normal(0, 0.05, 6), index=[10, 11, 12, 13, 14, 15])
+    treatment = base + 0.5  # far beyond every draw
+    result = compare(base, treatment, paired=True, n_boot=500, random_state=0)
+    assert result.p_value == result.p_one_sided == 1 / 500
+    shuffled = treatment.sample(frac=1.0, random_state=1)  # the same seeds in another row order
+    by_label = compare(base, shuffled, paired=True, n_boot=500, random_state=0)
+    np.testing.assert_allclose(by_label.distribution, result.distribution)
+    by_row = compare(base.to_numpy(), shuffled.to_numpy(), paired=True, n_boot=500, random_state=0)
+    assert by_row.high - by_row.low > 2 * (result.high - result.low)  # row order pairs the wrong seeds
+    with pytest.raises(ValueError, match="same seed labels"):
+        compare(base, treatment.rename(index={15: 99}), paired=True)
+    ci = multibootstrap(base.to_numpy(), n_boot=500, random_state=0)
+    assert ci.estimate_kind == "plug-in" and ci.estimate == pytest.approx(base.mean())
+    assert ci.bootstrap_mean == pytest.approx(ci.distribution.mean())
+
+
 def test_anova_sums_of_squares_by_hand():
     # 2 init seeds x 2 data seeds x 2 replicates
     y = {(0, 0): [1.0, 3.0], (0, 1): [2.0, 4.0], (1, 0): [6.0, 6.0], (1, 1): [9.0, 11.0]}

@@ -14,6 +14,7 @@ from ontogeny.analysis.dynamics import (
     abruptness,
     age_of_acquisition,
     cartography,
+    chance_aoa,
     forgetting_events,
     sigmoid_summary,
 )
@@ -103,6 +104,8 @@ def test_cartography_by_hand():
     assert only_correct["confidence"].isna().all() and np.allclose(only_correct["correctness"], [2 / 3, 1])
     with pytest.raises(ValueError):
         cartography()
+    hinge = cartography(loss=loss, correct=correct, loss_kind="hinge")  # exp(-hinge) is no probability
+    assert hinge["confidence"].isna().all() and hinge["variability"].isna().all()
 
 
 def test_example_dynamics_table():
@@ -119,3 +122,65 @@ def test_example_dynamics_table():
     assert "confidence" in from_correct and from_correct["confidence"].isna().all()
     with pytest.raises(ValueError):
         ExampleDynamics(aoa_from="loss").fit(STEPS, correct=correct)
+
+
+# ---- age of acquisition as Chang et al. 2024 define it -------------------------------------------------------
+
+CHANCE = np.log(10.0)  # ten classes
+LOG = np.log10(STEPS)  # their axis: log10(step), step 0 dropped
+
+
+def drop(start: float, end: float, center: float, width: float = 0.1) -> np.ndarray:
+    """A loss falling from `start` to `end` around log10(step) = center."""
+    return start + (end - start) * expit((LOG - center) / width)
+
+
+def chang_reference(steps, loss, chance, proportion=0.5):
+    """Their procedure, written out from the paper and its released code: scipy's curve_fit of the 4-parameter
+    sigmoid start + (end - start) / (1 + exp((xmid - x) / scale)) to -loss on log10(step), from p0 = (min, max,
+    mean x, 1); threshold `proportion` of the way from -chance to the best -loss; the max-x / min-x rules."""
+    keep = steps > 0
+    x, y = np.log10(steps[keep]), -loss[keep]
+
+    def sigmoid(x, start, end, xmid, scale):
+        return start + (end - start) / (1.0 + np.exp((xmid - x) / scale))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start, end, xmid, scale = curve_fit(sigmoid, x, y, p0=[y.min(), y.max(), x.mean(), 1.0], maxfev=100000)[0]
+    ymin, ymax = -chance, y.max()
+    threshold = ymin * (1 - proportion) + ymax * proportion
+    if (threshold >= start and threshold >= end) or ymin >= ymax or (end < start and scale > 0) or (
+            end > start and scale < 0):
+        return 10 ** x.max()
+    if threshold <= start and threshold <= end:
+        return 10 ** x.min()
+    return 10 ** (xmid - scale * np.log((end - start) / (threshold - start) - 1.0))
+
+
+def test_chance_aoa_hand_cases_with_known_answers():
+    starts_at_chance = drop(CHANCE, 0.3, center=2.0)  # halfway between chance and its minimum: the centre
+    below_chance = drop(1.5, 0.3, center=3.0)  # starts below chance: the threshold (chance + 0.3) / 2 = 1.30
+    never = np.full(len(STEPS), CHANCE) + 0.01 * np.sin(np.arange(len(STEPS)))
+    learned_early = drop(0.35, 0.3, center=3.0)  # below the threshold at every checkpoint
+    aoa, acquired = chance_aoa(STEPS, np.stack([starts_at_chance, below_chance, never, learned_early]), CHANCE)
+    threshold = (CHANCE + below_chance.min()) / 2
+    fraction = (1.5 - threshold) / (1.5 - 0.3)  # the share of the drop done when the loss reaches the threshold
+    assert np.log10(aoa[0]) == pytest.approx(2.0, abs=0.005)
+    assert np.log10(aoa[1]) == pytest.approx(3.0 + 0.1 * np.log(fraction / (1 - fraction)), abs=0.005)
+    assert aoa[2] == STEPS[-1] and aoa[3] == STEPS[0]
+    assert acquired.tolist() == [True, True, False, True]
+    # the first-and-last reading puts the curve that starts below chance at its centre: a different step
+    halfway = age_of_acquisition(STEPS, below_chance[None], increasing=False)[0]
+    assert np.log10(halfway) == pytest.approx(3.0, abs=0.01) and aoa[1] < halfway / 1.3
+
+
+def test_chance_aoa_matches_the_reference_procedure():
+    rng = np.random.default_rng(0)
+    curves = [drop(CHANCE, rng.uniform(0.1, 1.0), rng.uniform(1.0, 4.0), rng.uniform(0.05, 0.5)) for _ in range(12)]
+    curves += [drop(1.8, 0.4, 2.5), drop(CHANCE, 0.2, 1.5) + drop(0, 1.5, 3.5),  # learned, then forgotten
+               drop(CHANCE, 1.5, 1.5) + drop(0, -1.0, 3.5)]  # two drops
+    loss = np.stack(curves) + rng.normal(0, 0.03, (len(curves), len(STEPS)))
+    ours, _ = chance_aoa(STEPS, loss, CHANCE)
+    theirs = np.array([chang_reference(STEPS, curve, CHANCE) for curve in loss])
+    np.testing.assert_allclose(np.log10(ours), np.log10(theirs), atol=0.03)  # decades

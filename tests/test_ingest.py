@@ -81,6 +81,7 @@ def test_every_token_of_every_checkpoint_is_scored_like_the_model_itself(ingeste
     run, (seed0, _, probe) = ingested, suites
     assert run.producer["kind"] == "suite" and run.members().source.tolist() == [str(s) for s in suites[:2]]
     assert run.members().init_seed.tolist() == [0, 1] and set(run.members().status) == {"ok"}
+    assert run.members().chance_loss.tolist() == pytest.approx([np.log(len(tokenizer()))] * 2)  # ln V per token
     tokens = run.tokens()
     n_tokens = len(tokens)
     assert len(run.examples()) == 2 * len(STEPS) * n_tokens

@@ -137,7 +137,7 @@ def write_synthetic_run(path: Path, n_members: int = 32, n_examples: int = 2000,
                           np.nan)
     write_table(path, "example_dynamics", pd.DataFrame({
         "member": np.repeat(member, n_examples), "split": "test", "example": np.tile(np.arange(n_examples), n_members),
-        "aoa_step": learned_at.ravel(), "abruptness": 1.0, "forgetting_events": 0, "learned": np.isfinite(
+        "aoa_step": learned_at.ravel(), "acquired": np.isfinite(learned_at.ravel()), "abruptness": 1.0, "forgetting_events": 0, "learned": np.isfinite(
             learned_at.ravel()), "confidence": rng.uniform(0, 1, n_members * n_examples),
         "variability": rng.uniform(0, 0.5, n_members * n_examples), "correctness": rng.uniform(0, 1, n_members *
                                                                                                   n_examples)}))

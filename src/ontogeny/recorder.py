@@ -161,8 +161,12 @@ class Recorder:
 
     def __init__(self, run_dir: str | Path, member: dict[str, Any], probes: dict[str, Any] | None = None, *,
                  every: LogSpaced | Sequence[int] | None = None, loss: LossFunction | None = None,
-                 resume_step: int | None = None, commit_seconds: float = 30.0, examples: bool = True):
+                 chance_loss: float | None = None, loss_kind: str | None = None, resume_step: int | None = None,
+                 commit_seconds: float = 30.0, examples: bool = True):
         config = _config(member)
+        # for age of acquisition (the chance-level loss) and cartography (whether exp(-loss) is a probability)
+        self.loss_columns = {"chance_loss": chance_loss,
+                             "loss_kind": loss_kind or ("cross_entropy" if loss is None else None)}
         self.every = every if every is not None else log_spaced()
         self.loss, self.examples, self.commit_seconds = loss, examples, commit_seconds
         self.probes = {name: p if isinstance(p, ProbeSet) else ProbeSet(p, name=name)
@@ -288,7 +292,8 @@ class Recorder:
         seed = config.get("init_seed", config.get("seed"))
         row = {"member": member_id, "ensemble": member_id,
                "init_seed": _int(seed), "data_seed": _int(config.get("data_seed")),
-               "status": status, "diverged_step": None, **settings, CONFIG_COLUMN: self._config_text}
+               "status": status, "diverged_step": None, **self.loss_columns, **settings,
+               CONFIG_COLUMN: self._config_text}
         frame = pd.DataFrame([row])
         for column in ("init_seed", "data_seed", "diverged_step"):
             frame[column] = frame[column].astype("Int64")

@@ -10,7 +10,8 @@ Variance decomposition: when init seeds and data seeds are crossed (every init w
 two-way random-effects ANOVA splits an outcome's variance into init, data order, their interaction and, with
 replicates, residual (method-of-moments estimators from expected mean squares, e.g. Searle, Casella &
 McCulloch 1992, ch. 4), with CIs from the pigeonhole bootstrap (Owen 2007), resampling the levels of both
-factors independently.
+factors independently. Measured coverage of the nominal 95% share intervals in 300 simulated designs each
+(benchmarks/variance_coverage.py): 93-100% (data order 93-96%, residual 95-97%, init 97-100%).
 """
 
 from __future__ import annotations
@@ -24,20 +25,26 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Plug-in estimate, percentile CI [low, high], and the bootstrap distribution [n_boot]."""
+    """The plug-in estimate (the statistic of the data as observed, not the mean of the bootstrap draws), the
+    percentile CI [low, high], and the bootstrap distribution [n_boot] (its mean: `bootstrap_mean`)."""
 
     estimate: float
     low: float
     high: float
     distribution: np.ndarray = field(repr=False)
+    estimate_kind: str = "plug-in"
+
+    @property
+    def bootstrap_mean(self) -> float:
+        return float(np.mean(self.distribution))
 
 
 @dataclass(frozen=True)
 class Comparison:
     """Difference statistic(treatment) - statistic(base): plug-in estimate, percentile CI, two-sided p-value
     (2 * the smaller bootstrap tail beyond 0, capped at 1), the one-sided p = P*(difference <= 0) that the
-    MultiBERTs code reports, and the bootstrap distribution of the difference [n_boot]. A p-value of 0 means
-    below 1 / n_boot."""
+    MultiBERTs code reports, and the bootstrap distribution of the difference [n_boot]. Both p-values are
+    floored at 1 / n_boot: a tail no draw reached is "below 1 / n_boot", never 0."""
 
     difference: float
     low: float
@@ -45,6 +52,7 @@ class Comparison:
     p_value: float
     p_one_sided: float
     distribution: np.ndarray = field(repr=False)
+    estimate_kind: str = "plug-in"
 
 
 def _as_matrix(values) -> np.ndarray:
@@ -97,10 +105,13 @@ def compare(base, treatment, *, paired: bool, n_boot: int = 2000, ci: float = 0.
             statistic: Callable = np.mean, random_state=None) -> Comparison:
     """Multi-Bootstrap comparison of two configurations, each [members] or [members, examples].
 
-    paired=True: row i of both is the same seed; each draw resamples one set of seeds for both sides (their
-    member counts must match). paired=False: each side's seeds are resampled separately. Examples (columns,
-    which must match) are resampled once per draw and shared, as in the MultiBERTs reference code.
+    paired=True: both sides share their seeds; each draw resamples one set of seeds for both. Pandas inputs
+    (Series or DataFrames indexed by seed label) are paired by label, whatever their row order; arrays are
+    paired row by row. paired=False: each side's seeds are resampled separately. Examples (columns, which must
+    match) are resampled once per draw and shared, as in the MultiBERTs reference code.
     """
+    if paired:
+        base, treatment = _paired_by_label(base, treatment)
     base, treatment = _as_matrix(base), _as_matrix(treatment)
     if base.shape[1] != treatment.shape[1]:
         raise ValueError(f"both sides need the same examples: {base.shape[1]} vs {treatment.shape[1]} columns")
@@ -116,9 +127,20 @@ def compare(base, treatment, *, paired: bool, n_boot: int = 2000, ci: float = 0.
     def plug_in(values):
         return float(statistic(values[:, 0]) if values.shape[1] == 1 else statistic(values))
 
+    floor = 1.0 / n_boot
     below, above = float(np.mean(distribution <= 0)), float(np.mean(distribution >= 0))
     return Comparison(plug_in(treatment) - plug_in(base), *_percentile_interval(distribution, ci),
-                      min(1.0, 2 * min(below, above)), below, distribution)
+                      max(floor, min(1.0, 2 * min(below, above))), max(floor, below), distribution)
+
+
+def _paired_by_label(base, treatment):
+    """Pandas inputs reordered so that row i of both is the same seed label; arrays as they are."""
+    if not isinstance(base, pd.Series | pd.DataFrame) or not isinstance(treatment, pd.Series | pd.DataFrame):
+        return base, treatment
+    if set(base.index) != set(treatment.index) or base.index.has_duplicates:
+        raise ValueError(f"paired comparison needs the same seed labels on both sides: {sorted(base.index)} vs "
+                         f"{sorted(treatment.index)}")
+    return base.to_numpy(), treatment.loc[base.index].to_numpy()
 
 
 # ---------------------------------------------------------------- variance decomposition over crossed seeds

@@ -1,13 +1,18 @@
 """Per-example learning dynamics, vectorised over examples: curves [N, S] at checkpoint steps [S].
 
-- Age of acquisition (Chang & Bergen 2022, "Word acquisition in neural language models"; Chang et al. 2024,
-  "Characterizing learning curves during language model pre-training"): fit a sigmoid to each curve in
-  log-step and take the step where the fit is halfway between its values at the first and last checkpoint.
+- Age of acquisition as Chang et al. 2024 ("Characterizing learning curves during language model
+  pre-training", and their released code) define it: fit a sigmoid to each loss curve in log10(step) (step 0
+  dropped) and take the step where the fit crosses halfway between the *chance* loss and the *lowest* loss the
+  curve reached; a curve whose fit never gets there is clipped to the last step (not acquired), one already
+  past it at every checkpoint to the first. `halfway_step` keeps the simpler reading (halfway between the fit's
+  own values at the first and last checkpoint); the two agree only when a curve starts at chance and ends at its
+  minimum.
 - Abruptness: the share of a curve's range covered by its single largest move between two checkpoints.
 - Forgetting events (Toneva et al. 2019, "An empirical study of example forgetting"): correct -> incorrect
   flips between consecutive checkpoints.
 - Data maps (Swayamdipta et al. 2020, "Dataset cartography"): mean and std over checkpoints of the probability
-  of the true label, and the fraction of checkpoints at which the example is correct.
+  of the true label, and the fraction of checkpoints at which the example is correct. The probability is
+  exp(-loss) for cross entropy only; for other losses (the hinge) confidence and variability are not defined.
 
 Every function takes an [N, S] array (N curves: examples, or member x example pairs flattened) and returns [N].
 """
@@ -55,6 +60,40 @@ def age_of_acquisition(steps, values, *, increasing: bool | None = None, log_ste
     return aoa
 
 
+def chance_aoa(steps, loss, chance, *, proportion: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Age of acquisition of loss curves [N, S] at checkpoint steps [S] as Chang et al. 2024: (aoa_step [N],
+    acquired [N]).
+
+    The fit: a least-squares sigmoid in log10(step) over the checkpoints after step 0, its centre free to lie up
+    to half a decade outside them (their curve_fit is unconstrained). The threshold: `proportion` of the way from
+    `chance` (a float, or [N] per curve; ln C for C classes, 1 for the hinge, ln V per token) to the lowest loss
+    reached. AoA is where the fit crosses it; the last step (acquired False) if the fit never gets below it, only
+    rises, the curve never beats chance, or the crossing lies after the last checkpoint; the first step if the
+    fit is below it everywhere (or crosses before the first checkpoint).
+    """
+    steps = check_steps(steps, min_length=3)
+    loss = check_curves(loss, len(steps), name="loss")
+    keep = steps > 0
+    x, y = np.log10(steps[keep]), -loss[:, keep]  # increasing is learning, as in their code
+    if len(x) < 3:
+        raise ValueError("age of acquisition needs at least 3 checkpoints after step 0")
+    fit = fit_sigmoids(x, y, centers=np.linspace(x[0] - 0.5, x[-1] + 0.5, 128))
+    best, floor = y.max(axis=1), -np.broadcast_to(np.asarray(chance, dtype=float), (len(y),))
+    threshold = floor * (1 - proportion) + best * proportion
+    start, end = fit.low, fit.low + fit.amplitude  # the fit's two asymptotes, left and right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = (threshold - start) / (end - start)
+        crossing = fit.center + fit.width * np.log(fraction / (1 - fraction))
+    never = (threshold >= np.maximum(start, end)) | (floor >= best) | (end < start)
+    always = ~never & (threshold <= np.minimum(start, end))
+    aoa = np.where(never, x[-1], np.where(always, x[0], crossing))
+    # A crossing the fit puts outside the checkpoints is clipped to them (their code returns it as is); one after
+    # the last checkpoint was not reached in the run, so it counts as not acquired.
+    never |= aoa > x[-1]
+    first, last = steps[keep][0], steps[keep][-1]
+    return np.where(never, last, np.where(aoa <= x[0], first, 10.0 ** np.clip(aoa, x[0], x[-1]))), ~never
+
+
 def abruptness(values) -> np.ndarray:
     """Largest absolute change between consecutive checkpoints over the curve's range (max - min), [N, S] -> [N]
     in [0, 1]; 1 means the whole range is crossed in one step, NaN for a constant curve.
@@ -95,17 +134,20 @@ def forgetting_events(correct, steps=None) -> pd.DataFrame:
     })
 
 
-def cartography(*, loss=None, correct=None, p_true=None) -> pd.DataFrame:
+def cartography(*, loss=None, correct=None, p_true=None, loss_kind: str = "cross_entropy") -> pd.DataFrame:
     """Data-map coordinates per curve (Swayamdipta et al. 2020) over checkpoints, inputs [N, S]: `confidence`
     (mean probability of the true label), `variability` (its standard deviation, ddof=0 as in the paper's code)
     and `correctness` (fraction of checkpoints correct; NaN without `correct`).
 
-    The probability is `p_true` if given, else exp(-loss), exact for cross-entropy losses only (not for hinge).
+    The probability is `p_true` if given, else exp(-loss) for a cross-entropy loss; for any other `loss_kind`
+    (the hinge) it is not defined and confidence and variability are NaN.
     """
+    if loss_kind != "cross_entropy":
+        loss = None
     if p_true is None and loss is not None:
         p_true = np.exp(-np.atleast_2d(np.asarray(loss, dtype=float)))
     if p_true is None and correct is None:
-        raise ValueError("cartography needs loss, p_true or correct")
+        raise ValueError("cartography needs a cross-entropy loss, p_true or correct")
     n_curves = len(np.atleast_2d(p_true if p_true is not None else correct))
     table = pd.DataFrame(index=pd.RangeIndex(n_curves))
     if p_true is not None:
@@ -124,20 +166,27 @@ def cartography(*, loss=None, correct=None, p_true=None) -> pd.DataFrame:
 class ExampleDynamics:
     """All per-example dynamics in one table.
 
-    Parameters (stored only): `log_steps` fits the acquisition sigmoid in log10(1 + step); `aoa_from` chooses the
-    curve for age of acquisition and abruptness: "loss", "correct", or "auto" (loss when given: a continuous
-    curve locates the halfway point better than 0/1 flips).
+    Parameters (stored only): `aoa_from` chooses the curve for age of acquisition and abruptness: "loss",
+    "correct" (its error rate 1 - correct, as a loss), or "auto" (loss when given: a continuous curve locates the
+    threshold better than 0/1 flips); `chance` is the chance-level loss for `chance_aoa` (ln C for C classes,
+    1 for the hinge, ln V per token; None: the mean of the curves at the first checkpoint, the untrained model's
+    level); `loss_kind` ("cross_entropy" or "hinge") says whether exp(-loss) is a probability (cartography);
+    `log_steps` fits `halfway_step`'s sigmoid in log10(1 + step).
 
     Fitted: `table_`, a DataFrame with one row per curve (index `index` if given to fit, else 0..N-1 named
-    "example"): aoa_step (NaN unless the curve moved the learning way: loss down, correctness up),
-    rise_decades (10%-90% width of the fitted sigmoid), aoa_r2, abruptness (from the chosen curve);
-    n_forgetting, n_learning, ever_learned, unforgettable, final_correct, first_learned_step (when correct is
-    given); confidence, variability, correctness (cartography).
+    "example"): aoa_step and acquired (`chance_aoa`, Chang et al. 2024), halfway_step (halfway between the
+    fitted first and last values; NaN unless the curve moved the learning way), rise_decades (10%-90% width of
+    that sigmoid), aoa_r2, abruptness (from the chosen curve); n_forgetting, n_learning, ever_learned,
+    unforgettable, final_correct, first_learned_step (when correct is given); confidence, variability,
+    correctness (cartography).
     """
 
-    def __init__(self, *, log_steps: bool = True, aoa_from: str = "auto"):
-        self.log_steps = log_steps
+    def __init__(self, *, aoa_from: str = "auto", chance: float | None = None, loss_kind: str = "cross_entropy",
+                 log_steps: bool = True):
         self.aoa_from = aoa_from
+        self.chance = chance
+        self.loss_kind = loss_kind
+        self.log_steps = log_steps
 
     def fit(self, steps, loss=None, correct=None, *, index=None) -> ExampleDynamics:
         """steps [S]; loss [N, S] (float) and/or correct [N, S] (bool); index [N] labels the rows."""
@@ -154,20 +203,26 @@ class ExampleDynamics:
             source = "loss" if loss is not None else "correct"
         if source not in ("loss", "correct") or (loss if source == "loss" else correct) is None:
             raise ValueError(f"aoa_from={self.aoa_from!r} needs that curve to be passed to fit")
-        curve = loss if source == "loss" else correct.astype(float)
+        curve = loss if source == "loss" else 1.0 - correct  # [N, S], lower is better either way
+        chance = self.chance if source == "loss" and self.chance is not None else float(curve[:, 0].mean())
 
+        if (steps > 0).sum() >= 3:
+            aoa, acquired = chance_aoa(steps, curve, chance)
+        else:  # too few checkpoints after step 0 for a fit in log10(step)
+            aoa, acquired = np.full(len(curve), np.nan), np.zeros(len(curve), dtype=bool)
         summary = sigmoid_summary(steps, curve, log_steps=self.log_steps)
         moved = summary["end"] - summary["start"]
-        acquired = moved < 0 if source == "loss" else moved > 0  # learning lowers loss, raises correctness
         table = pd.DataFrame({
-            "aoa_step": summary["halfway_step"].where(acquired),
+            "aoa_step": aoa,
+            "acquired": acquired,
+            "halfway_step": summary["halfway_step"].where(moved < 0),  # learning lowers the curve
             "rise_decades": summary["rise_decades"],
             "aoa_r2": summary["r2"],
             "abruptness": abruptness(curve),
         })
         if correct is not None:
             table = table.join(forgetting_events(correct, steps))
-        table = table.join(cartography(loss=loss, correct=correct))
+        table = table.join(cartography(loss=loss, correct=correct, loss_kind=self.loss_kind))
         if index is None:
             index = pd.RangeIndex(len(table), name="example")
         table.index = index

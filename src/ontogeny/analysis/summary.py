@@ -8,7 +8,7 @@ import pandas as pd
 THRESHOLD = 0.99  # "memorized" / "generalized": accuracy at or above 99%, as Power et al. 2022
 # Columns of `members` that say who a member is rather than what it was trained with.
 IDENTITY_COLUMNS = frozenset({"member", "ensemble", "init_seed", "data_seed", "status", "diverged_step", "config",
-                              "source", "recorder.config"})
+                              "source", "recorder.config", "chance_loss", "loss_kind"})
 
 
 def split_curves(names) -> list[str]:

@@ -10,6 +10,7 @@ stopped and a later ingest with more revisions adds only those.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -75,8 +76,8 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
         todo = [r for r in wanted if r not in set(done.revision)]
         evaluator = Evaluator(writer, [member], [Probe(SPLIT, probe_set.ids, probe_set.batches(torch.device("cpu")),
                                                        None, probe_set.subsets, adapter=_single_causal_lm)])
-        table = done.copy()
-        writer.put("members", _member_row(member, source, "running"))
+        table, chance = done.copy(), None
+        writer.put("members", _member_row(member, source, "running", chance))
         writer.put("subsets", _subsets(probe_set))
         writer.put("tokens", probe_set.token_table)
         writer.commit()
@@ -84,6 +85,9 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
             started = time.perf_counter()
             model = source.load(revision)
             step = step_of(revision)
+            if chance is None:
+                chance = _chance_loss(model)
+                writer.put("members", _member_row(member, source, "running", chance))
             with torch.inference_mode():
                 scalars = evaluator.evaluate(step, model)
             scalar_rows(writer, [member], step, scalars)
@@ -94,8 +98,14 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
             writer.commit()  # one commit per revision: a killed ingest resumes at the next one
             if progress:
                 progress(source.name, step, len(table), len(probe_set.ids) / (time.perf_counter() - started))
-        writer.put("members", _member_row(member, source, "ok"))
+        writer.put("members", _member_row(member, source, "ok", chance))
         writer.commit()
+
+
+def _chance_loss(model) -> float | None:
+    """A uniform guess over the vocabulary, ln V nats per token (None when the model does not say its V)."""
+    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return math.log(embeddings.weight.shape[0]) if embeddings is not None else None
 
 
 def _single_causal_lm(model, tokens):
@@ -168,10 +178,11 @@ def _subsets(probe_set: ProbeSet) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "example", "subset"])
 
 
-def _member_row(member: int, source: Source, status: str) -> pd.DataFrame:
+def _member_row(member: int, source: Source, status: str, chance: float | None) -> pd.DataFrame:
     seed = re.search(r"seed[-_]?(\d+)", Path(source.name).name)
     frame = pd.DataFrame([{"member": member, "ensemble": member, "init_seed": int(seed.group(1)) if seed else None,
-                           "data_seed": None, "status": status, "diverged_step": None, "source": source.name}])
+                           "data_seed": None, "status": status, "diverged_step": None, "source": source.name,
+                           "loss_kind": "cross_entropy", "chance_loss": chance}])
     for column in ("init_seed", "data_seed", "diverged_step"):
         frame[column] = frame[column].astype("Int64")
     return frame

@@ -126,7 +126,8 @@ def example_onsets(run: Run, member: int | None = None, split: str | None = None
     """
     if "example_dynamics" in run.tables():
         where, params = _where(member, split)
-        frame = run.sql(f"SELECT member, split, example, aoa_step AS onset FROM example_dynamics {where}", params)
+        frame = run.sql(f"SELECT member, split, example, CASE WHEN acquired THEN aoa_step END AS onset "
+                        f"FROM example_dynamics {where}", params)
         return frame, "ontogeny analyze (example_dynamics.aoa_step)"
     where, params = _where(member, split)
     frame = run.sql(f"""SELECT member, split, example, max(step) FILTER (WHERE NOT correct) AS last_wrong,

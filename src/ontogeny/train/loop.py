@@ -68,7 +68,7 @@ class EnsembleTrainer:
     def members_table(self) -> pd.DataFrame:
         """The members rows of this ensemble with their current status (running, ok or diverged)."""
         return member_rows(self.members, dict(zip((m.member for m in self.members), self.diverged_step)),
-                           finished=self.finished)
+                           finished=self.finished, task=self.task)
 
     def extend(self, writer) -> list[Path]:
         """After the spec's steps were raised: retire the rows a run of the new length would not have.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -61,14 +62,17 @@ def hyperparameters(spec: Spec) -> dict[str, object]:
     return flat
 
 
-def member_rows(members: list[Member], diverged: dict[int, int | None], *, finished: bool) -> pd.DataFrame:
-    """The `members` table rows of `members`: ids, seeds, status (running / ok / diverged) and hyperparameters."""
+def member_rows(members: list[Member], diverged: dict[int, int | None], *, finished: bool, task=None) -> pd.DataFrame:
+    """The `members` table rows of `members`: ids, seeds, status (running / ok / diverged), hyperparameters and,
+    given the ensemble's `task`, its loss kind and chance-level loss (ln C for C classes, 1 for the hinge)."""
     rows = []
     for m in members:
         step = diverged.get(m.member)
         status = "diverged" if step is not None else ("ok" if finished else "running")
+        loss = {} if task is None else {"loss_kind": task.loss,
+                                         "chance_loss": 1.0 if task.loss == "hinge" else math.log(task.n_outputs)}
         rows.append({"member": m.member, "ensemble": m.ensemble, "init_seed": m.init_seed, "data_seed": m.data_seed,
-                     "status": status, "diverged_step": step, **hyperparameters(m.spec)})
+                     "status": status, "diverged_step": step, **loss, **hyperparameters(m.spec)})
     frame = pd.DataFrame(rows)
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
     return frame
