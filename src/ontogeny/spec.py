@@ -187,6 +187,7 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
     source = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data.pop("paper", None)  # a recipe's record of its source's settings (`recipe_fidelity`), not a setting
     except FileNotFoundError:
         raise SpecError("no such file", source=source) from None
     except IsADirectoryError:
@@ -252,6 +253,13 @@ def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine:
 
 def recipe_names() -> list[str]:
     return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
+
+
+def recipe_fidelity(name: str) -> list[tuple[str, Any, Any]]:
+    """(setting, the source's value, this recipe's value) for every setting the recipe's `[paper]` table records."""
+    paper = tomllib.loads((RECIPES_DIR / f"{name}.toml").read_text()).get("paper", {})
+    spec = load_spec(name, check_machine=False)
+    return [(key, _lists(value), _lists(spec.get(key))) for key, value in paper.items()]
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------

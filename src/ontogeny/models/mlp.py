@@ -53,7 +53,8 @@ class EnsembleMLP(nn.Module):
                                  dtype=torch.float32)  # [M]
         gens, width = init_generators(init_seeds), spec.width
         if vocab_size:
-            # std as nn.Linear on the concatenated one-hot tokens (fan-in n_positions * vocab_size), as Gromov 2023
+            # std as nn.Linear on the concatenated one-hot tokens, fan-in n_positions * vocab_size (for modular
+            # arithmetic 3(p + 1): a, b and '='; Gromov 2023's input is a and b alone, 2p)
             self.embed = member_normal(gens, (n_positions, vocab_size, width),
                                        fan_in_std(n_positions * vocab_size, scales))
         else:
