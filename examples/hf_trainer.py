@@ -8,6 +8,7 @@ held-out sequences at log-spaced steps; the `repeat` and `random` subsets tell t
 """
 
 import argparse
+import math
 
 import torch
 from datasets import Dataset
@@ -37,6 +38,7 @@ tokens = repeated(4096, seed=1)
 train = Dataset.from_dict({"input_ids": tokens.tolist(), "labels": tokens.tolist()})
 callback = OntogenyCallback(args.run_dir, member={"seed": args.seed}, every=og.log_spaced(per_octave=4, until=100,
                                                                                          then_every=50),
+                            chance_loss=math.log(VOCAB),  # a uniform guess: the floor of age of acquisition
                             probes={"heldout": og.ProbeSet.tokens(repeated(16, seed=2), subsets={
                                 # example id = sequence * 24 + position (position >= 1 is predicted)
                                 "random": [s * LENGTH + q for s in range(16) for q in range(1, HALF)],

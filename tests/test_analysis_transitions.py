@@ -98,3 +98,31 @@ def test_synthetic_curves_shapes_and_truth():
     for curve, true_steps in zip(values, truth):
         jumps = steps[1:][np.abs(np.diff(curve)) > 0]
         assert np.array_equal(jumps, true_steps)
+
+
+# ---- held to a corpus of known kinds (issue 8), and noise that is not independent -------------------------------
+
+
+def test_targets_on_the_corpus_of_known_kinds():
+    from ontogeny.analysis.transition_corpus import SMOOTH, corpus, evaluate
+
+    steps, rows = corpus(60, random_state=1)
+    result = evaluate(TransitionDetector(), steps, rows)
+    assert result["precision"] >= 0.95 and result["recall"] >= 0.90, result
+    for kind in SMOOTH:  # exponential relaxations and power laws under correlated noise included
+        assert result["by_kind"][kind] <= 0.2, (kind, result)
+
+
+def test_long_run_sigma_sees_correlated_noise_and_not_the_signal():
+    from ontogeny.analysis._common import difference_sigma, long_run_sigma
+    from ontogeny.analysis.transition_corpus import checkpoints, curve
+
+    rng = np.random.default_rng(2)
+    steps = checkpoints()
+    for rho in (0.0, 0.5):
+        curves = np.stack([curve(kind, steps, rng, rho)[0] for kind in ("sigmoid", "two_steps", "relaxation")
+                           for _ in range(30)])
+        sigma, found = long_run_sigma(curves)
+        assert abs(found.mean() - rho) < 0.08  # the transitions do not leak into the estimate
+        inflation = np.sqrt(1 + rho) / (1 - rho)  # long-run scale / difference scale for AR(1)
+        assert np.median(sigma / difference_sigma(curves)) == pytest.approx(inflation, rel=0.2)

