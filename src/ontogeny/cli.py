@@ -47,6 +47,12 @@ class ProgressDisplay:
                 parts.append(f"{name} {scalars[name].min():.2f}-{scalars[name].max():.2f}")
         self.bar.update(self.task, completed=ensemble * self.steps + step, status="  ".join(parts))
 
+    def overall(self, steps_done: int, *, running: int, failed: int) -> None:
+        """Progress of a distributed run: steps recorded over all ensembles, tasks running and failed."""
+        elapsed = time.monotonic() - self.started
+        self.bar.update(self.task, completed=steps_done, speed=f"{steps_done / max(elapsed, 1e-9):.0f} steps/s",
+                        status=f"tasks running {running}" + (f", failed {failed}" if failed else ""))
+
     def stop(self) -> None:
         self.bar.stop()
 
@@ -63,19 +69,43 @@ def run_command(
                                                  "marked as a run).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: the spec's).")] = None,
     commit_seconds: Annotated[float, typer.Option(help="Seconds between durable saves.")] = 30.0,
+    backend: Annotated[str, typer.Option(help="sequential (this process) or ray (a Ray task per ensemble).")]
+    = "sequential",
+    address: Annotated[Optional[str], typer.Option(help="With --backend ray: an existing cluster (default: start a "
+                                                        "local one).")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option(help="With --backend ray: tasks at once (default: the "
+                                                             "cluster's CPUs).")] = None,
+    max_members: Annotated[Optional[int], typer.Option(help="Members per ensemble at most (default: as many as fit "
+                                                            "a worker's memory).")] = None,
+    gpus_per_task: Annotated[Optional[float], typer.Option(help="With --backend ray and cuda: GPUs per task "
+                                                                "(a fraction packs several on one GPU).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the plan (ensembles, members, memory, estimated time) "
+                                                      "and train nothing.")] = False,
 ) -> None:
     """Train every member of a spec as ensembles and record them into a run directory."""
     from .analysis.summary import member_summary
-    from .train.run import run
+    from .train.run import plan_run, run
 
     if spec is None and resume is None:
         _fail("give a spec file or recipe name, or --resume DIR")
     if resume is not None and out is not None:
         _fail("--resume DIR names the run; drop --out")
+    if plan:
+        try:
+            the_plan, seconds = plan_run(spec, overrides=set_, max_members=max_members, max_parallel=max_parallel or 1)
+        except OntogenyError as err:
+            _fail(str(err))
+        for line in the_plan.describe(seconds):
+            console.print(line, markup=False, highlight=False)
+        console.print(f"{len(the_plan.groups)} ensembles in {len(the_plan.tasks)} tasks; about {sum(seconds):,.0f} s "
+                      f"of training on this machine's CPU, one task at a time", markup=False, highlight=False)
+        return
     display = ProgressDisplay()
     try:
         result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
-                     extend_to=extend_to, device=device, commit_seconds=commit_seconds, progress=display)
+                     extend_to=extend_to, device=device, commit_seconds=commit_seconds, backend=backend,
+                     address=address, max_parallel=max_parallel, max_members=max_members,
+                     gpus_per_task=gpus_per_task, progress=display)
     except KeyboardInterrupt:
         display.stop()
         where = resume or out or "runs/<name>"

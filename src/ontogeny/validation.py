@@ -50,11 +50,11 @@ def validate(spec: Spec, source: str | None = None, *, check_machine: bool = Tru
         import torch
 
         check(torch.cuda.is_available(), "device", "CUDA is not available on this machine")
-    need, have = estimate_memory(spec), _machine_memory()
+    # Ensembles are cut to fit (train/plan.py), so what must fit is one member.
+    need, have = estimate_memory(spec) // n_members(spec), _machine_memory()
     if check_machine and have and need > 0.8 * have:
-        raise SpecError(f"needs about {need / 2**30:.1f} GiB of memory for {n_members(spec)} members, "
-                        f"this machine has {have / 2**30:.1f} GiB (use fewer seeds or a smaller model)",
-                        source=source, key="model")
+        raise SpecError(f"needs about {need / 2**30:.1f} GiB of memory per member, this machine has "
+                        f"{have / 2**30:.1f} GiB (use a smaller model or batch)", source=source, key="model")
 
 
 def n_members(spec: Spec) -> int:

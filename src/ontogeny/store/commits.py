@@ -41,6 +41,7 @@ class Committed:
     shards: dict[str, dict[str, FileEntry]] = field(default_factory=dict)  # table -> {file: entry}, commit order
     tables: dict[str, FileEntry] = field(default_factory=dict)  # this writer's version of each whole table
     state: FileEntry | None = None  # the state saved with the latest commit (None if it saved none)
+    info: dict[str, Any] = field(default_factory=dict)  # what the producer said of its latest commit (e.g. its step)
 
     def files(self) -> set[str]:
         """Every live file, relative to the writer directory."""
@@ -117,3 +118,4 @@ def apply_commit(committed: Committed, record: dict[str, Any]) -> None:
         committed.tables[table] = FileEntry(**entry)
     state = record.get("state")
     committed.state = FileEntry(**state) if state else None
+    committed.info = dict(record.get("info") or {})

@@ -25,16 +25,23 @@ class FileLock:
         self.path, self.what, self.wait = Path(path), what, wait  # wait: block until free (brief critical sections)
         self._fd: int | None = None
 
-    def acquire(self) -> FileLock:
+    def acquire(self, wait_seconds: float = 0.0) -> FileLock:
+        """Take the lock; if it is held, wait for it (forever with `wait=True`, else up to `wait_seconds`)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockedError(f"{self.what} is in use by {holder(self.path)}; wait for it to finish or stop it")
-        except OSError:
-            os.close(fd)
-            raise
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                os.close(fd)
+                raise LockedError(f"{self.what} is in use by {holder(self.path)}; wait for it to finish or stop it")
+            except OSError:
+                os.close(fd)
+                raise
         info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv)[:200],
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

@@ -41,11 +41,12 @@ class ShardWriter:
     A table's buffer is written out as soon as it holds `buffer_rows` rows, so memory stays flat however long the
     run. With `background=True` shards are encoded on one worker thread (Parquet encoding releases the GIL), so
     training goes on meanwhile; at most one shard is in flight, so memory stays bounded by about twice
-    `buffer_rows`. A second writer of the same name (in any process) is refused with LockedError.
+    `buffer_rows`. A second writer of the same name (in any process) is refused with LockedError (after waiting up to
+    `wait_seconds` for the first to finish: a retried task whose predecessor is still being stopped).
     """
 
     def __init__(self, run_dir: str | Path, name: str = "main", *, buffer_rows: int = 1_000_000,
-                 background: bool = True):
+                 background: bool = True, wait_seconds: float = 0.0):
         layout = Layout(run_dir)
         layout.read_meta()  # only a marked run directory is written into
         if buffer_rows < 1:
@@ -53,7 +54,7 @@ class ShardWriter:
         self.run_dir, self.name, self.buffer_rows = layout.root, name, buffer_rows
         self.directory = layout.writer(name)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(self.directory / WRITER_LOCK, f"{self.run_dir}: writer {name}").acquire()
+        self._lock = FileLock(self.directory / WRITER_LOCK, f"{self.run_dir}: writer {name}").acquire(wait_seconds)
         try:
             self._committed, length = read_commits(self.directory)
             log = self.directory / COMMITS
@@ -153,17 +154,19 @@ class ShardWriter:
                 self._flush(table)
         return dropped
 
-    def commit(self, save_state: Callable[[Path], None] | None = None) -> int:
+    def commit(self, save_state: Callable[[Path], None] | None = None, info: dict[str, Any] | None = None) -> int:
         """Write every buffered row and put table, save the producer's state, fsync, log the commit; return its number.
 
         `save_state(path)`, if given, writes the producer's state to `path`; `state_path` names it from then on.
+        `info` (JSON) is kept in the commit line, where readers find it cheaply (`Committed.info`).
         """
         self._check_usable()
         for table in STREAMED:
             self._flush(table)
         self._wait()
         seq = self.pending_seq
-        record: dict[str, Any] = {"seq": seq, "added": {}, "removed": self._removed, "tables": {}, "state": None}
+        record: dict[str, Any] = {"seq": seq, "added": {}, "removed": self._removed, "tables": {}, "state": None,
+                                  "info": info or {}}
         for table, entries in self._added.items():
             if entries:
                 record["added"][table] = [entry.to_json() for entry in entries]

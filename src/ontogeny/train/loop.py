@@ -88,6 +88,13 @@ class EnsembleTrainer:
         self.trained_toward = self.spec.steps
         return stale
 
+    def time_steps(self, n: int) -> None:
+        """Train `n` steps from the current state, recording nothing (to time a plan; the trainer is then spent)."""
+        for step in range(self.step, self.step + n):
+            self._forward_backward(step, self._to_device(self.task.batch(step)))
+            self.optimizer.step(lr_factor(self.spec.optim, step, self.spec.steps), None)
+            self.step = step + 1
+
     # ---- the loop ----
 
     def train(self, writer, run_dir: Path, *, commit_seconds: float = 30.0, on_step=None, on_checkpoint=None) -> None:
@@ -147,7 +154,8 @@ class EnsembleTrainer:
         """Commit the recorded rows with the training state and the members' statuses, as one commit."""
         writer.put("members", self.members_table())
         state = self.state_dict()
-        return writer.commit(save_state=lambda path: torch.save(state, path))
+        return writer.commit(save_state=lambda path: torch.save(state, path),
+                             info={"step": max(self.recorded_through, 0), "finished": self.finished})
 
     def _to_device(self, batch: Batch) -> Batch:
         if self.device.type == "cpu":

@@ -22,7 +22,7 @@ class Member:
     spec: Spec
 
 
-def _shape_key(spec: Spec) -> str:
+def shape_key(spec: Spec) -> str:
     """Specs with the same key can be trained together: equal after resetting the per-member fields."""
     data = spec.to_dict()
     for key in spec.member_fields():
@@ -38,7 +38,7 @@ def expand(spec: Spec) -> list[Member]:
     members = []
     for point in points:
         resolved = spec.at(point) if point else dataclasses.replace(spec, sweep=())
-        ensemble = ensembles.setdefault(_shape_key(resolved), len(ensembles))
+        ensemble = ensembles.setdefault(shape_key(resolved), len(ensembles))
         for init_seed in spec.seeds:
             for data_seed in spec.data_orders:
                 members.append(Member(len(members), ensemble, init_seed, data_seed, resolved))

@@ -7,6 +7,7 @@ and the training state together. The whole run is held under the run lock while 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,36 +21,58 @@ from ..store.commits import read_commits
 from ..store.layout import Layout
 from ..store.lock import FileLock
 from .loop import EnsembleTrainer
-from .members import Member, ensembles, expand, member_rows
+from .members import Member, expand, member_rows
+from .plan import Plan, make_plan, time_plan, worker_memory
 
 
 def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | None = None,
         out: str | Path | None = None, resume: bool = False, overwrite: bool = False, extend_to: int | None = None,
-        device: str | None = None, commit_seconds: float = 30.0, progress=None):
+        device: str | None = None, commit_seconds: float = 30.0, backend: str = "sequential",
+        address: str | None = None, max_parallel: int | None = None, max_members: int | None = None,
+        gpus_per_task: float | None = None, progress=None):
     """Train every member of `spec` into the run directory `out` (default `runs/<spec.name>`); return its `Run`.
 
     With `resume=True`, `out` must hold a stopped run: it continues from each ensemble's last commit, with the spec
     it started with (an edited spec.toml is refused). `extend_to=N` (with `resume`) trains a run on to N steps,
     as if it had been given N steps from the start (constant learning-rate schedules only).
-    `progress`, if given, gets `start(n_ensembles, steps, members)`, `step(ensemble, step)` and
-    `checkpoint(ensemble, step, scalars, trainer)` calls.
+    `backend="ray"` trains the ensembles as Ray tasks (`address`: an existing cluster, else a local one;
+    `max_parallel` tasks at once; `gpus_per_task` of a GPU each with device cuda). `max_members` caps an ensemble's
+    members (default: as many as fit a worker's memory; see train/plan.py).
+    `progress`, if given, gets `start(n_ensembles, steps, members)`, then `step(ensemble, step)` and
+    `checkpoint(ensemble, step, scalars, trainer)` calls (sequential) or `overall(steps_done, running, failed)`
+    calls (Ray).
     """
     if commit_seconds < 0:
         raise SpecError(f"--commit-seconds must be >= 0 (got {commit_seconds})")
+    if backend not in ("sequential", "ray"):
+        raise SpecError(f"--backend must be 'sequential' or 'ray' (got {backend!r})")
+    if (address or max_parallel or gpus_per_task) and backend != "ray":
+        raise SpecError("--address, --max-parallel and --gpus-per-task go with --backend ray")
+    if address and out is not None and not Path(out).is_absolute():
+        raise SpecError(f"{out}: on a Ray cluster the run directory must be an absolute path that every worker sees")
+    if out is not None and backend == "ray":
+        out = Path(out).absolute()  # the workers' working directory may differ from ours
     if resume:
         out, spec, lock = _reopen(spec, out, overrides, device, extend_to)
     else:
         if extend_to is not None:
             raise ResumeError("--extend-to continues a run: use it with --resume DIR")
-        spec, out, lock = _create(spec, out, overrides, device, overwrite)
+        spec, out, lock = _create(spec, out, overrides, device, overwrite, backend)
     try:
         members = expand(spec)
-        groups = ensembles(members)
-        _list_members(out, groups)
+        plan = _plan(out, spec, members, max_members, (max_parallel or os.cpu_count() or 1) if backend == "ray" else 1)
+        _list_members(out, plan.groups)
         if progress:
-            progress.start(len(groups), spec.steps, members)
-        for index, group in enumerate(groups):
-            _train_ensemble(out, index, group, commit_seconds, progress)
+            progress.start(len(plan.groups), spec.steps, members)
+        if backend == "ray":
+            from .ray_backend import train_on_ray
+
+            train_on_ray(out, plan, commit_seconds=commit_seconds, address=address, max_parallel=max_parallel,
+                         gpus_per_task=gpus_per_task if gpus_per_task is not None
+                         else float(spec.device.startswith("cuda")), progress=progress)
+        else:
+            for index, group in enumerate(plan.groups):
+                train_ensemble(out, index, group, commit_seconds, progress)
         update_meta(out, finished=now())
     except OSError as err:
         if is_disk_full(err):
@@ -59,6 +82,17 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
     finally:
         lock.release()
     return open_run(out)
+
+
+def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = None, max_members: int | None = None,
+             max_parallel: int = 1, time_it: bool = True) -> tuple[Plan, list[float] | None]:
+    """The plan `run` would follow for `spec` (ensembles, members and memory each, tasks) and, with `time_it`,
+    each ensemble's estimated training seconds from a few timed steps. Nothing is written."""
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides)
+    plan = make_plan(expand(spec), max_members=max_members, memory_budget=worker_memory(spec.device),
+                     parallel=max_parallel)
+    return plan, time_plan(plan) if time_it else None
 
 
 def spec_hash(spec: Spec) -> str:
@@ -73,7 +107,7 @@ def writer_name(index: int) -> str:
 # ---- starting, resuming, extending ----------------------------------------------------------------------------
 
 
-def _create(spec, out, overrides, device, overwrite) -> tuple[Spec, Path, FileLock]:
+def _create(spec, out, overrides, device, overwrite, backend) -> tuple[Spec, Path, FileLock]:
     if spec is None:
         raise SpecError("give a spec file or recipe name, or --resume DIR")
     if not isinstance(spec, Spec):
@@ -83,6 +117,8 @@ def _create(spec, out, overrides, device, overwrite) -> tuple[Spec, Path, FileLo
     if device:
         spec = _with(spec, device=device)
     out = Path(out) if out is not None else Path("runs") / spec.name
+    if backend == "ray":
+        out = out.absolute()
     lock = create_run(out, {"kind": "ontogeny", "spec_sha256": spec_hash(spec)}, overwrite=overwrite)
     try:
         write_file(Layout(out).spec, spec.to_toml())
@@ -168,6 +204,18 @@ def _with(spec: Spec, **fields) -> Spec:
 # ---- training ---------------------------------------------------------------------------------------------------
 
 
+def _plan(out: Path, spec: Spec, members: list[Member], max_members: int | None, parallel: int) -> Plan:
+    """The run's plan: cut as recorded in meta.json when it has one (a resumed run keeps its ensembles)."""
+    recorded = Layout(out).read_meta().get("plan", {}).get("max_members")
+    if recorded is not None and max_members is not None and max_members != recorded:
+        raise ResumeError(f"{out}: its ensembles hold at most {recorded} members; drop --max-members {max_members}")
+    plan = make_plan(members, max_members=recorded or max_members, memory_budget=worker_memory(spec.device),
+                     parallel=parallel)
+    if recorded is None:
+        update_meta(out, plan={"max_members": plan.max_members})
+    return plan
+
+
 def _list_members(out: Path, groups: list[list[Member]]) -> None:
     """Give every ensemble's writer its members (status running) before training, so readers see them all."""
     for index, group in enumerate(groups):
@@ -177,8 +225,10 @@ def _list_members(out: Path, groups: list[list[Member]]) -> None:
                 writer.commit()
 
 
-def _train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: float, progress) -> None:
-    with ShardWriter(out, writer_name(index)) as writer:
+def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: float, progress, *,
+                   wait_seconds: float = 0.0) -> None:
+    """Train one ensemble through its writer, continuing from its last commit (nothing if it finished)."""
+    with ShardWriter(out, writer_name(index), wait_seconds=wait_seconds) as writer:
         trainer = EnsembleTrainer(group, device=group[0].spec.device)
         if writer.state_path is not None:
             trainer.load_state_dict(_load_state(writer.state_path))
