@@ -27,7 +27,7 @@ CONTRACT = {
 
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory):
-    # commit at every checkpoint, so the run has many shards (see the partial-run test)
+    # commit at every checkpoint, so the run has many shards
     return og.run("grokking", overrides=SWEEP, out=tmp_path_factory.mktemp("sweep") / "run", commit_seconds=0)
 
 
@@ -83,16 +83,25 @@ def test_hidden_transitions_per_subtask(tmp_path):
     assert set(hidden.level) == {"subset"} and (hidden.n_curves == 4).all()
 
 
-def test_a_run_still_being_written_is_analyzed_as_far_as_it_got(sweep_run, tmp_path):
-    import shutil
+def test_a_run_still_being_written_is_analyzed_as_far_as_it_got(tmp_path):
+    import time
 
-    partial = tmp_path / "partial"
-    shutil.copytree(sweep_run.path, partial)
-    log = partial / "writers" / "ensemble-0000" / "commits.jsonl"
-    lines = log.read_text().splitlines(keepends=True)
-    log.write_text("".join(lines[:-1]))  # as if the last commit had not happened yet
-    run = og.open(partial)
-    assert run.scalars().step.max() < og.open(sweep_run.path).scalars().step.max()
-    result = analyze(run, what=["grokking", "examples"])
+    out = tmp_path / "run"
+    args = [a for s in [*SWEEP[:-2], "steps=20000", "seeds=3", SWEEP[-1]] for a in ("--set", s)]
+    proc = subprocess.Popen([sys.executable, "-m", "ontogeny.cli", "run", "grokking", *args, "--out", str(out),
+                             "--commit-seconds", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        log = out / "writers" / "ensemble-0000" / "commits.jsonl"
+        deadline = time.monotonic() + 120
+        while not log.exists() or log.read_text().count("\n") < 12:  # training, many checkpoints in
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        run = og.open(out)
+        result = analyze(run, what=["grokking", "examples"])  # while the trainer goes on committing
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.communicate()
     assert result.tables["grokking"].member.nunique() == 6
     assert np.isfinite(run.table("example_dynamics").confidence).all()
+    assert run.scalars().step.max() < 20000

@@ -207,6 +207,8 @@ class ShardWriter:
         """Finish the shard in flight, stop the worker thread, release the lock. Uncommitted rows stay uncommitted."""
         try:
             self._wait()
+            for name in self._retired:  # replaced table versions kept for readers mid-read; a reader retries
+                (self.directory / name).unlink(missing_ok=True)
         finally:
             if self._executor is not None:
                 self._executor.shutdown()
