@@ -107,3 +107,9 @@ def test_bad_cluster_input_is_one_line_before_anything_trains(tmp_path):
         og.run("grokking", overrides=SMALL, out="relative/run", backend="ray", address="127.0.0.1:9")
     with pytest.raises(SpecError, match="go with --backend ray"):
         og.run("grokking", overrides=SMALL, out=tmp_path / "b", max_parallel=2)
+    import torch
+
+    if not torch.cuda.is_available():  # the local cluster is this machine: no GPU
+        with pytest.raises(SpecError, match="the Ray cluster has no GPU"):
+            og.run("grokking", overrides=SMALL, out=tmp_path / "c", backend="ray", device="cuda", max_members=2)
+        assert og.open(tmp_path / "c").scalars().empty  # nothing trained

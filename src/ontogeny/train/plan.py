@@ -47,11 +47,14 @@ def member_memory(member: Member) -> int:
     return estimate_memory(one)
 
 
-def worker_memory(device: str) -> int:
-    """Memory of one worker's device: the GPU's, or this machine's RAM."""
+def worker_memory(device: str) -> int | None:
+    """Memory of one worker's device, as this machine has it: the GPU's, or the RAM; None for a GPU this machine
+    lacks (a Ray driver beside GPU workers: then give --max-members)."""
     if device.startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            return None
         return torch.cuda.get_device_properties(torch.device(device)).total_memory
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 

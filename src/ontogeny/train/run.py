@@ -53,7 +53,7 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
     if out is not None and backend == "ray":
         out = Path(out).absolute()  # the workers' working directory may differ from ours
     if resume:
-        out, spec, lock = _reopen(spec, out, overrides, device, extend_to)
+        out, spec, lock = _reopen(spec, out, overrides, device, extend_to, backend)
     else:
         if extend_to is not None:
             raise ResumeError("--extend-to continues a run: use it with --resume DIR")
@@ -110,12 +110,13 @@ def writer_name(index: int) -> str:
 def _create(spec, out, overrides, device, overwrite, backend) -> tuple[Spec, Path, FileLock]:
     if spec is None:
         raise SpecError("give a spec file or recipe name, or --resume DIR")
+    here = backend != "ray"  # on Ray, the cluster's GPUs count (checked by the backend), not this machine's
     if not isinstance(spec, Spec):
-        spec = load_spec(spec, overrides)
+        spec = load_spec(spec, overrides, check_machine=here)
     elif overrides:
         raise SpecError("overrides apply to a spec file or recipe name, not a Spec object")
     if device:
-        spec = _with(spec, device=device)
+        spec = _with(spec, check_machine=here, device=device)
     out = Path(out) if out is not None else Path("runs") / spec.name
     if backend == "ray":
         out = out.absolute()
@@ -129,7 +130,7 @@ def _create(spec, out, overrides, device, overwrite, backend) -> tuple[Spec, Pat
     return spec, out, lock
 
 
-def _reopen(spec, out, overrides, device, extend_to) -> tuple[Path, Spec, FileLock]:
+def _reopen(spec, out, overrides, device, extend_to, backend) -> tuple[Path, Spec, FileLock]:
     if out is None:
         raise ResumeError("--resume needs the run directory")
     if spec is not None:
@@ -147,7 +148,8 @@ def _reopen(spec, out, overrides, device, extend_to) -> tuple[Path, Spec, FileLo
             raise ResumeError(f"{layout.spec}: edited since the run started{_what_changed(layout, spec)}; "
                               "restore it (a run keeps its spec), or start a new run; to train longer use "
                               "--resume with --extend-to STEPS")
-        load_spec(layout.spec)  # now check it against this machine (memory, CUDA)
+        if backend != "ray":  # on Ray the cluster's resources count, checked by the backend
+            load_spec(layout.spec)  # now check it against this machine (memory, CUDA)
         if extend_to is not None:
             spec = _extend(layout, spec, extend_to)
         update_meta(out, finished=None)
@@ -194,11 +196,11 @@ def _diff(old, new, prefix: str = ""):
             yield f"{prefix}{key}", a, b
 
 
-def _with(spec: Spec, **fields) -> Spec:
+def _with(spec: Spec, *, check_machine: bool = True, **fields) -> Spec:
     """`spec` with other top-level values (validated)."""
     data = spec.to_dict()
     data.update(fields)
-    return from_dict(data)
+    return from_dict(data, check_machine=check_machine)
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
