@@ -84,6 +84,7 @@ def run_command(
 ) -> None:
     """Train every member of a spec as ensembles and record them into a run directory."""
     from .analysis.summary import member_summary
+    from .train.malloc import reuse_freed_memory
     from .train.run import plan_run, run
 
     if spec is None and resume is None:
@@ -102,10 +103,11 @@ def run_command(
         return
     display = ProgressDisplay()
     try:
-        result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
-                     extend_to=extend_to, device=device, commit_seconds=commit_seconds, backend=backend,
-                     address=address, max_parallel=max_parallel, max_members=max_members,
-                     gpus_per_task=gpus_per_task, progress=display)
+        with reuse_freed_memory():  # this process is ours: let training steps reuse their memory (train/malloc.py)
+            result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
+                         extend_to=extend_to, device=device, commit_seconds=commit_seconds, backend=backend,
+                         address=address, max_parallel=max_parallel, max_members=max_members,
+                         gpus_per_task=gpus_per_task, progress=display)
     except KeyboardInterrupt:
         display.stop()
         where = resume or out or "runs/<name>"

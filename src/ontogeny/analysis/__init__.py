@@ -4,13 +4,21 @@ Each method is an estimator (`fit(...)` returns self, results in attributes endi
 DataFrames; `analyze(run)` runs those that fit a run and writes their tables into it.
 """
 
+import importlib
+
 from .analyze import ANALYSES, Analysis, analyze
-from .bootstrap import VarianceDecomposition, compare, multibootstrap
-from .dynamics import ExampleDynamics
-from .grokking import GrokkingAnalysis
-from .hidden import HiddenTransitions
-from .solutions import SolutionTypes
-from .transitions import TransitionDetector
+
+# The estimators import scipy and ruptures (0.7 s): loaded on first use, so `ontogeny run` does not pay for them.
+_LAZY = {"VarianceDecomposition": "bootstrap", "compare": "bootstrap", "multibootstrap": "bootstrap",
+         "ExampleDynamics": "dynamics", "GrokkingAnalysis": "grokking", "HiddenTransitions": "hidden",
+         "SolutionTypes": "solutions", "TransitionDetector": "transitions"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ANALYSES",
@@ -25,3 +33,7 @@ __all__ = [
     "compare",
     "multibootstrap",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -37,6 +37,56 @@ def fan_in_std(fan_in: int, init_scales: torch.Tensor) -> torch.Tensor:
     return init_scales / math.sqrt(fan_in)
 
 
+class _SharedInputMatmul(torch.autograd.Function):
+    """x [B, n] shared by every member @ w [M, n, k] -> [M, B, k], as a bmm over a stride-0 view of x.
+
+    By hand only for the weight gradient: autograd's bmm backward multiplies by the transposed stride-0 view, which
+    MKL runs about 1.5x slower than by a contiguous x^T expanded (measured at 512 members, benchmarks/README.md).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return torch.bmm(x.expand(w.shape[0], *x.shape), w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        x_t = x.t().contiguous()  # [n, B]
+        grad_w = torch.bmm(x_t.expand(w.shape[0], *x_t.shape), grad) if ctx.needs_input_grad[1] else None
+        grad_x = torch.bmm(grad, w.transpose(1, 2)).sum(0) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w
+
+
+def shared_input_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [B, n] (the same batch for every member) @ w [M, n, k] -> [M, B, k]."""
+    return _SharedInputMatmul.apply(x, w)
+
+
+class _MemberDot(torch.autograd.Function):
+    """h [M, B, k] . w [M, k] -> [M, B]: a one-output layer as a product-sum (a width-1 bmm is ~3x slower on a CPU).
+
+    By hand for the backward: autograd's would write h * grad in full before summing it; a bmm reads h once.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w):
+        ctx.save_for_backward(h, w)
+        return (h * w[:, None]).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [M, B]
+        h, w = ctx.saved_tensors
+        grad_h = grad[..., None] * w[:, None] if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad[:, None], h)[:, 0] if ctx.needs_input_grad[1] else None
+        return grad_h, grad_w
+
+
+def member_dot(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Each member's features [M, B, k] dotted with its own vector [M, k] -> [M, B]."""
+    return _MemberDot.apply(h, w)
+
+
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
     if name == "relu":
         return torch.relu(x)

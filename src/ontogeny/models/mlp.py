@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..spec import MODELS, Check, ModelSpec, Sizes
-from .layers import activation, fan_in_std, init_generators, member_constant, member_normal
+from .layers import (activation, fan_in_std, init_generators, member_constant, member_dot, member_normal,
+                     shared_input_matmul)
 
 
 @MODELS.register("mlp")
@@ -73,23 +74,25 @@ class EnsembleMLP(nn.Module):
         """x: tokens [B, T] / [M, B, T] (int64) or features [B, n] / [M, B, n] -> logits [M, B, n_outputs]."""
         if self.vocab_size:
             h = self._embed(x)  # [M, B, width]
-        elif x.dim() == 2:
-            h = torch.matmul(x, self.w_in)  # [B, n] @ [M, n, width] -> [M, B, width]
+        elif x.dim() == 2:  # one batch for every member (they share a data seed)
+            h = shared_input_matmul(x, self.w_in)  # [M, B, width]
         else:
             h = torch.bmm(x, self.w_in)  # [M, B, width]
-        if self.b_in is not None:
-            h = h + self.b_in[:, None]
-        h = activation(self.spec.activation, h)
+        h = self._activate(h, self.b_in)
         for i, weight in enumerate(self.hidden):
-            h = torch.bmm(h, weight)  # [M, B, width]
-            if self.spec.bias:
-                h = h + self.hidden_bias[i][:, None]
-            h = activation(self.spec.activation, h)
-        if self.w_out.shape[-1] == 1:  # one output (hinge): a product-sum is ~10x faster than a width-1 bmm on CPU
-            out = (h * self.w_out[:, None, :, 0]).sum(-1, keepdim=True)  # [M, B, 1]
+            h = self._activate(torch.bmm(h, weight), self.hidden_bias[i] if self.spec.bias else None)
+        if self.w_out.shape[-1] == 1:  # one output (hinge)
+            out = member_dot(h, self.w_out[..., 0])[..., None]  # [M, B, 1]
         else:
             out = torch.bmm(h, self.w_out)  # [M, B, n_outputs]
         return out if self.b_out is None else out + self.b_out[:, None]
+
+    def _activate(self, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """activation(h + bias), in place where autograd allows: h is a fresh matmul or lookup result, and each full
+        [M, B, width] temporary costs a pass over memory."""
+        if bias is not None:
+            h = h.add_(bias[:, None])
+        return torch.relu_(h) if self.spec.activation == "relu" else activation(self.spec.activation, h)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Sum of per-position embeddings -> [M, B, width]."""

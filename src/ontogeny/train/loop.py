@@ -24,6 +24,9 @@ from .optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
 from .recorder import TrainingRecorder
 
 
+EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
+
+
 class EnsembleTrainer:
     """Trains the members of one ensemble (they share every shape) together."""
 
@@ -106,7 +109,8 @@ class EnsembleTrainer:
         checkpoints = set(checkpoint_steps(record, steps))
         save_weights_at = weight_steps(record, sorted(checkpoints))
         recorder = TrainingRecorder(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
-                            self.task.loss, examples=record.examples, device=self.device)
+                                    self.task.loss, examples=record.examples, device=self.device,
+                                    eval_rows=self._eval_rows())
         last_commit = time.monotonic()
         while True:
             step = self.step
@@ -135,6 +139,15 @@ class EnsembleTrainer:
             self.step = step + 1
             if on_step:
                 on_step(self.step)
+
+    def _eval_rows(self) -> int:
+        """Probe examples per evaluation batch: on a CPU, few enough that the activations of all members stay about
+        EVAL_FLOATS (at 512 members a whole 1,000-example probe is 0.5 GB per activation, and slower); else 4096."""
+        if self.device.type != "cpu":
+            return 4096
+        sizes = self.spec.task.sizes(self.spec)
+        per_example = self.spec.model.memory(sizes)[1] + sizes.n_outputs  # activation floats of one member
+        return int(min(4096, max(32, EVAL_FLOATS // (len(self.members) * per_example))))
 
     def _forward_backward(self, step: int, batch: Batch):
         """Loss of every member on its batch; the sum's gradient gives each member exactly its own gradient."""

@@ -69,18 +69,18 @@ class EnsembleOptimizer:
         bias_correction1 = 1 - beta1**self.steps
         bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.spec.eps)
-        param.sub_(_view(lr / bias_correction1, param) * exp_avg / denom)
+        param.addcmul_(torch.div(exp_avg, denom, out=denom), _view(lr / bias_correction1, param), value=-1)
 
     def _sgd(self, param, grad, state, lr):
         if self.decays:
-            grad = grad + _view(self.weight_decay, param) * param  # torch.optim.SGD's coupled L2 decay
+            grad = torch.addcmul(grad, param, _view(self.weight_decay, param))  # torch.optim.SGD's coupled L2 decay
         if self.spec.momentum:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.clone()
             else:
                 state["momentum_buffer"].mul_(self.spec.momentum).add_(grad)
             grad = state["momentum_buffer"]
-        param.sub_(_view(lr, param) * grad)
+        param.addcmul_(grad, _view(lr, param), value=-1)  # in place: no temporary the size of the weights
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "state": self.state}

@@ -65,11 +65,13 @@ def _train_task(out: str, ensembles: list[tuple[int, list[Member]]], commit_seco
     """On a worker: train each ensemble (continuing from its last commit) through its own writer."""
     import torch
 
+    from .malloc import reuse_freed_memory
     from .run import train_ensemble
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # Ray's share of the CPUs
-    for index, group in ensembles:
-        train_ensemble(Path(out), index, group, commit_seconds, None, wait_seconds=120.0)
+    with reuse_freed_memory():  # a worker process of ours while the task runs
+        for index, group in ensembles:
+            train_ensemble(Path(out), index, group, commit_seconds, None, wait_seconds=120.0)
 
 
 def _import_ray():

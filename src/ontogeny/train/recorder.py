@@ -21,11 +21,11 @@ class TrainingRecorder:
     """Turns one ensemble's measurements into `scalars`, `examples` and `checkpoints` rows."""
 
     def __init__(self, writer, run_dir: Path, member_ids: list[int], splits: list[EvalSplit], loss_kind: str,
-                 *, examples: bool, device: torch.device):
+                 *, examples: bool, device: torch.device, eval_rows: int = 4096):
         self.writer, self.run_dir = writer, run_dir
         self.member_ids = np.asarray(member_ids, dtype=np.int32)  # [M]
         self.has_train_split = any(split.name == "train" for split in splits)
-        self.evaluator = Evaluator(writer, member_ids, _probes(splits, device), ensemble_adapter(loss_kind),
+        self.evaluator = Evaluator(writer, member_ids, _probes(splits, device, eval_rows), ensemble_adapter(loss_kind),
                                    examples=examples)
         self.last: dict[str, np.ndarray] = {}  # latest scalars, for the progress display
 
@@ -58,7 +58,7 @@ class TrainingRecorder:
         self.writer.append("checkpoints", rows)
 
 
-def _probes(splits: list[EvalSplit], device: torch.device) -> list[Probe]:
+def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Probe]:
     """The task's eval splits as probes on `device`; splits sharing x and y keep sharing them (one forward pass)."""
     moved: dict[int, tuple] = {}
     result = []
@@ -68,6 +68,6 @@ def _probes(splits: list[EvalSplit], device: torch.device) -> list[Probe]:
             moved[key] = (split.x.to(device), split.y.to(device))
         x, y = moved[key]
         mask = None if split.member_mask is None else split.member_mask.to(device)
-        result.append(Probe(split.name, split.example.cpu().numpy(), tensor_batches(x, y), mask,
+        result.append(Probe(split.name, split.example.cpu().numpy(), tensor_batches(x, y, chunk=rows), mask,
                             {k: v.to(device) for k, v in split.subsets.items()}, data_key=key))
     return result
