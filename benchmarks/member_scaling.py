@@ -5,6 +5,7 @@ Run by hand, not in CI:
     python benchmarks/member_scaling.py                     # 8, 32, 128, 512 members, 1,500 steps (~6 min)
     python benchmarks/member_scaling.py --members 32 128    # some sizes only
     python benchmarks/member_scaling.py --steps 300         # shorter (start-up weighs more)
+    python benchmarks/member_scaling.py --members 32 --steps 3000 --every 250   # issue 9's end-to-end case
 
 The case is issue 16's: (40, 3) sparse parity, width-256 ReLU MLP, batches of 32 fresh samples, SGD lr 0.1, hinge
 loss, recording on (the recipe's 34 checkpoints over 1,500 steps, each evaluating 1,000 test examples per member),
@@ -57,12 +58,12 @@ def matmul_roofline() -> float:
     return best
 
 
-def ontogeny_run(members: int, steps: int) -> tuple[float, float]:
+def ontogeny_run(members: int, steps: int, every: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (GiB) of `ontogeny run` in a child process with one thread."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "ontogeny.cli", "run", "sparse-parity", "--out", str(Path(tmp) / "run"),
                    "--set", f"seeds={members}", "--set", f"model.width={WIDTH}", "--set", f"steps={steps}",
-                   "--set", "task.batch_size=32", "--set", f"task.n_test={N_TEST}"]
+                   "--set", "task.batch_size=32", "--set", f"task.n_test={N_TEST}", "--set", f"record.every={every}"]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         wall = time.perf_counter() - start
@@ -70,9 +71,13 @@ def ontogeny_run(members: int, steps: int) -> tuple[float, float]:
     return wall, peak_kib / 2**20
 
 
-def baseline_seconds_per_seed(n_seeds: int, steps: int) -> float:
-    """A plain loop per seed with the recipe's evaluation points; seconds per seed (the mean over `n_seeds`)."""
-    checkpoints = set(checkpoint_steps(load_spec("sparse-parity", [f"steps={steps}"]).record, steps))
+def evaluation_steps(steps: int, every: int) -> set[int]:
+    return set(checkpoint_steps(load_spec("sparse-parity", [f"steps={steps}", f"record.every={every}"]).record, steps))
+
+
+def baseline_seconds_per_seed(n_seeds: int, steps: int, every: int) -> float:
+    """A plain loop per seed with the run's evaluation points; seconds per seed (the mean over `n_seeds`)."""
+    checkpoints = evaluation_steps(steps, every)
     secret = torch.randperm(N, generator=torch.Generator().manual_seed(0))[:K]
     test_x = torch.randint(0, 2, (N_TEST, N), generator=torch.Generator().manual_seed(1)).float() * 2 - 1
     test_y = test_x[:, secret].prod(-1)
@@ -103,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, nargs="+", default=[8, 32, 128, 512])
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250, help="record.every (the recipe's 250 by default)")
     parser.add_argument("--baseline-seeds", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -110,13 +116,13 @@ def main() -> None:
     roofline = matmul_roofline()
     print(f"matmul roofline: {roofline:.1f} GFLOP/s (float32 GEMM, 1 thread)", flush=True)
     with reuse_freed_memory():  # as `ontogeny run` has it, so both sides use the same allocator settings
-        per_seed = baseline_seconds_per_seed(args.baseline_seeds, args.steps)
+        per_seed = baseline_seconds_per_seed(args.baseline_seeds, args.steps, args.every)
     print(f"baseline: {per_seed:.2f} s per seed ({args.steps} steps + evaluations, mean of {args.baseline_seeds})",
           flush=True)
-    evaluations = len(checkpoint_steps(load_spec("sparse-parity", [f"steps={args.steps}"]).record, args.steps))
+    evaluations = len(evaluation_steps(args.steps, args.every))
     rows = []
     for members in sorted(args.members):
-        wall, peak = ontogeny_run(members, args.steps)
+        wall, peak = ontogeny_run(members, args.steps, args.every)
         rate = members * args.steps / wall
         with_eval = members * evaluations * FLOP_PER_MEMBER_EVALUATION / wall / 1e9
         rows.append((members, wall, rate, rate * FLOP_PER_MEMBER_STEP / 1e9, with_eval, peak, members * per_seed))

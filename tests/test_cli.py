@@ -34,6 +34,17 @@ def test_recipes_lists_every_recipe():
         assert name in done.stdout
 
 
+def test_help_and_recipes_do_not_load_torch():
+    """They answer at once: torch (1.5 s to import here) and the analysis stack load only for commands that use them."""
+    code = ("import sys; from ontogeny.cli import main; sys.argv = ['ontogeny', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert not {'torch', 'pandas', 'duckdb'} & set(sys.modules), sorted(sys.modules)")
+    for args in (["--help"], ["recipes"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "ontogeny" in done.stdout or "grokking" in done.stdout
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     done = ontogeny("run", "grokking", "--set", "task.train_fraction=1.5", "--out", str(out))

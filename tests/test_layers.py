@@ -21,6 +21,11 @@ def test_hand_written_backwards_pass_gradcheck():
     h = torch.randn(4, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     v = torch.randn(4, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     assert torch.autograd.gradcheck(member_dot, (h, v))
+    # with the ReLU inside (it overwrites its input, so each call gets a fresh copy, as a layer's output is)
+    assert torch.autograd.gradcheck(lambda z, v: member_dot(z.clone(), v, relu=True), (h, v))
+    z = h.detach().clone()
+    torch.testing.assert_close(member_dot(z, v.detach(), relu=True), (h.relu() * v[:, None]).sum(-1))
+    assert torch.equal(z, h.detach().relu())  # in place, as the docstring says
 
 
 @pytest.mark.parametrize("depth", [1, 2])

@@ -95,14 +95,14 @@ def test_modular_member_data_independent_of_ensemble():
         assert torch.equal(split_alone.x, split_crowd.x)
     for step in (0, 3, 11, 12, 40):  # 44 train examples, 5 steps per epoch: crosses epochs
         one, many = alone.batch(step), crowd.batch(step)
-        assert torch.equal(one.x[0], many.x[1]) and torch.equal(one.y[0], many.y[1])
-        assert one.x.shape == (1, 8, 3)
+        assert one.x.shape == (8, 3)  # a member alone: one batch, shared by the ensemble of one
+        assert torch.equal(one.x, many.member(1).x) and torch.equal(one.y, many.member(1).y)
 
 
 def test_modular_minibatches_cover_each_epoch_and_resume():
     task = make_task([ModularTask(p=7, train_fraction=0.5, batch_size=4)], [0], BIG)  # 24 train: 6 steps per epoch
     train_ids = set(task.eval_splits()[0].example[task.eval_splits()[0].member_mask[0]].tolist())
-    epoch = torch.cat([task.batch(s).x[0] for s in range(6)])  # [24, 3]
+    epoch = torch.cat([task.batch(s).member(0).x for s in range(6)])  # [24, 3]
     assert set((epoch[:, 0] * 7 + epoch[:, 1]).tolist()) == train_ids
     assert not torch.equal(task.batch(0).x, task.batch(6).x)  # a new permutation per epoch
     expected = {s: task.batch(s) for s in (0, 5, 6, 13, 100)}
@@ -126,7 +126,7 @@ def test_modular_full_batch_padding():
         assert torch.equal(ids, train.example[train.member_mask[m]])
     assert task.batch(7) is batch  # cached full batch
     alone = make_task([specs[0]], [0], BIG).batch(0)
-    assert alone.weight is None and torch.equal(alone.x[0], batch.x[0, : counts[0]])
+    assert alone.weight is None and torch.equal(alone.member(0).x, batch.x[0, : counts[0]])
     assert make_task([specs[0], specs[0]], [0, 1], BIG).batch(0).weight is None  # equal counts: no padding
 
 
@@ -152,8 +152,8 @@ def test_sparse_parity_labels_are_product_of_secret_bits():
     assert test.name == "test" and torch.equal(test.example, torch.arange(64))
     assert test.x.dtype == test.y.dtype == torch.float32 and set(test.x.unique().tolist()) == {-1.0, 1.0}
     batch = task.batch(5)
-    assert batch.x.shape == (1, 16, 12) and batch.weight is None
-    for x, y in ((test.x, test.y), (batch.x[0], batch.y[0])):
+    assert batch.x.shape == (16, 12) and batch.weight is None  # one member: a shared batch
+    for x, y in ((test.x, test.y), (batch.member(0).x, batch.member(0).y)):
         expected = [float(torch.prod(torch.tensor([row[i] for i in task.secret.tolist()]))) for row in x.tolist()]
         assert y.tolist() == expected
     assert len(make_task([SparseParityTask(n=12, n_test=64)], [0], 10).eval_splits()[0].example) == 10
@@ -166,8 +166,8 @@ def test_sparse_parity_online_independent_of_ensemble_and_resume_safe():
     steps = [0, 99, 100, 250, 5, 100]  # crosses blocks, goes back
     expected = {s: alone.batch(s) for s in steps}
     for s in reversed(steps):
-        assert torch.equal(crowd.batch(s).x[1], expected[s].x[0])
-        assert torch.equal(crowd.batch(s).y[1], expected[s].y[0])
+        assert torch.equal(crowd.batch(s).x[1], expected[s].member(0).x)
+        assert torch.equal(crowd.batch(s).y[1], expected[s].member(0).y)
     assert not torch.equal(crowd.batch(0).x[0], crowd.batch(0).x[1])  # other data seeds, other samples
     assert not torch.equal(alone.batch(0).x, alone.batch(1).x)  # fresh every step
     assert torch.equal(alone.eval_splits()[0].x, crowd.eval_splits()[0].x)
@@ -183,7 +183,7 @@ def test_sparse_parity_fixed_train_set():
     assert sorted(map(tuple, epoch.tolist())) == sorted(map(tuple, train.x.tolist()))
     alone = make_task([spec], [1], BIG)
     for s in (7, 0, 12):
-        assert torch.equal(alone.batch(s).x[0], task.batch(s).x[1])
+        assert torch.equal(alone.batch(s).member(0).x, task.batch(s).x[1])
     capped = make_task([spec], [1], 16).eval_splits()[0]
     assert len(capped.example) == 16 and torch.equal(capped.x, train.x[capped.example])
 
@@ -198,8 +198,8 @@ def test_multitask_inputs_and_labels():
     assert task.subtask_bits.shape == (5, 3) and task.subtask_bits.dtype == torch.int64
     (test,) = task.eval_splits()
     batch = task.batch(3)
-    assert batch.x.shape == (1, 64, 17) and batch.x.dtype == torch.float32 and batch.y.dtype == torch.int64
-    for x, y in ((test.x, test.y), (batch.x[0], batch.y[0])):
+    assert batch.x.shape == (64, 17) and batch.x.dtype == torch.float32 and batch.y.dtype == torch.int64
+    for x, y in ((test.x, test.y), (batch.member(0).x, batch.member(0).y)):
         control, bits = x[:, :5], x[:, 5:]
         assert control.sum(1).eq(1).all() and set(x.unique().tolist()) <= {0.0, 1.0}
         subtask = control.argmax(1)
@@ -227,7 +227,7 @@ def test_multitask_zipf_frequencies():
     task = make_task([spec], [0], BIG)
     rank = torch.arange(1, 7, dtype=torch.float64)
     assert torch.allclose(task.task_probs, rank**-1.4 / (rank**-1.4).sum())
-    control = torch.cat([task.batch(s).x[0, :, :6] for s in range(0, 400, 2)])  # [100k, T], spans 4 blocks
+    control = torch.cat([task.batch(s).member(0).x[:, :6] for s in range(0, 400, 2)])  # [100k, T], spans 4 blocks
     freq = control.mean(0).double()
     assert torch.allclose(freq, task.task_probs, atol=0.01)
 
@@ -238,8 +238,8 @@ def test_multitask_independent_of_ensemble_and_resume_safe():
     crowd = make_task([spec] * 3, [7, 2, 0], BIG)
     expected = {s: alone.batch(s) for s in (0, 150, 99, 100)}
     for s in (100, 0, 150, 99):
-        assert torch.equal(crowd.batch(s).x[1], expected[s].x[0])
-        assert torch.equal(crowd.batch(s).y[1], expected[s].y[0])
+        assert torch.equal(crowd.batch(s).x[1], expected[s].member(0).x)
+        assert torch.equal(crowd.batch(s).y[1], expected[s].member(0).y)
     assert torch.equal(alone.eval_splits()[0].x, crowd.eval_splits()[0].x)
 
 
@@ -269,3 +269,18 @@ def test_make_task_allows_member_fields_and_checks_lengths():
     assert all(isinstance(split, EvalSplit) for split in task.eval_splits())
     with pytest.raises(ValueError):
         make_task([ModularTask(p=7)], [0, 1], BIG)
+
+
+def test_members_of_one_data_order_share_one_batch():
+    """Drawn once, not once per member: the model then runs a layer as one product for all (shared_input_matmul)."""
+    spec = SparseParityTask(n=12, k=3, batch_size=16)
+    shared, alone = make_task([spec] * 4, [3] * 4, BIG), make_task([spec], [3], BIG)
+    mixed = make_task([spec] * 2, [3, 4], BIG)
+    for step in (0, 99, 100):
+        assert shared.batch(step).x.shape == (16, 12) and shared.batch(step).y.shape == (16,)
+        assert torch.equal(shared.batch(step).x, alone.batch(step).x)
+        assert torch.equal(mixed.batch(step).member(0).x, alone.batch(step).x)
+    modular = [ModularTask(p=11, train_fraction=0.4, batch_size=0)] * 3
+    assert make_task(modular, [0, 1, 2], BIG).batch(0).x.shape == (48, 3)  # full batch: data seeds do not matter
+    split = [dataclasses.replace(modular[0], split_seed=s) for s in (0, 1)]
+    assert make_task(split, [0, 0], BIG).batch(0).x.shape == (2, 48, 3)  # other training sets: per member

@@ -2,38 +2,37 @@
 
 __version__ = "0.1.0"
 
-from .exceptions import OntogenyError, ResumeError, SpecError, StoreError
-from .spec import Optim, Record, Spec, load_spec, recipe_names
-from .tasks import ModularTask, MultitaskParityTask, SparseParityTask
-from .models import MLPModel, TransformerModel
-from .store import Run, open_run as open
-from .record.schedule import log_spaced
-from .recorder import ProbeSet, Recorder
-from .ingest import ingest
-from .train.run import run
-from . import analysis  # noqa: E402  (og.analysis.analyze, og.analysis.TransitionDetector, ...)
+import importlib
 
-__all__ = [
-    "MLPModel",
-    "ModularTask",
-    "MultitaskParityTask",
-    "OntogenyError",
-    "Optim",
-    "ProbeSet",
-    "Record",
-    "Recorder",
-    "ResumeError",
-    "Run",
-    "SparseParityTask",
-    "Spec",
-    "SpecError",
-    "StoreError",
-    "TransformerModel",
-    "analysis",
-    "ingest",
-    "load_spec",
-    "log_spaced",
-    "open",
-    "recipe_names",
-    "run",
-]
+from .exceptions import OntogenyError, ResumeError, SpecError, StoreError
+
+# Everything else loads on first use (PEP 562), so `ontogeny --help` does not wait for torch: {name: (module, attr)}
+_LAZY = {
+    "Optim": (".spec", "Optim"), "Record": (".spec", "Record"), "Spec": (".spec", "Spec"),
+    "load_spec": (".spec", "load_spec"), "recipe_names": (".spec", "recipe_names"),
+    "ModularTask": (".tasks", "ModularTask"), "MultitaskParityTask": (".tasks", "MultitaskParityTask"),
+    "SparseParityTask": (".tasks", "SparseParityTask"),
+    "MLPModel": (".models", "MLPModel"), "TransformerModel": (".models", "TransformerModel"),
+    "Run": (".store", "Run"), "open": (".store", "open_run"),
+    "log_spaced": (".record.schedule", "log_spaced"),
+    "ProbeSet": (".recorder", "ProbeSet"), "Recorder": (".recorder", "Recorder"),
+    "ingest": (".ingest", "ingest"), "run": (".train.run", "run"),
+    "analysis": (".analysis", None),  # og.analysis.analyze, og.analysis.TransitionDetector, ...
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ontogeny' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module, __name__)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(["OntogenyError", "ResumeError", "SpecError", "StoreError", *_LAZY])

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -217,15 +216,15 @@ def check_command(
 @app.command("recipes")
 def recipes_command() -> None:
     """List the built-in recipes, one line each."""
-    from .spec import load_spec, recipe_names
+    from .spec import recipe_about, recipe_names
 
     table = Table(show_header=True)
     table.add_column("recipe")
     table.add_column("what it shows")
     table.add_column("follows")
     for name in recipe_names():
-        spec = load_spec(name)
-        table.add_row(name, spec.description, spec.source)
+        about = recipe_about(name)
+        table.add_row(name, about["description"], about["source"])
     console.print(table)
 
 
@@ -271,6 +270,8 @@ def serve_command(
 
 
 def _cell(value) -> str:
+    import pandas as pd  # loaded already by whatever made the table; not at start-up
+
     if pd.isna(value):
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)

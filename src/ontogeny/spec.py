@@ -255,6 +255,12 @@ def recipe_names() -> list[str]:
     return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
 
 
+def recipe_about(name: str) -> dict[str, str]:
+    """A recipe's `description` and `source`, read from its file without building the spec (no torch import)."""
+    text = tomllib.loads((RECIPES_DIR / f"{name}.toml").read_text())
+    return {key: text.get(key, "") for key in ("description", "source")}
+
+
 def recipe_fidelity(name: str) -> list[tuple[str, Any, Any]]:
     """(setting, the source's value, this recipe's value) for every setting the recipe's `[paper]` table records."""
     paper = tomllib.loads((RECIPES_DIR / f"{name}.toml").read_text()).get("paper", {})

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..spec import MODELS, Check, ModelSpec, Sizes
-from .layers import (activation, fan_in_std, init_generators, member_constant, member_dot, member_normal,
-                     shared_input_matmul)
+from .layers import (activation, fan_in_std, init_generators, member_constant, member_dot, member_lookup,
+                     member_normal, shared_input_matmul)
 
 
 @MODELS.register("mlp")
@@ -78,31 +78,29 @@ class EnsembleMLP(nn.Module):
             h = shared_input_matmul(x, self.w_in)  # [M, B, width]
         else:
             h = torch.bmm(x, self.w_in)  # [M, B, width]
-        h = self._activate(h, self.b_in)
-        for i, weight in enumerate(self.hidden):
-            h = self._activate(torch.bmm(h, weight), self.hidden_bias[i] if self.spec.bias else None)
-        if self.w_out.shape[-1] == 1:  # one output (hinge)
-            out = member_dot(h, self.w_out[..., 0])[..., None]  # [M, B, 1]
+        one_output = self.w_out.shape[-1] == 1  # hinge: a product-sum head
+        fuse = one_output and self.spec.activation == "relu"  # the last ReLU then runs inside the head's Function
+        biases = list(self.hidden_bias) if self.spec.bias else [None] * len(self.hidden)
+        h = self._activate(h, self.b_in, activate=not (fuse and not self.hidden))
+        for i, (weight, bias) in enumerate(zip(self.hidden, biases)):
+            h = self._activate(torch.bmm(h, weight), bias, activate=not (fuse and i == len(self.hidden) - 1))
+        if one_output:
+            out = member_dot(h, self.w_out[..., 0], relu=fuse)[..., None]  # [M, B, 1]
         else:
             out = torch.bmm(h, self.w_out)  # [M, B, n_outputs]
         return out if self.b_out is None else out + self.b_out[:, None]
 
-    def _activate(self, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _activate(self, h: torch.Tensor, bias: torch.Tensor | None, activate: bool = True) -> torch.Tensor:
         """activation(h + bias), in place where autograd allows: h is a fresh matmul or lookup result, and each full
         [M, B, width] temporary costs a pass over memory."""
         if bias is not None:
             h = h.add_(bias[:, None])
+        if not activate:
+            return h
         return torch.relu_(h) if self.spec.activation == "relu" else activation(self.spec.activation, h)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Sum of per-position embeddings -> [M, B, width]."""
-        h = None
-        for position in range(tokens.shape[-1]):
-            table = self.embed[:, position]  # [M, V, width]
-            if tokens.dim() == 2:
-                part = table[:, tokens[:, position]]  # [M, B, width]
-            else:
-                members = torch.arange(self.n_members, device=tokens.device)[:, None]
-                part = table[members, tokens[..., position]]  # [M, B, width]
-            h = part if h is None else h + part
-        return h
+        """Sum of per-position embeddings -> [M, B, width]: one lookup in the positions' tables laid end to end."""
+        n_positions, vocab = self.embed.shape[1:3]
+        rows = tokens + torch.arange(n_positions, device=tokens.device) * vocab  # [(M,) B, T] into [T * V]
+        return member_lookup(self.embed.flatten(1, 2), rows)

@@ -6,15 +6,17 @@ import torch
 from torch import nn
 
 
-def example_losses(kind: str, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example loss and correctness: logits [M, B, C], y [M, B] or [B] -> (loss [M, B], correct [M, B])."""
+def example_losses(kind: str, logits: torch.Tensor, y: torch.Tensor,
+                   with_correct: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-example loss and correctness: logits [M, B, C], y [M, B] or [B] -> (loss [M, B], correct [M, B]);
+    correct is None without `with_correct` (training steps between checkpoints skip the argmax)."""
     members, batch, classes = logits.shape
     y = y.expand(members, batch)
     if kind == "hinge":  # Barak et al. 2022: labels +-1, one output
         out = logits[..., 0]  # [M, B]
-        return torch.relu(1 - y * out), torch.sign(out) == y
+        return torch.relu(1 - y * out), torch.sign(out) == y if with_correct else None
     loss = nn.functional.cross_entropy(logits.reshape(-1, classes), y.reshape(-1), reduction="none")
-    return loss.view(members, batch), logits.argmax(-1) == y
+    return loss.view(members, batch), logits.argmax(-1) == y if with_correct else None
 
 
 @torch.no_grad()

@@ -26,11 +26,18 @@ class EvalSplit:
 
 @dataclass
 class Batch:
-    """One training step's data for every member."""
+    """One training step's data for every member, or one batch that all members share (x [B, ...], y [B]): one input
+    for all lets a model run a layer as one large product instead of M small ones."""
 
-    x: torch.Tensor  # [M, B, ...]
-    y: torch.Tensor  # [M, B]
+    x: torch.Tensor  # [M, B, ...] or, shared, [B, ...]
+    y: torch.Tensor  # [M, B] or, shared, [B]
     weight: torch.Tensor | None = None  # [M, B] float 0/1 padding mask; None: all examples count
+
+    def member(self, index: int) -> Batch:
+        """Member `index`'s own batch: x [B, ...], y [B], weight [B] or None."""
+        if self.y.dim() == 1:  # shared
+            return self
+        return Batch(self.x[index], self.y[index], None if self.weight is None else self.weight[index])
 
 
 class Task:

@@ -145,8 +145,10 @@ class ModularArithmetic(Task):
         n = len(self.example)
         # each member's train examples, as positions into the table above: [n_train_m] each
         self.train_positions = [train_positions(n, t.train_fraction, t.split_seed) for t in tasks]
-        self._orders = [EpochOrder(len(pos), spec.batch_size, seed)
-                        for pos, seed in zip(self.train_positions, data_seeds)] if spec.batch_size else []
+        same_split = all(torch.equal(pos, self.train_positions[0]) for pos in self.train_positions)
+        self.shared = same_split and (spec.batch_size == 0 or len(set(data_seeds)) == 1)  # one batch for all
+        ordered = zip(self.train_positions[:1], data_seeds[:1]) if self.shared else zip(self.train_positions, data_seeds)
+        self._orders = [EpochOrder(len(pos), spec.batch_size, seed) for pos, seed in ordered] if spec.batch_size else []
         self._full_batch: Batch | None = None
         self._splits = self._build_splits(max_probe_examples)
 
@@ -165,12 +167,17 @@ class ModularArithmetic(Task):
         return self._splits
 
     def batch(self, step: int) -> Batch:
-        """Return `step`'s batch: x [M, B, 3] int64, y [M, B] int64, weight [M, B] or None.
+        """Return `step`'s batch: x [M, B, 3] int64, y [M, B] int64, weight [M, B] or None; x [B, 3] and y [B] when
+        every member has the same training set and data seed.
         Full batch (batch_size 0): every member's train set, padded to the largest; the same object every step."""
         if self.batch_size == 0:
             if self._full_batch is None:
-                self._full_batch = stack_padded([self.x[pos] for pos in self.train_positions],
-                                                [self.y[pos] for pos in self.train_positions])
+                positions = self.train_positions[0]
+                self._full_batch = Batch(self.x[positions], self.y[positions]) if self.shared else stack_padded(
+                    [self.x[pos] for pos in self.train_positions], [self.y[pos] for pos in self.train_positions])
             return self._full_batch
+        if self.shared:
+            chosen = self.train_positions[0][self._orders[0].positions(step)]  # [B]
+            return Batch(self.x[chosen], self.y[chosen])
         chosen = [pos[order.positions(step)] for pos, order in zip(self.train_positions, self._orders)]  # [B] each
         return stack_padded([self.x[c] for c in chosen], [self.y[c] for c in chosen])

@@ -81,18 +81,20 @@ class MultitaskParityTask(TaskSpec):
 
 class OnlineBlocks:
     """Fresh training samples: member m's block b is `draw(generator("data", data_seeds[m], b))`, a tuple of
-    tensors each [BLOCK_STEPS, B, ...]; every member's current block is cached, stacked as [BLOCK_STEPS, M, B, ...]."""
+    tensors each [BLOCK_STEPS, B, ...]; every member's current block is cached, stacked as [BLOCK_STEPS, M, B, ...].
+    When every member has the same data seed the block is drawn once and not stacked (a shared batch, [B, ...])."""
 
     def __init__(self, data_seeds: list[int], draw: Callable[[torch.Generator], tuple[torch.Tensor, ...]]):
-        self.data_seeds, self.draw = data_seeds, draw
+        self.shared = len(set(data_seeds)) == 1
+        self.data_seeds, self.draw = data_seeds[:1] if self.shared else data_seeds, draw
         self._block, self._data = -1, ()
 
     def at(self, step: int) -> tuple[torch.Tensor, ...]:
-        """Return `step`'s rows of every drawn tensor, each [M, B, ...]."""
+        """Return `step`'s rows of every drawn tensor, each [M, B, ...] ([B, ...] if shared)."""
         block, row = divmod(step, BLOCK_STEPS)
         if block != self._block:
             draws = [self.draw(generator("data", seed, block)) for seed in self.data_seeds]
-            self._data = tuple(torch.stack(parts, dim=1) for parts in zip(*draws))  # each [BLOCK_STEPS, M, B, ...]
+            self._data = draws[0] if self.shared else tuple(torch.stack(parts, dim=1) for parts in zip(*draws))
             self._block = block
         return tuple(t[row] for t in self._data)
 
@@ -142,7 +144,8 @@ class SparseParity(Task):
         self._blocks = self._orders = None
         if spec.n_train > 0:  # a fixed training set, visited in per-member epoch orders
             self.train_x = random_signs(generator("split", spec.split_seed, 2), (spec.n_train,), spec.n)  # [n_train, n]
-            self._orders = [EpochOrder(spec.n_train, spec.batch_size, seed) for seed in data_seeds]
+            seeds = data_seeds[:1] if len(set(data_seeds)) == 1 else data_seeds  # one order: a shared batch
+            self._orders = [EpochOrder(spec.n_train, spec.batch_size, seed) for seed in seeds]
             keep = probe_positions(spec.n_train, max_probe_examples)  # [N_probe]
             self._splits.insert(0, self._split("train", keep, self.train_x[keep]))
         else:  # online: fresh samples every step
@@ -161,10 +164,13 @@ class SparseParity(Task):
         return self._splits
 
     def batch(self, step: int) -> Batch:
-        """Return `step`'s batch: x [M, B, n] float32 +-1, y [M, B] float32 +-1, weight None."""
+        """Return `step`'s batch: x [M, B, n] float32 +-1, y [M, B] float32 +-1, weight None; x [B, n] and y [B]
+        when every member has the same data seed."""
         if self._blocks is not None:
-            (packed,) = self._blocks.at(step)  # [M, B, n_bytes]
-            signs = to_signs(unpack_bits(packed, self.n_inputs))  # [M, B, n]
+            (packed,) = self._blocks.at(step)  # [M, B, n_bytes] or [B, n_bytes]
+            signs = to_signs(unpack_bits(packed, self.n_inputs))  # [M, B, n] or [B, n]
+        elif len(self._orders) == 1:
+            signs = self.train_x[self._orders[0].positions(step)]  # [B, n]
         else:
             signs = torch.stack([self.train_x[order.positions(step)] for order in self._orders])  # [M, B, n]
         return Batch(signs.float(), self.labels(signs))
@@ -223,6 +229,7 @@ class MultitaskParity(Task):
         return self._splits
 
     def batch(self, step: int) -> Batch:
-        """Return `step`'s batch of fresh samples: x [M, B, n_tasks + n] float32, y [M, B] int64, weight None."""
-        task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes]
+        """Return `step`'s batch of fresh samples: x [M, B, n_tasks + n] float32, y [M, B] int64, weight None
+        (x [B, n_tasks + n], y [B] when every member has the same data seed)."""
+        task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes] (or without M)
         return Batch(*self.inputs(task, unpack_bits(packed, self.n)))

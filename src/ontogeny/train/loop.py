@@ -115,8 +115,8 @@ class EnsembleTrainer:
         while True:
             step = self.step
             batch = self._to_device(self.task.batch(step))
-            loss, correct = self._forward_backward(step, batch)
             at_checkpoint = step in checkpoints and step > self.recorded_through
+            loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
             norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
             if at_checkpoint:
                 factor = lr_factor(self.spec.optim, step, steps)
@@ -149,11 +149,11 @@ class EnsembleTrainer:
         per_example = self.spec.model.memory(sizes)[1] + sizes.n_outputs  # activation floats of one member
         return int(min(4096, max(32, EVAL_FLOATS // (len(self.members) * per_example))))
 
-    def _forward_backward(self, step: int, batch: Batch):
+    def _forward_backward(self, step: int, batch: Batch, with_correct: bool = False):
         """Loss of every member on its batch; the sum's gradient gives each member exactly its own gradient."""
         self.optimizer.zero_grad()
         logits = self.model(batch.x)  # [M, B, C]
-        loss, correct = probes.example_losses(self.task.loss, logits, batch.y)  # [M, B]
+        loss, correct = probes.example_losses(self.task.loss, logits, batch.y, with_correct)  # [M, B] each
         member_loss = probes.masked_mean(loss, batch.weight)  # [M]
         finite = torch.isfinite(member_loss)
         if not bool(finite.all()):
