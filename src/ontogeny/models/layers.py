@@ -77,11 +77,14 @@ class _MemberDot(torch.autograd.Function):
             ctx.mark_dirty(h)
             h = torch.relu_(h)
         ctx.relu = relu
+        ctx.set_materialize_grads(False)  # h's own gradient is never used: do not write a zero-filled one
         ctx.save_for_backward(h, w)
         return h, torch.linalg.vecdot(h, w[:, None])
 
     @staticmethod
-    def backward(ctx, _, grad):  # grad [M, B]; h's own gradient is unused (h is returned only as a view of z)
+    def backward(ctx, _, grad):  # grad [M, B]; h is returned only because it was changed in place
+        if grad is None:
+            return None, None, None
         h, w = ctx.saved_tensors
         grad_h = None
         if ctx.needs_input_grad[0]:
