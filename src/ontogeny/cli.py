@@ -128,8 +128,9 @@ def run_command(
 @app.command("analyze")
 def analyze_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    what: Annotated[Optional[str], typer.Option(help="Comma-separated analysis steps (default all; an unknown "
-                                                     "name lists the known ones).")] = None,
+    what: Annotated[Optional[str], typer.Option(help="Comma-separated analysis steps (default all but the costly "
+                                                     "ones run on request, e.g. sharpness; an unknown name lists "
+                                                     "the known ones).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary and tables as JSON.")] = False,
 ) -> None:
     """Find transitions, per-example dynamics and seed statistics; write them into the run as tables."""

@@ -43,6 +43,7 @@ class Step:
     examples: bool = False  # needs per-example rows
     tables: tuple[str, ...] = ()  # needs these tables (e.g. a suite's `revisions`)
     after: tuple[str, ...] = ()  # steps whose results it reads, when they run
+    on_request: bool = False  # costly (it recomputes through the models): runs only when named in `what`
 
     def missing(self, context: Context) -> str | None:
         """What the run lacks for this step, or None."""
@@ -58,10 +59,10 @@ class Step:
 
 
 def analysis_step(name: str, *, scalars: tuple[str, ...] = (), examples: bool = False, tables: tuple[str, ...] = (),
-                  after: tuple[str, ...] = ()) -> Callable:
+                  after: tuple[str, ...] = (), on_request: bool = False) -> Callable:
     """Decorator registering `function(context) -> StepResult` as the analysis step `name`."""
     def register(function: Callable[[Context], StepResult]) -> Callable[[Context], StepResult]:
-        ANALYSES.register(name)(Step(name, function, scalars, examples, tables, after))
+        ANALYSES.register(name)(Step(name, function, scalars, examples, tables, after, on_request))
         return function
     return register
 
@@ -114,7 +115,8 @@ class Analysis:
 
 def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random_state: int = 0,
             write: bool = True) -> Analysis:
-    """Run the steps named in `what` (default every registered step) on `run`; write their tables into it."""
+    """Run the steps named in `what` (default every registered step but those run on request) on `run`; write their
+    tables into it."""
     asked = tuple(what or ())
     unknown = [name for name in asked if name not in ANALYSES]
     if unknown:
@@ -130,7 +132,9 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
         result.summary.append("no member left to analyze")
         return result
     context = Context(run, scalars[scalars.member.isin(members.member)], members, random_state)
-    for step in _ordered([ANALYSES.get(name) for name in asked or ANALYSES.names()]):
+    steps = [ANALYSES.get(name) for name in asked] or [
+        step for step in map(ANALYSES.get, ANALYSES.names()) if not step.on_request]
+    for step in _ordered(steps):
         missing = step.missing(context)
         if missing:
             if step.name in asked:

@@ -77,21 +77,22 @@ class _MemberDot(torch.autograd.Function):
             ctx.mark_dirty(h)
             h = torch.relu_(h)
         ctx.relu = relu
-        ctx.set_materialize_grads(False)  # h's own gradient is never used: do not write a zero-filled one
+        ctx.set_materialize_grads(False)  # h's own gradient is almost never used: do not write a zero-filled one
         ctx.save_for_backward(h, w)
         return h, torch.linalg.vecdot(h, w[:, None])
 
     @staticmethod
-    def backward(ctx, _, grad):  # grad [M, B]; h is returned only because it was changed in place
-        if grad is None:
-            return None, None, None
+    def backward(ctx, grad_h_out, grad):  # grads of the outputs (h, [M, B]); h's is None unless something read h
         h, w = ctx.saved_tensors
-        grad_h = None
-        if ctx.needs_input_grad[0]:
-            grad_h = grad[..., None] * w[:, None]  # [M, B, k]
-            if ctx.relu:  # relu(z) > 0 exactly where z > 0
+        grad_h = grad[..., None] * w[:, None] if grad is not None and ctx.needs_input_grad[0] else None  # [M, B, k]
+        if grad_h_out is not None:  # in a double backward, the weight gradient's use of h sends one here
+            grad_h = grad_h_out if grad_h is None else grad_h + grad_h_out
+        if ctx.relu and grad_h is not None:  # relu(z) > 0 exactly where z > 0
+            if torch.is_grad_enabled():  # a double backward (Hessian-vector products) cannot use out= ops
+                grad_h = torch.ops.aten.threshold_backward(grad_h, h, 0)
+            else:
                 torch.ops.aten.threshold_backward.grad_input(grad_h, h, 0, grad_input=grad_h)
-        grad_w = torch.bmm(grad[:, None], h)[:, 0] if ctx.needs_input_grad[1] else None
+        grad_w = torch.bmm(grad[:, None], h)[:, 0] if grad is not None and ctx.needs_input_grad[1] else None
         return grad_h, grad_w, None
 
 

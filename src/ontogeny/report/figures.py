@@ -133,6 +133,25 @@ def norm_figure(frame: pd.DataFrame, configs: pd.Series, note: str) -> go.Figure
     return base_layout(fig, "Weight norm and gradient norm per member", note)
 
 
+def sharpness_figure(table: pd.DataFrame, configs: pd.Series) -> go.Figure:
+    """Top Hessian eigenvalue per member over training, with 2 / lr (the edge of stability) where training is SGD."""
+    fig = go.Figure()
+    labels = list(dict.fromkeys(configs.sort_index()))
+    frame = table.rename(columns={"sharpness": "value"})
+    for i, label in enumerate(labels):
+        rows = frame[frame.member.isin(configs.index[configs == label])]
+        for trace in member_traces(rows, PALETTE[i % len(PALETTE)], label if len(labels) > 1 else "member", label):
+            fig.add_trace(trace)
+    for edge in sorted(set(table.edge.dropna())):
+        fig.add_hline(y=edge, line={"dash": "dash", "color": "#555"}, annotation_text=f"2/lr = {edge:.3g}")
+    positive = bool((table.sharpness > 0).all())
+    fig.update_yaxes(title_text="top Hessian eigenvalue", type="log" if positive else "linear", exponentformat="power")
+    fig.update_xaxes(type="log", title_text=STEP_AXIS)
+    return base_layout(fig, "Sharpness per member", "top eigenvalue of the training loss's Hessian at checkpoints "
+                       "with saved weights (power iteration); dashed: 2/lr, where SGD's sharpness settles "
+                       "(edge of stability)")
+
+
 def compare_figure(runs: list[tuple[str, pd.DataFrame]], name: str) -> go.Figure:
     """One scalar `name` of several runs on one plot: each run's members, median and min-max band."""
     fig = go.Figure()

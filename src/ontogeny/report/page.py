@@ -25,7 +25,7 @@ from ..store import Run
 from ..store.create import os_reason, write_file
 from ..store.layout import Layout
 from . import data
-from .figures import curve_figure, norm_figure
+from .figures import curve_figure, norm_figure, sharpness_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
 
@@ -196,7 +196,7 @@ def seeds_section(run: Run, summary: pd.DataFrame) -> Section | None:
 
 
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
-    """Weight/gradient norm trajectories and the cartography scatter."""
+    """Weight/gradient norm trajectories, sharpness and the cartography scatter."""
     blocks = []
     norms = [n for n in ("weight_norm", "grad_norm") if n in names]
     if norms:
@@ -204,14 +204,17 @@ def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section 
         note = "thin lines: members" + (f"; downsampled: {data.MAX_CURVE_STEPS} of {n_steps} checkpoints"
                                         if n_steps > data.MAX_CURVE_STEPS else "")
         blocks.append(figure_html(norm_figure(frame, configs, note), "norms"))
+    if "sharpness" in run.tables():
+        blocks.append(figure_html(sharpness_figure(run.table("sharpness"), configs), "sharpness"))
     if "example_dynamics" in run.tables():
         frame, total = data.cartography(run, MAX_CARTOGRAPHY_POINTS)
         if total:
             blocks.append(figure_html(cartography_figure(frame, total), "cartography"))
     if not blocks:
         return None
-    return Section("dynamics", "Norms and cartography", "Weight and gradient norms; which examples are easy, "
-                   "ambiguous or hard to learn.", blocks)
+    return Section("dynamics", "Norms, sharpness and cartography", "Weight and gradient norms; the loss's "
+                   "sharpness (`ontogeny analyze --what sharpness`); which examples are easy, ambiguous or hard to "
+                   "learn.", blocks)
 
 
 def render_report(run: Run, *, head_extra: str = "") -> str:

@@ -147,8 +147,9 @@ class ModularArithmetic(Task):
         self.train_positions = [train_positions(n, t.train_fraction, t.split_seed) for t in tasks]
         same_split = all(torch.equal(pos, self.train_positions[0]) for pos in self.train_positions)
         self.shared = same_split and (spec.batch_size == 0 or len(set(data_seeds)) == 1)  # one batch for all
-        ordered = zip(self.train_positions[:1], data_seeds[:1]) if self.shared else zip(self.train_positions, data_seeds)
-        self._orders = [EpochOrder(len(pos), spec.batch_size, seed) for pos, seed in ordered] if spec.batch_size else []
+        count = 1 if self.shared else len(tasks)  # one order for a shared batch
+        self._orders = [EpochOrder(len(pos), spec.batch_size, seed) for pos, seed in
+                        zip(self.train_positions[:count], data_seeds[:count])] if spec.batch_size else []
         self._full_batch: Batch | None = None
         self._splits = self._build_splits(max_probe_examples)
 
