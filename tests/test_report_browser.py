@@ -22,7 +22,7 @@ from test_report import (  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SECTIONS = ("glance", "curves", "hidden", "phase", "seeds", "dynamics")
+SECTIONS = ("glance", "curves", "hidden", "phase", "seeds", "maps", "dynamics")
 
 # Every plot has an SVG with children, and at least one drawn trace: an SVG path/bar/heatmap image, or a WebGL
 # canvas of non-zero size.

@@ -103,7 +103,7 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
             if len(files) < len(group):  # a member without weights here (diverged or still being written)
                 continue
             paths = files.set_index("member").path
-            _load(model, [run.path / paths[m.member] for m in group])
+            load_member_weights(model, [run.path / paths[m.member] for m in group])
             batch = task.batch(int(step))
             params = list(model.parameters())
 
@@ -122,7 +122,7 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
     return pd.DataFrame(rows, columns=["member", "step", "sharpness", "lr", "edge", "converged"])
 
 
-def _load(model: torch.nn.Module, paths: list) -> None:
+def load_member_weights(model: torch.nn.Module, paths: list) -> None:
     """Stack each member's saved weights (one safetensors file per member) into the ensemble's parameters."""
     saved = [load_file(str(path)) for path in paths]
     with torch.no_grad():

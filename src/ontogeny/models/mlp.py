@@ -86,24 +86,32 @@ class EnsembleMLP(nn.Module):
         def take(param):  # not param[:] for all members: its backward would write a zero-filled copy of the weights
             return param if members is None or param is None else param[members]
 
+        one_output = self.w_out.shape[-1] == 1  # hinge: a product-sum head
+        fuse = one_output and self.spec.activation == "relu"  # the last ReLU then runs inside the head's Function
+        h = self._hidden(x, take, activate_last=not fuse)  # [M, B, width]
+        if one_output:
+            out = member_dot(h, take(self.w_out)[..., 0], relu=fuse)[..., None]  # [M, B, 1]
+        else:
+            out = torch.bmm(h, take(self.w_out))  # [M, B, n_outputs]
+        return out if self.b_out is None else out + take(self.b_out)[:, None]
+
+    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations [M, B, width], which the readout maps linearly to the logits."""
+        return self._hidden(x, lambda param: param, activate_last=True)
+
+    def _hidden(self, x: torch.Tensor, take, activate_last: bool) -> torch.Tensor:
         if self.vocab_size:
             h = self._embed(x, take)  # [M, B, width]
         elif x.dim() == 2:  # one batch for every member (they share a data seed)
             h = shared_input_matmul(x, take(self.w_in))  # [M, B, width]
         else:
             h = torch.bmm(x, take(self.w_in))  # [M, B, width]
-        one_output = self.w_out.shape[-1] == 1  # hinge: a product-sum head
-        fuse = one_output and self.spec.activation == "relu"  # the last ReLU then runs inside the head's Function
         biases = list(self.hidden_bias) if self.spec.bias else [None] * len(self.hidden)
-        h = self._activate(h, take(self.b_in), activate=not (fuse and not self.hidden))
+        h = self._activate(h, take(self.b_in), activate=activate_last or bool(self.hidden))
         for i, (weight, bias) in enumerate(zip(self.hidden, biases)):
             h = self._activate(torch.bmm(h, take(weight)), take(bias),
-                               activate=not (fuse and i == len(self.hidden) - 1))
-        if one_output:
-            out = member_dot(h, take(self.w_out)[..., 0], relu=fuse)[..., None]  # [M, B, 1]
-        else:
-            out = torch.bmm(h, take(self.w_out))  # [M, B, n_outputs]
-        return out if self.b_out is None else out + take(self.b_out)[:, None]
+                               activate=activate_last or i < len(self.hidden) - 1)
+        return h
 
     def _activate(self, h: torch.Tensor, bias: torch.Tensor | None, activate: bool = True) -> torch.Tensor:
         """activation(h + bias), in place where autograd allows: h is a fresh matmul or lookup result, and each full

@@ -25,7 +25,10 @@ from ..store import Run
 from ..store.create import os_reason, write_file
 from ..store.layout import Layout
 from . import data
-from .figures import curve_figure, norm_figure, sharpness_figure
+from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
+from .figures_components import components_figure
+from .figures_fourier import fourier_figure
+from .figures_maps import map_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
 
@@ -195,8 +198,19 @@ def seeds_section(run: Run, summary: pd.DataFrame) -> Section | None:
                    blocks)
 
 
+def maps_section(run: Run) -> Section | None:
+    """The training map of each grid point (tables maps, map_states, map_transitions)."""
+    if not {"maps", "map_states", "map_transitions"} <= set(run.tables()):
+        return None
+    maps, states, transitions = (run.table(name) for name in ("maps", "map_states", "map_transitions"))
+    blocks = [figure_html(map_figure(maps, states, transitions, config), f"map-{i}")
+              for i, config in enumerate(list(dict.fromkeys(maps.config))[:MAX_PANELS])]
+    return Section("maps", "Training map", "Latent states shared by all seeds (a Gaussian HMM over the recorded "
+                   "metrics, Hu et al. 2023), each member's path through them, and detours.", blocks)
+
+
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
-    """Weight/gradient norm trajectories, sharpness and the cartography scatter."""
+    """Weight/gradient norm trajectories and the cartography scatter."""
     blocks = []
     norms = [n for n in ("weight_norm", "grad_norm") if n in names]
     if norms:
@@ -204,17 +218,30 @@ def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section 
         note = "thin lines: members" + (f"; downsampled: {data.MAX_CURVE_STEPS} of {n_steps} checkpoints"
                                         if n_steps > data.MAX_CURVE_STEPS else "")
         blocks.append(figure_html(norm_figure(frame, configs, note), "norms"))
-    if "sharpness" in run.tables():
-        blocks.append(figure_html(sharpness_figure(run.table("sharpness"), configs), "sharpness"))
     if "example_dynamics" in run.tables():
         frame, total = data.cartography(run, MAX_CARTOGRAPHY_POINTS)
         if total:
             blocks.append(figure_html(cartography_figure(frame, total), "cartography"))
     if not blocks:
         return None
-    return Section("dynamics", "Norms, sharpness and cartography", "Weight and gradient norms; the loss's "
-                   "sharpness (`ontogeny analyze --what sharpness`); which examples are easy, ambiguous or hard to "
-                   "learn.", blocks)
+    return Section("dynamics", "Norms and cartography", "Weight and gradient norms; which examples are easy, "
+                   "ambiguous or hard to learn.", blocks)
+
+
+def inside_section(run: Run, configs: pd.Series) -> Section | None:
+    """What the analyses run on request found inside the models: sharpness, components, Fourier measures."""
+    tables, blocks = set(run.tables()), []
+    if "sharpness" in tables:
+        blocks.append(figure_html(sharpness_figure(run.table("sharpness"), configs), "sharpness"))
+    if {"components", "component_roles"} <= tables:
+        blocks.append(figure_html(components_figure(run.table("components"), run.table("component_roles")),
+                                  "components"))
+    if "fourier" in tables:
+        blocks.append(figure_html(fourier_figure(run.table("fourier"), configs), "fourier"))
+    if not blocks:
+        return None
+    return Section("inside", "Inside the models", "Recomputed from the saved weights by the analyses run on request "
+                   "(`ontogeny analyze RUN --what sharpness,components,fourier`).", blocks)
 
 
 def render_report(run: Run, *, head_extra: str = "") -> str:
@@ -224,7 +251,9 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     configs = grid_labels(members).set_axis(members.member)
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
-                phase_section(run, summary), seeds_section(run, summary), dynamics_section(run, names, configs)]
+                phase_section(run, summary), seeds_section(run, summary), maps_section(run),
+                dynamics_section(run, names, configs),
+                inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(

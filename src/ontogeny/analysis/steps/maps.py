@@ -1,0 +1,75 @@
+"""Training-map step (Hu et al. 2023): one Gaussian HMM per grid point over its seeds' metric trajectories, the
+state each member is in at each checkpoint, the transitions between states, and the detours only some seeds take.
+
+Runs by default: it reads only the scalars, and took 3 s of CPU on the grokking and sparse-parity recipes (8 seeds)
+and 5 s on grokking-threshold (6 grid points, one HMM each), hmmlearn's import included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..analyze import Context, StepResult, analysis_step, id_list
+
+
+@analysis_step("maps")
+def maps(context: Context) -> StepResult:
+    """Tables `maps` (config, member, step: state), `map_states` (config, state: members visiting, share ending
+    there, detour, delay and its permutation p, first-visit step, mean stay, mean of each metric) and
+    `map_transitions` (config, from_state, to_state: probability per checkpoint, times members took it)."""
+    from ..maps import TrainingMap  # hmmlearn: only when the step runs
+
+    result, parts = StepResult(), {"maps": [], "map_states": [], "map_transitions": []}
+    for config, group in context.members.groupby("config", sort=False):
+        scalars = context.scalars[context.scalars.member.isin(group.member)]
+        try:
+            fit = TrainingMap(random_state=context.random_state).fit(scalars)
+        except ValueError as err:  # e.g. no metric that varies, or too few checkpoints
+            result.summary.append(f"maps [{config}]: skipped ({err})")
+            continue
+        parts["maps"].append(fit.states_.assign(config=config))
+        parts["map_states"].append(fit.state_table_.assign(config=config))
+        parts["map_transitions"].append(fit.transitions_.assign(config=config))
+        result.summary.extend(_describe(config, fit, len(group)))
+    for name, frames in parts.items():
+        if frames:
+            table = pd.concat(frames, ignore_index=True)
+            result.tables[name] = table[["config", *[c for c in table.columns if c != "config"]]]
+    return result
+
+
+def _describe(config: str, fit, n_members: int) -> list[str]:
+    """One line for the map (states, the common path, the end state) and one per detour."""
+    states, tried = fit.state_table_, fit.bic_.dropna()
+    line = f"maps [{config}]: {fit.n_states_} states by BIC ({int(tried.index.min())}-{int(tried.index.max())} tried"
+    if fit.n_states_ == tried.index.max() and fit.n_states_ > 1:
+        line += "; lowest at the largest number tried, so more states may fit better"
+    line += ")"
+    paths = fit.paths().value_counts()
+    if paths.iloc[0] > 1 or len(paths) == 1:
+        line += f"; {paths.iloc[0]}/{paths.sum()} members go " + " -> ".join(map(str, paths.index[0]))
+    else:
+        line += f"; no two of the {paths.sum()} members take the same sequence of states"
+    arrived = fit.arrival_.dropna()
+    line += (f"; end state {fit.end_state_} reached by {len(arrived)}/{len(fit.arrival_)} members"
+             + (f" at median step {arrived.median():.0f}" if len(arrived) else ""))
+    detours = states[states.detour]
+    line += f"; {len(detours) or 'no'} detour state{'s' if len(detours) != 1 else ''}"
+    lines = [line]
+    left_out = n_members - len(fit.arrival_)
+    if left_out:
+        lines.append(f"maps [{config}]: {left_out} member(s) with fewer than 2 complete checkpoints left out")
+    if len(fit.fit_members_) < len(fit.arrival_):
+        lines.append(f"maps [{config}]: HMM fitted to {len(fit.fit_members_)} randomly chosen members of "
+                     f"{len(fit.arrival_)} (max_fit_members); every member decoded")
+    for row in detours.itertuples():
+        visitors = fit.states_[fit.states_.state == row.state].member.unique()
+        text = (f"maps [{config}]: detour state {row.state} visited by {row.n_members}/{len(fit.arrival_)} members "
+                f"({id_list(visitors)}), {row.mean_dwell_steps:.0f} steps per stay on average")
+        if np.isfinite(row.delay_steps):
+            visited = fit.arrival_.index.isin(visitors)
+            text += (f"; they reach end state {fit.end_state_} at median step {fit.arrival_[visited].median():.0f} "
+                     f"vs {fit.arrival_[~visited].median():.0f} without it ({row.delay_steps:+.0f} steps, "
+                     f"permutation p = {row.delay_p:.2g})")
+        lines.append(text)
+    return lines
