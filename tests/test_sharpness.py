@@ -13,8 +13,9 @@ from ontogeny.report import render_report
 from test_optim import plain_mlp
 
 
-def plain_top_eigenvalue(module: nn.Module, loss_of_output) -> float:
-    """Largest eigenvalue of the full Hessian of a plain module's loss (torch.autograd.functional.hessian)."""
+def plain_top_eigenvalue(module: nn.Module, loss_of_output, scale: torch.Tensor | None = None) -> float:
+    """Largest eigenvalue of the full Hessian H of a plain module's loss (torch.autograd.functional.hessian), or
+    of D H D for a diagonal D given as `scale` [n_params]."""
     names = [name for name, _ in module.named_parameters()]
     shapes = [p.shape for p in module.parameters()]
     flat = torch.cat([p.detach().flatten() for p in module.parameters()])
@@ -25,7 +26,10 @@ def plain_top_eigenvalue(module: nn.Module, loss_of_output) -> float:
             parts[name], start = vector[start:start + shape.numel()].view(shape), start + shape.numel()
         return loss_of_output(functional_call(module, parts, (x_shared,)))
 
-    return torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat).double()).max().item()
+    hessian = torch.autograd.functional.hessian(loss, flat).double()
+    if scale is not None:
+        hessian = scale.double()[:, None] * hessian * scale.double()[None, :]
+    return torch.linalg.eigvalsh(hessian).max().item()
 
 
 x_shared = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
@@ -66,6 +70,30 @@ def test_top_eigenvalue_of_each_member_matches_its_full_hessian(case):
     torch.testing.assert_close(values, torch.tensor(expected, dtype=torch.float64), rtol=1e-3, atol=1e-6)
 
 
+def test_preconditioned_top_eigenvalue_is_that_of_d_h_d():
+    """Adam's preconditioned sharpness: the top eigenvalue of P^-1 H, i.e. of D H D with D = P^(-1/2)."""
+    ensemble = EnsembleMLP(MLPModel(width=5, activation="gelu"), n_outputs=3, init_seeds=[0, 1], n_inputs=5)
+    y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(3)
+    scale = [torch.rand(p.shape, generator=gen) + 0.5 for p in ensemble.parameters()]  # [M, ...] each
+
+    def losses():
+        return torch.stack([nn.functional.cross_entropy(o, y) for o in ensemble(x_shared)])
+
+    values, converged = top_eigenvalues(losses, list(ensemble.parameters()), iterations=3000, tol=1e-4, scale=scale)
+    assert converged.all()
+    for m in range(2):
+        module = nn.Sequential(nn.Linear(5, 5), nn.GELU(), nn.Linear(5, 3))
+        with torch.no_grad():
+            module[0].weight.copy_(ensemble.w_in[m].T)
+            module[0].bias.copy_(ensemble.b_in[m])
+            module[2].weight.copy_(ensemble.w_out[m].T)
+            module[2].bias.copy_(ensemble.b_out[m])
+        d = torch.cat([scale[0][m].T.flatten(), scale[1][m], scale[2][m].T.flatten(), scale[3][m]])
+        expected = plain_top_eigenvalue(module, lambda out: nn.functional.cross_entropy(out, y), d)
+        assert values[m].item() == pytest.approx(expected, rel=1e-3)
+
+
 def test_hand_written_backwards_are_twice_differentiable():
     from ontogeny.models.layers import member_dot, member_lookup, shared_input_matmul
 
@@ -93,7 +121,12 @@ def test_sharpness_step_on_a_transformer_run_member_alone_equals_member_in_ensem
     found = og.analysis.analyze(big, what=["sharpness"])
     table = og.open(big.path).table("sharpness")
     assert set(table.step) == {0, 20, 40} and len(table) == 9 and table.converged.all()
-    assert (table.sharpness > 0).all() and table.edge.isna().all()  # AdamW: no 2/lr edge
+    assert (table.sharpness > 0).all()
+    adam = og.open(big.path).spec.optim  # AdamW: its preconditioner is saved with the weights after step 0
+    assert table[table.step == 0].preconditioned_sharpness.isna().all()
+    assert (table[table.step > 0].preconditioned_sharpness > 0).all()
+    later = table[table.step == 40]
+    assert (later.edge == (2 + 2 * adam.betas[0]) / ((1 - adam.betas[0]) * later.lr)).all()
     assert any(line.startswith("sharpness [all]: median top Hessian eigenvalue") for line in found.summary)
     assert 'id="fig-sharpness"' in render_report(og.open(big.path))
     og.analysis.analyze(alone, what=["sharpness"])
@@ -109,6 +142,7 @@ def test_sharpness_under_sgd_is_compared_with_two_over_lr_and_needs_saved_weight
     og.analysis.analyze(run, what=["sharpness"])
     table = og.open(run.path).table("sharpness")
     assert (table.edge == 2 / 0.05).all() and (table.lr == 0.05).all()
+    assert table.preconditioned_sharpness.isna().all()
     bare = og.run("sparse-parity", overrides=overrides, out=tmp_path / "bare")  # weights at the last step only
     found = og.analysis.analyze(bare, what=["sharpness"])
     assert "sharpness" not in found.tables

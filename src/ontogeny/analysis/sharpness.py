@@ -4,7 +4,10 @@ Power iteration on Hessian-vector products (double backward through the ensemble
 has a block-diagonal Hessian, one block per member, so one product serves every member at once; each member's
 vector is normalized on its own. Cohen et al. 2021 ("Gradient descent on neural networks typically occurs at the
 edge of stability") compare this sharpness with 2 / lr under SGD: full-batch gradient descent drives it up to that
-value and keeps it there. Written by hand: PyHessian and friends take one model, not an ensemble's blocks.
+value and keeps it there. For Adam, Cohen et al. 2022 ("Adaptive gradient methods at the edge of stability") use
+the preconditioned sharpness, the top eigenvalue of P^-1 H with Adam's P = sqrt(v_hat) + eps, which settles at
+(2 + 2 beta1) / ((1 - beta1) lr); P is saved with the weights. Written by hand: PyHessian and friends take one
+model, not an ensemble's blocks.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from ..train.optim import lr_factor
 
 
 def top_eigenvalues(member_losses: Callable[[], torch.Tensor], params: list[torch.Tensor], *, iterations: int = 100,
-                    tol: float = 1e-3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top (most positive) Hessian eigenvalue of each member's loss, by power iteration.
+                    tol: float = 1e-3, seed: int = 0,
+                    scale: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top (most positive) Hessian eigenvalue of each member's loss, by power iteration; with `scale` (one
+    tensor per parameter, D), of D H D instead: D = P^(-1/2) gives the eigenvalues of P^(-1) H.
 
     `member_losses()` returns the losses [M] (member m's loss depends on slice m of every parameter [M, ...]).
     Power iteration finds the eigenvalue of largest magnitude; where that is negative or does not settle, a second
@@ -37,7 +42,10 @@ def top_eigenvalues(member_losses: Callable[[], torch.Tensor], params: list[torc
     grads = torch.autograd.grad(loss, params, create_graph=True)
 
     def hessian_times(vectors):
-        return torch.autograd.grad(grads, params, grad_outputs=vectors, retain_graph=True)  # H v, block by block
+        if scale is not None:
+            vectors = [d * v for d, v in zip(scale, vectors)]
+        products = torch.autograd.grad(grads, params, grad_outputs=vectors, retain_graph=True)  # H v, per block
+        return products if scale is None else [d * p for d, p in zip(scale, products)]
 
     largest, magnitude, converged = _power_iteration(hessian_times, params, None, iterations, tol, seed)
     redo = ~converged | (largest < 0)  # a negative or unsettled estimate: ReLU nets have +-lambda pairs
@@ -89,8 +97,11 @@ def _normalized(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
 def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int = 200, tol: float = 1e-3,
                   random_state: int = 0) -> pd.DataFrame:
     """Sharpness of every member at every checkpoint with saved weights (or at `steps`), on that step's training
-    batch (for full-batch tasks, the whole training set): columns member, step, sharpness, lr (with its schedule),
-    edge (2 / lr for SGD, else NaN), converged."""
+    batch (for full-batch tasks, the whole training set): columns member, step, sharpness, preconditioned_sharpness
+    (AdamW: of P^-1 H with P = sqrt(v_hat) + eps, saved with the weights; NaN at step 0 and for SGD), lr (with its
+    schedule), edge, converged. `edge` is where each optimizer's sharpness settles (Cohen et al. 2021 and 2022):
+    (2 + 2 momentum) / lr for SGD against `sharpness`, (2 + 2 beta1) / ((1 - beta1) lr) for AdamW against
+    `preconditioned_sharpness`."""
     spec, checkpoints = run.spec, run.checkpoints()
     if steps is not None:
         checkpoints = checkpoints[checkpoints.step.isin(steps)]
@@ -103,7 +114,7 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
             if len(files) < len(group):  # a member without weights here (diverged or still being written)
                 continue
             paths = files.set_index("member").path
-            load_member_weights(model, [run.path / paths[m.member] for m in group])
+            preconditioner = load_member_weights(model, [run.path / paths[m.member] for m in group])
             batch = task.batch(int(step))
             params = list(model.parameters())
 
@@ -111,23 +122,42 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
                 loss, _ = probes.example_losses(task.loss, model(batch.x), batch.y, with_correct=False)
                 return probes.masked_mean(loss, batch.weight)  # [M]
 
+            estimates = {}
             with _twice_differentiable_attention():
-                values, converged = top_eigenvalues(member_losses, params, iterations=iterations, tol=tol,
-                                                    seed=random_state)
-            for m, value, settled in zip(group, values.tolist(), converged.tolist()):
-                lr = m.spec.optim.lr * lr_factor(m.spec.optim, int(step), spec.steps)
-                rows.append({"member": m.member, "step": int(step), "sharpness": value, "lr": lr,
-                             "edge": 2 / lr if m.spec.optim.name == "sgd" and lr > 0 else np.nan,
-                             "converged": settled})
-    return pd.DataFrame(rows, columns=["member", "step", "sharpness", "lr", "edge", "converged"])
+                estimates["sharpness"] = top_eigenvalues(member_losses, params, iterations=iterations, tol=tol,
+                                                         seed=random_state)
+                if preconditioner is not None:
+                    estimates["preconditioned_sharpness"] = top_eigenvalues(
+                        member_losses, params, iterations=iterations, tol=tol, seed=random_state,
+                        scale=[p.rsqrt() for p in preconditioner])
+            for index, m in enumerate(group):
+                optim = m.spec.optim
+                lr = optim.lr * lr_factor(optim, int(step), spec.steps)
+                if optim.name == "sgd":
+                    edge = (2 + 2 * optim.momentum) / lr if lr > 0 else np.nan
+                else:
+                    edge = (2 + 2 * optim.betas[0]) / ((1 - optim.betas[0]) * lr) if lr > 0 else np.nan
+                row = {"member": m.member, "step": int(step), "preconditioned_sharpness": np.nan, "lr": lr,
+                       "edge": edge}
+                for name, (values, converged) in estimates.items():
+                    row[name] = values[index].item()
+                    row["converged"] = bool(converged[index]) and row.get("converged", True)
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["member", "step", "sharpness", "preconditioned_sharpness", "lr", "edge",
+                                       "converged"])
 
 
-def load_member_weights(model: torch.nn.Module, paths: list) -> None:
-    """Stack each member's saved weights (one safetensors file per member) into the ensemble's parameters."""
+def load_member_weights(model: torch.nn.Module, paths: list) -> list[torch.Tensor] | None:
+    """Stack each member's saved weights (one safetensors file per member) into the ensemble's parameters; return
+    AdamW's preconditioner saved with them, stacked the same way, or None where it was not saved."""
     saved = [load_file(str(path)) for path in paths]
+    names = [name for name, _ in model.named_parameters()]
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(torch.stack([weights[name] for weights in saved]))
+    if not all(f"preconditioner.{name}" in weights for weights in saved for name in names):
+        return None
+    return [torch.stack([weights[f"preconditioner.{name}"] for weights in saved]) for name in names]
 
 
 def _twice_differentiable_attention():

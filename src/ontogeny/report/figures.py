@@ -134,22 +134,28 @@ def norm_figure(frame: pd.DataFrame, configs: pd.Series, note: str) -> go.Figure
 
 
 def sharpness_figure(table: pd.DataFrame, configs: pd.Series) -> go.Figure:
-    """Top Hessian eigenvalue per member over training, with 2 / lr (the edge of stability) where training is SGD."""
+    """Sharpness per member over training (preconditioned for AdamW), with the edge where it settles (dashed)."""
+    adam = "preconditioned_sharpness" in table and table.preconditioned_sharpness.notna().any()
+    measure = "preconditioned_sharpness" if adam else "sharpness"
     fig = go.Figure()
     labels = list(dict.fromkeys(configs.sort_index()))
-    frame = table.rename(columns={"sharpness": "value"})
+    frame = table.rename(columns={measure: "value"})
     for i, label in enumerate(labels):
         rows = frame[frame.member.isin(configs.index[configs == label])]
         for trace in member_traces(rows, PALETTE[i % len(PALETTE)], label if len(labels) > 1 else "member", label):
             fig.add_trace(trace)
-    for edge in sorted(set(table.edge.dropna())):
-        fig.add_hline(y=edge, line={"dash": "dash", "color": "#555"}, annotation_text=f"2/lr = {edge:.3g}")
-    positive = bool((table.sharpness > 0).all())
-    fig.update_yaxes(title_text="top Hessian eigenvalue", type="log" if positive else "linear", exponentformat="power")
+    edge = table.groupby("step").edge.median().dropna()
+    if len(edge):
+        fig.add_trace(go.Scatter(x=edge.index + 1, y=edge.to_numpy(), mode="lines", name="edge",
+                                 line={"dash": "dash", "color": "#555"}))
+    positive = bool((table[measure].dropna() > 0).all())
+    fig.update_yaxes(title_text="top eigenvalue of P^-1 H" if adam else "top Hessian eigenvalue",
+                     type="log" if positive else "linear", exponentformat="power")
     fig.update_xaxes(type="log", title_text=STEP_AXIS)
-    return base_layout(fig, "Sharpness per member", "top eigenvalue of the training loss's Hessian at checkpoints "
-                       "with saved weights (power iteration); dashed: 2/lr, where SGD's sharpness settles "
-                       "(edge of stability)")
+    note = ("AdamW: top eigenvalue of the preconditioned Hessian; dashed: (2 + 2 beta1) / ((1 - beta1) lr)" if adam
+            else "top eigenvalue of the training loss's Hessian; dashed: (2 + 2 momentum) / lr")
+    return base_layout(fig, "Sharpness per member", f"{note}, where it settles at the edge of stability (Cohen et "
+                       "al. 2021, 2022); checkpoints with saved weights, power iteration")
 
 
 def compare_figure(runs: list[tuple[str, pd.DataFrame]], name: str) -> go.Figure:

@@ -123,7 +123,7 @@ class EnsembleTrainer:
                 recorder.record(step, self.model, batch, loss.detach(), correct, norms,
                                 self.optimizer.lr * factor)
                 if step in save_weights_at:
-                    recorder.save_weights(step, self.model)
+                    recorder.save_weights(step, self.model, self.optimizer.preconditioner())
                 self.recorded_through = step
                 if on_checkpoint:
                     on_checkpoint(step, recorder.last, self)

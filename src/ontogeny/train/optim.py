@@ -82,6 +82,14 @@ class EnsembleOptimizer:
             grad = state["momentum_buffer"]
         param.addcmul_(grad, _view(lr, param), value=-1)  # in place: no temporary the size of the weights
 
+    def preconditioner(self) -> list[torch.Tensor] | None:
+        """AdamW's diagonal preconditioner now, sqrt(v_hat) + eps per parameter (what its next update divides by,
+        bias correction included); None for SGD or before the first step."""
+        if self.spec.name != "adamw" or not self.steps or any("exp_avg_sq" not in state for state in self.state):
+            return None
+        correction = math.sqrt(1 - self.spec.betas[1] ** self.steps)
+        return [(state["exp_avg_sq"].sqrt() / correction).add_(self.spec.eps) for state in self.state]
+
     def state_dict(self) -> dict:
         return {"steps": self.steps, "state": self.state}
 

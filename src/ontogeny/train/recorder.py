@@ -40,9 +40,13 @@ class TrainingRecorder:
         scalars.update(self.evaluator.evaluate(step, model))
         self.last = scalar_rows(self.writer, self.member_ids, step, scalars)
 
-    def save_weights(self, step: int, model) -> None:
-        """Save each member's weights as its own safetensors file and add a `checkpoints` row for it."""
+    def save_weights(self, step: int, model, preconditioner: list[torch.Tensor] | None = None) -> None:
+        """Save each member's weights as its own safetensors file and add a `checkpoints` row for it. AdamW's
+        preconditioner goes in the same file as `preconditioner.<name>` (for the preconditioned sharpness)."""
         params = {name: p.detach().cpu() for name, p in model.named_parameters()}
+        if preconditioner is not None:
+            names = list(params)
+            params.update({f"preconditioner.{name}": p.cpu() for name, p in zip(names, preconditioner)})
         rows = {"member": [], "step": [], "path": [], "sha256": []}
         for index, member in enumerate(self.member_ids):
             relative = Layout.weights(int(member), step)

@@ -10,7 +10,8 @@ from ..analyze import Context, StepResult, analysis_step
 
 @analysis_step("sharpness", on_request=True)
 def sharpness(context: Context) -> StepResult:
-    """Table `sharpness` (member, step: sharpness, lr, edge, converged) and one summary line per grid point."""
+    """Table `sharpness` (member, step: sharpness, preconditioned_sharpness, lr, edge, converged) and one summary
+    line per grid point."""
     from ..sharpness import run_sharpness  # torch and the models: only when asked for
 
     run, result = context.run, StepResult()
@@ -37,9 +38,11 @@ def sharpness(context: Context) -> StepResult:
                 f"{by_step.index[0]} -> {by_step.iloc[-1]:.3g} at step {by_step.index[-1]}, max "
                 f"{by_step.max():.3g} at step {by_step.idxmax()}")
         last = rows[rows.step == rows.step.max()]
-        if last.edge.notna().all():
-            at_edge = int((last.sharpness >= 0.9 * last.edge).sum())
-            line += f"; at the end {at_edge}/{len(last)} members within 10% of 2/lr = {np.median(last.edge):.3g}"
+        measure = "sharpness" if last.preconditioned_sharpness.isna().all() else "preconditioned_sharpness"
+        if last[measure].notna().all() and last.edge.notna().all():
+            at_edge = int((last[measure] >= 0.9 * last.edge).sum())
+            what = "2/lr" if measure == "sharpness" else "(2 + 2 beta1) / ((1 - beta1) lr), preconditioned,"
+            line += f"; at the end {at_edge}/{len(last)} members within 10% of {what} = {np.median(last.edge):.3g}"
         unsettled = int((~rows.converged).sum())
         if unsettled:
             line += f" ({unsettled} of {len(rows)} estimates not converged; see the `converged` column)"
