@@ -19,5 +19,5 @@ def test_exported_names_are_exactly_the_intended_ones():
 def test_analysis_api():
     assert set(ontogeny.analysis.__all__) == {
         "ANALYSES", "Analysis", "ExampleDynamics", "GrokkingAnalysis", "HiddenTransitions", "SolutionTypes",
-        "TransitionDetector", "VarianceDecomposition", "analyze", "compare", "multibootstrap",
+        "TransitionDetector", "VarianceDecomposition", "analyze", "compare", "compare_runs", "multibootstrap",
     }

@@ -153,6 +153,32 @@ def analyze_command(
     console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
 
 
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="Run A (the baseline).")],
+    run_b: Annotated[Path, typer.Argument(help="Run B (the intervention).")],
+    metric: Annotated[str, typer.Option(help="A recorded scalar; its per-subset versions come with it.")] = "test/acc",
+    at: Annotated[str, typer.Option(help="final, a step, or onset (the first checkpoint past half the metric's "
+                                         "change).")] = "final",
+    json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """B minus A, per subset: Multi-Bootstrap difference, 95% CI and p-value (paired by seed when the seeds match)."""
+    from .analysis.compare import compare_runs
+    from .store import open_run
+
+    if at not in ("final", "onset") and not at.isdigit():
+        _fail(f"--at: expected final, onset or a step, got {at!r}")
+    try:
+        rows = compare_runs(open_run(run_a), open_run(run_b), metric=metric, at=at if not at.isdigit() else int(at))
+    except (OntogenyError, ValueError) as err:
+        _fail(str(err))
+    if json_:
+        print(rows.to_json(orient="records", indent=1))
+        return
+    for row in rows.itertuples():
+        print(f"{row.metric}: {row.verdict}")  # one line each, however long
+
+
 @app.command("ingest")
 def ingest_command(
     source: Annotated[str, typer.Argument(help="A hub model id (EleutherAI/pythia-70m) or a directory of step*/ "

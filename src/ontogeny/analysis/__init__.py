@@ -10,6 +10,7 @@ from .analyze import ANALYSES, Analysis, analyze
 
 # The estimators import scipy and ruptures (0.7 s): loaded on first use, so `ontogeny run` does not pay for them.
 _LAZY = {"VarianceDecomposition": "bootstrap", "compare": "bootstrap", "multibootstrap": "bootstrap",
+         "compare_runs": "compare",
          "ExampleDynamics": "dynamics", "GrokkingAnalysis": "grokking", "HiddenTransitions": "hidden",
          "SolutionTypes": "solutions", "TransitionDetector": "transitions"}
 
@@ -31,6 +32,7 @@ __all__ = [
     "VarianceDecomposition",
     "analyze",
     "compare",
+    "compare_runs",
     "multibootstrap",
 ]
 

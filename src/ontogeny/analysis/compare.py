@@ -1,0 +1,111 @@
+"""Two runs compared: the Multi-Bootstrap difference of a metric between them, per subset, with a verdict.
+
+A metric is read per member at the final checkpoint, at a given step, or as its onset (the first checkpoint where
+it has covered half its change from the first checkpoint to the last). Members are paired by seed (init seed,
+data seed) when both runs have the same seeds, and resampled separately otherwise (`bootstrap.compare`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..store import Run
+from .bootstrap import compare
+
+COLUMNS = ["metric", "at", "paired", "n_a", "n_b", "a", "b", "difference", "low", "high", "p_value", "verdict"]
+
+
+def member_values(scalars: pd.DataFrame, members: pd.DataFrame, metric: str, at: str | int) -> pd.Series:
+    """One value per member that did not diverge, indexed by (init_seed, data_seed): the metric at the final
+    checkpoint (`"final"`), at a step, or its onset step (`"onset"`). ValueError (one line) for a step not
+    recorded."""
+    ok = members[members.status != "diverged"].set_index("member")
+    rows = scalars[(scalars.name == metric) & scalars.member.isin(ok.index)].sort_values("step")
+    values = {}
+    for member, curve in rows.groupby("member"):
+        steps, series = curve.step.to_numpy(), curve.value.to_numpy(dtype=float)
+        if at == "final":
+            values[member] = series[-1]
+        elif at == "onset":
+            values[member] = _onset(steps, series)
+        else:
+            if int(at) not in set(steps):
+                raise ValueError(f"{metric} is not recorded at step {at} (recorded: {steps.min()}..{steps.max()}, "
+                                 f"{len(steps)} checkpoints)")
+            values[member] = series[steps == int(at)][0]
+    index = pd.MultiIndex.from_frame(ok.loc[list(values), ["init_seed", "data_seed"]])
+    return pd.Series(list(values.values()), index=index, name=metric, dtype=float)
+
+
+def _onset(steps: np.ndarray, values: np.ndarray) -> float:
+    """First step where the curve has covered half its change from first to last value (NaN without change)."""
+    start, end = values[0], values[-1]
+    if not np.isfinite(start) or not np.isfinite(end) or start == end:
+        return np.nan
+    covered = (values - start) / (end - start)
+    return float(steps[np.argmax(covered >= 0.5)])
+
+
+def compare_values(a: pd.Series, b: pd.Series, *, metric: str, at: str | int, random_state: int = 0) -> dict:
+    """B minus A of per-member values (indexed by seed): a row of COLUMNS, with a plain-language verdict."""
+    a, b = a.dropna(), b.dropna()
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"{metric} at {at}: need at least 2 members with a value on each side (got {len(a)} and "
+                         f"{len(b)})")
+    paired = set(a.index) == set(b.index)
+    result = compare(a, b, paired=paired, random_state=random_state)
+    row = {"metric": metric, "at": str(at), "paired": paired, "n_a": len(a), "n_b": len(b), "a": float(a.mean()),
+           "b": float(b.mean()), "difference": result.difference, "low": result.low, "high": result.high,
+           "p_value": result.p_value}
+    row["verdict"] = _verdict(row, (b - a.loc[b.index]) if paired else None)
+    return row
+
+
+def _verdict(row: dict, differences: pd.Series | None) -> str:
+    what = f"the onset of {row['metric']}" if row["at"] == "onset" else f"{row['metric']} at {row['at']}"
+    unit = " steps" if row["at"] == "onset" else ""
+    interval = f"[{row['low']:,.4g}, {row['high']:,.4g}]"
+    seeds = (f"{int((differences > 0).sum()) if row['difference'] > 0 else int((differences < 0).sum())}/"
+             f"{len(differences)} seeds" if differences is not None else
+             f"{row['n_a']} vs {row['n_b']} seeds, unpaired")
+    if row["low"] <= 0 <= row["high"]:
+        return (f"no difference shown in {what}: B - A = {row['difference']:+,.4g}{unit} {interval} (95% CI includes "
+                f"0, p = {row['p_value']:.2g}; {seeds})")
+    if row["at"] == "onset":
+        verb = "delays" if row["difference"] > 0 else "advances"
+        return (f"B {verb} {what} by {abs(row['difference']):,.4g} steps {interval} (p = {row['p_value']:.2g}) in "
+                f"{seeds}")
+    verb = "raises" if row["difference"] > 0 else "lowers"
+    return f"B {verb} {what} by {abs(row['difference']):,.4g} {interval} (p = {row['p_value']:.2g}) in {seeds}"
+
+
+def compare_runs(run_a: Run, run_b: Run, *, metric: str = "test/acc", at: str | int = "final",
+                 random_state: int = 0) -> pd.DataFrame:
+    """The metric and each of its per-subset versions (split/subset/stat) present in both runs, B minus A."""
+    for run in (run_a, run_b):
+        if run.has_spec is False and not run.producer:
+            raise ValueError(f"{run.path}: not an ontogeny run")
+    task_a, task_b = _task(run_a), _task(run_b)
+    if task_a != task_b:
+        raise ValueError(f"runs that cannot be compared: different tasks ({task_a} in {run_a.path}, {task_b} in "
+                         f"{run_b.path})")
+    scalars_a, scalars_b = run_a.scalars(), run_b.scalars()
+    names_a, names_b = set(scalars_a.name), set(scalars_b.name)
+    if metric not in names_a or metric not in names_b:
+        missing = run_a.path if metric not in names_a else run_b.path
+        raise ValueError(f"{missing}: no scalar {metric!r} (recorded: {', '.join(sorted(names_a & names_b)[:12])})")
+    split, _, stat = metric.partition("/")
+    subsets = sorted(n for n in names_a & names_b
+                     if n.startswith(f"{split}/") and n.endswith(f"/{stat}") and n.count("/") == 2)
+    rows = []
+    for name in [metric, *subsets]:
+        values = [member_values(s, run.members(), name, at) for s, run in ((scalars_a, run_a), (scalars_b, run_b))]
+        rows.append(compare_values(*values, metric=name, at=at, random_state=random_state))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _task(run: Run) -> str:
+    if run.has_spec:
+        return run.spec.task.name
+    return str(run.producer.get("kind", "?"))

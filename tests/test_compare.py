@@ -1,0 +1,74 @@
+"""ontogeny compare: B minus A per subset, paired by seed, with a verdict that says what the CI supports."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+import ontogeny as og
+from ontogeny.analysis.compare import compare_values, member_values
+
+SEEDS = pd.MultiIndex.from_arrays([np.arange(8), np.zeros(8, dtype=int)], names=["init_seed", "data_seed"])
+
+
+def test_a_known_paired_effect_is_found_and_no_effect_is_not_claimed():
+    rng = np.random.default_rng(0)
+    a = pd.Series(rng.normal(0.5, 0.1, 8), index=SEEDS)
+    b = a + 0.1 + rng.normal(0, 0.02, 8)
+    row = compare_values(a, b, metric="test/acc", at="final")
+    assert row["paired"] and row["low"] > 0 and abs(row["difference"] - 0.1) < 0.03
+    assert row["verdict"].startswith("B raises test/acc at final by 0.08") and "in 8/8 seeds" in row["verdict"]
+    same = compare_values(a, a + rng.normal(0, 0.02, 8), metric="test/acc", at="final")
+    assert same["low"] <= 0 <= same["high"] and same["verdict"].startswith("no difference shown")
+    other = pd.Series(a.to_numpy(), index=pd.MultiIndex.from_arrays([np.arange(8) + 100, np.zeros(8, int)]))
+    assert not compare_values(a, other, metric="test/acc", at="final")["paired"]  # other seeds: unpaired
+
+
+def test_the_interval_covers_a_known_difference_at_about_the_stated_rate():
+    rng = np.random.default_rng(1)
+    seeds = pd.MultiIndex.from_arrays([np.arange(20), np.zeros(20, dtype=int)])
+    covered = 0
+    for i in range(150):
+        a = pd.Series(rng.normal(0, 1, 20), index=seeds)
+        b = a + 0.3 + rng.normal(0, 0.5, 20)
+        row = compare_values(a, b, metric="m", at="final", random_state=i)
+        covered += row["low"] <= 0.3 <= row["high"]
+    assert 0.87 <= covered / 150 <= 0.99  # percentile bootstrap over 20 seeds: near 95%, a little under
+
+
+def test_onset_is_where_the_curve_covers_half_its_change():
+    steps = np.arange(0, 1001, 100)
+    rows, members = [], []
+    for member, (seed, jump) in enumerate([(0, 300), (1, 500), (2, 400)]):
+        rows += [{"member": member, "step": s, "name": "test/acc", "value": float(s >= jump)} for s in steps]
+        members.append({"member": member, "init_seed": seed, "data_seed": 0, "status": "ok"})
+    values = member_values(pd.DataFrame(rows), pd.DataFrame(members), "test/acc", "onset")
+    assert values.tolist() == [300.0, 500.0, 400.0]
+    later = values + 200
+    row = compare_values(values, later, metric="test/acc", at="onset")
+    assert row["verdict"].startswith("B delays the onset of test/acc by 200 steps") and "3/3 seeds" in row["verdict"]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "ontogeny.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_compare_from_the_command_line_and_its_one_line_refusals(tmp_path):
+    tiny = ["task.n_tasks=3", "task.n=8", "task.k=2", "task.batch_size=64", "task.n_test_per_task=20",
+            "model.width=16", "steps=40", "record.every=20", "seeds=3"]
+    a = og.run("multitask-parity", overrides=tiny, out=tmp_path / "a")
+    b = og.run("multitask-parity", overrides=[*tiny, "optim.lr=0.01"], out=tmp_path / "b")
+    done = cli("compare", str(a.path), str(b.path), "--metric", "test/loss")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["test/loss", "test/task0/loss", "test/task1/loss",
+                                                      "test/task2/loss"]  # the metric, then each subset
+    assert all("/3 seeds" in line and "unpaired" not in line for line in lines)  # same seeds: paired
+    grok = og.run("grokking", overrides=["task.p=7", "model.width=8", "steps=20", "record.every=10", "seeds=2"],
+                  out=tmp_path / "g")
+    for args, message in (([str(a.path), str(grok.path)], "different tasks"),
+                          ([str(a.path), str(b.path), "--metric", "nope"], "no scalar 'nope'"),
+                          ([str(a.path), str(b.path), "--at", "soon"], "--at: expected final")):
+        done = cli("compare", *args)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
