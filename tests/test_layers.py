@@ -91,5 +91,5 @@ def test_training_processes_take_large_blocks_from_the_heap():
         assert _mapped_blocks(libc) == before
         del block
     before = _mapped_blocks(libc)
-    block = torch.empty(16 << 20)
-    assert _mapped_blocks(libc) == before + 1
+    block = torch.empty(16 << 20)  # kept alive while counted
+    assert _mapped_blocks(libc) == before + 1 and block.numel() == 16 << 20

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 import importlib
 
-from .exceptions import OntogenyError, ResumeError, SpecError, StoreError
+from .exceptions import OntogenyError, ResumeError, SpecError, StoreError  # noqa: F401 (in __all__ below)
 
 # Everything else loads on first use (PEP 562), so `ontogeny --help` does not wait for torch: {name: (module, attr)}
 _LAZY = {

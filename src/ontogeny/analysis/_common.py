@@ -115,3 +115,16 @@ def _smoother_calibration() -> tuple[np.ndarray, np.ndarray]:
 def _mad_scale(values: np.ndarray) -> np.ndarray:
     centred = values - np.median(values, axis=-1, keepdims=True)
     return MAD_TO_SIGMA * np.median(np.abs(centred), axis=-1)
+
+
+def cannot_rebuild(run, step_name: str, *, minimum: int = 2) -> str | None:
+    """Why a step that rebuilds the models from saved weights cannot run on `run`, as one summary line (None if it
+    can): not trained from a spec, or weights saved at fewer than `minimum` steps (naming the setting to change)."""
+    if not run.has_spec:
+        return (f"{step_name}: skipped (a run made by {run.producer.get('kind', '?')}: it needs the spec of an "
+                "`ontogeny run` to rebuild the models)")
+    saved = run.checkpoints().step.nunique()
+    if saved < minimum:
+        return (f"{step_name}: skipped (weights saved at {saved} step(s), {minimum} needed: train with "
+                f"record.weights_every set, e.g. --set record.weights_every={max(run.spec.steps // 10, 1)})")
+    return None

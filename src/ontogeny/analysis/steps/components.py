@@ -4,6 +4,7 @@ final loss across seeds."""
 
 from __future__ import annotations
 
+from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
@@ -13,16 +14,11 @@ def components(context: Context) -> StepResult:
     from ..components import SHARE, early_selectivity_vs_final_loss, run_components, unit_roles
 
     run, result = context.run, StepResult()
-    if not run.has_spec:
-        result.summary.append(f"components: skipped (a run made by {run.producer.get('kind', '?')}: it needs the "
-                              "spec of an `ontogeny run` to rebuild the models)")
+    problem = cannot_rebuild(run, "components", minimum=3)  # a peak and a fall
+    if problem:
+        result.summary.append(problem)
         return result
     saved = sorted(set(run.checkpoints().step))
-    if len(saved) < 3:
-        every = max(run.spec.steps // 10, 1)
-        result.summary.append(f"components: skipped (weights saved at {len(saved)} step(s); scaffolds need several: "
-                              f"train with record.weights_every set, e.g. --set record.weights_every={every})")
-        return result
     importance, selectivity = run_components(run)
     keep = context.members.member
     importance, selectivity = importance[importance.member.isin(keep)], selectivity[selectivity.member.isin(keep)]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
@@ -18,9 +19,9 @@ def fourier(context: Context) -> StepResult:
     from ..fourier import KEY_SHARE, run_fourier  # torch and the models: only when asked for
 
     run, result = context.run, StepResult()
-    if not run.has_spec:
-        result.summary.append(f"fourier: skipped (a run made by {run.producer.get('kind', '?')}: it needs the spec of "
-                              "an `ontogeny run` to rebuild the models)")
+    problem = cannot_rebuild(run, "fourier")
+    if problem:
+        result.summary.append(problem)
         return result
     task = run.spec.task
     ops = {getattr(task, "op", None)} | {v for k, values in run.spec.sweep if k == "task.op" for v in values}
@@ -28,13 +29,6 @@ def fourier(context: Context) -> StepResult:
         what = f"{task.name} with op {task.op!r}" if getattr(task, "name", None) == "modular" else task.name
         result.summary.append(f"fourier: skipped (task {what}: the Fourier measures are defined for modular "
                               "addition, task.name = 'modular' with task.op = '+')")
-        return result
-    saved = sorted(set(run.checkpoints().step))
-    if len(saved) < 2:
-        every = max(run.spec.steps // 10, 1)
-        result.summary.append(f"fourier: skipped (weights saved at {len(saved)} step(s); to follow the Fourier "
-                              f"measures over training, train with record.weights_every set, e.g. --set "
-                              f"record.weights_every={every})")
         return result
     table = run_fourier(run)
     table = table[table.member.isin(context.members.member)].reset_index(drop=True)

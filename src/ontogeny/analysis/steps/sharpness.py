@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
@@ -15,16 +16,9 @@ def sharpness(context: Context) -> StepResult:
     from ..sharpness import run_sharpness  # torch and the models: only when asked for
 
     run, result = context.run, StepResult()
-    if not run.has_spec:
-        result.summary.append(f"sharpness: skipped (a run made by {run.producer.get('kind', '?')}: it needs the "
-                              "spec of an `ontogeny run` to rebuild the models and their training batches)")
-        return result
-    saved = sorted(set(run.checkpoints().step))
-    if len(saved) < 2:
-        every = max(run.spec.steps // 10, 1)
-        result.summary.append(f"sharpness: skipped (weights saved at {len(saved)} step(s); to follow sharpness "
-                              f"over training, train with record.weights_every set, e.g. --set "
-                              f"record.weights_every={every})")
+    problem = cannot_rebuild(run, "sharpness")
+    if problem:
+        result.summary.append(problem)
         return result
     table = run_sharpness(run, random_state=context.random_state)
     table = table[table.member.isin(context.members.member)].reset_index(drop=True)
