@@ -127,3 +127,19 @@ def test_components_step_on_a_transformer_run(tmp_path):
     table = og.open(run.path).table("components")
     assert table.groupby("kind").unit.nunique().to_dict() == {"head": 2, "neuron": 32}
     assert any(line.startswith("components [all]: 2 heads, 32 neurons x 3 checkpoints") for line in found.summary)
+
+
+def test_hinge_importance_equals_ablating_each_unit_by_hand():
+    """The one-output (sparse parity) path of the readout ablation."""
+    model = EnsembleMLP(MLPModel(width=6), n_outputs=1, init_seeds=[0, 1], n_inputs=4)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 4, generator=gen), torch.randint(0, 2, (20,), generator=gen).float() * 2 - 1
+    found = unit_importance(model, x, y, "hinge", {"all": torch.ones(20, dtype=torch.bool)}, "mean")["all"]
+    with torch.no_grad():
+        h = model.last_hidden(x)
+        before = torch.relu(1 - model(x)[..., 0] * y).mean(1)
+        for unit in range(6):
+            ablated = h.clone()
+            ablated[..., unit] = h[..., unit].mean(1, keepdim=True)
+            out = torch.bmm(ablated, model.w_out)[..., 0] + model.b_out
+            torch.testing.assert_close(found[:, unit], torch.relu(1 - out * y).mean(1) - before, atol=1e-6, rtol=1e-5)

@@ -10,15 +10,18 @@ from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms, lr_f
 
 
 def plain_mlp(ensemble: EnsembleMLP, m: int) -> nn.Sequential:
-    """Member m of an ensemble MLP on float inputs as a plain nn.Sequential."""
-    first = nn.Linear(ensemble.w_in.shape[1], ensemble.w_in.shape[2])
-    last = nn.Linear(ensemble.w_out.shape[1], ensemble.w_out.shape[2])
-    with torch.no_grad():
-        first.weight.copy_(ensemble.w_in[m].T)
-        first.bias.copy_(ensemble.b_in[m])
-        last.weight.copy_(ensemble.w_out[m].T)
-        last.bias.copy_(ensemble.b_out[m])
-    return nn.Sequential(first, nn.ReLU(), last)
+    """Member m of an ensemble MLP on float inputs (biased, ReLU or GELU, any depth) as a plain nn.Sequential."""
+    pairs = [(ensemble.w_in, ensemble.b_in), *zip(ensemble.hidden, ensemble.hidden_bias),
+             (ensemble.w_out, ensemble.b_out)]
+    activation = {"relu": nn.ReLU, "gelu": nn.GELU}[ensemble.spec.activation]
+    layers = []
+    for w, b in pairs:
+        layer = nn.Linear(w.shape[1], w.shape[2])
+        with torch.no_grad():
+            layer.weight.copy_(w[m].T)
+            layer.bias.copy_(b[m])
+        layers += [layer, activation()]
+    return nn.Sequential(*layers[:-1])
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])

@@ -48,15 +48,7 @@ def test_top_eigenvalue_of_each_member_matches_its_full_hessian(case):
     else:
         ensemble = EnsembleMLP(MLPModel(width=7, activation="gelu"), n_outputs=3, init_seeds=[0, 1, 2], n_inputs=5)
         y = torch.randint(0, 3, (12,), generator=gen)
-        plain = []
-        for m in range(3):
-            module = nn.Sequential(nn.Linear(5, 7), nn.GELU(), nn.Linear(7, 3))
-            with torch.no_grad():
-                for layer, w, b in ((module[0], ensemble.w_in, ensemble.b_in), (module[2], ensemble.w_out,
-                                                                               ensemble.b_out)):
-                    layer.weight.copy_(w[m].T)
-                    layer.bias.copy_(b[m])
-            plain.append(module)
+        plain = [plain_mlp(ensemble, m) for m in range(3)]
 
         def loss_of_output(out):
             if out.dim() == 3:
@@ -83,12 +75,7 @@ def test_preconditioned_top_eigenvalue_is_that_of_d_h_d():
     values, converged = top_eigenvalues(losses, list(ensemble.parameters()), iterations=3000, tol=1e-4, scale=scale)
     assert converged.all()
     for m in range(2):
-        module = nn.Sequential(nn.Linear(5, 5), nn.GELU(), nn.Linear(5, 3))
-        with torch.no_grad():
-            module[0].weight.copy_(ensemble.w_in[m].T)
-            module[0].bias.copy_(ensemble.b_in[m])
-            module[2].weight.copy_(ensemble.w_out[m].T)
-            module[2].bias.copy_(ensemble.b_out[m])
+        module = plain_mlp(ensemble, m)
         d = torch.cat([scale[0][m].T.flatten(), scale[1][m], scale[2][m].T.flatten(), scale[3][m]])
         expected = plain_top_eigenvalue(module, lambda out: nn.functional.cross_entropy(out, y), d)
         assert values[m].item() == pytest.approx(expected, rel=1e-3)
