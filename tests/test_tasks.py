@@ -33,8 +33,9 @@ def assert_batches_equal(left: Batch, right: Batch) -> None:
 
 
 def test_public_api():
-    assert tasks_module.__all__ == sorted(["Batch", "EvalSplit", "ModularTask", "MultitaskParityTask", "SparseParityTask",
-                                           "Task", "make_task"])
+    assert sorted(tasks_module.__all__) == sorted(["IGNORE", "Batch", "EvalSplit", "GrammarTask", "MarkovICLTask", "ModularTask",
+                                           "MultitaskParityTask", "PairSplit", "SparseParityTask", "Task", "TokenSplit",
+                                           "make_task"])
 
 
 # ---- modular --------------------------------------------------------------------------------------------------

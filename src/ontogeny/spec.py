@@ -43,6 +43,7 @@ class Sizes:
     n_outputs: int  # logits per example
     batch: int  # largest training batch of one member
     n_eval: int  # probe examples evaluated at a checkpoint
+    objective: str | None = None  # language tasks: "causal" | "masked" (an output at every position)
 
 
 @dataclass(frozen=True)

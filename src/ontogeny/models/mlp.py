@@ -31,6 +31,8 @@ class MLPModel(ModelSpec):
         check(self.width >= 1, "model.width", "must be at least 1")
         check(self.depth >= 1, "model.depth", "must be at least 1")
         check(self.activation in ("relu", "gelu", "square"), "model.activation", "must be relu, gelu or square")
+        check(sizes.objective is None, "model.name",
+              "the MLP gives one output per example; a language task needs model.name = 'transformer'")
 
     def memory(self, sizes: Sizes) -> tuple[int, int]:
         inputs = sizes.vocab_size * sizes.n_positions if sizes.vocab_size else sizes.n_inputs

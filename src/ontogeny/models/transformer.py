@@ -1,9 +1,11 @@
-"""Ensemble-native decoder-only transformer: M members in one module, every parameter shaped [M, ...].
+"""Ensemble-native transformer: M members in one module, every parameter shaped [M, ...].
 
 With `layer_norm = false` and the defaults of `TransformerModel` this is Nanda et al. 2023's grokking transformer
 (learned positions, no attention or unembedding biases, ReLU MLP, no LayerNorm); with `layer_norm = true` it is a
-pre-LN transformer. The loss reads the last position only, so the last layer computes its queries, MLP and
-unembedding there alone, while its keys and values still use every position.
+pre-LN transformer. The task decides what it outputs: on classification tasks the loss reads the last position
+only, so the last layer computes its queries, MLP and unembedding there alone; on language tasks it outputs at
+every position, with causal attention (`objective = "causal"`) or bidirectional attention that never looks at
+padding (`"masked"`, BERT-style).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class TransformerModel(ModelSpec):
     layer_norm: bool = False
     activation: str = "relu"
     init_scale: float = 1.0
+    n_ctx: int = 0  # positions the model reads; 0: the task's sequence length
 
     def check(self, check: Check, sizes: Sizes) -> None:
         check(self.n_layers >= 1, "model.n_layers", "must be at least 1")
@@ -41,16 +44,20 @@ class TransformerModel(ModelSpec):
         check(self.activation in ("relu", "gelu"), "model.activation", "must be relu or gelu")
         check(sizes.vocab_size is not None, "model.name",
               "the transformer reads tokens; this task gives bits or reals (use model.name = 'mlp')")
+        check(self.n_ctx >= 0, "model.n_ctx", "must be >= 0 (0: the task's sequence length)")
+        check(not self.n_ctx or sizes.n_positions <= self.n_ctx, "model.n_ctx",
+              f"is {self.n_ctx}, shorter than the task's sequences ({sizes.n_positions} tokens)")
 
     def memory(self, sizes: Sizes) -> tuple[int, int]:
-        d, positions = self.d_model, sizes.n_positions
+        d, positions = self.d_model, self.n_ctx or sizes.n_positions
         params = (sizes.vocab_size * d + positions * d + self.n_layers * (4 * d * d + 2 * d * self.d_mlp)
                   + d * sizes.n_outputs)
         return params, self.n_layers * positions * (6 * d + 2 * self.d_mlp + self.n_heads * positions)
 
     def build(self, task, init_seeds, init_scales=None) -> EnsembleTransformer:
-        return EnsembleTransformer(self, vocab_size=task.vocab_size, n_positions=task.n_positions,
-                                   n_outputs=task.n_outputs, init_seeds=init_seeds, init_scales=init_scales)
+        return EnsembleTransformer(self, vocab_size=task.vocab_size, n_positions=self.n_ctx or task.n_positions,
+                                   n_outputs=task.n_outputs, init_seeds=init_seeds, init_scales=init_scales,
+                                   objective=task.objective, pad_token=task.pad_token)
 
 
 def _project(x: Tensor, weight: Tensor) -> Tensor:
@@ -106,9 +113,11 @@ class _Block(nn.Module):
         n_members, batch, positions, width = x.shape
         return x.view(n_members, batch, positions, self.n_heads, width // self.n_heads).transpose(2, 3)
 
-    def forward(self, resid: Tensor, last_only: bool, with_pattern: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, resid: Tensor, last_only: bool, with_pattern: bool = False, *, causal: bool = True,
+                keys: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Run the layer on resid [M, B, T, d] with queries at every position, or at the last one if `last_only`.
 
+        Attention is causal, or bidirectional over the keys where `keys` [M, B, T] is True (every key if None).
         Returns the new residual stream at the query positions [M, B, Tq, d] (Tq = 1 if `last_only`, else T) and,
         if `with_pattern`, the attention pattern [M, B, H, Tq, T] (else None).
         """
@@ -121,13 +130,18 @@ class _Block(nn.Module):
         pattern = None
         if with_pattern:  # explicit softmax, so that probes can read the pattern
             scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [M, B, H, Tq, T]
-            key_pos = torch.arange(positions, device=resid.device)  # [T]
-            causal = key_pos <= key_pos[first_query:, None]  # [Tq, T]: a query sees itself and earlier keys
-            pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # [M, B, H, Tq, T]
+            if causal:
+                key_pos = torch.arange(positions, device=resid.device)  # [T]
+                allowed = key_pos <= key_pos[first_query:, None]  # [Tq, T]: a query sees itself and earlier keys
+            else:
+                allowed = keys[:, :, None, None, :] if keys is not None else torch.ones((), dtype=torch.bool)
+            pattern = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [M, B, H, Tq, T]
             mixed = pattern @ v  # [M, B, H, Tq, dh]
         else:  # the fused kernel on the training path; the last position sees every key, so it needs no mask
+            mask = None if causal or keys is None else keys.reshape(n_members * batch, 1, 1, positions)
             mixed = nn.functional.scaled_dot_product_attention(
-                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), is_causal=not last_only)  # [M*B, H, Tq, dh]
+                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
+                is_causal=causal and not last_only)  # [M*B, H, Tq, dh]
             mixed = mixed.unflatten(0, (n_members, batch))  # [M, B, H, Tq, dh]
         if self.edit_heads is not None:
             mixed = self.edit_heads(mixed)
@@ -151,7 +165,8 @@ class EnsembleTransformer(nn.Module):
     """
 
     def __init__(self, spec: TransformerModel, *, vocab_size: int, n_positions: int, n_outputs: int,
-                 init_seeds: list[int], init_scales: list[float] | None = None):
+                 init_seeds: list[int], init_scales: list[float] | None = None, objective: str | None = None,
+                 pad_token: int | None = None):
         super().__init__()
         if not init_seeds:
             raise ValueError("init_seeds must name at least one member")
@@ -162,7 +177,10 @@ class EnsembleTransformer(nn.Module):
             init_scales = [spec.init_scale] * self.n_members
         if len(init_scales) != self.n_members:
             raise ValueError(f"got {len(init_scales)} init_scales for {self.n_members} init_seeds")
+        if objective not in (None, "causal", "masked"):
+            raise ValueError(f"objective must be None, 'causal' or 'masked', got {objective!r}")
         self.spec, self.n_positions, self.n_outputs = spec, n_positions, n_outputs
+        self.objective, self.pad_token = objective, pad_token
         self.init_scales = torch.tensor(init_scales, dtype=torch.float32)  # [M]
         generators, d = init_generators(init_seeds), spec.d_model
         self.W_E = member_normal(generators, (vocab_size, d), fan_in_std(d, self.init_scales))  # [M, V, d]
@@ -181,22 +199,36 @@ class EnsembleTransformer(nn.Module):
         if positions > self.n_positions:
             raise ValueError(f"got {positions} positions, the model has {self.n_positions}")
         resid = embed_tokens(self.W_E, x) + self.W_pos[:, None, :positions]  # [M, B, T, d]
+        causal, keys = self.objective != "masked", None
+        if not causal and self.pad_token is not None:  # a masked LM's queries never read padding
+            keys = (x != self.pad_token).expand(resid.shape[:3])  # [M, B, T]
         patterns = []
         for index, block in enumerate(self.blocks):
-            resid, pattern = block(resid, last_only and index == len(self.blocks) - 1, with_patterns)  # [M, B, Tq, d]
+            resid, pattern = block(resid, last_only and index == len(self.blocks) - 1, with_patterns,
+                                   causal=causal, keys=keys)  # [M, B, Tq, d]
             if with_patterns:
                 patterns.append(pattern)
         return resid, patterns
 
     def _unembed(self, resid: Tensor) -> Tensor:
-        """Return logits [M, B, n_outputs] from the residual stream's last position (resid [M, B, Tq, d])."""
+        """Return logits from the residual stream resid [M, B, Tq, d]: [M, B, Tq, n_outputs] on a language task,
+        else [M, B, n_outputs] at the last position."""
+        if self.objective is not None:
+            return _project(_layer_norm(resid, self.ln_final_gain, self.ln_final_bias), self.W_U)
         last = _layer_norm(resid[:, :, -1], self.ln_final_gain, self.ln_final_bias)  # [M, B, d]
         return torch.bmm(last, self.W_U)  # [M, B, n_outputs]
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return logits [M, B, n_outputs] read at the last position, for tokens [B, T] (shared) or [M, B, T]."""
-        return self._unembed(self._run(x, last_only=True)[0])
+        """Return logits for tokens [B, T] (shared) or [M, B, T]: [M, B, T, n_outputs] at every position on a
+        language task, else [M, B, n_outputs] read at the last position."""
+        return self._unembed(self._run(x, last_only=self.objective is None)[0])
+
+    def forward_with_patterns(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits at every position [M, B, T, n_outputs] (language tasks) and each layer's attention pattern
+        [M, B, H, T, T], from one pass (for probes; the training path never computes patterns)."""
+        resid, patterns = self._run(x, last_only=False, with_patterns=True)
+        return self._unembed(resid), patterns
 
     def attention_patterns(self, x: Tensor) -> list[Tensor]:
-        """Return, per layer, the causal attention pattern [M, B, H, T, T] at every query position (for probes)."""
+        """Return, per layer, the attention pattern [M, B, H, T, T] at every query position (for probes)."""
         return self._run(x, last_only=False, with_patterns=True)[1]

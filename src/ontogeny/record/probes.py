@@ -9,7 +9,11 @@ from torch import nn
 def example_losses(kind: str, logits: torch.Tensor, y: torch.Tensor,
                    with_correct: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-example loss and correctness: logits [M, B, C], y [M, B] or [B] -> (loss [M, B], correct [M, B]);
-    correct is None without `with_correct` (training steps between checkpoints skip the argmax)."""
+    correct is None without `with_correct` (training steps between checkpoints skip the argmax).
+    Per-position logits [M, B, T, C] with y [M, B, T] or [B, T] are flattened to B*T examples; a target of
+    `IGNORE` (-100) has loss 0 and is never correct."""
+    if logits.dim() == 4:
+        logits, y = logits.flatten(1, 2), y.flatten(-2)  # [M, B*T, C], [M, B*T] or [B*T]
     members, batch, classes = logits.shape
     y = y.expand(members, batch)
     if kind == "hinge":  # Barak et al. 2022: labels +-1, one output

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 from ..spec import TaskSpec
-from .base import Batch, EvalSplit, Task
+from .base import IGNORE, Batch, EvalSplit, PairSplit, Task, TokenSplit
+from .grammar import GrammarTask
+from .markov import MarkovICLTask
 from .modular import ModularTask
 from .parity import MultitaskParityTask, SparseParityTask
 
-__all__ = ["Batch", "EvalSplit", "ModularTask", "MultitaskParityTask", "SparseParityTask", "Task", "make_task"]
+__all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "MarkovICLTask", "ModularTask", "MultitaskParityTask",
+           "PairSplit", "SparseParityTask", "Task", "TokenSplit", "make_task"]
 
 
 def make_task(tasks: list[TaskSpec], data_seeds: list[int], max_probe_examples: int) -> Task:

@@ -3,6 +3,8 @@
 One `Task` object serves a whole ensemble of M members. Members may differ in their task spec's `member_fields`
 (modular arithmetic: `train_fraction`, `split_seed`) and in `data_seed`; everything else is shared.
 Inputs are either tokens (int64 `[..., n_positions]`, `vocab_size` set) or bits/reals (float32 `[..., n_inputs]`).
+Language tasks (`objective` "causal" or "masked") predict at every position: their targets y have the inputs' shape,
+with `IGNORE` where nothing is scored, and each scored token of an evaluation sequence is one example.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+IGNORE = -100  # the target of a position that is not scored (cross entropy's default ignore_index)
 
 
 @dataclass
@@ -22,6 +26,35 @@ class EvalSplit:
     y: torch.Tensor  # [N] int64 class ids (cross entropy) or float32 +-1 (hinge)
     member_mask: torch.Tensor | None = None  # [M, N] bool; None: every example is in the split for every member
     subsets: dict[str, torch.Tensor] = field(default_factory=dict)  # subset name -> [N] bool
+
+
+@dataclass
+class TokenSplit(EvalSplit):
+    """A language task's held-out sequences: x [S, T] int64, y [S, T] int64 (IGNORE where nothing is scored).
+
+    One example per scored token, numbered in row-major order of `y != IGNORE`; `example` [N] and `subsets` [N] follow
+    that order, `words` gives each token id's text for the `tokens` table."""
+
+    words: list[str] = field(default_factory=list)
+
+    def scored(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sequence [N], position [N]) of every scored token, in example order."""
+        return torch.nonzero(self.y != IGNORE, as_tuple=True)
+
+
+@dataclass
+class PairSplit(EvalSplit):
+    """Minimal pairs: x [P, T] the grammatical sentence as the model reads it, `bad` [P, T] the ungrammatical one;
+    they differ at `site` [P], where the grammatical sentence has `good_token` and the other `bad_token`. For a causal
+    LM, y and `bad_y` [P, T] are the sentences' next-token targets and a pair is scored by the sentences' summed
+    log-probabilities; for a masked LM, x has the mask token at `site` and the pair is scored by the two tokens'
+    logits there (Warstadt et al. 2020, BLiMP; Chen et al. 2024). `subsets` names each pair's construction."""
+
+    bad: torch.Tensor | None = None  # [P, T]
+    bad_y: torch.Tensor | None = None  # [P, T]
+    site: torch.Tensor | None = None  # [P]
+    good_token: torch.Tensor | None = None  # [P]
+    bad_token: torch.Tensor | None = None  # [P]
 
 
 @dataclass
@@ -49,6 +82,13 @@ class Task:
     n_positions: int = 0  # token inputs: sequence length
     n_inputs: int = 0  # float inputs: features
     n_members: int
+    objective: str | None = None  # language tasks: "causal" or "masked" (outputs at every position)
+    pad_token: int | None = None  # language tasks: the padding token (never attended to)
+
+    def measures(self, model) -> dict[str, torch.Tensor]:
+        """Task-specific scalars recorded at every checkpoint, {name: [M]} (language tasks: strategy distances and
+        attention probes). None by default."""
+        return {}
 
     def eval_splits(self) -> list[EvalSplit]:
         """Return the splits recorded at every checkpoint (fixed for the whole run)."""

@@ -23,7 +23,6 @@ from .members import Member, member_rows
 from .optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
 from .recorder import TrainingRecorder
 
-
 EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
 
 
@@ -110,7 +109,7 @@ class EnsembleTrainer:
         save_weights_at = weight_steps(record, sorted(checkpoints))
         recorder = TrainingRecorder(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
                                     self.task.loss, examples=record.examples, device=self.device,
-                                    eval_rows=self._eval_rows())
+                                    eval_rows=self._eval_rows(), measures=self.task.measures)
         last_commit = time.monotonic()
         while True:
             step = self.step

@@ -11,18 +11,24 @@ import torch
 from safetensors.torch import save
 
 from ..record import probes
-from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
+from ..record.evaluate import (
+    Evaluator,
+    Probe,
+    ensemble_adapter,
+    scalar_rows,
+    tensor_batches,
+)
 from ..store.create import write_bytes
 from ..store.layout import Layout
-from ..tasks import Batch, EvalSplit
+from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, TokenSplit
 
 
 class TrainingRecorder:
     """Turns one ensemble's measurements into `scalars`, `examples` and `checkpoints` rows."""
 
     def __init__(self, writer, run_dir: Path, member_ids: list[int], splits: list[EvalSplit], loss_kind: str,
-                 *, examples: bool, device: torch.device, eval_rows: int = 4096):
-        self.writer, self.run_dir = writer, run_dir
+                 *, examples: bool, device: torch.device, eval_rows: int = 4096, measures=None):
+        self.writer, self.run_dir, self.measures = writer, run_dir, measures
         self.member_ids = np.asarray(member_ids, dtype=np.int32)  # [M]
         self.has_train_split = any(split.name == "train" for split in splits)
         self.evaluator = Evaluator(writer, member_ids, _probes(splits, device, eval_rows), ensemble_adapter(loss_kind),
@@ -38,6 +44,9 @@ class TrainingRecorder:
             scalars["train/loss"] = probes.masked_mean(batch_loss, batch.weight)
             scalars["train/acc"] = probes.masked_mean(batch_correct, batch.weight)
         scalars.update(self.evaluator.evaluate(step, model))
+        if self.measures is not None:
+            with torch.no_grad():
+                scalars.update(self.measures(model))
         self.last = scalar_rows(self.writer, self.member_ids, step, scalars)
 
     def save_weights(self, step: int, model, preconditioner: list[torch.Tensor] | None = None) -> None:
@@ -67,6 +76,9 @@ def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Pr
     moved: dict[int, tuple] = {}
     result = []
     for split in splits:
+        if isinstance(split, TokenSplit | PairSplit):
+            result.append(_language_probe(split, device, rows))
+            continue
         key = id(split.x)
         if key not in moved:
             moved[key] = (split.x.to(device), split.y.to(device))
@@ -75,3 +87,51 @@ def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Pr
         result.append(Probe(split.name, split.example.cpu().numpy(), tensor_batches(x, y, chunk=rows), mask,
                             {k: v.to(device) for k, v in split.subsets.items()}, data_key=key))
     return result
+
+
+def _language_probe(split: TokenSplit | PairSplit, device: torch.device, rows: int) -> Probe:
+    """A language task's split as a probe: `rows` tokens' worth of whole sequences per batch, each scored token (or
+    minimal pair) one example."""
+    sequences = max(1, rows // split.x.shape[1])
+    if isinstance(split, TokenSplit):
+        tensors, adapter = (split.x, split.y), _token_adapter
+    else:
+        tensors, adapter = (split.x, split.y, split.bad, split.bad_y, split.site, split.good_token,
+                            split.bad_token), _pair_adapter
+    tensors = tuple(t.to(device) for t in tensors)
+
+    def batches():
+        for start in range(0, len(split.x), sequences):
+            part = tuple(t[start:start + sequences] for t in tensors)
+            yield part, int((part[1] != IGNORE).sum()) if isinstance(split, TokenSplit) else len(part[0])
+
+    return Probe(split.name, split.example.cpu().numpy(), batches, split.member_mask,
+                 {k: v.to(device) for k, v in split.subsets.items()}, adapter=adapter)
+
+
+def _token_adapter(model, batch):
+    """Loss and top-1 correctness of every scored token: ([M, n], [M, n])."""
+    x, y = batch
+    loss, correct = probes.example_losses("cross_entropy", model(x), y)  # [M, S*T]
+    scored = (y != IGNORE).flatten()  # [S*T]
+    return loss[:, scored], correct[:, scored]
+
+
+def _pair_adapter(model, batch):
+    """Minimal pairs: loss = -log of the grammatical sentence's share of the pair's probability, correct = it gets
+    the higher probability. A causal LM compares summed log-probabilities (y is not None); a masked LM the two
+    tokens' logits at the masked site."""
+    good, good_y, bad, bad_y, site, good_token, bad_token = batch
+    if model.objective == "causal":
+        margin = _sequence_logprob(model, good, good_y) - _sequence_logprob(model, bad, bad_y)  # [M, P]
+    else:
+        logits = model(good)[:, torch.arange(len(site), device=site.device), site]  # [M, P, C]
+        margin = logits.gather(-1, good_token[None, :, None].expand(len(logits), -1, 1))[..., 0] - \
+            logits.gather(-1, bad_token[None, :, None].expand(len(logits), -1, 1))[..., 0]  # [M, P]
+    return torch.nn.functional.softplus(-margin), margin > 0
+
+
+def _sequence_logprob(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each sequence's scored targets: [M, S]."""
+    loss, _ = probes.example_losses("cross_entropy", model(x), y, with_correct=False)  # [M, S*T], 0 where IGNORE
+    return -loss.view(len(loss), *y.shape).sum(-1)

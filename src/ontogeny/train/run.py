@@ -16,10 +16,18 @@ import torch
 from ..exceptions import ResumeError, SpecError, StoreError
 from ..spec import Spec, from_dict, load_spec
 from ..store import ShardWriter, open_run
-from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
 from ..store.commits import read_commits
+from ..store.create import (
+    create_run,
+    is_disk_full,
+    now,
+    os_reason,
+    update_meta,
+    write_file,
+)
 from ..store.layout import Layout
 from ..store.lock import FileLock
+from ..tasks.base import TokenSplit
 from .loop import EnsembleTrainer
 from .members import Member, expand, member_rows
 from .plan import Plan, make_plan, time_plan, worker_memory
@@ -243,6 +251,8 @@ def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: f
             return
         if not writer.has_table("subsets"):
             writer.put("subsets", _subsets(trainer))
+            if trainer.task.objective is not None:
+                writer.put("tokens", _tokens(trainer))
         trainer.train(writer, out, commit_seconds=commit_seconds,
                       on_step=progress and (lambda step: progress.step(index, step)),
                       on_checkpoint=progress and (lambda step, s, t: progress.checkpoint(index, step, s, t)))
@@ -251,7 +261,7 @@ def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: f
 def _load_state(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=False)
-    except Exception as err:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+    except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ResumeError(f"{path}: damaged training state ({reason}); run `ontogeny check`") from None
 
@@ -267,3 +277,17 @@ def _subsets(trainer: EnsembleTrainer) -> pd.DataFrame:
             rows["subset"] += [subset] * len(ids)
     return pd.DataFrame(rows)
 
+
+
+def _tokens(trainer: EnsembleTrainer) -> pd.DataFrame:
+    """Which token each example of a language task's per-token splits is: split, example, sequence, position,
+    token, text."""
+    frames = []
+    for split in trainer.task.eval_splits():
+        if isinstance(split, TokenSplit):
+            sequence, position = split.scored()
+            token = split.y[sequence, position]
+            frames.append(pd.DataFrame({"split": split.name, "example": split.example.numpy(),
+                                        "sequence": sequence.numpy(), "position": position.numpy().astype("int32"),
+                                        "token": token.numpy(), "text": [split.words[t] for t in token.tolist()]}))
+    return pd.concat(frames, ignore_index=True)

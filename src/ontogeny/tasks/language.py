@@ -1,0 +1,83 @@
+"""What the language tasks share: the probes recorded at every checkpoint beside the per-token losses.
+
+- Strategy distances: KL(reference || model) of the next-token (or masked-token) distribution, averaged over a fixed
+  probe set's scored tokens, for each reference predictor the task fits (uniform, n-gram, in-context statistics).
+  KL from the reference, so a reference's zero probabilities are allowed (0 log 0 = 0) and the model's never occur.
+- Syntactic attention (tasks with gold dependency trees): for every head, the share of tokens whose strongest
+  attention goes to their gold head or to one of their dependents (Chen et al. 2024's implicit-parse UAS).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import IGNORE, Task
+
+
+def kl_from_references(log_probs: torch.Tensor, references: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mean KL(reference || model) per member, {f"kl/{name}": [M]}: log_probs [M, N, C] the model's, references
+    {name: [N, C]} probabilities at the same N tokens."""
+    result = {}
+    for name, ref in references.items():
+        ref = ref.to(log_probs.device)
+        entropy_term = torch.xlogy(ref, ref).sum(-1)  # [N]: sum p log p, 0 where p = 0
+        cross = (ref[None] * log_probs).sum(-1)  # [M, N]
+        result[f"kl/{name}"] = (entropy_term[None] - cross).mean(1)
+    return result
+
+
+def attention_uas(pattern: torch.Tensor, related: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Implicit-parse UAS of every head: pattern [M, S, H, T, T] (query, key), related [S, T, T] bool (key is the
+    query's gold head or dependent), queries [S, T] bool (tokens scored) -> [M, H], the share of scored queries whose
+    most-attended key is related (ties go to the first key)."""
+    strongest = pattern.argmax(-1)  # [M, S, H, T]
+    n_seq, positions = strongest.shape[1], strongest.shape[3]
+    seq = torch.arange(n_seq, device=pattern.device)[None, :, None, None]
+    query = torch.arange(positions, device=pattern.device)[None, None, None, :]
+    hit = related.to(pattern.device)[seq, query, strongest]  # [M, S, H, T]
+    hit = hit & queries.to(pattern.device)[None, :, None, :]
+    return hit.sum((1, 3)).float() / queries.sum()  # [M, H]
+
+
+def dependency_relations(heads: torch.Tensor) -> torch.Tensor:
+    """related [S, T, T] bool from gold heads [S, T] (-1: none): related[s, i, j] iff j is i's head or i is j's."""
+    n_seq, positions = heads.shape
+    related = torch.zeros(n_seq, positions, positions, dtype=torch.bool)
+    s, i = torch.nonzero(heads >= 0, as_tuple=True)
+    related[s, i, heads[s, i]] = True  # the head
+    related[s, heads[s, i], i] = True  # the dependent
+    return related
+
+
+class LanguageTask(Task):
+    """Base of the language tasks: subclasses set the probe sequences and references, and (with gold trees) the
+    relations of `attention_uas`; `measures` computes both in one forward pass with attention patterns."""
+
+    loss = "cross_entropy"
+    probe_x: torch.Tensor  # [S, T] the probe sequences as the model reads them
+    probe_y: torch.Tensor  # [S, T] their targets (IGNORE where not scored)
+    references: dict[str, torch.Tensor]  # name -> [N, C] at the probe's scored tokens, row-major
+    related: torch.Tensor | None = None  # [S, T, T] bool, for the UAS
+    uas_queries: torch.Tensor | None = None  # [S, T] bool: the tokens the UAS is averaged over
+    uas_x: torch.Tensor | None = None  # [S, T] the UAS's own input (a masked LM's sentences unmasked); None: probe_x
+
+    def measures(self, model) -> dict[str, torch.Tensor]:
+        """{"kl/<reference>": [M]} and, with gold trees, {"uas/L<l>H<h>": [M], "uas/best": [M]}."""
+        device = next(model.parameters()).device
+        x = self.probe_x.to(device)
+        if self.related is None:
+            logits, patterns = model(x), []
+        elif self.uas_x is None:  # one pass for both
+            logits, patterns = model.forward_with_patterns(x)  # [M, S, T, C], per layer [M, S, H, T, T]
+        else:
+            logits, patterns = model(x), model.attention_patterns(self.uas_x.to(device))
+        scored = self.probe_y != IGNORE  # [S, T]
+        log_probs = logits.log_softmax(-1)[:, scored.to(logits.device)]  # [M, N, C]
+        result = kl_from_references(log_probs, self.references)
+        if patterns:
+            uas = torch.cat([attention_uas(p, self.related, self.uas_queries) for p in patterns], dim=1)  # [M, L*H]
+            n_heads = patterns[0].shape[2]
+            for index in range(uas.shape[1]):
+                result[f"uas/L{index // n_heads}H{index % n_heads}"] = uas[:, index]
+            result["uas/best"] = uas.max(1).values
+        return result
