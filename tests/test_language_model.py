@@ -12,11 +12,7 @@ from ontogeny import TransformerModel
 from ontogeny.models.transformer import EnsembleTransformer
 from ontogeny.record import probes
 from ontogeny.tasks import IGNORE
-from ontogeny.tasks.language import (
-    attention_uas,
-    dependency_relations,
-    kl_from_references,
-)
+from ontogeny.tasks.language import attention_uas, dependency_relations, kl_from_references
 from ontogeny.tasks.markov import in_context_references, sample_chains
 
 VOCAB, POSITIONS, PAD = 9, 6, 0

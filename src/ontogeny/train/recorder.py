@@ -11,13 +11,7 @@ import torch
 from safetensors.torch import save
 
 from ..record import probes
-from ..record.evaluate import (
-    Evaluator,
-    Probe,
-    ensemble_adapter,
-    scalar_rows,
-    tensor_batches,
-)
+from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
 from ..store.create import write_bytes
 from ..store.layout import Layout
 from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, TokenSplit

@@ -17,14 +17,7 @@ from ..exceptions import ResumeError, SpecError, StoreError
 from ..spec import Spec, from_dict, load_spec
 from ..store import ShardWriter, open_run
 from ..store.commits import read_commits
-from ..store.create import (
-    create_run,
-    is_disk_full,
-    now,
-    os_reason,
-    update_meta,
-    write_file,
-)
+from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
 from ..store.layout import Layout
 from ..store.lock import FileLock
 from ..tasks.base import TokenSplit
