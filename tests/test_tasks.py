@@ -33,8 +33,8 @@ def assert_batches_equal(left: Batch, right: Batch) -> None:
 
 
 def test_public_api():
-    assert sorted(tasks_module.__all__) == sorted(["IGNORE", "Batch", "EvalSplit", "GrammarTask", "MarkovICLTask", "ModularTask",
-                                           "MultitaskParityTask", "PairSplit", "SparseParityTask", "Task", "TokenSplit",
+    assert sorted(tasks_module.__all__) == sorted(["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
+                                           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit",
                                            "make_task"])
 
 

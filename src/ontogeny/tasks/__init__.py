@@ -12,12 +12,14 @@ import dataclasses
 from ..spec import TaskSpec
 from .base import IGNORE, Batch, EvalSplit, PairSplit, Task, TokenSplit
 from .grammar import GrammarTask
+from .letters import LetterCountingTask
 from .markov import MarkovICLTask
 from .modular import ModularTask
 from .parity import MultitaskParityTask, SparseParityTask
+from .questions import QuestionFormationTask
 
-__all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "MarkovICLTask", "ModularTask", "MultitaskParityTask",
-           "PairSplit", "SparseParityTask", "Task", "TokenSplit", "make_task"]
+__all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
+           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit", "make_task"]
 
 
 def make_task(tasks: list[TaskSpec], data_seeds: list[int], max_probe_examples: int) -> Task:

@@ -15,6 +15,7 @@ from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, t
 from ..store.create import write_bytes
 from ..store.layout import Layout
 from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, TokenSplit
+from ..tasks.questions import SequenceSplit, sequence_probe
 
 
 class TrainingRecorder:
@@ -72,6 +73,9 @@ def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Pr
     for split in splits:
         if isinstance(split, TokenSplit | PairSplit):
             result.append(_language_probe(split, device, rows))
+            continue
+        if isinstance(split, SequenceSplit):
+            result.append(sequence_probe(split, device, rows))
             continue
         key = id(split.x)
         if key not in moved:

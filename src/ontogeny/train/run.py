@@ -244,7 +244,7 @@ def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: f
             return
         if not writer.has_table("subsets"):
             writer.put("subsets", _subsets(trainer))
-            if trainer.task.objective is not None:
+            if any(isinstance(split, TokenSplit) for split in trainer.task.eval_splits()):
                 writer.put("tokens", _tokens(trainer))
         trainer.train(writer, out, commit_seconds=commit_seconds,
                       on_step=progress and (lambda step: progress.step(index, step)),

@@ -1,0 +1,451 @@
+"""English question formation with an ambiguous training set, a generalization set and a rule scorer (issue 11).
+
+McCoy, Frank & Linzen 2020 ("Does syntax need to grow on trees?"): a model turns a declarative into a question by
+fronting an auxiliary. Training questions all have a subject without a relative clause, so the linear rule ("front
+the first auxiliary") and the hierarchical one ("front the main-clause auxiliary") both fit them; generalization
+questions have a relative clause (with its own auxiliary) on the subject, where the two rules give different
+answers. Qin, Saphra & Alvarez-Melis 2025 ("Sometimes I am a tree") vary the training data's *complexity* (share of
+center-embedded sentences) and *diversity* (number of distinct syntax templates); both are knobs here.
+
+The language (every noun phrase is `the N`; nouns, verbs and auxiliaries carry no number):
+
+    S        -> NP_subj Aux VP .
+    NP_subj  -> the N [PP | RC | RC2]            PP  -> P the N            ("by the yak")
+    RC       -> that Aux V_intr | that Aux V_tr the N                      ("that can see the yak")
+    RC2      -> that Aux V_tr the N RC                                     (an RC on the RC's object: depth 2)
+    VP       -> V_intr | V_tr the N [PP | RC]    (the object may carry a PP or a depth-1 RC)
+
+A *template* is a sentence's shape with the words abstracted away ("Det N that Aux V Det N Aux V ."): one per
+(subject option, main-clause option) pair, 6 x 5 = 30, in the fixed order of `QuestionGrammar.templates()`.
+"Center-embedded" templates are those with RC2 on the subject (two relative clauses between the subject noun and
+the main auxiliary): 10 of the 30; 10 more have a depth-1 subject RC and 10 have no subject RC (nothing or a PP).
+
+Examples are `<bos> DECLARATIVE <marker> OUTPUT <eos>`; marker `decl`: OUTPUT = the declarative copied; marker
+`quest`: OUTPUT = the main auxiliary, then the declarative without it, with "?" in place of ".":
+    <bos> the newt that can see the yak will walk . quest will the newt that can see the yak walk ? <eos>
+
+Splits:
+    train   each example is a question with probability quest_share, else a declarative. A declarative's template
+            is center-embedded with probability `complexity`, else uniform over the other allowed templates. A
+            question has a subject RC with probability `disambiguating` (then center-embedded with probability
+            `complexity`, else depth 1); otherwise its template is uniform over the allowed no-subject-RC templates.
+            So `complexity` is the share of center-embedded sentences among the training sentences free to carry a
+            subject RC (every declarative and every disambiguating question), not among all training sentences.
+    test    an independent draw from the training distribution (the same allowed templates; it may repeat
+            training sentences, since the language is small).
+    gen     questions only, template uniform over every subject-RC template of the grammar (depth 1 and 2),
+            whatever complexity and diversity say.
+In every question with a subject RC, each auxiliary before the main one differs from it (so the first auxiliary
+!= the main auxiliary and the two rules front different words); elsewhere auxiliaries are independent and uniform.
+
+Diversity d > 0: the templates training may use (those the shares can reach: no center-embedded one when
+complexity = 0, and so on) are permuted by a generator drawn from the seed; for each group a positive share needs
+(a no-subject-RC template for questions, a center-embedded one when complexity > 0, a depth-1 subject-RC one for
+disambiguating questions when complexity < 1, a non-center one for declaratives when complexity < 1) whose member
+is not yet among the front of the permutation, its first template is moved to the front; training uses the first d
+templates of that order. A d too small to hold one template of each needed group is an error of `check()`.
+
+Departures from McCoy et al. 2020: auxiliaries are modals only (no do/does, no agreement, no negation); relative
+clauses are subject-gap only ("that can see the yak", never "that the yak can see"); a subject RC nests at most
+two deep (RC2) and only through the outer RC's object; objects carry at most a PP or a depth-1 RC; questions end
+in "?" replacing "."; the tense-reinflection task is not implemented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..seeds import stream_seed
+
+__all__ = ["HIERARCHICAL_LABEL_SHARE", "LINEAR_LABEL_SHARE", "SPECIALS", "SPLITS", "Examples", "QuestionGrammar",
+           "member_rule", "render", "rule_scores", "sample", "training_templates"]
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "decl", "quest")  # token ids 0..4
+PAD, BOS, EOS, DECL, QUEST = range(5)
+FUNCTION_WORDS = ("the", "that", ".", "?")
+SPLITS = ("train", "test", "gen")
+RULES = ("hierarchical", "linear", "neither")
+HIERARCHICAL_LABEL_SHARE = 0.8  # a member is "hierarchical" if at least this share of its gen answers are
+LINEAR_LABEL_SHARE = 0.8  # ... and "linear" likewise; otherwise "mixed"
+
+# McCoy et al.'s words where they have them (facts, not code); more come with a number appended
+_NOUNS = ("newt", "yak", "raven", "walrus", "zebra", "quail", "unicorn", "peacock", "vulture", "salamander",
+          "orangutan", "xylophone")
+_INTRANSITIVE = ("walk", "swim", "sleep", "smile", "wait", "giggle", "read", "move")
+_TRANSITIVE = ("see", "admire", "amuse", "confuse", "accept", "comfort", "remember", "entertain")
+_AUXILIARIES = ("can", "will", "could", "would", "shall", "should", "may", "might", "must")
+_PREPOSITIONS = ("by", "near", "with", "behind", "around", "upon", "above", "below")
+
+# ---- the slot layout: every word position of the largest sentence, in word order ---------------------------------
+
+_SLOTS = ("s_the", "s_N",
+          "p_P", "p_the", "p_N",  # subject PP
+          "r_that", "r_Aux", "r_V", "r_the", "r_N",  # subject RC
+          "r2_that", "r2_Aux", "r2_V", "r2_the", "r2_N",  # RC on the subject RC's object (center embedding)
+          "m_Aux", "m_V", "o_the", "o_N",  # main clause
+          "op_P", "op_the", "op_N",  # object PP
+          "or_that", "or_Aux", "or_V", "or_the", "or_N",  # object RC
+          "dot")
+_SLOT = {name: i for i, name in enumerate(_SLOTS)}
+_VERB_OBJECT = {"r_V": "r_the", "r2_V": "r2_the", "m_V": "o_the", "or_V": "or_the"}  # a verb is transitive iff
+_AUX_SLOTS = ("r_Aux", "r2_Aux", "m_Aux")  # the auxiliaries that can precede or be the main one, in word order
+
+_RC = ("r_that", "r_Aux", "r_V")
+_SUBJECTS = {  # subject option -> its slots, with the depth of its relative clause
+    "none": ((), 0),
+    "pp": (("p_P", "p_the", "p_N"), 0),
+    "rc-intr": (_RC, 1),
+    "rc-tr": (_RC + ("r_the", "r_N"), 1),
+    "rc2-intr": (_RC + ("r_the", "r_N", "r2_that", "r2_Aux", "r2_V"), 2),
+    "rc2-tr": (_RC + ("r_the", "r_N", "r2_that", "r2_Aux", "r2_V", "r2_the", "r2_N"), 2),
+}
+_MAINS = {
+    "intr": ("m_Aux", "m_V"),
+    "tr": ("m_Aux", "m_V", "o_the", "o_N"),
+    "tr-pp": ("m_Aux", "m_V", "o_the", "o_N", "op_P", "op_the", "op_N"),
+    "tr-rc-intr": ("m_Aux", "m_V", "o_the", "o_N", "or_that", "or_Aux", "or_V"),
+    "tr-rc-tr": ("m_Aux", "m_V", "o_the", "o_N", "or_that", "or_Aux", "or_V", "or_the", "or_N"),
+}
+
+
+def _layouts() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return each template's slot presence [n_templates, n_slots], subject RC depth [n_templates] and text."""
+    present, depth, text = [], [], []
+    for subject_slots, rc_depth in _SUBJECTS.values():
+        for main_slots in _MAINS.values():
+            names = {"s_the", "s_N", "dot", *subject_slots, *main_slots}
+            present.append([name in names for name in _SLOTS])
+            depth.append(rc_depth)
+            category = {"the": "Det", "dot": "."}
+            text.append(" ".join(category.get(s.split("_")[-1], s.split("_")[-1]) for s in _SLOTS if s in names))
+    return np.array(present), np.array(depth, dtype=np.int64), text
+
+
+_PRESENT, _DEPTH, _TEXT = _layouts()
+assert len(set(_TEXT)) == len(_TEXT), "template texts must be distinct"
+
+
+def _name(stems: tuple[str, ...], index: int) -> str:
+    """The index-th name: the stems in order, then again with a number (newt, ..., xylophone, newt1, ...)."""
+    round_, i = divmod(index, len(stems))
+    return stems[i] + (str(round_) if round_ else "")
+
+
+@dataclass(frozen=True)
+class QuestionGrammar:
+    """The knobs of the language and of the training distribution (see the module docstring)."""
+
+    n_nouns: int = 12
+    n_verbs: int = 8  # the first ceil(n_verbs / 2) are intransitive, the rest transitive
+    n_auxiliaries: int = 4
+    n_prepositions: int = 4
+    complexity: float = 0.0  # share of center-embedded (RC2) templates among training sentences free to have one
+    diversity: int = 0  # number of distinct templates in training (0: every template the shares can reach)
+    disambiguating: float = 0.0  # share of training questions with a subject relative clause
+    quest_share: float = 0.5  # share of training examples that are questions
+
+    def check(self) -> list[tuple[str, str]]:
+        """Return [(field, message)] for every bad knob; empty if all are fine."""
+        problems = []
+        for name, least in (("n_nouns", 1), ("n_verbs", 2), ("n_auxiliaries", 2), ("n_prepositions", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < least:
+                problems.append((name, f"must be an integer >= {least} (got {value!r})"))
+        shares_ok = True
+        for name in ("complexity", "disambiguating", "quest_share"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value <= 1:
+                problems.append((name, f"must be in [0, 1] (got {value!r})"))
+                shares_ok = False
+        d = self.diversity
+        if not isinstance(d, (int, np.integer)) or d < 0:
+            problems.append(("diversity", f"must be an integer >= 0 (got {d!r})"))
+        elif shares_ok and d > 0:
+            pool = _pool(self)
+            needs = _needs(self)
+            if d > len(pool):
+                message = f"must be <= {len(pool)}, the number of templates training can use with these shares"
+                problems.append(("diversity", f"{message} (got {d})"))
+            elif d < _least_diversity(needs):
+                wanted = ", ".join(_GROUP_WHY[group] for group in needs)
+                problems.append(("diversity", f"{d} template(s) cannot hold one of each needed group: {wanted}"))
+        return problems
+
+    @property
+    def n_intransitive(self) -> int:
+        return -(-self.n_verbs // 2)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.first_preposition + self.n_prepositions
+
+    @property
+    def first_noun(self) -> int:
+        return len(SPECIALS) + len(FUNCTION_WORDS)
+
+    @property
+    def first_verb(self) -> int:
+        return self.first_noun + self.n_nouns
+
+    @property
+    def first_auxiliary(self) -> int:
+        return self.first_verb + self.n_verbs
+
+    @property
+    def first_preposition(self) -> int:
+        return self.first_auxiliary + self.n_auxiliaries
+
+    def words(self) -> list[str]:
+        """Return the text of every token id: SPECIALS, the, that, ., ?, nouns, verbs (intransitive first),
+        auxiliaries, prepositions."""
+        n_transitive = self.n_verbs - self.n_intransitive
+        return [*SPECIALS, *FUNCTION_WORDS, *(_name(_NOUNS, i) for i in range(self.n_nouns)),
+                *(_name(_INTRANSITIVE, i) for i in range(self.n_intransitive)),
+                *(_name(_TRANSITIVE, i) for i in range(n_transitive)),
+                *(_name(_AUXILIARIES, i) for i in range(self.n_auxiliaries)),
+                *(_name(_PREPOSITIONS, i) for i in range(self.n_prepositions))]
+
+    def max_length(self) -> int:
+        """Return the longest example in tokens: <bos>, the longest declarative, marker, output as long, <eos>."""
+        return 2 * int(_PRESENT.sum(axis=1).max()) + 3
+
+    def templates(self) -> list[str]:
+        """Return every template's text, in the fixed order that `Examples.template` indexes."""
+        return list(_TEXT)
+
+    def template_depths(self) -> np.ndarray:
+        """Return each template's subject relative-clause depth [n_templates]: 0 none, 1 RC, 2 center-embedded."""
+        return _DEPTH.copy()
+
+
+# ---- which templates training may use ----------------------------------------------------------------------------
+
+_GROUPS = {"plain": _DEPTH == 0, "rc": _DEPTH == 1, "center": _DEPTH == 2, "not-center": _DEPTH < 2}
+_GROUP_WHY = {"plain": "one without subject RC (questions)", "center": "a center-embedded one (complexity > 0)",
+              "rc": "a depth-1 subject-RC one (disambiguating questions, complexity < 1)",
+              "not-center": "a non-center one (declaratives, complexity < 1)"}
+
+
+def _draws(grammar: QuestionGrammar) -> tuple[bool, bool, bool]:
+    """Which kinds of training sentence can occur: declaratives, plain questions, disambiguating questions."""
+    quest = grammar.quest_share > 0
+    return grammar.quest_share < 1, quest and grammar.disambiguating < 1, quest and grammar.disambiguating > 0
+
+
+def _needs(grammar: QuestionGrammar) -> list[str]:
+    """Return the template groups that a positive share needs, in the order they are moved to the front."""
+    declarative, plain, disambiguating = _draws(grammar)
+    free = declarative or disambiguating  # sentences whose subject may carry an RC
+    needs = []
+    if plain:
+        needs.append("plain")
+    if free and grammar.complexity > 0:
+        needs.append("center")
+    if disambiguating and grammar.complexity < 1:
+        needs.append("rc")
+    if declarative and grammar.complexity < 1:
+        needs.append("not-center")
+    return needs
+
+
+def _least_diversity(needs: list[str]) -> int:
+    """The fewest templates holding one of each needed group ("not-center" is covered by "plain" or "rc")."""
+    return len([g for g in needs if g != "not-center"]) + ("not-center" in needs and not {"plain", "rc"} & set(needs))
+
+
+def _pool(grammar: QuestionGrammar) -> np.ndarray:
+    """Return the indices of the templates the shares let training reach (sorted)."""
+    declarative, plain, disambiguating = _draws(grammar)
+    reach = np.zeros(len(_TEXT), dtype=bool)
+    if plain or (declarative and grammar.complexity < 1):
+        reach |= _GROUPS["plain"]
+    if (declarative or disambiguating) and grammar.complexity < 1:
+        reach |= _GROUPS["rc"]
+    if (declarative or disambiguating) and grammar.complexity > 0:
+        reach |= _GROUPS["center"]
+    return np.flatnonzero(reach)
+
+
+def _checked(grammar: QuestionGrammar) -> None:
+    problems = grammar.check()
+    if problems:
+        raise ValueError("; ".join(f"{name}: {message}" for name, message in problems))
+
+
+def training_templates(grammar: QuestionGrammar, seed: int) -> np.ndarray:
+    """Return the sorted indices of the templates that the train and test splits of `seed` may use."""
+    _checked(grammar)
+    pool = _pool(grammar)
+    if grammar.diversity == 0:
+        return pool
+    order = list(np.random.default_rng(stream_seed("questions-templates", seed)).permutation(pool))
+    front: list[int] = []
+    for group in _needs(grammar):
+        if not any(_GROUPS[group][t] for t in front):
+            front.append(next(t for t in order if _GROUPS[group][t]))
+    rest = [t for t in order if t not in front]
+    return np.sort(np.array(front + rest, dtype=np.int64)[: grammar.diversity])
+
+
+# ---- examples ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Examples:
+    """N examples right-padded with <pad> to L = grammar.max_length(). Positions of auxiliaries count the
+    declarative's words from 0 (in `tokens` the declarative's word i sits at i + 1, after <bos>)."""
+
+    tokens: np.ndarray  # [N, L] int64: <bos> declarative <marker> output <eos> <pad>...
+    lengths: np.ndarray  # [N] int64
+    output_start: np.ndarray  # [N] int64: position in `tokens` of the first output token (right after the marker)
+    kind: np.ndarray  # [N] str: "decl" | "quest"
+    template: np.ndarray  # [N] int64: index into grammar.templates()
+    subject_rc: np.ndarray  # [N] bool: the subject carries a relative clause (depth 1 or 2)
+    center_embedded: np.ndarray  # [N] bool: the subject's relative clause holds another one (depth 2)
+    main_aux: np.ndarray  # [N] int64: token id of the main-clause auxiliary
+    first_aux: np.ndarray  # [N] int64: token id of the linearly first auxiliary
+    main_aux_position: np.ndarray  # [N] int64: its position in the declarative
+    first_aux_position: np.ndarray  # [N] int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def _training_draw(grammar: QuestionGrammar, rng: np.random.Generator, n: int,
+                   allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (is_question [n], template [n]) for the train/test distribution over the allowed templates."""
+    question = rng.random(n) < grammar.quest_share
+    disambiguating = question & (rng.random(n) < grammar.disambiguating)
+    free = ~question | disambiguating  # may carry a subject RC; complexity applies
+    center = free & (rng.random(n) < grammar.complexity)
+    group = np.where(question & ~disambiguating, 0, np.where(center, 1, np.where(question, 2, 3)))  # [n]
+    template = np.zeros(n, dtype=np.int64)
+    draw = rng.random(n)
+    for code, name in enumerate(("plain", "center", "rc", "not-center")):
+        rows = group == code
+        choices = allowed[_GROUPS[name][allowed]]
+        if rows.any():  # check() guarantees choices for every group a share can reach
+            template[rows] = choices[(draw[rows] * len(choices)).astype(np.int64)]
+    return question, template
+
+
+def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
+    """Return n examples of `split` ("train", "test" or "gen"), padded to L = grammar.max_length(); the same
+    (grammar, split, n, seed) always gives the same arrays; train and test share their templates (seed's)."""
+    _checked(grammar)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an integer >= 0 (got {n!r})")
+    rng = np.random.default_rng(stream_seed("questions", seed, SPLITS.index(split)))
+    if split == "gen":
+        question = np.ones(n, dtype=bool)
+        subject_rc_templates = np.flatnonzero(_DEPTH > 0)
+        template = subject_rc_templates[rng.integers(len(subject_rc_templates), size=n)]
+    else:
+        question, template = _training_draw(grammar, rng, n, training_templates(grammar, seed))
+
+    # every slot gets a word of its class; the template's presence mask then picks the words that are there
+    n_slots = len(_SLOTS)
+    kind_of = [name.split("_")[-1] for name in _SLOTS]
+    words = np.zeros((n, n_slots), dtype=np.int64)  # [N, n_slots]
+    the, that, dot, mark = (len(SPECIALS) + i for i in range(4))
+    for s, kind in enumerate(kind_of):
+        if kind == "the":
+            words[:, s] = the
+        elif kind == "that":
+            words[:, s] = that
+        elif kind == "dot":
+            words[:, s] = dot
+        elif kind == "N":
+            words[:, s] = grammar.first_noun + rng.integers(grammar.n_nouns, size=n)
+        elif kind == "P":
+            words[:, s] = grammar.first_preposition + rng.integers(grammar.n_prepositions, size=n)
+        elif kind == "Aux":
+            words[:, s] = grammar.first_auxiliary + rng.integers(grammar.n_auxiliaries, size=n)
+    present = _PRESENT[template]  # [N, n_slots]
+    n_intransitive = grammar.n_intransitive
+    for verb, object_the in _VERB_OBJECT.items():
+        transitive = present[:, _SLOT[object_the]]
+        lemma = np.where(transitive, n_intransitive + rng.integers(grammar.n_verbs - n_intransitive, size=n),
+                         rng.integers(n_intransitive, size=n))
+        words[:, _SLOT[verb]] = grammar.first_verb + lemma
+    subject_rc = _DEPTH[template] > 0
+    # in a question with a subject RC every earlier auxiliary differs from the main one, so the rules disagree
+    main = words[:, _SLOT["m_Aux"]] - grammar.first_auxiliary
+    differs = question & subject_rc
+    for name in ("r_Aux", "r2_Aux"):
+        other = (main + 1 + rng.integers(grammar.n_auxiliaries - 1, size=n)) % grammar.n_auxiliaries
+        words[differs, _SLOT[name]] = grammar.first_auxiliary + other[differs]
+
+    # declarative positions and the two auxiliaries' identities
+    position = np.cumsum(present, axis=1) - 1  # [N, n_slots]
+    aux_columns = [_SLOT[name] for name in _AUX_SLOTS]
+    first_column = np.array(aux_columns)[np.argmax(present[:, aux_columns], axis=1)]  # [N]; m_Aux is always there
+    rows = np.arange(n)
+
+    # the whole example as one slot row: <bos> declarative marker output <eos>; a question's output puts m_Aux first
+    output_order = np.array([_SLOT["m_Aux"]] + [s for s in range(n_slots) if s != _SLOT["m_Aux"]])
+    output_words = np.where(question[:, None], words[:, output_order], words)
+    output_words[question, n_slots - 1] = mark  # "dot" is the last slot in both orders
+    output_present = np.where(question[:, None], present[:, output_order], present)
+    column = np.ones((n, 1), dtype=bool)
+    full_words = np.concatenate([np.full((n, 1), BOS), words, np.where(question, QUEST, DECL)[:, None],
+                                 output_words, np.full((n, 1), EOS)], axis=1)  # [N, 2 * n_slots + 3]
+    full_present = np.concatenate([column, present, column, output_present, column], axis=1)
+    full_position = np.cumsum(full_present, axis=1) - 1
+    length = grammar.max_length()
+    tokens = np.full((n, length), PAD, dtype=np.int64)  # [N, L]
+    hit_rows, hit_cols = np.nonzero(full_present)
+    tokens[hit_rows, full_position[hit_rows, hit_cols]] = full_words[hit_rows, hit_cols]
+    declarative_length = present.sum(axis=1)
+    return Examples(tokens=tokens, lengths=full_present.sum(axis=1).astype(np.int64),
+                    output_start=(declarative_length + 2).astype(np.int64),
+                    kind=np.where(question, "quest", "decl").astype(object), template=template.astype(np.int64),
+                    subject_rc=subject_rc, center_embedded=_DEPTH[template] == 2,
+                    main_aux=words[:, _SLOT["m_Aux"]].copy(), first_aux=words[rows, first_column],
+                    main_aux_position=position[:, _SLOT["m_Aux"]].astype(np.int64),
+                    first_aux_position=position[rows, first_column].astype(np.int64))
+
+
+def render(grammar: QuestionGrammar, tokens: np.ndarray) -> str:
+    """Return one example [L] as words, stopping at the first <pad>."""
+    words = grammar.words()
+    out = []
+    for token in tokens:
+        if token == PAD:
+            break
+        out.append(words[token])
+    return " ".join(out)
+
+
+# ---- scoring which rule a model follows ----------------------------------------------------------------------------
+
+
+def rule_scores(first_output: np.ndarray, main_aux: np.ndarray, first_aux: np.ndarray) -> np.ndarray:
+    """Return, per item, the rule that a model's first output token follows [N] str: "hierarchical" (it is the
+    main auxiliary), "linear" (the first auxiliary) or "neither". Where main_aux == first_aux the rules agree and
+    the item counts as "hierarchical": score gen items, where they always differ."""
+    first_output, main_aux, first_aux = (np.asarray(a) for a in (first_output, main_aux, first_aux))
+    if not first_output.shape == main_aux.shape == first_aux.shape or first_output.ndim != 1:
+        raise ValueError(f"need three arrays of one shape [N] (got {first_output.shape}, {main_aux.shape}, "
+                         f"{first_aux.shape})")
+    return np.where(first_output == main_aux, "hierarchical",
+                    np.where(first_output == first_aux, "linear", "neither")).astype(object)
+
+
+def member_rule(scores: np.ndarray) -> dict:
+    """Return {"hierarchical", "linear", "neither": shares of the items, "label": "hierarchical" if that share is
+    >= HIERARCHICAL_LABEL_SHARE (0.8), "linear" if the linear share is >= LINEAR_LABEL_SHARE (0.8), else "mixed"}."""
+    scores = np.asarray(scores)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"need a non-empty [N] array of rule names (got shape {scores.shape})")
+    unknown = set(scores.tolist()) - set(RULES)
+    if unknown:
+        raise ValueError(f"unknown rule names {sorted(unknown)}; known: {', '.join(RULES)}")
+    shares = {rule: float(np.mean(scores == rule)) for rule in RULES}
+    label = ("hierarchical" if shares["hierarchical"] >= HIERARCHICAL_LABEL_SHARE
+             else "linear" if shares["linear"] >= LINEAR_LABEL_SHARE else "mixed")
+    return shares | {"label": label}

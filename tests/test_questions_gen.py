@@ -1,0 +1,231 @@
+"""Question-formation generator: hand-decoded examples, the split contract read back from the words, the knobs'
+shares, the rule scorer and the knob checks."""
+
+import time
+
+import numpy as np
+import pytest
+
+from ontogeny.tasks.questions_gen import (
+    HIERARCHICAL_LABEL_SHARE,
+    PAD,
+    SPECIALS,
+    QuestionGrammar,
+    member_rule,
+    render,
+    rule_scores,
+    sample,
+    training_templates,
+)
+
+SMALL = QuestionGrammar(n_nouns=4, n_verbs=4, n_auxiliaries=3, n_prepositions=2)
+MIXED = QuestionGrammar(complexity=0.3, disambiguating=0.25, quest_share=0.5)
+
+
+def read_back(grammar: QuestionGrammar, examples, s: int) -> dict:
+    """Parse example s from its words alone: declarative, marker, output, and the auxiliaries (an RC's auxiliary
+    always follows "that", so the main one is the first auxiliary that does not)."""
+    words = grammar.words()
+    sequence = [words[t] for t in examples.tokens[s, : examples.lengths[s]]]
+    marker = next(i for i, w in enumerate(sequence) if w in ("decl", "quest"))
+    declarative, output = sequence[1:marker], sequence[marker + 1 : -1]
+    auxiliaries = set(words[grammar.first_auxiliary : grammar.first_preposition])
+    aux_at = [i for i, w in enumerate(declarative) if w in auxiliaries]
+    main = next(i for i in aux_at if declarative[i - 1] != "that")
+    categories = {"the": "Det", "that": "that", ".": "."}
+    for w in words[grammar.first_noun : grammar.first_verb]:
+        categories[w] = "N"
+    for w in words[grammar.first_verb : grammar.first_auxiliary]:
+        categories[w] = "V"
+    for w in auxiliaries:
+        categories[w] = "Aux"
+    for w in words[grammar.first_preposition :]:
+        categories[w] = "P"
+    return {"sequence": sequence, "marker": marker, "declarative": declarative, "output": output,
+            "main": main, "first": aux_at[0], "rc_depth": declarative[:main].count("that"),
+            "template": " ".join(categories[w] for w in declarative), "tail": sequence[-1]}
+
+
+def test_hand_decoded_examples():
+    train = sample(SMALL, "train", 40, seed=3)
+    assert render(SMALL, train.tokens[7]) == ("<bos> the yak by the yak can admire the newt that will walk . decl "
+                                              "the yak by the yak can admire the newt that will walk . <eos>")
+    assert train.kind[7] == "decl" and train.template[7] == 8 and not train.subject_rc[7]
+    assert SMALL.templates()[8] == "Det N P Det N Aux V Det N that Aux V ."
+    assert render(SMALL, train.tokens[0]) == "<bos> the walrus can walk . quest can the walrus walk ? <eos>"
+    assert (train.output_start[0], train.lengths[0], train.main_aux_position[0]) == (7, 13, 2)
+    assert train.first_aux_position[0] == 2 and SMALL.words()[train.main_aux[0]] == "can"
+    assert (train.tokens[0, 13:] == PAD).all()
+
+    gen = sample(SMALL, "gen", 5, seed=3)
+    assert render(SMALL, gen.tokens[1]) == ("<bos> the newt that will swim could see the yak . quest could the newt "
+                                            "that will swim see the yak ? <eos>")
+    words = SMALL.words()
+    assert (words[gen.main_aux[1]], words[gen.first_aux[1]]) == ("could", "will")
+    assert (gen.main_aux_position[1], gen.first_aux_position[1], gen.output_start[1]) == (5, 3, 12)
+    assert gen.subject_rc[1] and not gen.center_embedded[1]
+    # the linear rule fronts "will" instead: a different question from the hierarchical one
+    output = [words[t] for t in gen.tokens[1, gen.output_start[1] : gen.lengths[1] - 1]]
+    linear = ["will", "the", "newt", "that", "swim", "could", "see", "the", "yak", "?"]
+    assert output == ["could", "the", "newt", "that", "will", "swim", "see", "the", "yak", "?"] and output != linear
+    assert rule_scores(np.array([gen.tokens[1, gen.output_start[1]]]), gen.main_aux[1:2],
+                       gen.first_aux[1:2]).tolist() == ["hierarchical"]
+
+
+@pytest.mark.parametrize("grammar,split", [(QuestionGrammar(), "train"), (MIXED, "train"), (MIXED, "test"),
+                                           (MIXED, "gen"), (SMALL, "gen")])
+def test_outputs_labels_and_templates_read_back_from_the_words(grammar, split):
+    examples = sample(grammar, split, 2000, seed=5)
+    templates = grammar.templates()
+    for s in range(len(examples)):
+        got = read_back(grammar, examples, s)
+        declarative, main = got["declarative"], got["main"]
+        assert got["sequence"][0] == "<bos>" and got["tail"] == "<eos>" and declarative[-1] == "."
+        assert got["marker"] + 1 == examples.output_start[s] and got["sequence"][got["marker"]] == examples.kind[s]
+        if examples.kind[s] == "decl":
+            assert got["output"] == declarative
+        else:  # the question: the main auxiliary fronted, "?" for "."
+            assert got["output"] == [declarative[main]] + declarative[:main] + declarative[main + 1 : -1] + ["?"]
+        assert (examples.main_aux_position[s], examples.first_aux_position[s]) == (main, got["first"])
+        words = grammar.words()
+        assert words[examples.main_aux[s]] == declarative[main] and words[examples.first_aux[s]] == declarative[
+            got["first"]]
+        assert templates[examples.template[s]] == got["template"]
+        assert (examples.subject_rc[s], examples.center_embedded[s]) == (got["rc_depth"] > 0, got["rc_depth"] == 2)
+    assert examples.tokens.shape == (2000, grammar.max_length())
+    valid = np.arange(grammar.max_length()) < examples.lengths[:, None]
+    assert (examples.tokens[~valid] == PAD).all() and (examples.tokens[valid] != PAD).all()
+
+
+def test_train_questions_are_ambiguous_and_gen_questions_are_not():
+    train = sample(QuestionGrammar(complexity=0.5), "train", 5000, seed=1)
+    quest = train.kind == "quest"
+    assert 0.45 < quest.mean() < 0.55
+    assert not train.subject_rc[quest].any() and train.subject_rc[~quest].any()  # declaratives do carry RCs
+    assert (train.main_aux_position[quest] == train.first_aux_position[quest]).all()
+    gen = sample(QuestionGrammar(), "gen", 5000, seed=1)
+    assert (gen.kind == "quest").all() and gen.subject_rc.all()
+    assert (gen.first_aux != gen.main_aux).all() and (gen.first_aux_position < gen.main_aux_position).all()
+    assert abs(gen.center_embedded.mean() - 0.5) < 0.03  # uniform over the 20 subject-RC templates, 10 of depth 2
+    assert set(np.unique(gen.template)) == set(np.flatnonzero(QuestionGrammar().template_depths() > 0))
+
+
+def test_disambiguating_share():
+    train = sample(QuestionGrammar(disambiguating=0.25), "train", 5000, seed=2)
+    quest = train.kind == "quest"
+    assert abs(train.subject_rc[quest].mean() - 0.25) < 0.04
+    rc_questions = quest & train.subject_rc
+    assert (train.first_aux[rc_questions] != train.main_aux[rc_questions]).all()  # they do disambiguate
+
+
+@pytest.mark.parametrize("complexity", [0.0, 0.3, 0.8, 1.0])
+def test_complexity_is_the_share_of_center_embedded_declaratives(complexity):
+    train = sample(QuestionGrammar(complexity=complexity), "train", 5000, seed=3)
+    declarative = train.kind == "decl"
+    assert abs(train.center_embedded[declarative].mean() - complexity) < 0.04
+    assert not train.center_embedded[~declarative].any()  # plain questions cannot carry a subject RC
+
+
+@pytest.mark.parametrize("grammar", [QuestionGrammar(diversity=1, quest_share=0.0),
+                                     QuestionGrammar(diversity=3, complexity=0.3),
+                                     QuestionGrammar(diversity=7, complexity=0.3, disambiguating=0.2),
+                                     QuestionGrammar(diversity=12), QuestionGrammar(diversity=30, complexity=0.5)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_diversity_is_the_number_of_distinct_training_templates(grammar, seed):
+    allowed = training_templates(grammar, seed)
+    assert len(allowed) == grammar.diversity
+    for split in ("train", "test"):  # test draws from the same templates as train
+        examples = sample(grammar, split, 5000, seed=seed)
+        assert set(np.unique(examples.template)) == set(allowed)
+
+
+def test_diversity_templates_depend_on_the_seed():
+    grammar = QuestionGrammar(diversity=5, complexity=0.3)
+    sets = {tuple(training_templates(grammar, seed)) for seed in range(6)}
+    assert len(sets) > 1
+
+
+def test_rule_scores_and_member_labels():
+    main, first = np.array([20, 20, 20, 21]), np.array([21, 21, 21, 20])
+    scores = rule_scores(np.array([20, 21, 9, 21]), main, first)
+    assert scores.tolist() == ["hierarchical", "linear", "neither", "hierarchical"]
+    assert rule_scores(np.array([20]), np.array([20]), np.array([20])).tolist() == ["hierarchical"]  # a tie
+    with pytest.raises(ValueError, match="one shape"):
+        rule_scores(np.array([1, 2]), np.array([1]), np.array([1]))
+
+    def labelled(n_hierarchical, n_linear, n_neither):
+        return member_rule(np.array(["hierarchical"] * n_hierarchical + ["linear"] * n_linear
+                                    + ["neither"] * n_neither))
+
+    assert HIERARCHICAL_LABEL_SHARE == 0.8
+    assert labelled(8, 2, 0) == {"hierarchical": 0.8, "linear": 0.2, "neither": 0.0, "label": "hierarchical"}
+    assert labelled(7, 3, 0)["label"] == "mixed"
+    assert labelled(0, 9, 1) == {"hierarchical": 0.0, "linear": 0.9, "neither": 0.1, "label": "linear"}
+    assert labelled(1, 7, 2)["label"] == "mixed"
+    assert labelled(0, 0, 5)["label"] == "mixed"
+    with pytest.raises(ValueError, match="unknown rule"):
+        member_rule(np.array(["tree"]))
+    with pytest.raises(ValueError, match="non-empty"):
+        member_rule(np.array([], dtype=object))
+
+
+@pytest.mark.parametrize("knobs,field,text", [
+    ({"complexity": 1.5}, "complexity", "[0, 1]"),
+    ({"disambiguating": -0.1}, "disambiguating", "[0, 1]"),
+    ({"quest_share": 2}, "quest_share", "[0, 1]"),
+    ({"n_auxiliaries": 1}, "n_auxiliaries", ">= 2"),
+    ({"n_verbs": 1}, "n_verbs", ">= 2"),
+    ({"n_nouns": 0}, "n_nouns", ">= 1"),
+    ({"n_prepositions": 0}, "n_prepositions", ">= 1"),
+    ({"diversity": -1}, "diversity", ">= 0"),
+    ({"diversity": 2.5}, "diversity", "integer"),
+    ({"diversity": 21}, "diversity", "<= 20"),  # complexity 0: the 10 center-embedded templates are out of reach
+    ({"diversity": 1, "complexity": 0.3}, "diversity", "center-embedded"),
+    ({"diversity": 2, "complexity": 0.3, "disambiguating": 0.2}, "diversity", "depth-1 subject-RC"),
+])
+def test_check_names_each_bad_knob(knobs, field, text):
+    grammar = QuestionGrammar(**knobs)
+    problems = grammar.check()
+    assert [name for name, _ in problems] == [field]
+    assert text in problems[0][1]
+    with pytest.raises(ValueError, match=field) as error:
+        sample(grammar, "train", 10, seed=0)
+    assert "\n" not in str(error.value)
+
+
+def test_good_knobs_pass_and_bad_arguments_fail():
+    for grammar in (QuestionGrammar(), MIXED, SMALL, QuestionGrammar(diversity=2, complexity=0.3),
+                    QuestionGrammar(diversity=30, complexity=0.5), QuestionGrammar(quest_share=1.0, diversity=10)):
+        assert grammar.check() == []
+    with pytest.raises(ValueError, match="split must be one of train, test, gen"):
+        sample(QuestionGrammar(), "validation", 10, seed=0)
+    with pytest.raises(ValueError, match="n must be"):
+        sample(QuestionGrammar(), "train", -1, seed=0)
+    assert len(sample(QuestionGrammar(), "gen", 0, seed=0)) == 0
+
+
+def test_vocabulary_and_lengths():
+    grammar = QuestionGrammar()
+    words = grammar.words()
+    assert len(words) == grammar.vocab_size == len(set(words)) and tuple(words[:5]) == SPECIALS
+    assert len(grammar.templates()) == len(set(grammar.templates())) == 30
+    assert grammar.max_length() == 2 * 22 + 3  # the longest declarative: template 29, 22 words
+    longest = sample(grammar, "gen", 3000, seed=0)
+    assert longest.lengths.max() == grammar.max_length()
+
+
+def test_determinism():
+    for split in ("train", "test", "gen"):
+        a, b = sample(MIXED, split, 500, seed=7), sample(MIXED, split, 500, seed=7)
+        for field in a.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert not np.array_equal(a.tokens, sample(MIXED, split, 500, seed=8).tokens)
+    assert not np.array_equal(sample(MIXED, "train", 500, seed=7).tokens, sample(MIXED, "test", 500, seed=7).tokens)
+
+
+def test_generation_is_fast():
+    sample(MIXED, "train", 100, seed=0)
+    start = time.perf_counter()
+    sample(MIXED, "train", 20_000, seed=0)
+    sample(MIXED, "gen", 20_000, seed=0)
+    assert time.perf_counter() - start < 1.0
