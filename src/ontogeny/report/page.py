@@ -28,6 +28,7 @@ from . import data
 from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
 from .figures_fourier import fourier_figure
+from .figures_language import onset_figure, strategy_figure, uas_figure
 from .figures_maps import map_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
@@ -209,6 +210,26 @@ def maps_section(run: Run) -> Section | None:
                    "metrics, Hu et al. 2023), each member's path through them, and detours.", blocks)
 
 
+def language_section(run: Run, names: list[str]) -> Section | None:
+    """Strategy distances with their stages, the parse per head, and the parse / minimal-pair onsets."""
+    if not any(name.startswith(("kl/", "uas/")) for name in names):
+        return None
+    wanted = [name for name in names if name.startswith(("kl/", "uas/")) or name in ("test/loss", "pairs/acc")]
+    scalars, tables = run.scalars(name=wanted), set(run.tables())
+    stages = run.table("language_stage_summary") if "language_stage_summary" in tables else None
+    onsets = run.table("language_onsets") if "language_onsets" in tables else None
+    figures = [(strategy_figure(scalars, stages), "language-strategies"), (uas_figure(scalars), "language-uas"),
+               (onset_figure(scalars, onsets), "language-onsets")]
+    blocks = [figure_html(fig, key) for fig, key in figures if fig is not None]
+    if stages is not None:
+        blocks.append(table_html(stages))
+    if not blocks:
+        return None
+    return Section("language", "Language: strategies, parse and agreement", "Which reference predictor each member "
+                   "predicts like over training (stages shaded), which heads attend along the gold dependencies, and "
+                   "whether the parse comes before agreement (ontogeny analyze).", blocks)
+
+
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
     """Weight/gradient norm trajectories and the cartography scatter."""
     blocks = []
@@ -252,7 +273,7 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), maps_section(run),
-                dynamics_section(run, names, configs),
+                language_section(run, names), dynamics_section(run, names, configs),
                 inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)

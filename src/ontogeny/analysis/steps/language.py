@@ -1,0 +1,81 @@
+"""Language step: on runs that record `kl/<reference>` or `uas/*` scalars (the language tasks), when each member
+enters each strategy stage (closest to uniform, then unigram, then bigram, ...) and whether the implicit parse
+(`uas/best`) comes before the minimal-pair accuracy (`pairs/acc`). Reads only the scalars, so it runs by default;
+on any other run it does nothing and says why in `values["skipped"]`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..analyze import Context, StepResult, analysis_step
+from ..language import KL_PREFIX, UAS_PREFIX, onset_order, stage_summary, strategy_stages
+
+ONSET_PAIR = ("uas/best", "pairs/acc")
+MIN_RISE = 0.05  # both are shares in [0, 1]: a fitted rise under 5 points is noise, not an onset
+MIN_STAY = 3  # checkpoints a reference must stay closest to open its stage (early ones are dense)
+
+
+@analysis_step("language")
+def language(context: Context) -> StepResult:
+    """Tables `language_stages` (member x reference: boundary_step), `language_stage_summary` (config x reference:
+    median boundary, CI, members reaching it, the stage order and whether every member follows it) and
+    `language_onsets` (member: onsets of uas/best and pairs/acc, their lag), with one summary line per grid
+    point for each."""
+    result, names = StepResult(), context.scalar_names
+    has_kl = any(name.startswith(KL_PREFIX) for name in names)
+    has_uas = any(name.startswith(UAS_PREFIX) for name in names)
+    if not (has_kl or has_uas):
+        result.values["skipped"] = "language: not a language run (no kl/* or uas/* scalars recorded)"
+        return result
+    groups = list(context.members.groupby("config", sort=False))
+    if has_kl:
+        _stages(context, groups, result)
+    if all(name in names for name in ONSET_PAIR):
+        _onsets(context, groups, result)
+    elif has_uas:
+        absent = " and ".join(name for name in ONSET_PAIR if name not in names)
+        result.summary.append(f"language onsets: skipped (no {absent} recorded)")
+    return result
+
+
+def _stages(context: Context, groups: list, result: StepResult) -> None:
+    _, boundaries = strategy_stages(context.scalars, min_stay=MIN_STAY)
+    result.tables["language_stages"] = boundaries
+    parts = []
+    for config, group in groups:
+        summary = stage_summary(boundaries, group.member, random_state=context.random_state)
+        parts.append(summary.assign(config=config))
+        result.summary.append(f"language stages [{config}]: " + stage_line(summary))
+    table = pd.concat(parts, ignore_index=True)
+    result.tables["language_stage_summary"] = table[["config", *[c for c in table.columns if c != "config"]]]
+
+
+def stage_line(summary: pd.DataFrame) -> str:
+    """E.g. 'uniform -> unigram -> bigram in 6/6 members; entered: uniform at step 0 [0, 0], unigram at step 306
+    [258, 363], ... (median, 95% CI over the seeds that reach it); reached bigram by 5/6'."""
+    first = summary.iloc[0]
+    line = f"{first.order} in {first.n_in_order}/{first.n_members} members"
+    entered = [f"{row.reference} at step {row.median_step:,.0f}" + (
+        f" [{row.ci_low:,.0f}, {row.ci_high:,.0f}]" if np.isfinite(row.ci_low) else "")
+        for row in summary.itertuples() if np.isfinite(row.median_step)]
+    if entered:
+        line += "; entered: " + ", ".join(entered) + " (median, 95% CI over the seeds that reach it)"
+    short = [f"{row.reference} by {row.n_reached}/{row.n_members}" for row in summary.itertuples()
+             if row.n_reached < row.n_members]
+    if short:
+        line += "; reached " + ", ".join(short)
+    return line
+
+
+def _onsets(context: Context, groups: list, result: StepResult) -> None:
+    parts = []
+    for config, group in groups:
+        scalars = context.scalars[context.scalars.member.isin(group.member)
+                                  & context.scalars.name.isin(ONSET_PAIR)]
+        per_member, order = onset_order(scalars, *ONSET_PAIR, min_change=MIN_RISE,
+                                        random_state=context.random_state)
+        parts.append(per_member)
+        result.summary.append(f"language onsets [{config}]: {order.sentence}")
+    result.tables["language_onsets"] = pd.concat(parts, ignore_index=True)
+
