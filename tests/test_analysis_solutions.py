@@ -56,3 +56,21 @@ def test_modified_z_scores_by_hand():
     values = np.array([1.0, 1.0, 1.0, 1.0, 6.0])
     assert modified_z_scores(values)[4, 0] == pytest.approx(5.0 / (1.253314 * 1.0))
     assert np.all(modified_z_scores(np.ones(4)) == 0)
+
+
+def test_the_step_ignores_a_subset_a_grid_point_never_records():
+    """A letter-counting grid point with one piece per letter has no `present_inside_token` subset: its all-NaN
+    column must not drop every member (it used to raise "no member has finite values")."""
+    from ontogeny.analysis.analyze import Context
+    from ontogeny.analysis.steps.solutions import solutions
+
+    rng = np.random.default_rng(0)
+    members = pd.DataFrame({"member": range(6), "config": "task.vocab_size=10"})
+    rows = [(m, step, name, value) for m in range(6) for step in (0, 100)
+            for name, value in (("test/acc", 0.5 + 0.4 * (m % 2) + 0.01 * rng.standard_normal()),
+                                ("test/present_inside_token/acc", np.nan))]
+    scalars = pd.DataFrame(rows, columns=["member", "step", "name", "value"])
+    result = solutions(Context(run=None, scalars=scalars, members=members, random_state=0))
+    table = result.tables["solutions"]
+    assert sorted(table.member) == list(range(6))
+    assert table.groupby("cluster").member.apply(lambda m: len(set(m % 2))).eq(1).all()  # 0.5 vs 0.9: two types

@@ -29,6 +29,7 @@ from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
 from .figures_fourier import fourier_figure
 from .figures_language import onset_figure, strategy_figure, uas_figure
+from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
 from .figures_maps import map_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
@@ -230,6 +231,33 @@ def language_section(run: Run, names: list[str]) -> Section | None:
                    "whether the parse comes before agreement (ontogeny analyze).", blocks)
 
 
+def rules_section(run: Run, names: list[str]) -> Section | None:
+    """Which rule each question-formation member learned, and letter counting per subset and tokenizer (tables of
+    the `rules`, `signature` and `counting` steps)."""
+    tables = set(run.tables())
+    if "rule/hierarchical" not in names and "counting_summary" not in tables:
+        return None
+    blocks = []
+    if "rule/hierarchical" in names:
+        per_member = run.table("rule_members") if "rule_members" in tables else None
+        summary = run.table("rule_summary") if "rule_summary" in tables else None
+        signature = run.table("rule_signature") if "rule_signature" in tables else None
+        figures = [(rule_figure(run.scalars(name=["rule/hierarchical"]), per_member), "rules-over-training"),
+                   (share_figure(summary), "rules-share"), (signature_figure(signature), "rules-signature"),
+                   (signature_figure(signature, "transfer_accuracy"), "rules-signature-transfer")]
+        blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]
+        blocks += [table_html(run.table(name)) for name in ("rule_summary", "rule_pairs") if name in tables]
+    if "counting_summary" in tables:
+        blocks.append(figure_html(counting_figure(run.table("counting_summary")), "counting"))
+        blocks.append(table_html(run.table("counting_summary")))
+    if not blocks:
+        return None
+    return Section("rules", "Which rule did it learn?", "Question formation: the share of generalization questions "
+                   "fronting the main-clause auxiliary per member over training, the seeds labelled hierarchical "
+                   "per grid point, and whether an in-distribution probe predicts the rule; letter counting: "
+                   "accuracy per subset and tokenizer (ontogeny analyze; the probe with --what signature).", blocks)
+
+
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
     """Weight/gradient norm trajectories and the cartography scatter."""
     blocks = []
@@ -273,7 +301,7 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), maps_section(run),
-                language_section(run, names), dynamics_section(run, names, configs),
+                language_section(run, names), rules_section(run, names), dynamics_section(run, names, configs),
                 inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)

@@ -125,8 +125,9 @@ def sequence_adapter(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sequence_probe(split: SequenceSplit, device: torch.device, rows: int) -> Probe:
-    """A `SequenceSplit` as a probe on `device`: `rows` tokens' worth of whole sequences per batch."""
-    sequences = max(1, rows // split.x.shape[1])
+    """A `SequenceSplit` as a probe on `device`: `rows` sequences per batch (the trainer sizes `rows` by the model's
+    activations per sequence)."""
+    sequences = max(1, rows)
     mask = None if split.member_mask is None else split.member_mask.to(device)
     return Probe(split.name, split.example.cpu().numpy(),
                  tensor_batches(split.x.to(device), split.y.to(device), chunk=sequences), mask,

@@ -88,9 +88,9 @@ def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Pr
 
 
 def _language_probe(split: TokenSplit | PairSplit, device: torch.device, rows: int) -> Probe:
-    """A language task's split as a probe: `rows` tokens' worth of whole sequences per batch, each scored token (or
-    minimal pair) one example."""
-    sequences = max(1, rows // split.x.shape[1])
+    """A language task's split as a probe: `rows` sequences per batch (the trainer sizes `rows` by the model's
+    activations per sequence), each scored token (or minimal pair) one example."""
+    sequences = max(1, rows)
     if isinstance(split, TokenSplit):
         tensors, adapter = (split.x, split.y), _token_adapter
     else:

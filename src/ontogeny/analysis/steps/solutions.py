@@ -19,8 +19,12 @@ def solutions(context: Context) -> StepResult:
     for config, group in context.members.groupby("config", sort=False):
         if len(group) < MIN_MEMBERS or not columns:
             continue
-        frame = outcomes.loc[group.member.to_numpy(), columns].reset_index()
-        fit = SolutionTypes(random_state=context.random_state).fit(frame.dropna(), columns)
+        frame = outcomes.loc[group.member.to_numpy(), columns]
+        present = [c for c in columns if frame[c].notna().any()]  # a subset this grid point never has is no outcome
+        frame = frame[present].dropna().reset_index()
+        if len(frame) < MIN_MEMBERS or not present:
+            continue
+        fit = SolutionTypes(random_state=context.random_state).fit(frame, present)
         frames.append(pd.DataFrame({"member": fit.labels_.index, "config": config, "cluster": fit.labels_.values,
                                     "outlier": fit.outliers_.values}))
         flagged = list(fit.outliers_[fit.outliers_].index)

@@ -1,0 +1,483 @@
+"""Which rule did it learn? Question-formation and letter-counting runs from their scalars, and a probe (issue 11).
+
+Question formation (tasks/questions.py) records per member and checkpoint `rule/hierarchical`, `rule/linear` and
+`rule/neither`: the shares of generalization questions whose fronted auxiliary is the main one, the first one, or
+neither. From those:
+- a label per checkpoint, with the task's own thresholds (questions_gen.member_rule: hierarchical if that share is
+  >= 0.8, linear if the linear share is >= 0.8, else mixed), the final label and the switch step (the first
+  checkpoint from which the label stays the final one to the end);
+- stability: over the last third of checkpoints, the std of the hierarchical share and the number of label changes
+  (Qin, Saphra & Alvarez-Melis 2025 find the rule can keep flipping late in training);
+- per grid point, the share of seeds labelled hierarchical (Multi-Bootstrap CI over seeds) and how the final
+  shares spread: a bimodal outcome puts members at both ends and few in the middle band [0.2, 0.8];
+- McCoy, Frank & Linzen 2020's point in one table: pairs of members with equal in-distribution accuracy (within a
+  point) and different rules.
+A signature from in-distribution data only: a ridge probe for "main-clause auxiliary" on the final residual stream
+at the two auxiliaries of declaratives with a subject relative clause (`probe_accuracy`, `member_states`), and how
+well it predicts the rule over members (`signature_prediction`: Spearman correlation and AUC with CIs). In this
+grammar the word position alone decides main vs embedded, so that probe is passed by position (1.0 at random init);
+the transfer probe (`transfer_rows`: fit on depth-1 sentences, scored at the unseen positions of center-embedded
+ones) is the one position alone cannot pass (0.5).
+Letter counting: accuracy per subset and the gap present_inside_token - present_own_token per tokenizer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from ..tasks.questions_gen import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
+from .bootstrap import multibootstrap
+
+RULE_PREFIX = "rule/"
+HIERARCHICAL, LINEAR = "rule/hierarchical", "rule/linear"
+MIDDLE_BAND = (0.2, 0.8)  # a final hierarchical share strictly inside this band is "in the middle"
+LATE_FRACTION = 1 / 3  # stability is measured over this last share of the checkpoints
+ACCURACY_TOLERANCE = 0.01  # McCoy pairs: in-distribution accuracies within one point count as equal
+MEMBER_COLUMNS = ["member", "final_label", "final_hierarchical", "final_linear", "switch_step", "n_label_changes",
+                  "late_std", "late_label_changes", "stable", "final_test_acc", "final_gen_acc"]
+SUMMARY_COLUMNS = ["config", "n_members", "n_hierarchical", "n_linear", "n_mixed", "share_hierarchical", "ci_low",
+                   "ci_high", "n_low", "n_middle", "n_high", "middle_share", "bimodal", "median_late_std",
+                   "n_unstable"]
+PAIR_COLUMNS = ["member_a", "member_b", "config_a", "config_b", "test_acc_a", "test_acc_b", "label_a", "label_b",
+                "hierarchical_a", "hierarchical_b"]
+COUNT_SUBSETS = ("absent", "present_inside_token", "present_own_token", "count_1", "count_2", "count_3_plus")
+GAP = "gap inside - own"  # the `subset` name of the gap rows of `counting_summary`
+
+
+def label_of(hierarchical, linear) -> np.ndarray:
+    """Labels [N] (object) of shares [N]: the task's thresholds (questions_gen.member_rule)."""
+    hierarchical, linear = np.asarray(hierarchical, dtype=float), np.asarray(linear, dtype=float)
+    return np.where(hierarchical >= HIERARCHICAL_LABEL_SHARE, "hierarchical",
+                    np.where(linear >= LINEAR_LABEL_SHARE, "linear", "mixed")).astype(object)
+
+
+def rule_curves(scalars: pd.DataFrame) -> pd.DataFrame:
+    """Per member and checkpoint (sorted): member, step, hierarchical, linear, label. ValueError (one line) when
+    no rule/hierarchical or rule/linear is recorded."""
+    absent = [name for name in (HIERARCHICAL, LINEAR) if name not in set(scalars["name"].unique())]
+    if absent:
+        raise ValueError(f"no {' and '.join(absent)} recorded: rule labels need a question_formation run")
+    rows = scalars[scalars["name"].isin([HIERARCHICAL, LINEAR])]
+    wide = rows.pivot_table(index=["member", "step"], columns="name", values="value", aggfunc="last")
+    wide = wide.dropna().reset_index().rename(columns={HIERARCHICAL: "hierarchical", LINEAR: "linear"})
+    wide.columns.name = None
+    wide["label"] = label_of(wide["hierarchical"], wide["linear"])
+    return wide[["member", "step", "hierarchical", "linear", "label"]].sort_values(["member", "step"],
+                                                                                   ignore_index=True)
+
+
+def rule_members(scalars: pd.DataFrame, *, late_fraction: float = LATE_FRACTION) -> pd.DataFrame:
+    """One row per member (MEMBER_COLUMNS): the final label and shares; switch_step, the first checkpoint from which
+    the label is the final one at every later checkpoint; n_label_changes over training; over the last
+    `late_fraction` of its checkpoints (at least 2), late_std (std of the hierarchical share) and
+    late_label_changes; stable (no late label change); final test/acc and gen/acc (NaN if not recorded)."""
+    if not 0 < late_fraction <= 1:
+        raise ValueError(f"late_fraction must be in (0, 1], got {late_fraction}")
+    curves = rule_curves(scalars)
+    final = {}
+    for name in ("test/acc", "gen/acc"):
+        rows = scalars[scalars["name"] == name].sort_values("step")
+        final[name] = rows.groupby("member")["value"].last()
+    records = []
+    for member, rows in curves.groupby("member", sort=True):
+        labels, steps, shares = rows["label"].to_numpy(), rows["step"].to_numpy(), rows["hierarchical"].to_numpy()
+        changed = labels[1:] != labels[:-1]  # [S - 1]
+        differs = np.flatnonzero(labels != labels[-1])
+        switch = steps[differs[-1] + 1] if len(differs) else steps[0]
+        late = max(2, int(np.ceil(late_fraction * len(labels))))
+        late_changes = int(changed[-(late - 1):].sum()) if len(labels) > 1 else 0
+        records.append({"member": member, "final_label": labels[-1], "final_hierarchical": shares[-1],
+                        "final_linear": rows["linear"].iloc[-1], "switch_step": float(switch),
+                        "n_label_changes": int(changed.sum()), "late_std": float(np.std(shares[-late:])),
+                        "late_label_changes": late_changes, "stable": late_changes == 0,
+                        "final_test_acc": final["test/acc"].get(member, np.nan),
+                        "final_gen_acc": final["gen/acc"].get(member, np.nan)})
+    return pd.DataFrame(records, columns=MEMBER_COLUMNS)
+
+
+def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
+                 random_state=None) -> pd.DataFrame:
+    """Per grid point (`members`' `config` column; its member-field columns such as `task.complexity` carried
+    along), SUMMARY_COLUMNS: label counts; share_hierarchical with its Multi-Bootstrap CI over seeds (NaN with one
+    seed); n_low / n_middle / n_high members with a final hierarchical share below, inside or above MIDDLE_BAND;
+    bimodal: members at both ends and at most a quarter in the middle; the median late_std and how many members
+    changed label late."""
+    table = per_member.merge(members, on="member", how="inner")
+    carried = [c for c in ("task.complexity", "task.diversity", "task.disambiguating") if c in members]
+    records = []
+    for config, rows in table.groupby("config", sort=False):
+        hierarchical = (rows["final_label"] == "hierarchical").to_numpy(dtype=float)
+        low = high = np.nan
+        if len(rows) >= 2:
+            interval = multibootstrap(hierarchical, n_boot=n_boot, ci=ci, random_state=random_state)
+            low, high = interval.low, interval.high
+        shares = rows["final_hierarchical"].to_numpy(dtype=float)
+        n_low, n_high = int((shares <= MIDDLE_BAND[0]).sum()), int((shares >= MIDDLE_BAND[1]).sum())
+        n_middle = len(shares) - n_low - n_high
+        records.append({"config": config, **{c: rows[c].iloc[0] for c in carried}, "n_members": len(rows),
+                        **{f"n_{label}": int((rows["final_label"] == label).sum())
+                           for label in ("hierarchical", "linear", "mixed")},
+                        "share_hierarchical": float(hierarchical.mean()), "ci_low": low, "ci_high": high,
+                        "n_low": n_low, "n_middle": n_middle, "n_high": n_high,
+                        "middle_share": n_middle / len(shares),
+                        "bimodal": bool(n_low and n_high and n_middle <= len(shares) / 4),
+                        "median_late_std": float(rows["late_std"].median()),
+                        "n_unstable": int((~rows["stable"].astype(bool)).sum())})
+    return pd.DataFrame(records, columns=[SUMMARY_COLUMNS[0], *carried, *SUMMARY_COLUMNS[1:]])
+
+
+def rule_pairs(per_member: pd.DataFrame, members: pd.DataFrame | None = None, *,
+               tolerance: float = ACCURACY_TOLERANCE) -> pd.DataFrame:
+    """McCoy-style pairs (PAIR_COLUMNS): every two members whose final test/acc differ by at most `tolerance`
+    and whose final labels differ, the most accurate pairs first; config from `members` when given."""
+    table = per_member.dropna(subset=["final_test_acc"]).sort_values("member", ignore_index=True)
+    configs = (members.set_index("member")["config"] if members is not None and "config" in members
+               else pd.Series(dtype=object))
+    accuracy, labels = table["final_test_acc"].to_numpy(dtype=float), table["final_label"].to_numpy()
+    a, b = np.triu_indices(len(table), k=1)
+    keep = (np.abs(accuracy[a] - accuracy[b]) <= tolerance + 1e-12) & (labels[a] != labels[b])
+    a, b = a[keep], b[keep]
+    ids = table["member"].to_numpy()
+    pairs = pd.DataFrame({"member_a": ids[a], "member_b": ids[b],
+                          "config_a": [configs.get(m, "") for m in ids[a]],
+                          "config_b": [configs.get(m, "") for m in ids[b]],
+                          "test_acc_a": accuracy[a], "test_acc_b": accuracy[b], "label_a": labels[a],
+                          "label_b": labels[b], "hierarchical_a": table["final_hierarchical"].to_numpy()[a],
+                          "hierarchical_b": table["final_hierarchical"].to_numpy()[b]}, columns=PAIR_COLUMNS)
+    order = np.argsort(-(pairs["test_acc_a"] + pairs["test_acc_b"]).to_numpy(), kind="stable")
+    return pairs.iloc[order].reset_index(drop=True)
+
+
+# ---- the signature: a probe for "main-clause auxiliary" on in-distribution declaratives ---------------------------
+
+
+def ridge_fit(features, target, *, alpha: float = 1.0) -> tuple[np.ndarray, float]:
+    """Ridge regression with an unpenalized intercept, closed form: (weights [d], intercept) minimizing
+    |target - features w - b|^2 + alpha |w|^2, from features [N, d] and target [N] (centred, then solved)."""
+    features, target = np.asarray(features, dtype=float), np.asarray(target, dtype=float)
+    mean_x, mean_y = features.mean(0), target.mean()
+    x = features - mean_x
+    weights = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (target - mean_y))  # [d]
+    return weights, float(mean_y - mean_x @ weights)
+
+
+def probe_accuracy(features, labels, sentences, *, alpha: float = 1.0, random_state=None) -> float:
+    """Held-out accuracy of a ridge-regression probe of `labels` [N] (0/1) from `features` [N, d]: fit on the rows
+    of a random half of the `sentences` [N] (ids; a sentence's rows stay on one side, so its two auxiliaries never
+    straddle the split), scored on the other half; prediction 1 where the fit is >= 0.5.
+
+    Closed-form ridge on standardized features (the fit's own mean and scale), written by hand: the project has no
+    scikit-learn. NaN with fewer than 2 sentences."""
+    features, labels = np.asarray(features, dtype=float), np.asarray(labels, dtype=float)
+    sentences = np.asarray(sentences)
+    if features.ndim != 2 or labels.shape != (len(features),) or sentences.shape != labels.shape:
+        raise ValueError(f"need features [N, d], labels [N], sentences [N] (got {features.shape}, {labels.shape}, "
+                         f"{sentences.shape})")
+    ids = np.unique(sentences)
+    if len(ids) < 2:
+        return float("nan")
+    rng = np.random.default_rng(random_state)
+    fit = np.isin(sentences, rng.permutation(ids)[: len(ids) // 2])
+    return fit_and_score(features[fit], labels[fit], features[~fit], labels[~fit], alpha=alpha)
+
+
+def fit_and_score(fit_features, fit_labels, score_features, score_labels, *, alpha: float = 1.0) -> float:
+    """Accuracy on the score rows of a ridge probe fit on the fit rows (features standardized with the fit rows'
+    mean and scale; prediction 1 where the fit is >= 0.5)."""
+    fit_features, score_features = np.asarray(fit_features, dtype=float), np.asarray(score_features, dtype=float)
+    mean, scale = fit_features.mean(0), fit_features.std(0)
+    scale = np.where(scale > 0, scale, 1.0)  # a constant feature carries nothing; leave it at 0 after centring
+    weights, intercept = ridge_fit((fit_features - mean) / scale, fit_labels, alpha=alpha)
+    predicted = (score_features - mean) / scale @ weights + intercept >= 0.5
+    return float(np.mean(predicted == (np.asarray(score_labels) >= 0.5)))
+
+
+def auxiliary_rows(examples) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The probe's rows in questions_gen `Examples`: the declaratives (kind decl) with a subject relative clause,
+    two rows each, (sentence index [R], x position of the auxiliary [R] (word i sits at tokens i + 1, and
+    x = tokens[:, :-1] keeps that place), label [R]: 1 main-clause auxiliary, 0 the first (embedded) one,
+    word position [R])."""
+    chosen = np.flatnonzero((examples.kind == "decl") & examples.subject_rc)
+    sentence = np.repeat(chosen, 2)
+    words = np.stack([examples.first_aux_position[chosen], examples.main_aux_position[chosen]], 1).ravel()
+    label = np.tile([0, 1], len(chosen))
+    return sentence, words + 1, label, words
+
+
+def transfer_rows(examples, first_auxiliary: int, n_auxiliaries: int) -> tuple[np.ndarray, ...]:
+    """Rows for a probe that position alone cannot pass: (sentence [R], x position [R], label [R], fit [R] bool).
+    Fit rows: the two auxiliaries of declaratives with a depth-1 subject relative clause (embedded 0, main 1).
+    Score rows: in center-embedded declaratives, the auxiliary of the inner relative clause (0) and the main one
+    (1), which sit at word positions no fit row has (in this grammar the position decides the label within each
+    depth, so the plain probe of `auxiliary_rows` is passed by position alone). Empty where the member's
+    distribution has no center-embedded declaratives (complexity 0)."""
+    decl = examples.kind == "decl"
+    shallow = np.flatnonzero(decl & examples.subject_rc & ~examples.center_embedded)
+    deep = np.flatnonzero(decl & examples.center_embedded)
+    if not len(shallow) or not len(deep):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, np.zeros(0, dtype=bool)
+    words = examples.tokens[:, 1:]  # [N, L-1]: word i of the declarative at column i
+    is_aux = (words >= first_auxiliary) & (words < first_auxiliary + n_auxiliaries)
+    column = np.arange(words.shape[1])
+    between = (column > examples.first_aux_position[:, None]) & (column < examples.main_aux_position[:, None])
+    inner = np.argmax(is_aux & between, axis=1)  # [N]: the auxiliary between the first and the main one
+    sentence = np.r_[np.repeat(shallow, 2), np.repeat(deep, 2)]
+    word = np.r_[np.stack([examples.first_aux_position[shallow], examples.main_aux_position[shallow]], 1).ravel(),
+                 np.stack([inner[deep], examples.main_aux_position[deep]], 1).ravel()]
+    label = np.tile([0, 1], len(shallow) + len(deep))
+    return sentence, word + 1, label, np.r_[np.ones(2 * len(shallow), bool), np.zeros(2 * len(deep), bool)]
+
+
+def member_states(model, x, positions) -> np.ndarray:
+    """The final residual stream (after the final LayerNorm, if the model has one) of every member at given
+    positions: x [B, T] int64 token ids, positions [R] pairs of (row of x, position) as [R, 2] -> [M, R, d]."""
+    import torch
+
+    from ..models.transformer import (
+        _layer_norm,  # the model's own final LayerNorm, as its unembedding applies it
+    )
+
+    with torch.no_grad():
+        resid, _ = model._run(torch.as_tensor(x), last_only=False)  # [M, B, T, d]
+        resid = _layer_norm(resid, model.ln_final_gain, model.ln_final_bias)
+        rows, columns = (torch.as_tensor(np.asarray(positions)[:, i]) for i in (0, 1))
+        return resid[:, rows, columns].double().cpu().numpy()  # [M, R, d]
+
+
+SIGNATURE_COLUMNS = ["member", "step", "n_sentences", "probe_accuracy", "position_accuracy", "n_deep_sentences",
+                     "transfer_accuracy"]
+
+
+def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataFrame:
+    """The probe signature of every member at every step with saved weights (SIGNATURE_COLUMNS):
+    - probe_accuracy: ridge probe, main vs embedded auxiliary, on the final residual stream (`auxiliary_rows`,
+      held-out half of the sentences), over n_sentences declaratives with a subject relative clause;
+    - position_accuracy: the same probe on a one-hot of the word position alone (in this grammar it is 1: the
+      baseline that probe_accuracy cannot beat);
+    - transfer_accuracy: fit on depth-1 sentences, scored on the inner and main auxiliaries of n_deep_sentences
+      center-embedded ones (`transfer_rows`; position alone scores 0.5 there); NaN without center-embedded
+      declaratives in the member's distribution.
+    The sentences are each member's own test distribution (questions_gen.sample(grammar, "test", n_test,
+    split_seed), as the task builds its test split), never the gen set. Only transformers (`_run`) are probed."""
+    from ..models import make_model
+    from ..tasks import make_task
+    from ..train.members import ensembles, expand
+    from .sharpness import load_member_weights
+
+    spec, checkpoints, rows = run.spec, run.checkpoints(), []
+    if spec.task.name != "question_formation":
+        raise ValueError(f"the signature probes question_formation runs (this run's task is {spec.task.name!r})")
+    for group in ensembles(expand(spec)):
+        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
+        model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
+        if not hasattr(model, "_run"):
+            raise ValueError(f"the signature reads a transformer's residual stream (model {spec.model.name!r})")
+        data = {config: _signature_rows(config) for config in dict.fromkeys(m.spec.task for m in group)}
+        saved = checkpoints[checkpoints.member.isin([m.member for m in group])]
+        for step, files in saved.groupby("step"):
+            if len(files) < len(group):  # a member without weights here (diverged or still being written)
+                continue
+            paths = files.set_index("member").path
+            load_member_weights(model, [run.path / paths[m.member] for m in group])
+            model.eval()
+            for config, (x, plain, transfer) in data.items():
+                states = member_states(model, x, np.r_[plain["where"], transfer["where"]])  # [M, R, d]
+                n_plain = len(plain["where"])
+                for index, m in enumerate(group):
+                    if m.spec.task == config:
+                        rows.append({"member": m.member, "step": int(step),
+                                     **_signature(states[index, :n_plain], states[index, n_plain:], plain, transfer,
+                                                  alpha, random_state)})
+    return pd.DataFrame(rows, columns=SIGNATURE_COLUMNS)
+
+
+def _signature_rows(config) -> tuple[np.ndarray, dict, dict]:
+    """One task config's probe rows: (x [B, T] of the sentences used, plain rows, transfer rows), each rows dict
+    with where [R, 2] (row of x, position), label [R], sentence [R] and words [R] or fit [R]."""
+    from ..tasks.questions_gen import sample
+
+    grammar = config.grammar()
+    examples = sample(grammar, "test", config.n_test, config.split_seed)
+    sentence, position, label, words = auxiliary_rows(examples)
+    deep_sentence, deep_position, deep_label, fit = transfer_rows(examples, grammar.first_auxiliary,
+                                                                  grammar.n_auxiliaries)
+    kept, row = np.unique(np.r_[sentence, deep_sentence], return_inverse=True)
+    plain = {"where": np.stack([row[:len(sentence)], position], 1), "label": label, "sentence": sentence,
+             "words": words}
+    transfer = {"where": np.stack([row[len(sentence):], deep_position], 1).reshape(-1, 2), "label": deep_label,
+                "sentence": deep_sentence, "fit": fit}
+    return examples.tokens[kept, :-1], plain, transfer
+
+
+def _signature(states: np.ndarray, deep_states: np.ndarray, plain: dict, transfer: dict, alpha: float,
+               random_state) -> dict:
+    """One member's signature columns from its states at the plain rows [R, d] and at the transfer rows [R', d]."""
+    n = len(np.unique(plain["sentence"]))
+    accuracy = baseline = transfer_accuracy = np.nan
+    if n >= 2:
+        onehot = np.eye(int(plain["words"].max()) + 1)[plain["words"]]  # [R, positions]
+        accuracy = probe_accuracy(states, plain["label"], plain["sentence"], alpha=alpha, random_state=random_state)
+        baseline = probe_accuracy(onehot, plain["label"], plain["sentence"], alpha=alpha, random_state=random_state)
+    fit = transfer["fit"]
+    if fit.any() and (~fit).any():
+        transfer_accuracy = fit_and_score(deep_states[fit], transfer["label"][fit], deep_states[~fit],
+                                          transfer["label"][~fit], alpha=alpha)
+    return {"n_sentences": n, "probe_accuracy": accuracy, "position_accuracy": baseline,
+            "n_deep_sentences": len(np.unique(transfer["sentence"][~fit])), "transfer_accuracy": transfer_accuracy}
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (the Mann-Whitney probability that a positive outscores a negative, ties 1/2)."""
+    ranks = rankdata(scores)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def signature_prediction(signature, hierarchical_share, *, n_boot: int = 2000, ci: float = 0.95,
+                         random_state=None) -> dict:
+    """How well a per-member signature [n] predicts the rule: Spearman correlation with the final hierarchical
+    share [n] and the AUC of the signature for the label hierarchical (share >= 0.8) vs not, each with a
+    Multi-Bootstrap percentile CI over members (the same resampled members for both arrays; draws where the
+    statistic is undefined, e.g. one class only, are left out of the interval). Returns {n_members, n_hierarchical,
+    spearman, spearman_low, spearman_high, auc, auc_low, auc_high}."""
+    signature = np.asarray(signature, dtype=float)
+    share = np.asarray(hierarchical_share, dtype=float)
+    if signature.shape != share.shape or signature.ndim != 1:
+        raise ValueError(f"need signature [n] and hierarchical_share [n] (got {signature.shape}, {share.shape})")
+    keep = np.isfinite(signature) & np.isfinite(share)
+    signature, share = signature[keep], share[keep]
+    positive = share >= HIERARCHICAL_LABEL_SHARE
+    statistics = {"spearman": lambda i: _spearman(signature[i], share[i]),
+                  "auc": lambda i: _auc(signature[i], positive[i])}
+    out = {"n_members": len(signature), "n_hierarchical": int(positive.sum())}
+    for name, statistic in statistics.items():
+
+        def per_draw(indices, axis=-1, statistic=statistic):  # members are resampled as indices into both arrays
+            indices = np.asarray(indices).astype(np.int64)
+            if indices.ndim == 1:
+                return statistic(indices)
+            return np.array([statistic(row) for row in indices])
+
+        estimate = low = high = float("nan")
+        if len(signature) >= 2:
+            draws = multibootstrap(np.arange(len(signature)), statistic=per_draw, n_boot=n_boot, ci=ci,
+                                   random_state=random_state)
+            estimate = draws.estimate
+            finite = draws.distribution[np.isfinite(draws.distribution)]
+            if len(finite):
+                low, high = (float(q) for q in np.quantile(finite, [(1 - ci) / 2, (1 + ci) / 2]))
+        out |= {name: estimate, f"{name}_low": low, f"{name}_high": high}
+    return out
+
+
+# ---- letter counting ------------------------------------------------------------------------------------------
+
+
+def counting_summary(scalars: pd.DataFrame, members: pd.DataFrame, *, split: str = "test", n_boot: int = 2000,
+                     ci: float = 0.95, random_state=None) -> pd.DataFrame:
+    """Per grid point (`members`' config, with `task.vocab_size` and `task.tokenizer` carried where present) and
+    subset of `split`: the mean final accuracy over seeds with its Multi-Bootstrap CI (NaN with one seed), plus the
+    row `GAP`: per member present_inside_token minus present_own_token accuracy, averaged (paired: the CI resamples
+    members' gaps). A subset no member of a grid point has (e.g. inside a piece, under a one-letter-per-piece
+    tokenizer) is left out. Columns: config, [carried], subset, n_members, mean, ci_low, ci_high."""
+    final = scalars[scalars["step"] == scalars.groupby("member")["step"].transform("max")]
+    names = {f"{split}/{subset}/acc": subset for subset in COUNT_SUBSETS} | {f"{split}/acc": "all"}
+    wide = final[final["name"].isin(names)].pivot_table(index="member", columns="name", values="value")
+    wide = wide.rename(columns=names)
+    carried = [c for c in ("task.tokenizer", "task.vocab_size") if c in members]
+    records = []
+    for config, group in members.groupby("config", sort=False):
+        rows = wide.reindex(group["member"])
+        values = {subset: rows[subset].dropna().to_numpy() for subset in ("all", *COUNT_SUBSETS) if subset in rows}
+        if {"present_inside_token", "present_own_token"} <= set(rows):
+            values[GAP] = (rows["present_inside_token"] - rows["present_own_token"]).dropna().to_numpy()
+        for subset, seeds in values.items():
+            if not len(seeds):
+                continue
+            low = high = np.nan
+            if len(seeds) >= 2:
+                interval = multibootstrap(seeds, n_boot=n_boot, ci=ci, random_state=random_state)
+                low, high = interval.low, interval.high
+            records.append({"config": config, **{c: group[c].iloc[0] for c in carried}, "subset": subset,
+                            "n_members": len(seeds), "mean": float(seeds.mean()), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(records, columns=["config", *carried, "subset", "n_members", "mean", "ci_low", "ci_high"])
+
+
+# ---- synthetic runs with known answers, for tests and examples ---------------------------------------------------
+
+
+def synthetic_rule_scalars(labels=("hierarchical", "linear", "mixed", "hierarchical"), *, n_steps: int = 30,
+                           every: int = 100, switch_steps=None, flicker=(), test_acc=None,
+                           random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scalars of a question-formation run with planted rules: (scalars, truth).
+
+    Member i starts mixed (hierarchical 0.4, linear 0.4) and from checkpoint switch_steps[i] (default 10 + i, in
+    checkpoints) holds labels[i]: hierarchical (0.9 + noise < 0.1, linear the rest), linear (the mirror) or mixed
+    (0.5 / 0.4). Members listed in `flicker` alternate between their label and mixed at every checkpoint of the last
+    third (late_label_changes = that many changes). test/acc is test_acc[i] (default 0.95) at the end, gen/acc
+    the hierarchical share. truth: member, label, switch_step (in steps; for a flickering member the last switch),
+    late_changes."""
+    rng = np.random.default_rng(random_state)
+    steps = np.arange(n_steps) * every
+    switch_steps = list(switch_steps) if switch_steps is not None else [10 + i for i in range(len(labels))]
+    accuracy = list(test_acc) if test_acc is not None else [0.95] * len(labels)
+    plateau = {"hierarchical": (0.9, 0.05), "linear": (0.05, 0.9), "mixed": (0.5, 0.4)}
+    frames, truth = [], []
+    late = int(np.ceil(n_steps / 3))
+    for member, label in enumerate(labels):
+        at = np.where(np.arange(n_steps) >= switch_steps[member], 1, 0)
+        if member in flicker:
+            at[-late:] = np.arange(late) % 2 == (late - 1) % 2  # the last checkpoint holds the label
+        hierarchical = np.where(at, plateau[label][0], 0.4) + rng.uniform(0, 0.05, n_steps)
+        linear = np.where(at, plateau[label][1], 0.4) + rng.uniform(0, 0.02, n_steps)
+        if label == "linear":
+            hierarchical = np.where(at, 0.02, hierarchical)
+        switch = steps[switch_steps[member]] if member not in flicker else steps[-1]
+        if label == "mixed":
+            switch = steps[0]  # mixed from the start: the label never changes
+        changes = late - 1 if member in flicker else 0
+        frames += [_curve(member, steps, HIERARCHICAL, hierarchical), _curve(member, steps, LINEAR, linear),
+                   _curve(member, steps, "rule/neither", 1 - hierarchical - linear),
+                   _curve(member, steps, "test/acc", np.linspace(0.1, accuracy[member], n_steps)),
+                   _curve(member, steps, "gen/acc", hierarchical)]
+        truth.append({"member": member, "label": label, "switch_step": float(switch), "late_changes": changes})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(truth)
+
+
+def synthetic_counting_scalars(vocab_sizes=(10, 16, 24), *, n_seeds: int = 6, gap: float = 0.2, noise: float = 0.02,
+                               n_steps: int = 5, random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scalars of a letter-counting sweep with a planted gap: (scalars, members). Per vocab size (BPE above the
+    alphabet of 10), seed accuracies: absent 0.9, present_own_token 0.8, present_inside_token 0.8 - gap (absent at
+    vocab 10: no multi-letter pieces), counts 0.7, plus N(0, noise) per seed; earlier checkpoints lower."""
+    rng = np.random.default_rng(random_state)
+    steps = np.arange(n_steps) * 100
+    frames, members = [], []
+    for block, vocab in enumerate(vocab_sizes):
+        for seed in range(n_seeds):
+            member = block * n_seeds + seed
+            members.append({"member": member, "task.vocab_size": vocab, "config": f"vocab_size={vocab}"})
+            final = {"absent": 0.9, "present_own_token": 0.8, "count_1": 0.7, "count_2": 0.7, "count_3_plus": 0.7}
+            if vocab > 10:
+                final["present_inside_token"] = 0.8 - gap
+            for subset, value in final.items():
+                end = value + rng.normal(0, noise)
+                frames.append(_curve(member, steps, f"test/{subset}/acc", np.linspace(0.1, end, n_steps)))
+            frames.append(_curve(member, steps, "test/acc", np.linspace(0.1, 0.8, n_steps)))
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(members)
+
+
+def _curve(member: int, steps: np.ndarray, name: str, values) -> pd.DataFrame:
+    return pd.DataFrame({"member": member, "step": steps, "name": name, "value": np.asarray(values, dtype=float)})

@@ -1,0 +1,120 @@
+"""Rule steps (issue 11). `rules` (default, on runs recording rule/hierarchical): which rule each question-formation
+member learned, when it switched, how stable it is, per grid point and as McCoy pairs. `signature` (on request:
+`ontogeny analyze RUN --what signature`, it rebuilds the models): a probe on in-distribution declaratives and how
+well it predicts the rule. `counting` (default, on letter-counting runs): accuracy per subset and tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._common import cannot_rebuild
+from ..analyze import Context, StepResult, analysis_step
+from ..rules import (
+    GAP,
+    HIERARCHICAL,
+    counting_summary,
+    rule_members,
+    rule_pairs,
+    rule_summary,
+    signature_prediction,
+)
+
+
+@analysis_step("rules", scalars=(HIERARCHICAL, "rule/linear"))
+def rules(context: Context) -> StepResult:
+    """Tables `rule_members` (per member: final label and shares, switch step, stability, final test/gen acc),
+    `rule_summary` (per grid point: share labelled hierarchical with its CI over seeds, spread of the final shares,
+    stability) and `rule_pairs` (members of equal test accuracy with different rules); one line per grid point."""
+    result = StepResult()
+    per_member = rule_members(context.scalars)
+    summary = rule_summary(per_member, context.members, random_state=context.random_state)
+    pairs = rule_pairs(per_member, context.members)
+    result.tables.update(rule_members=per_member, rule_summary=summary, rule_pairs=pairs)
+    for row in summary.itertuples():
+        line = (f"rules [{row.config}]: {row.n_hierarchical}/{row.n_members} seeds hierarchical, {row.n_linear} "
+                f"linear, {row.n_mixed} mixed")
+        if np.isfinite(row.ci_low):
+            line += f" (share {row.share_hierarchical:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}], 95% CI over seeds)"
+        line += (f"; final hierarchical shares: {row.n_low} <= 0.2, {row.n_middle} between, {row.n_high} >= 0.8"
+                 f"{' (bimodal)' if row.bimodal else ''}; {row.n_unstable} changed label in the last third")
+        result.summary.append(line)
+    result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
+                          "rules (table rule_pairs)")
+    return result
+
+
+@analysis_step("signature", scalars=(HIERARCHICAL,), on_request=True)
+def signature(context: Context) -> StepResult:
+    """Table `rule_signature` (member, step: rules.SIGNATURE_COLUMNS; at each member's last step also its final
+    hierarchical share and label) and one line per probe (plain, transfer): Spearman correlation and AUC of its
+    last accuracy against the final rule, over all members, with 95% CIs over members."""
+    from ..rules import (  # torch and the models: only when asked for
+        label_of,
+        rule_curves,
+        run_signature,
+    )
+
+    run, result = context.run, StepResult()
+    problem = cannot_rebuild(run, "signature", minimum=1)
+    if problem:
+        result.summary.append(problem)
+        return result
+    table = run_signature(run, random_state=context.random_state)
+    table = table[table.member.isin(context.members.member)].reset_index(drop=True)
+    curves = rule_curves(context.scalars)
+    final = curves.groupby("member").last()
+    last = table.step == table.groupby("member").step.transform("max")
+    table["final_hierarchical"] = np.where(last, table.member.map(final.hierarchical), np.nan)
+    table["final_label"] = pd.Series(np.where(last, table.member.map(
+        pd.Series(label_of(final.hierarchical, final.linear), index=final.index)), None), dtype=object)
+    result.tables["rule_signature"] = table
+    ends = table[last]
+    probes = {"probe_accuracy": "probe (main vs embedded auxiliary, held-out in-distribution declaratives)",
+              "transfer_accuracy": "transfer probe (fit on depth-1, scored on center-embedded declaratives)"}
+    for column, what in probes.items():
+        rows = ends.dropna(subset=[column])
+        if rows.empty:
+            result.summary.append(f"signature: {column} undefined for every member (no center-embedded "
+                                  "declaratives in their distributions)")
+            continue
+        fit = signature_prediction(rows[column], rows.final_hierarchical, random_state=context.random_state)
+        result.values[column] = fit
+        baseline = (f" (position alone: {rows.position_accuracy.median():.2f})" if column == "probe_accuracy"
+                    else " (position alone: 0.50)")
+        result.summary.append(
+            f"signature: {what} at step {int(rows.step.max())}: median {rows[column].median():.2f}{baseline}; "
+            f"vs the final rule over {fit['n_members']} members ({fit['n_hierarchical']} hierarchical): Spearman "
+            f"{_with_ci(fit, 'spearman')}, AUC {_with_ci(fit, 'auc')} (95% CI over members)")
+    return result
+
+
+def _with_ci(fit: dict, name: str) -> str:
+    if not np.isfinite(fit[name]):
+        return "undefined"
+    if not np.isfinite(fit[f"{name}_low"]):
+        return f"{fit[name]:.2f}"
+    return f"{fit[name]:.2f} [{fit[f'{name}_low']:.2f}, {fit[f'{name}_high']:.2f}]"
+
+
+@analysis_step("counting", scalars=("test/present_inside_token/acc",))
+def counting(context: Context) -> StepResult:
+    """Table `counting_summary` (grid point x subset: mean final test accuracy over seeds with its 95% CI, and the
+    gap present_inside_token - present_own_token) and one line per grid point with the gap."""
+    result = StepResult()
+    table = counting_summary(context.scalars, context.members, random_state=context.random_state)
+    result.tables["counting_summary"] = table
+    for config, rows in table.groupby("config", sort=False):
+        gap = rows[rows.subset == GAP]
+        if gap.empty:
+            line = "no letter inside a multi-letter piece (one piece per letter)"
+        else:
+            row = gap.iloc[0]
+            line = f"gap inside - own piece {row['mean']:+.3f}"
+            if np.isfinite(row.ci_low):
+                line += f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (95% CI over {row.n_members} seeds)"
+        every = rows[rows.subset == "all"]
+        if len(every):
+            line = f"test acc {every['mean'].iloc[0]:.3f}; " + line
+        result.summary.append(f"counting [{config}]: {line}")
+    return result

@@ -1,0 +1,129 @@
+"""Which rule did it learn (issue 11): the hierarchical share over training per member, the share of seeds labelled
+hierarchical per grid point, the in-distribution signature against the rule, and letter counting per subset and
+tokenizer (tables of the `rules`, `signature` and `counting` steps).
+
+Each function returns None when the run lacks its data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..analysis.rules import GAP, HIERARCHICAL, MIDDLE_BAND
+from .figures import PALETTE, STEP_AXIS, base_layout, rgba
+
+LABEL_COLOURS = {"hierarchical": PALETTE[0], "linear": PALETTE[1], "mixed": "#999999"}
+
+
+def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None) -> go.Figure | None:
+    """rule/hierarchical per member over training, coloured by the member's final label (from the `rule_members`
+    table; grey without it), with the label thresholds as dotted lines."""
+    rows = scalars[scalars["name"] == HIERARCHICAL]
+    if rows.empty:
+        return None
+    labels = per_member.set_index("member")["final_label"] if per_member is not None else pd.Series(dtype=object)
+    fig, shown = go.Figure(), set()
+    for member, curve in rows.groupby("member", sort=True):
+        label = labels.get(member, "mixed")
+        curve = curve.sort_values("step")
+        fig.add_trace(go.Scatter(x=curve.step + 1, y=curve.value, mode="lines", legendgroup=label,
+                                 name=f"final: {label}", showlegend=label not in shown,
+                                 line={"color": rgba(LABEL_COLOURS.get(label, PALETTE[6]), 0.6), "width": 1.5},
+                                 customdata=curve.step, hovertemplate=f"member {member} ({label})<br>step "
+                                 "%{customdata}<br>hierarchical share %{y:.3f}<extra></extra>"))
+        shown.add(label)
+    for level in MIDDLE_BAND:
+        fig.add_hline(y=level, line={"color": "#666", "dash": "dot", "width": 1})
+    fig.update_xaxes(type="log", title_text=STEP_AXIS)
+    fig.update_yaxes(title_text="share of gen questions fronting the main auxiliary", range=[-0.02, 1.02])
+    return base_layout(fig, "Rule score over training, per member",
+                       "hierarchical share of the generalization questions; labels at >= 0.8 hierarchical or linear "
+                       "(dotted: 0.2 and 0.8)", height=440)
+
+
+def share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
+    """Share of seeds labelled hierarchical per grid point with its 95% CI over seeds (the `rule_summary` table):
+    against task.complexity where it is a column, one line per combination of the other member fields."""
+    if summary is None or summary.empty:
+        return None
+    x_column = "task.complexity" if "task.complexity" in summary else "config"
+    others = [c for c in ("task.diversity", "task.disambiguating") if c in summary and summary[c].nunique() > 1]
+    groups = summary.groupby(others, sort=True) if others else [((), summary)]
+    fig = go.Figure()
+    for i, (key, rows) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(others, key)) or "share hierarchical"
+        rows = rows.sort_values(x_column)
+        share = rows.share_hierarchical.to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(
+            x=rows[x_column], y=share, mode="lines+markers", name=name,
+            line={"color": PALETTE[i % len(PALETTE)]}, marker={"size": 9},
+            error_y={"type": "data", "symmetric": False, "array": np.nan_to_num(rows.ci_high - share),
+                     "arrayminus": np.nan_to_num(share - rows.ci_low)},
+            customdata=np.stack([rows.n_hierarchical, rows.n_members, rows.n_middle], -1),
+            hovertemplate="%{x}: %{customdata[0]}/%{customdata[1]} seeds hierarchical<br>%{customdata[2]} in the "
+                          "middle band<extra></extra>"))
+    fig.update_xaxes(title_text=x_column.split(".")[-1] + (" (share of center-embedded training sentences)"
+                                                           if x_column == "task.complexity" else ""))
+    fig.update_yaxes(title_text="share of seeds labelled hierarchical", range=[-0.02, 1.02])
+    return base_layout(fig, "Which seeds learn the hierarchical rule",
+                       "bars: 95% Multi-Bootstrap CI over seeds (ontogeny analyze, step `rules`)")
+
+
+SIGNATURE_AXES = {"probe_accuracy": "probe accuracy: main vs embedded auxiliary (held-out in-distribution sentences)",
+                  "transfer_accuracy": "transfer probe accuracy: fit on depth-1, scored on center-embedded sentences"}
+
+
+def signature_figure(signature: pd.DataFrame | None, column: str = "probe_accuracy") -> go.Figure | None:
+    """Per member at its last probed step: a probe's accuracy (`column` of the `rule_signature` table:
+    probe_accuracy or transfer_accuracy) against the final hierarchical share, coloured by the final label; what
+    the word position alone scores as a dashed line (the plain probe's position_accuracy; 0.5 for the transfer)."""
+    if signature is None or signature.empty or "final_hierarchical" not in signature or column not in signature:
+        return None
+    ends = signature.dropna(subset=["final_hierarchical", column])
+    if ends.empty:
+        return None
+    fig = go.Figure()
+    for label, rows in ends.groupby("final_label", sort=True):
+        fig.add_trace(go.Scatter(x=rows[column], y=rows.final_hierarchical, mode="markers", name=label,
+                                 marker={"size": 10, "color": LABEL_COLOURS.get(label, PALETTE[6]),
+                                         "line": {"color": "black", "width": 1}},
+                                 customdata=np.stack([rows.member, rows.step], -1),
+                                 hovertemplate="member %{customdata[0]} at step %{customdata[1]}<br>probe "
+                                               "%{x:.3f}<br>hierarchical share %{y:.3f}<extra></extra>"))
+    baseline = float(ends.position_accuracy.median()) if column == "probe_accuracy" else 0.5
+    if np.isfinite(baseline):
+        fig.add_vline(x=baseline, line={"color": "#666", "dash": "dash", "width": 1})
+    fig.update_xaxes(title_text=SIGNATURE_AXES.get(column, column))
+    fig.update_yaxes(title_text="final hierarchical share (gen set)", range=[-0.02, 1.02])
+    return base_layout(fig, "Does an in-distribution signature predict the rule?",
+                       f"dashed: the same probe on the word position alone (median {baseline:.2f})")
+
+
+def counting_figure(summary: pd.DataFrame | None) -> go.Figure | None:
+    """Final test accuracy per subset (bars) for each tokenizer grid point, with 95% CIs over seeds (the
+    `counting_summary` table); the gap inside - own piece per grid point in the subtitle."""
+    if summary is None or summary.empty:
+        return None
+    fig = go.Figure()
+    subsets = [s for s in dict.fromkeys(summary.subset) if s != GAP]
+    for i, (config, rows) in enumerate(summary.groupby("config", sort=False)):
+        rows = rows.set_index("subset").reindex(subsets)
+        mean = rows["mean"].to_numpy(dtype=float)
+        fig.add_trace(go.Bar(x=subsets, y=mean, name=str(config), marker={"color": PALETTE[i % len(PALETTE)]},
+                             error_y={"type": "data", "symmetric": False,
+                                      "array": np.nan_to_num(rows.ci_high.to_numpy(dtype=float) - mean),
+                                      "arrayminus": np.nan_to_num(mean - rows.ci_low.to_numpy(dtype=float))},
+                             customdata=rows.n_members, hovertemplate=f"{config}<br>%{{x}}: %{{y:.3f}} (mean of "
+                             "%{customdata} seeds)<extra></extra>"))
+    gaps = summary[summary.subset == GAP]
+    note = "bars: 95% Multi-Bootstrap CI over seeds"
+    if len(gaps):
+        note += "<br>gap inside - own piece: " + "; ".join(
+            f"{row.config} {row['mean']:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+                                                  if np.isfinite(row.ci_low) else "") for _, row in gaps.iterrows())
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="subset of the test prompts (unseen words)")
+    fig.update_yaxes(title_text="final accuracy", range=[0, 1.02])
+    return base_layout(fig, "Letter counting per subset and tokenizer", note, height=460)

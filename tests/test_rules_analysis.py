@@ -1,0 +1,318 @@
+"""Which rule did it learn (issue 11: analysis/rules.py, the `rules`, `signature` and `counting` steps,
+figures_rules.py), on synthetic scalars and states with planted answers, and one tiny run end to end."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ontogeny as og
+from ontogeny.analysis import analyze
+from ontogeny.analysis.analyze import ANALYSES
+from ontogeny.analysis.rules import (
+    GAP,
+    _auc,
+    auxiliary_rows,
+    counting_summary,
+    fit_and_score,
+    label_of,
+    probe_accuracy,
+    ridge_fit,
+    rule_curves,
+    rule_members,
+    rule_pairs,
+    rule_summary,
+    signature_prediction,
+    synthetic_counting_scalars,
+    synthetic_rule_scalars,
+    transfer_rows,
+)
+from ontogeny.report.figures_rules import (
+    counting_figure,
+    rule_figure,
+    share_figure,
+    signature_figure,
+)
+from ontogeny.store import ShardWriter
+from ontogeny.store.create import create_run
+from ontogeny.tasks.questions_gen import QuestionGrammar, sample
+
+LABELS = ("hierarchical", "linear", "mixed", "hierarchical", "linear")
+
+
+def test_labels_use_the_task_thresholds():
+    assert list(label_of([0.8, 0.79, 0.1, 0.5], [0.1, 0.2, 0.8, 0.5])) == ["hierarchical", "mixed", "linear", "mixed"]
+
+
+def test_rule_members_recover_planted_labels_switches_and_stability():
+    scalars, truth = synthetic_rule_scalars(LABELS, switch_steps=[5, 12, 0, 8, 20], flicker=(3,), random_state=0)
+    table = rule_members(scalars).set_index("member")
+    truth = truth.set_index("member")
+    assert list(table.final_label) == list(truth.label)
+    np.testing.assert_array_equal(table.switch_step, truth.switch_step)
+    np.testing.assert_array_equal(table.late_label_changes, truth.late_changes)
+    assert list(table.stable) == [True, True, True, False, True]
+    assert table.loc[3, "late_std"] > 0.2 > table.drop(index=3).late_std.max()  # the flicker is the unstable one
+    assert list(table.n_label_changes) == [1, 1, 0, 1 + truth.loc[3, "late_changes"] + 1, 1]
+    np.testing.assert_allclose(table.final_test_acc, 0.95)
+    final_gen = scalars[(scalars.name == "gen/acc") & (scalars.step == scalars.step.max())].set_index("member").value
+    np.testing.assert_allclose(table.final_gen_acc, final_gen)
+    curves = rule_curves(scalars)
+    assert list(curves.columns) == ["member", "step", "hierarchical", "linear", "label"]
+    assert len(curves) == 5 * 30
+
+
+def test_rule_curves_need_rule_scalars():
+    scalars, _ = synthetic_rule_scalars(random_state=0)
+    with pytest.raises(ValueError, match="no rule/linear recorded"):
+        rule_curves(scalars[scalars.name != "rule/linear"])
+    with pytest.raises(ValueError, match="late_fraction"):
+        rule_members(scalars, late_fraction=0)
+
+
+def grid(labels_per_config: dict[float, list[str]], random_state=0):
+    labels = [label for labels in labels_per_config.values() for label in labels]
+    scalars, _ = synthetic_rule_scalars(labels, switch_steps=[10] * len(labels), random_state=random_state)
+    members = pd.DataFrame({"member": range(len(labels)),
+                            "task.complexity": [c for c, ls in labels_per_config.items() for _ in ls]})
+    members["config"] = "complexity=" + members["task.complexity"].astype(str)
+    return scalars, members
+
+
+def test_rule_summary_shares_cis_and_bimodality():
+    scalars, members = grid({0.0: ["linear"] * 6, 0.5: ["hierarchical", "linear"] * 3,
+                             0.8: ["hierarchical"] * 5 + ["mixed"]})
+    summary = rule_summary(rule_members(scalars), members, random_state=0).set_index("task.complexity")
+    assert list(summary.n_hierarchical) == [0, 3, 5] and list(summary.n_members) == [6, 6, 6]
+    np.testing.assert_allclose(summary.share_hierarchical, [0, 0.5, 5 / 6])
+    assert summary.loc[0.0, ["ci_low", "ci_high"]].tolist() == [0.0, 0.0]
+    assert summary.loc[0.5, "ci_low"] < 0.5 < summary.loc[0.5, "ci_high"]
+    assert list(summary.bimodal) == [False, True, False]  # both ends only at 0.5
+    assert list(summary.n_middle) == [0, 0, 1] and summary.loc[0.8, "middle_share"] == pytest.approx(1 / 6)
+    assert (summary.n_unstable == 0).all()
+    single = rule_summary(rule_members(scalars), members[members.member == 0].assign(config="one"))
+    assert single.n_members.tolist() == [1] and np.isnan(single.ci_low.iloc[0])
+
+
+def test_rule_pairs_are_equal_accuracy_and_different_rules():
+    scalars, _ = synthetic_rule_scalars(("hierarchical", "linear", "hierarchical", "mixed"),
+                                        test_acc=[0.95, 0.955, 0.80, 0.96], random_state=0)
+    pairs = rule_pairs(rule_members(scalars))
+    found = {tuple(sorted(p)) for p in zip(pairs.member_a, pairs.member_b)}
+    assert found == {(0, 1), (1, 3), (0, 3)}  # member 2 is 15 points off; (0, 2) share a rule anyway
+    assert (pairs.label_a != pairs.label_b).all()
+    assert (np.abs(pairs.test_acc_a - pairs.test_acc_b) <= 0.01 + 1e-9).all()
+    assert tuple(sorted(pairs.iloc[0][["member_a", "member_b"]])) == (1, 3)  # the most accurate pair first
+
+
+# ---- the probe ------------------------------------------------------------------------------------------------
+
+
+def test_ridge_matches_least_squares_on_the_augmented_system():
+    rng = np.random.default_rng(0)
+    x, y, alpha = rng.normal(size=(40, 5)), rng.normal(size=40), 3.0
+    weights, intercept = ridge_fit(x, y, alpha=alpha)
+    centred = x - x.mean(0)
+    augmented = np.vstack([centred, np.sqrt(alpha) * np.eye(5)])
+    reference = np.linalg.lstsq(augmented, np.r_[y - y.mean(), np.zeros(5)], rcond=None)[0]
+    np.testing.assert_allclose(weights, reference, atol=1e-10)
+    assert intercept == pytest.approx(y.mean() - x.mean(0) @ weights)
+
+
+def planted_states(n_sentences: int, d: int, strength: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = np.tile([0, 1], n_sentences)
+    sentences = np.repeat(np.arange(n_sentences), 2)
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    states = rng.normal(size=(2 * n_sentences, d)) + strength * (labels[:, None] - 0.5) * direction
+    return states, labels, sentences
+
+
+def test_probe_finds_a_planted_main_aux_direction_and_not_noise():
+    rng = np.random.default_rng(0)
+    states, labels, sentences = planted_states(200, 32, 6.0, rng)
+    assert probe_accuracy(states, labels, sentences, random_state=0) > 0.97
+    noise = [probe_accuracy(rng.normal(size=(400, 32)), labels, sentences, random_state=seed) for seed in range(20)]
+    assert abs(np.mean(noise) - 0.5) < 0.03 and max(noise) < 0.65
+    assert np.isnan(probe_accuracy(states[:2], labels[:2], sentences[:2]))
+    with pytest.raises(ValueError, match="need features"):
+        probe_accuracy(states, labels[:-1], sentences)
+
+
+def test_auxiliary_rows_point_at_the_two_auxiliaries():
+    grammar = QuestionGrammar()
+    examples = sample(grammar, "test", 200, 0)
+    sentence, position, label, words = auxiliary_rows(examples)
+    x = examples.tokens[:, :-1]
+    auxiliaries = x[sentence, position]
+    assert ((auxiliaries >= grammar.first_auxiliary) & (auxiliaries < grammar.first_preposition)).all()
+    assert (examples.kind[sentence] == "decl").all() and examples.subject_rc[sentence].all()
+    main = label == 1
+    np.testing.assert_array_equal(auxiliaries[main], examples.main_aux[sentence[main]])
+    np.testing.assert_array_equal(auxiliaries[~main], examples.first_aux[sentence[~main]])
+    assert (words[~main] < words[main]).all()  # the embedded auxiliary comes first
+
+
+def test_transfer_rows_put_unseen_positions_in_the_score_rows():
+    grammar = QuestionGrammar(complexity=0.5)
+    examples = sample(grammar, "test", 300, 0)
+    sentence, position, label, fit = transfer_rows(examples, grammar.first_auxiliary, grammar.n_auxiliaries)
+    x = examples.tokens[:, :-1]
+    auxiliaries = x[sentence, position]
+    assert ((auxiliaries >= grammar.first_auxiliary) & (auxiliaries < grammar.first_preposition)).all()
+    assert examples.center_embedded[sentence[~fit]].all() and not examples.center_embedded[sentence[fit]].any()
+    inner = ~fit & (label == 0)
+    assert (position[inner] > examples.first_aux_position[sentence[inner]] + 1).all()  # not the first auxiliary
+    assert (x[sentence[inner], position[inner] - 1] == grammar.words().index("that")).all()  # right after "that"
+    assert not set(position[~fit]) & set(position[fit])  # position alone has never seen the score rows' places
+    onehot = np.eye(position.max() + 1)[position]
+    assert fit_and_score(onehot[fit], label[fit], onehot[~fit], label[~fit]) == 0.5
+    assert len(transfer_rows(sample(QuestionGrammar(), "test", 100, 0), grammar.first_auxiliary, 4)[0]) == 0
+
+
+def test_auc_against_counting_pairs():
+    rng = np.random.default_rng(1)
+    scores, positive = rng.integers(0, 5, 30).astype(float), rng.random(30) < 0.4
+    pairs = [(a > b) + 0.5 * (a == b) for a in scores[positive] for b in scores[~positive]]
+    assert _auc(scores, positive) == pytest.approx(np.mean(pairs))
+
+
+def test_signature_prediction_separating_and_random():
+    rng = np.random.default_rng(2)
+    share = np.r_[rng.uniform(0.85, 1.0, 10), rng.uniform(0.0, 0.3, 10)]
+    perfect = signature_prediction(share * 0.5 + 0.5, share, random_state=0)  # monotone in the share
+    assert (perfect["auc"], perfect["auc_low"], perfect["auc_high"]) == (1.0, 1.0, 1.0)
+    assert perfect["spearman"] == pytest.approx(1.0) and perfect["n_hierarchical"] == 10
+    random = signature_prediction(rng.uniform(0.5, 1.0, 20), share, random_state=0)
+    assert random["auc_low"] < 0.5 < random["auc_high"]
+    assert random["spearman_low"] < 0 < random["spearman_high"]
+    one_class = signature_prediction(rng.uniform(size=6), np.full(6, 0.9), random_state=0)
+    assert np.isnan(one_class["auc"]) and np.isnan(one_class["auc_low"])
+
+
+# ---- counting --------------------------------------------------------------------------------------------------
+
+
+def test_counting_gap_with_ci_over_seeds():
+    scalars, members = synthetic_counting_scalars((10, 16, 24), gap=0.2, random_state=0)
+    summary = counting_summary(scalars, members, random_state=0)
+    gaps = summary[summary.subset == GAP].set_index("task.vocab_size")
+    assert list(gaps.index) == [16, 24]  # one letter per piece at 10: nothing inside a piece
+    assert (gaps.ci_low < -0.2).all() and (-0.2 < gaps.ci_high).all() and (gaps.ci_high < 0).all()
+    assert (gaps.n_members == 6).all()
+    absent = summary[summary.subset == "absent"].set_index("task.vocab_size")
+    assert (absent.ci_low < 0.9).all() and (0.9 < absent.ci_high).all()
+    final = scalars[(scalars.step == 400) & (scalars.name == "test/present_inside_token/acc")]
+    own = scalars[(scalars.step == 400) & (scalars.name == "test/present_own_token/acc")]
+    expected = final[final.member < 12].value.to_numpy() - own[(own.member >= 6) & (own.member < 12)].value.to_numpy()
+    assert gaps.loc[16, "mean"] == pytest.approx(expected.mean())
+
+
+# ---- the steps, through the store ---------------------------------------------------------------------------
+
+
+def write_run(path: Path, scalars: pd.DataFrame, fields: pd.DataFrame) -> Path:
+    """A run written straight to the store holding `scalars` and members with the setting columns of `fields`."""
+    create_run(path, {"kind": "synthetic"}).release()
+    ids = np.sort(scalars.member.unique())
+    members = pd.DataFrame({"member": ids, "ensemble": 0, "init_seed": ids, "data_seed": 0, "status": "ok",
+                            "diverged_step": None})
+    members = members.merge(fields.drop(columns="config", errors="ignore"), on="member")
+    with ShardWriter(path, background=False) as writer:
+        writer.put("members", members)
+        for (member, name), rows in scalars.groupby(["member", "name"]):
+            writer.append("scalars", {"member": member, "step": rows.step.to_numpy(), "name": name,
+                                      "value": rows.value.to_numpy()})
+        writer.commit()
+    return path
+
+
+def test_rules_and_counting_steps_write_their_tables(tmp_path):
+    assert not ANALYSES.get("rules").on_request and not ANALYSES.get("counting").on_request
+    assert ANALYSES.get("signature").on_request
+    scalars, members = grid({0.0: ["linear"] * 4, 0.5: ["hierarchical", "linear"] * 2})
+    with og.open(write_run(tmp_path / "rules", scalars, members)) as run:
+        result = analyze(run)  # the defaults: `rules` runs, `counting` does not apply
+        tables = {name: run.table(name) for name in ("rule_members", "rule_summary", "rule_pairs")}
+        assert "counting_summary" not in run.tables()
+    assert list(tables["rule_summary"].config) == ["complexity=0.0", "complexity=0.5"]
+    assert list(tables["rule_members"].final_label) == ["linear"] * 4 + ["hierarchical", "linear"] * 2
+    assert len(tables["rule_pairs"]) == 2 * 6  # each of the 2 hierarchical with each of the 6 linear (all at 0.95)
+    lines = [line for line in result.summary if line.startswith("rules")]
+    assert lines[0] == ("rules [complexity=0.0]: 0/4 seeds hierarchical, 4 linear, 0 mixed (share 0.00 [0.00, "
+                        "0.00], 95% CI over seeds); final hierarchical shares: 4 <= 0.2, 0 between, 0 >= 0.8; "
+                        "0 changed label in the last third")
+    assert "(bimodal)" in lines[1]
+
+    counts, fields = synthetic_counting_scalars((10, 24), random_state=0)
+    with og.open(write_run(tmp_path / "letters", counts, fields)) as run:
+        # named, not the defaults: the default `solutions` step fails on this sweep (a subset absent at vocab 10)
+        result = analyze(run, ["counting", "rules"])
+        table = run.table("counting_summary")
+        assert "rule_members" not in run.tables()
+    assert set(table.config) == {"vocab_size=10", "vocab_size=24"}
+    lines = [line for line in result.summary if line.startswith("counting")]
+    assert lines[0] == "counting [vocab_size=10]: test acc 0.800; no letter inside a multi-letter piece (one piece " \
+                       "per letter)"
+    assert lines[1].startswith("counting [vocab_size=24]: test acc 0.800; gap inside - own piece -0.")
+    assert "rules: skipped (no rule/hierarchical, rule/linear recorded)" in result.summary
+
+
+# ---- figures -----------------------------------------------------------------------------------------------------
+
+
+def test_figures_from_synthetic_frames():
+    scalars, members = grid({0.0: ["linear"] * 4, 0.5: ["hierarchical", "linear"] * 2, 0.8: ["hierarchical"] * 4})
+    per_member = rule_members(scalars)
+    rule = rule_figure(scalars, per_member)
+    assert len(rule.data) == 12 and len(rule.layout.shapes) == 2
+    assert [trace.name for trace in rule.data if trace.showlegend] == ["final: linear", "final: hierarchical"]
+    assert rule.data[0].line.color.startswith("rgba(213, 94, 0")  # linear in vermillion
+
+    summary = rule_summary(per_member, members, random_state=0)
+    share = share_figure(summary)
+    assert len(share.data) == 1
+    np.testing.assert_allclose(share.data[0].x, [0.0, 0.5, 0.8])
+    np.testing.assert_allclose(share.data[0].y, [0.0, 0.5, 1.0])
+
+    final = per_member.set_index("member")
+    signature = pd.DataFrame({"member": final.index, "step": 100, "n_sentences": 50,
+                              "probe_accuracy": 0.5 + 0.5 * final.final_hierarchical, "position_accuracy": 0.9,
+                              "final_hierarchical": final.final_hierarchical, "final_label": final.final_label})
+    scatter = signature_figure(signature)
+    assert sorted(trace.name for trace in scatter.data) == ["hierarchical", "linear"]
+    assert sum(len(trace.x) for trace in scatter.data) == 12 and scatter.layout.shapes[0].x0 == 0.9
+    transfer = signature_figure(signature.assign(transfer_accuracy=[np.nan] * 4 + [0.7] * 8), "transfer_accuracy")
+    assert sum(len(trace.x) for trace in transfer.data) == 8 and transfer.layout.shapes[0].x0 == 0.5
+
+    counts, fields = synthetic_counting_scalars((10, 16, 24), random_state=0)
+    bars = counting_figure(counting_summary(counts, fields, random_state=0))
+    assert [trace.name for trace in bars.data] == ["vocab_size=10", "vocab_size=16", "vocab_size=24"]
+    assert GAP not in list(bars.data[0].x) and "gap inside - own piece: vocab_size=16" in bars.layout.title.text
+
+    assert rule_figure(scalars[scalars.name != "rule/hierarchical"]) is None
+    assert share_figure(None) is None and signature_figure(None) is None and counting_figure(None) is None
+
+
+# ---- one tiny run end to end -----------------------------------------------------------------------------------
+
+
+def test_tiny_question_run_end_to_end(tmp_path):
+    run = og.run("hierarchy-data-quick", overrides=[
+        "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "steps=20", "record.every=10",
+        "record.weights_every=20", "seeds=1", "task.n_train=200", "task.n_test=20", "task.n_gen=20"],
+        out=tmp_path / "questions")
+    result = analyze(run, ["rules", "signature"])
+    per_member, signature = run.table("rule_members"), run.table("rule_signature")
+    assert len(per_member) == 4 and set(per_member.final_label) <= {"hierarchical", "linear", "mixed"}
+    assert len(run.table("rule_summary")) == 4  # one row per complexity
+    assert list(signature.columns) == ["member", "step", "n_sentences", "probe_accuracy", "position_accuracy",
+                                       "n_deep_sentences", "transfer_accuracy", "final_hierarchical", "final_label"]
+    assert sorted(signature.step.unique()) == [0, 20]
+    last = signature[signature.step == 20]
+    assert last.probe_accuracy.between(0, 1).all() and (last.n_sentences >= 2).all()
+    assert last.position_accuracy.eq(1.0).all()  # in this grammar the word position alone tells the auxiliaries
+    assert any(line.startswith("signature: probe (main vs embedded") for line in result.summary)
+    complexity = run.members().set_index("member")["task.complexity"]
+    assert last.set_index("member").transfer_accuracy.isna().to_dict() == (complexity == 0).to_dict()
