@@ -36,6 +36,8 @@ class TokenSplit(EvalSplit):
     that order, `words` gives each token id's text for the `tokens` table."""
 
     words: list[str] = field(default_factory=list)
+    keep_logits: int = 0  # the recorder hands the logits of this many leading sequences to the task
+    kept_logits: list | None = None  # ... here, as [M, S_i, T, C] chunks, at each evaluation
 
     def scored(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(sequence [N], position [N]) of every scored token, in example order."""

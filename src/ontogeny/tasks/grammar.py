@@ -132,7 +132,7 @@ class GrammarLM(LanguageTask):
         self._splits = [
             TokenSplit("test", torch.arange(len(sequence)), x, y, words=words,
                        subsets={"main_verb": main_verb, "main_verb_attractor": main_verb & attractor,
-                                "seen": seen[sequence]}),
+                                "seen": seen[sequence]}, keep_logits=spec.n_probe),
             self._pairs(grammar, length),
         ]
         # probes: strategy distances on the held-out split's first sentences; the UAS on the same sentences unmasked

@@ -62,15 +62,17 @@ class LanguageTask(Task):
     uas_x: torch.Tensor | None = None  # [S, T] the UAS's own input (a masked LM's sentences unmasked); None: probe_x
 
     def measures(self, model) -> dict[str, torch.Tensor]:
-        """{"kl/<reference>": [M]} and, with gold trees, {"uas/L<l>H<h>": [M], "uas/best": [M]}."""
+        """{"kl/<reference>": [M]} and, with gold trees, {"uas/L<l>H<h>": [M], "uas/best": [M]}. The probe
+        sequences are the test split's first ones: the logits the recorder kept from its evaluation are used (once)
+        where there is no attention pattern to compute on the same input."""
         device = next(model.parameters()).device
-        x = self.probe_x.to(device)
-        if self.related is None:
-            logits, patterns = model(x), []
-        elif self.uas_x is None:  # one pass for both
+        x, test = self.probe_x.to(device), self.eval_splits()[0]
+        kept, test.kept_logits = test.kept_logits, None
+        if self.related is not None and self.uas_x is None:  # one pass for both
             logits, patterns = model.forward_with_patterns(x)  # [M, S, T, C], per layer [M, S, H, T, T]
         else:
-            logits, patterns = model(x), model.attention_patterns(self.uas_x.to(device))
+            logits = torch.cat(kept, 1) if kept else model(x)  # [M, S, T, C]
+            patterns = [] if self.related is None else model.attention_patterns(self.uas_x.to(device))
         scored = self.probe_y != IGNORE  # [S, T]
         log_probs = logits.log_softmax(-1)[:, scored.to(logits.device)]  # [M, N, C]
         result = kl_from_references(log_probs, self.references)

@@ -112,7 +112,7 @@ class MarkovICL(LanguageTask):
         position = torch.arange(spec.length).repeat(n_test)  # [N]
         self._splits = [TokenSplit("test", torch.arange(n_tokens), x, y, words=[str(s) for s in range(spec.k)],
                                    subsets={"first_half": position < spec.length // 2,
-                                            "second_half": position >= spec.length // 2})]
+                                            "second_half": position >= spec.length // 2}, keep_logits=spec.n_probe)]
         self.probe_x, self.probe_y = x[:spec.n_probe], y[:spec.n_probe]
         self.references = {name: torch.from_numpy(p.reshape(-1, spec.k)).float()
                            for name, p in in_context_references(self.probe_x.numpy(), spec.k, spec.alpha).items()}

@@ -92,7 +92,7 @@ def _language_probe(split: TokenSplit | PairSplit, device: torch.device, rows: i
     activations per sequence), each scored token (or minimal pair) one example."""
     sequences = max(1, rows)
     if isinstance(split, TokenSplit):
-        tensors, adapter = (split.x, split.y), _token_adapter
+        tensors, adapter = (split.x, split.y), _token_adapter(split)
     else:
         tensors, adapter = (split.x, split.y, split.bad, split.bad_y, split.site, split.good_token,
                             split.bad_token), _pair_adapter
@@ -107,12 +107,26 @@ def _language_probe(split: TokenSplit | PairSplit, device: torch.device, rows: i
                  {k: v.to(device) for k, v in split.subsets.items()}, adapter=adapter)
 
 
-def _token_adapter(model, batch):
-    """Loss and top-1 correctness of every scored token: ([M, n], [M, n])."""
-    x, y = batch
-    loss, correct = probes.example_losses("cross_entropy", model(x), y)  # [M, S*T]
-    scored = (y != IGNORE).flatten()  # [S*T]
-    return loss[:, scored], correct[:, scored]
+def _token_adapter(split: TokenSplit):
+    """Loss and top-1 correctness of every scored token, ([M, n], [M, n]); the logits of the split's first
+    `split.keep_logits` sequences are handed to the task on the way (its checkpoint probes read the same tokens)."""
+    seen = 0
+
+    def adapter(model, batch):
+        nonlocal seen
+        x, y = batch
+        logits = model(x)  # [M, S, T, C]
+        if split.keep_logits:
+            if seen == 0 or seen >= len(split.x):  # a new evaluation starts at the split's first sequence
+                seen, split.kept_logits = 0, []
+            if seen < split.keep_logits:
+                split.kept_logits.append(logits[:, : split.keep_logits - seen])
+            seen += len(x)
+        loss, correct = probes.example_losses("cross_entropy", logits, y)  # [M, S*T]
+        scored = (y != IGNORE).flatten()  # [S*T]
+        return loss[:, scored], correct[:, scored]
+
+    return adapter
 
 
 def _pair_adapter(model, batch):
