@@ -133,6 +133,10 @@ def test_uas_on_attention_set_by_hand(objective):
     if objective == "masked":
         assert measured["uas/L0H0"].item() == 1.0
     assert measured["uas/L0H1"].item() == pytest.approx(hits / total)
+    if objective == "causal":  # the recorded baseline is exactly the previous-token head
+        assert measured["uas/adjacent"].item() == pytest.approx(hits / total)
+    else:  # the better of previous and next token
+        assert measured["uas/adjacent"].item() >= hits / total - 1e-6
     assert measured["uas/best"].item() == max(measured["uas/L0H0"].item(), measured["uas/L0H1"].item())
 
 

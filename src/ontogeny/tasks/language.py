@@ -82,4 +82,17 @@ class LanguageTask(Task):
             for index in range(uas.shape[1]):
                 result[f"uas/L{index // n_heads}H{index % n_heads}"] = uas[:, index]
             result["uas/best"] = uas.max(1).values
+            result["uas/adjacent"] = torch.full_like(result["uas/best"], self.adjacent_uas())
         return result
+
+    def adjacent_uas(self) -> float:
+        """The UAS of a head that attends to the previous token (or, for a masked LM, the better of previous and
+        next): the baseline a head reaches without any syntax, since neighbours are often head and dependent."""
+        positions = self.related.shape[1]
+        best = 0.0
+        for offset in (-1,) if self.objective == "causal" else (-1, 1):
+            key = (torch.arange(positions) + offset).clamp(0, positions - 1)  # [T]
+            pattern = torch.nn.functional.one_hot(key, positions).float()  # [T, T]
+            pattern = pattern.expand(1, len(self.related), 1, positions, positions)  # [M=1, S, H=1, T, T]
+            best = max(best, float(attention_uas(pattern, self.related, self.uas_queries)))
+        return best
