@@ -49,7 +49,7 @@ def reference(model, member, x, causal):
     resid = w["W_E"][x] + w["W_pos"][:positions]
     patterns = []
     for layer in range(model.spec.n_layers):
-        p = lambda name: w[f"blocks.{layer}.{name}"]
+        p = {name.removeprefix(f"blocks.{layer}."): v for name, v in w.items()}.__getitem__
         h = nn.functional.layer_norm(resid, resid.shape[-1:], p("ln_attn_gain"), p("ln_attn_bias"))
         heads_out, layer_patterns = [], []
         for head in range(n_heads):

@@ -27,11 +27,11 @@ from ..store.layout import Layout
 from . import data
 from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
+from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_fourier import fourier_figure
 from .figures_language import onset_figure, strategy_figure, uas_figure
-from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
 from .figures_maps import map_figure
-from .figures_examples import cartography_figure, onset_histogram, raster_figure
+from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}

@@ -19,7 +19,8 @@ from .parity import MultitaskParityTask, SparseParityTask
 from .questions import QuestionFormationTask
 
 __all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
-           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit", "make_task"]
+           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit",
+           "make_task"]
 
 
 def make_task(tasks: list[TaskSpec], data_seeds: list[int], max_probe_examples: int) -> Task:

@@ -87,12 +87,14 @@ def _pad(tokens: np.ndarray, length: int) -> torch.Tensor:
 
 
 def causal_io(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A causal LM's input and targets for sentences words [S, T]: x = <bos> + words[:-1], y = words (IGNORE at pads)."""
+    """A causal LM's input and targets for sentences words [S, T]: x = <bos> + words[:-1], y = words (IGNORE at
+    pads)."""
     x = torch.cat([torch.full_like(words[:, :1], BOS), words[:, :-1]], dim=1)
     return x, words.masked_fill(words == PAD, IGNORE)
 
 
-def bert_mask(words: torch.Tensor, rate: float, vocab_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def bert_mask(words: torch.Tensor, rate: float, vocab_size: int,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of sentences words [S, T]: each non-pad token is chosen with probability `rate`; a chosen token
     becomes <mask> (80%), a random word (10%) or stays (10%). Returns (x, y): y holds the chosen tokens, IGNORE
     elsewhere."""

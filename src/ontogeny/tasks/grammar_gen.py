@@ -326,8 +326,8 @@ class MinimalPairs:
 def minimal_pairs(grammar: Grammar, n_per_construction: int, seed: int) -> MinimalPairs:
     """Return n_per_construction agreement pairs for each construction ("center" only if center_depth >= 1), whatever
     the grammar's shares; subjects alternate singular/plural within each construction (an odd count has one more
-    singular); arrays [P, L] with L = grammar.max_length(), P = n_per_construction * n_kinds; in every non-"none" pair the noun nearest the subject
-    inside its modifier has the other number (an attractor)."""
+    singular); arrays [P, L] with L = grammar.max_length(), P = n_per_construction * n_kinds; in every non-"none"
+    pair the noun nearest the subject inside its modifier has the other number (an attractor)."""
     _checked(grammar)
     if n_per_construction < 1:
         raise ValueError(f"n_per_construction must be >= 1 (got {n_per_construction})")

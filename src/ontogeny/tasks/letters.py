@@ -120,8 +120,8 @@ class LetterCounting(LanguageTask):
     def batch(self, step: int) -> Batch:
         """Fresh prompts about training words: x, y [B, T] if the members share a data seed, else [M, B, T]."""
         seeds = [self.data_seeds[0]] if len(set(self.data_seeds)) == 1 else self.data_seeds
-        pairs = [_inputs(self._pad(sample(self.lexicon, "train", self.spec.batch_size, stream_seed("data", seed, step))))
-                 for seed in seeds]
+        pairs = [_inputs(self._pad(sample(self.lexicon, "train", self.spec.batch_size,
+                                          stream_seed("data", seed, step)))) for seed in seeds]
         x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])  # [M or 1, B, T]
         weight = (y != IGNORE).flatten(1).float()
         return Batch(x[0], y[0], weight) if len(seeds) == 1 else Batch(x, y, weight)
