@@ -218,3 +218,63 @@ def test_a_tiny_run_records_the_rule_score_and_each_members_own_test_rows(tmp_pa
     final = wide.xs(20, level="step")
     measured = task.measures(model)
     np.testing.assert_allclose(final["rule/hierarchical"], measured["rule/hierarchical"].numpy(), atol=1e-6)
+
+
+# ---- tense reinflection (task.kind = "tense") -----------------------------------------------------------------------
+
+
+class TenseRuleModel(torch.nn.Module):
+    """Three members predicting, where the next output token is the main verb, its present form agreeing with the
+    subject, with the most recent noun, and "the"; noise elsewhere. Read from the words alone: the main verb is the
+    first verb not right after "that", the subject the first noun."""
+
+    def __init__(self, grammar):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.grammar, self.words, self.n_outputs = grammar, grammar.words(), grammar.vocab_size
+
+    def forward(self, x):
+        g = self.grammar
+        logits = torch.randn(3, *x.shape, self.n_outputs)  # [M, S, T, C]
+        for s, row in enumerate(x.tolist()):
+            marker = row.index(QUEST)  # the "present" marker (token id 4)
+            declarative = row[1:marker]
+            verbs = [i for i, t in enumerate(declarative) if g.first_verb <= t < g.first_auxiliary]
+            main = next(i for i in verbs if self.words[declarative[i - 1]] != "that")
+            lemma = declarative[main] - g.first_verb  # a past form: the first verb block
+            linear = max(i for i in range(main) if g.first_noun <= declarative[i] < g.first_verb)
+            number = [(declarative[at] - g.first_noun) // g.n_nouns for at in (1, linear)]  # 0 sg, 1 pl: subject, linear
+            forms = [g.first_verb + (1 + k) * g.n_verbs + lemma for k in number]
+            for m, token in enumerate((*forms, self.words.index("the"))):
+                logits[m, s, marker + main, token] = 100.0  # x position marker + i predicts output word i
+        return logits
+
+
+def test_tense_rule_score_reads_the_main_verb():
+    spec = QuestionFormationTask(**{**SMALL, "n_gen": 300}, kind="tense")
+    task = make_task([spec], [0], 10_000)
+    assert set(task.eval_splits()[0].subsets) == {"present", "past", "subject_rc"}
+    measured = task.measures(TenseRuleModel(spec.grammar()))
+    assert measured["rule/hierarchical"].tolist() == [1.0, 0.0, 0.0]
+    assert measured["rule/linear"].tolist() == [0.0, 1.0, 0.0]
+    assert measured["rule/neither"].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_tense_bad_kind_is_one_line(tmp_path):
+    with pytest.raises(SpecError, match="task.kind") as info:
+        og.run("hierarchy-data-quick", overrides=["task.kind=bogus"], out=tmp_path / "run")
+    message = str(info.value)
+    assert "\n" not in message and message.count("(got ") == 1 and "question, tense" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_tiny_tense_run_records_the_rule_score(tmp_path):
+    overrides = ["task.kind=tense", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "steps=10",
+                 "record.every=5", "seeds=1", "task.n_train=200", "task.n_test=20", "task.n_gen=20"]
+    run = og.run("hierarchy-data-quick", overrides=overrides, out=tmp_path / "run")
+    scalars = run.scalars()
+    assert {"rule/hierarchical", "rule/linear", "rule/neither", "gen/acc", "test/present/acc",
+            "test/past/loss", "gen/center_embedded/acc"} <= set(scalars.name)
+    wide = scalars.pivot_table(index=["member", "step"], columns="name", values="value")
+    np.testing.assert_allclose(wide[["rule/hierarchical", "rule/linear", "rule/neither"]].sum(axis=1), 1.0)
+    assert load_spec(run.path / "spec.toml").task.kind == "tense"

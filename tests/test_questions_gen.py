@@ -229,3 +229,131 @@ def test_generation_is_fast():
     sample(MIXED, "train", 20_000, seed=0)
     sample(MIXED, "gen", 20_000, seed=0)
     assert time.perf_counter() - start < 1.0
+
+
+# ---- tense reinflection (kind = "tense") ----------------------------------------------------------------------------
+
+TENSE = QuestionGrammar(n_nouns=4, n_verbs=4, n_prepositions=2, kind="tense")
+
+
+def test_tense_hand_decoded_examples():
+    words = TENSE.words()
+    assert words[3:5] == ["past", "present"] and words[9:17] == ["newt", "yak", "raven", "walrus", "newts", "yaks",
+                                                                   "ravens", "walruses"]
+    assert words[17:29] == ["walked", "swam", "saw", "admired", "walks", "swims", "sees", "admires", "walk", "swim",
+                            "see", "admire"] and words[29:] == ["by", "near"]
+    train = sample(TENSE, "train", 10, seed=3)
+    # a training present example: the PP's noun has the subject's number, so both rules give "admires"
+    assert render(TENSE, train.tokens[6]) == ("<bos> the raven by the newt admired the walrus . present the raven by "
+                                              "the newt admires the walrus . <eos>")
+    assert train.kind[6] == "present" and TENSE.templates()[train.template[6]] == "Det N P Det N V Det N ."
+    assert words[train.main_aux[6]] == words[train.first_aux[6]] == "admires"
+    assert (train.output_start[6], train.rule_position[6], train.main_aux_position[6], train.first_aux_position[6],
+            train.lengths[6]) == (11, 16, 5, 4, 21)
+    assert words[train.tokens[6, 16]] == "admires" and (train.tokens[6, 21:] == PAD).all()
+    assert render(TENSE, train.tokens[9]) == ("<bos> the yak that admired the yak walked . past the yak that admired "
+                                              "the yak walked . <eos>")
+    gen = sample(TENSE, "gen", 5, seed=3)
+    assert render(TENSE, gen.tokens[1]) == ("<bos> the newts by the raven saw the yaks . present the newts by the raven "
+                                            "see the yaks . <eos>")
+    output = [words[t] for t in gen.tokens[1, gen.output_start[1] : gen.lengths[1] - 1]]
+    linear = ["the", "newts", "by", "the", "raven", "sees", "the", "yaks", "."]  # agreeing with "raven"
+    assert output == ["the", "newts", "by", "the", "raven", "see", "the", "yaks", "."] and output != linear
+    assert (words[gen.main_aux[1]], words[gen.first_aux[1]]) == ("see", "sees")
+    assert (gen.rule_position[1], gen.output_start[1] + 5) == (16, 16) and words[gen.tokens[1, 16]] == "see"
+    assert not gen.subject_rc[1]
+    # center embedded: every verb agrees with its own subject; the main verb's attractor is "ravens"
+    assert render(TENSE, gen.tokens[4]) == (
+        "<bos> the newt that admired the raven that saw the ravens admired the walrus by the yaks . present the newt "
+        "that admires the raven that sees the ravens admires the walrus by the yaks . <eos>")
+    assert (words[gen.main_aux[4]], words[gen.first_aux[4]]) == ("admires", "admire") and gen.center_embedded[4]
+    assert (gen.main_aux_position[4], gen.first_aux_position[4], gen.rule_position[4]) == (10, 9, 29)
+
+
+def read_back_tense(grammar: QuestionGrammar, examples, s: int) -> dict:
+    """Parse tense example s from its words alone: a verb right after "that" agrees with the noun before "that"
+    (subject-gap RCs), the main verb (the first verb not after "that") with the first noun; the linear rule's noun
+    is the last noun before the main verb."""
+    words = grammar.words()
+    n, v = grammar.n_nouns, grammar.n_verbs
+    noun_number = {w: i // n for i, w in enumerate(words[grammar.first_noun : grammar.first_verb])}
+    verb_form = {w: ("past", "sg", "pl")[i // v] for i, w in enumerate(words[grammar.first_verb :
+                                                                             grammar.first_auxiliary])}
+    lemma = {w: i % v for i, w in enumerate(words[grammar.first_verb : grammar.first_auxiliary])}
+    sequence = [words[t] for t in examples.tokens[s, : examples.lengths[s]]]
+    marker = next(i for i, w in enumerate(sequence) if w in ("past", "present"))
+    declarative, output = sequence[1:marker], sequence[marker + 1 : -1]
+    verbs = [i for i, w in enumerate(declarative) if w in verb_form]
+    main = next(i for i in verbs if declarative[i - 1] != "that")
+    subject_of = {i: (declarative[i - 2] if declarative[i - 1] == "that" else declarative[1]) for i in verbs}
+    linear = max(i for i in range(main) if declarative[i] in noun_number)
+    return {"marker": sequence[marker], "declarative": declarative, "output": output, "verbs": verbs, "main": main,
+            "subject_of": subject_of, "linear": linear, "noun_number": noun_number, "verb_form": verb_form,
+            "lemma": lemma, "marker_at": marker}
+
+
+@pytest.mark.parametrize("grammar,split", [
+    (TENSE, "train"), (QuestionGrammar(kind="tense", complexity=0.3, disambiguating=0.4), "train"),
+    (QuestionGrammar(kind="tense", complexity=0.5), "test"), (QuestionGrammar(kind="tense"), "gen")])
+def test_tense_every_present_verb_agrees_with_its_subject(grammar, split):
+    examples = sample(grammar, split, 2000, seed=4)
+    words = grammar.words()
+    attractors = []
+    for s in range(len(examples)):
+        got = read_back_tense(grammar, examples, s)
+        declarative, output, main = got["declarative"], got["output"], got["main"]
+        number, form = got["noun_number"], got["verb_form"]
+        assert got["marker_at"] + 1 == examples.output_start[s] and got["marker"] == examples.kind[s]
+        assert len(output) == len(declarative) and declarative[-1] == "." and all(
+            form[declarative[i]] == "past" for i in got["verbs"])
+        if got["marker"] == "past":
+            assert output == declarative
+            continue
+        for i, (said, wrote) in enumerate(zip(declarative, output)):
+            if i in got["verbs"]:  # the same verb, present, agreeing in number with its own subject
+                agree = ("sg", "pl")[number[got["subject_of"][i]]]
+                assert got["lemma"][wrote] == got["lemma"][said] and form[wrote] == agree
+            else:
+                assert wrote == said
+        assert words[examples.main_aux[s]] == output[main] and examples.main_aux_position[s] == main
+        assert examples.rule_position[s] == examples.output_start[s] + main
+        assert examples.tokens[s, examples.rule_position[s]] == examples.main_aux[s]
+        linear_form = ("sg", "pl")[number[declarative[got["linear"]]]]
+        first = words[examples.first_aux[s]]
+        assert form[first] == linear_form and got["lemma"][first] == got["lemma"][output[main]]
+        assert examples.first_aux_position[s] == got["linear"]
+        attractors.append(number[declarative[got["linear"]]] != number[declarative[1]])
+        rc = "that" in declarative[:main]
+        if split == "gen" or (rc and got["linear"] > 1):  # an attractor: the other number right before the verb
+            assert attractors[-1] and examples.main_aux[s] != examples.first_aux[s]
+        else:  # no attractor: both rules give the same form
+            assert not attractors[-1] and examples.main_aux[s] == examples.first_aux[s]
+    assert len(attractors) > 200
+    if split == "gen":
+        assert (examples.kind == "present").all() and examples.center_embedded.any() and (~examples.subject_rc).any()
+    elif grammar.disambiguating == 0:
+        assert not any(attractors)  # training is ambiguous between the two rules
+
+
+def test_tense_knobs_and_lengths():
+    train = sample(QuestionGrammar(kind="tense", disambiguating=0.25), "train", 5000, seed=2)
+    present = train.kind == "present"
+    assert 0.45 < present.mean() < 0.55 and abs(train.subject_rc[present].mean() - 0.25) < 0.04
+    for complexity in (0.0, 0.8):
+        train = sample(QuestionGrammar(kind="tense", complexity=complexity), "train", 5000, seed=3)
+        assert abs(train.center_embedded[train.kind == "past"].mean() - complexity) < 0.04
+    grammar = QuestionGrammar(kind="tense")
+    words = grammar.words()
+    assert len(words) == grammar.vocab_size == len(set(words)) == 9 + 24 + 24 + 4
+    assert grammar.max_length() == 2 * 18 + 3 and sample(grammar, "gen", 3000, seed=0).lengths.max() == 39
+    assert len(grammar.gen_templates()) == 20 and "Aux" not in " ".join(grammar.templates())
+    question = sample(QuestionGrammar(), "gen", 50, seed=0)  # questions score their first output token
+    assert (question.rule_position == question.output_start).all()
+
+
+def test_tense_bad_kind_is_one_line():
+    grammar = QuestionGrammar(kind="bogus")
+    assert grammar.check() == [("kind", "must be one of question, tense (got 'bogus')")]
+    with pytest.raises(ValueError, match="kind: must be one of question, tense") as error:
+        sample(grammar, "train", 10, seed=0)
+    assert "\n" not in str(error.value)

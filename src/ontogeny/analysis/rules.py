@@ -270,6 +270,9 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
     spec, checkpoints, rows = run.spec, run.checkpoints(), []
     if spec.task.name != "question_formation":
         raise ValueError(f"the signature probes question_formation runs (this run's task is {spec.task.name!r})")
+    if spec.task.kind != "question":
+        raise ValueError(f"the signature probes auxiliaries: question_formation runs with task.kind = question (this "
+                         f"run's kind is {spec.task.kind!r})")
     for group in ensembles(expand(spec)):
         task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
         model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])

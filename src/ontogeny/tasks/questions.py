@@ -17,6 +17,11 @@ A sequence's loss is the mean loss of its scored tokens and it is correct when e
 the right token). `measures` adds the rule score: `rule/hierarchical`, `rule/linear`, `rule/neither`, the shares of
 gen questions whose first output token (the fronted auxiliary, read at the marker) is the main-clause auxiliary,
 the linearly first one, or neither.
+
+`kind = "tense"` is McCoy et al.'s tense reinflection on the same machinery (questions_gen.py): markers past (copy)
+and present (reinflect, verbs agreeing with their subjects); the test subsets are then named present, past and
+subject_rc, and the rule score reads the main verb of the gen outputs (at `Examples.rule_position`): agreeing with
+the subject (hierarchical), with the attractor, the most recent noun (linear), or neither.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class QuestionFormationTask(TaskSpec):
     diversity: int = QuestionGrammar.diversity
     disambiguating: float = QuestionGrammar.disambiguating
     quest_share: float = QuestionGrammar.quest_share
+    kind: str = QuestionGrammar.kind  # "question" | "tense"
     n_train: int = 10_000  # training examples (each member's own finite corpus)
     n_test: int = 500  # in-distribution examples per member config
     n_gen: int = 500  # generalization questions, shared
@@ -66,7 +72,7 @@ class QuestionFormationTask(TaskSpec):
         return QuestionGrammar(n_nouns=self.n_nouns, n_verbs=self.n_verbs, n_auxiliaries=self.n_auxiliaries,
                                n_prepositions=self.n_prepositions, complexity=self.complexity,
                                diversity=self.diversity, disambiguating=self.disambiguating,
-                               quest_share=self.quest_share)
+                               quest_share=self.quest_share, kind=self.kind)
 
     def check(self, check: Check) -> None:
         for field, message in self.grammar().check():  # the check adds "(got value)" itself
@@ -153,6 +159,7 @@ class QuestionFormation(LanguageTask):
         self._splits = [self._test_split(configs), self._gen_split(grammar)]
 
     def _test_split(self, configs: list[QuestionFormationTask]) -> SequenceSplit:
+        copy, transform = configs[0].grammar().markers
         xs, ys, ids, kinds, subject_rc = [], [], [], [], []
         member_mask = torch.zeros(self.n_members, len(configs) * self.specs[0].n_test, dtype=torch.bool)  # [M, N]
         for block, config in enumerate(configs):
@@ -168,8 +175,8 @@ class QuestionFormation(LanguageTask):
                 member_mask[m, rows] = member_config == config
         kind = np.concatenate(kinds)
         return SequenceSplit("test", torch.cat(ids), torch.cat(xs), torch.cat(ys), member_mask=member_mask,
-                             subsets={"quest": torch.from_numpy(kind == "quest"),
-                                      "decl": torch.from_numpy(kind == "decl"),
+                             subsets={transform: torch.from_numpy(kind == transform),
+                                      copy: torch.from_numpy(kind == copy),
                                       "subject_rc": torch.from_numpy(np.concatenate(subject_rc))})
 
     def _gen_split(self, grammar: QuestionGrammar) -> SequenceSplit:
@@ -185,11 +192,12 @@ class QuestionFormation(LanguageTask):
 
     @torch.no_grad()
     def measures(self, model) -> dict[str, torch.Tensor]:
-        """{"rule/<hierarchical|linear|neither>": [M]}: shares of the gen questions whose greedy first output token
-        (the prediction at x position output_start - 1, the marker) follows that rule (questions_gen.rule_scores)."""
+        """{"rule/<hierarchical|linear|neither>": [M]}: shares of the gen examples whose greedy output token at
+        `rule_position` (the prediction at x position rule_position - 1: for questions the marker, predicting the
+        fronted auxiliary; for tense the word before the main verb) follows that rule (questions_gen.rule_scores)."""
         device = next(model.parameters()).device
         x = self._splits[1].x  # [S, T]
-        read_at = torch.from_numpy(self.gen.output_start) - 1  # [S]: x position of the marker
+        read_at = torch.from_numpy(self.gen.rule_position) - 1  # [S]: x position whose next token is judged
         reach = int(read_at.max()) + 1  # causal: later positions cannot change these predictions
         firsts = []
         for start in range(0, len(x), GEN_CHUNK):

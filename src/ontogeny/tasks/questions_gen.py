@@ -48,7 +48,24 @@ templates of that order. A d too small to hold one template of each needed group
 Departures from McCoy et al. 2020: auxiliaries are modals only (no do/does, no agreement, no negation); relative
 clauses are subject-gap only ("that can see the yak", never "that the yak can see"); a subject RC nests at most
 two deep (RC2) and only through the outer RC's object; objects carry at most a PP or a depth-1 RC; questions end
-in "?" replacing "."; the tense-reinflection task is not implemented.
+in "?" replacing ".".
+
+Tense reinflection (`kind = "tense"`, McCoy et al.'s second task, the same shape): the same templates without their
+auxiliaries ("Det N that V Det N V ."), nouns singular or plural, verbs past, present singular or present plural
+(plural -s/-es, present singular -s, past -ed/-d or a few irregulars: labels, not English morphology). Markers
+`past` (OUTPUT = the sentence copied, the `decl` analogue) and `present` (every verb reinflected to the present tense,
+agreeing with its own subject: a subject RC's verb with the head noun, an RC2's with the RC's object, an object RC's
+with the object; the main verb with the main subject):
+    <bos> the newt that saw the yaks walked . present the newt that sees the yaks walks . <eos>
+The linear rule makes the main verb agree with the most recent noun before it instead. Its *attractor* is that noun
+where it is not the subject (a subject PP's noun, or the last object inside the subject's RC); it has the other
+number than the subject in every gen example and every present example with a subject RC, and the subject's number in
+present examples without one (nothing or a PP: there both rules fit). So the knobs read as for questions with
+present for quest and past for decl: `quest_share` is the share of present examples, `disambiguating` the share of
+present examples with a subject RC (an intransitive depth-1 RC holds no noun, so those do not disambiguate),
+`complexity` the share of RC2 templates among the sentences free to carry a subject RC, `diversity` as above. `gen` is
+present examples only, template uniform over the 20 with an attractor (subject PP, transitive RC, or RC2). Nouns'
+numbers are otherwise independent and uniform; auxiliary words and "?" stay in the vocabulary, unused.
 """
 
 from __future__ import annotations
@@ -59,10 +76,12 @@ import numpy as np
 
 from ..seeds import stream_seed
 
-__all__ = ["HIERARCHICAL_LABEL_SHARE", "LINEAR_LABEL_SHARE", "SPECIALS", "SPLITS", "Examples", "QuestionGrammar",
-           "member_rule", "render", "rule_scores", "sample", "training_templates"]
+__all__ = ["HIERARCHICAL_LABEL_SHARE", "KINDS", "LINEAR_LABEL_SHARE", "SPECIALS", "SPLITS", "Examples",
+           "QuestionGrammar", "member_rule", "render", "rule_scores", "sample", "training_templates"]
 
-SPECIALS = ("<pad>", "<bos>", "<eos>", "decl", "quest")  # token ids 0..4
+SPECIALS = ("<pad>", "<bos>", "<eos>", "decl", "quest")  # token ids 0..4 (tense: "past", "present" at 3 and 4)
+KINDS = ("question", "tense")
+MARKERS = {"question": ("decl", "quest"), "tense": ("past", "present")}  # (copy, transform) per kind
 PAD, BOS, EOS, DECL, QUEST = range(5)
 FUNCTION_WORDS = ("the", "that", ".", "?")
 SPLITS = ("train", "test", "gen")
@@ -77,6 +96,7 @@ _INTRANSITIVE = ("walk", "swim", "sleep", "smile", "wait", "giggle", "read", "mo
 _TRANSITIVE = ("see", "admire", "amuse", "confuse", "accept", "comfort", "remember", "entertain")
 _AUXILIARIES = ("can", "will", "could", "would", "shall", "should", "may", "might", "must")
 _PREPOSITIONS = ("by", "near", "with", "behind", "around", "upon", "above", "below")
+_IRREGULAR_PAST = {"see": "saw", "swim": "swam", "sleep": "slept"}
 
 # ---- the slot layout: every word position of the largest sentence, in word order ---------------------------------
 
@@ -91,6 +111,7 @@ _SLOTS = ("s_the", "s_N",
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 _VERB_OBJECT = {"r_V": "r_the", "r2_V": "r2_the", "m_V": "o_the", "or_V": "or_the"}  # a verb is transitive iff
 _AUX_SLOTS = ("r_Aux", "r2_Aux", "m_Aux")  # the auxiliaries that can precede or be the main one, in word order
+_VERB_SUBJECT = {"r_V": "s_N", "r2_V": "r_N", "m_V": "s_N", "or_V": "o_N"}  # tense: whom each verb agrees with
 
 _RC = ("r_that", "r_Aux", "r_V")
 _SUBJECTS = {  # subject option -> its slots, with the depth of its relative clause
@@ -125,6 +146,12 @@ def _layouts() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 _PRESENT, _DEPTH, _TEXT = _layouts()
 assert len(set(_TEXT)) == len(_TEXT), "template texts must be distinct"
+_PRESENT_TENSE = _PRESENT & ~np.array([name.endswith("_Aux") for name in _SLOTS])  # no auxiliaries
+_TEXT_TENSE = [" ".join(w for w in text.split() if w != "Aux") for text in _TEXT]
+assert len(set(_TEXT_TENSE)) == len(_TEXT_TENSE), "tense template texts must be distinct"
+_BEFORE_MAIN_NOUNS = np.array([_SLOT[name] for name in ("s_N", "p_N", "r_N", "r2_N")])  # in word order
+# the noun the linear rule agrees with: the last one before the main verb (s_N when nothing intervenes)
+_LINEAR_NOUN = _BEFORE_MAIN_NOUNS[len(_BEFORE_MAIN_NOUNS) - 1 - np.argmax(_PRESENT[:, _BEFORE_MAIN_NOUNS[::-1]], 1)]
 
 
 def _name(stems: tuple[str, ...], index: int) -> str:
@@ -144,11 +171,14 @@ class QuestionGrammar:
     complexity: float = 0.0  # share of center-embedded (RC2) templates among training sentences free to have one
     diversity: int = 0  # number of distinct templates in training (0: every template the shares can reach)
     disambiguating: float = 0.0  # share of training questions with a subject relative clause
-    quest_share: float = 0.5  # share of training examples that are questions
+    quest_share: float = 0.5  # share of training examples that are questions (tense: present examples)
+    kind: str = "question"  # "question" | "tense" (module docstring)
 
     def check(self) -> list[tuple[str, str]]:
         """Return [(field, message)] for every bad knob; empty if all are fine."""
         problems = []
+        if self.kind not in KINDS:
+            problems.append(("kind", f"must be one of {', '.join(KINDS)} (got {self.kind!r})"))
         for name, least in (("n_nouns", 1), ("n_verbs", 2), ("n_auxiliaries", 2), ("n_prepositions", 1)):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < least:
@@ -186,34 +216,61 @@ class QuestionGrammar:
         return len(SPECIALS) + len(FUNCTION_WORDS)
 
     @property
+    def tense(self) -> bool:
+        return self.kind == "tense"
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        """The (copy, transform) markers: ("decl", "quest") or, for tense, ("past", "present")."""
+        return MARKERS[self.kind]
+
+    @property
     def first_verb(self) -> int:
-        return self.first_noun + self.n_nouns
+        return self.first_noun + self.n_nouns * (2 if self.tense else 1)  # tense: singulars, then plurals
 
     @property
     def first_auxiliary(self) -> int:
-        return self.first_verb + self.n_verbs
+        return self.first_verb + self.n_verbs * (3 if self.tense else 1)  # tense: past, present sg, present pl
 
     @property
     def first_preposition(self) -> int:
-        return self.first_auxiliary + self.n_auxiliaries
+        return self.first_auxiliary + (0 if self.tense else self.n_auxiliaries)  # tense: no auxiliaries
 
     def words(self) -> list[str]:
         """Return the text of every token id: SPECIALS, the, that, ., ?, nouns, verbs (intransitive first),
-        auxiliaries, prepositions."""
+        auxiliaries, prepositions. Tense: the markers past/present, nouns singular then plural, verbs past then
+        present singular then present plural (each block in lemma order), no auxiliaries."""
         n_transitive = self.n_verbs - self.n_intransitive
-        return [*SPECIALS, *FUNCTION_WORDS, *(_name(_NOUNS, i) for i in range(self.n_nouns)),
-                *(_name(_INTRANSITIVE, i) for i in range(self.n_intransitive)),
-                *(_name(_TRANSITIVE, i) for i in range(n_transitive)),
-                *(_name(_AUXILIARIES, i) for i in range(self.n_auxiliaries)),
+        nouns = [_name(_NOUNS, i) for i in range(self.n_nouns)]
+        verbs = [*(_name(_INTRANSITIVE, i) for i in range(self.n_intransitive)),
+                 *(_name(_TRANSITIVE, i) for i in range(n_transitive))]
+        auxiliaries = [_name(_AUXILIARIES, i) for i in range(self.n_auxiliaries)]
+        specials = list(SPECIALS)
+        if self.tense:
+            specials[3:5] = self.markers
+            nouns += [n + ("es" if n.endswith("s") else "s") for n in nouns]
+            verbs = ([_IRREGULAR_PAST.get(v, v + ("d" if v.endswith("e") else "ed")) for v in verbs]
+                     + [v + "s" for v in verbs] + verbs)
+            auxiliaries = []
+        return [*specials, *FUNCTION_WORDS, *nouns, *verbs, *auxiliaries,
                 *(_name(_PREPOSITIONS, i) for i in range(self.n_prepositions))]
+
+    def presence(self) -> np.ndarray:
+        """Return each template's slot presence [n_templates, n_slots] (tense: without the auxiliaries)."""
+        return _PRESENT_TENSE if self.tense else _PRESENT
 
     def max_length(self) -> int:
         """Return the longest example in tokens: <bos>, the longest declarative, marker, output as long, <eos>."""
-        return 2 * int(_PRESENT.sum(axis=1).max()) + 3
+        return 2 * int(self.presence().sum(axis=1).max()) + 3
 
     def templates(self) -> list[str]:
         """Return every template's text, in the fixed order that `Examples.template` indexes."""
-        return list(_TEXT)
+        return list(_TEXT_TENSE if self.tense else _TEXT)
+
+    def gen_templates(self) -> np.ndarray:
+        """Return the indices of the gen split's templates: those whose subject has a relative clause (tense: an
+        attractor, a noun between the subject and the main verb)."""
+        return np.flatnonzero(_LINEAR_NOUN != _SLOT["s_N"] if self.tense else _DEPTH > 0)
 
     def template_depths(self) -> np.ndarray:
         """Return each template's subject relative-clause depth [n_templates]: 0 none, 1 RC, 2 center-embedded."""
@@ -295,12 +352,15 @@ def training_templates(grammar: QuestionGrammar, seed: int) -> np.ndarray:
 @dataclass
 class Examples:
     """N examples right-padded with <pad> to L = grammar.max_length(). Positions of auxiliaries count the
-    declarative's words from 0 (in `tokens` the declarative's word i sits at i + 1, after <bos>)."""
+    declarative's words from 0 (in `tokens` the declarative's word i sits at i + 1, after <bos>). Tense reuses the
+    auxiliary fields for the main verb: main_aux its present form agreeing with the subject, first_aux the one
+    agreeing with the most recent noun (equal where no attractor), main_aux_position the main verb's position,
+    first_aux_position that noun's."""
 
     tokens: np.ndarray  # [N, L] int64: <bos> declarative <marker> output <eos> <pad>...
     lengths: np.ndarray  # [N] int64
     output_start: np.ndarray  # [N] int64: position in `tokens` of the first output token (right after the marker)
-    kind: np.ndarray  # [N] str: "decl" | "quest"
+    kind: np.ndarray  # [N] str: the marker, "decl" | "quest" (tense: "past" | "present")
     template: np.ndarray  # [N] int64: index into grammar.templates()
     subject_rc: np.ndarray  # [N] bool: the subject carries a relative clause (depth 1 or 2)
     center_embedded: np.ndarray  # [N] bool: the subject's relative clause holds another one (depth 2)
@@ -308,6 +368,8 @@ class Examples:
     first_aux: np.ndarray  # [N] int64: token id of the linearly first auxiliary
     main_aux_position: np.ndarray  # [N] int64: its position in the declarative
     first_aux_position: np.ndarray  # [N] int64
+    rule_position: np.ndarray  # [N] int64: position in `tokens` of the output token that `rule_scores` judges
+    # (questions: the first output token, the fronted auxiliary; tense: the main verb)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -342,8 +404,8 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     rng = np.random.default_rng(stream_seed("questions", seed, SPLITS.index(split)))
     if split == "gen":
         question = np.ones(n, dtype=bool)
-        subject_rc_templates = np.flatnonzero(_DEPTH > 0)
-        template = subject_rc_templates[rng.integers(len(subject_rc_templates), size=n)]
+        gen_templates = grammar.gen_templates()
+        template = gen_templates[rng.integers(len(gen_templates), size=n)]
     else:
         question, template = _training_draw(grammar, rng, n, training_templates(grammar, seed))
 
@@ -363,9 +425,9 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
             words[:, s] = grammar.first_noun + rng.integers(grammar.n_nouns, size=n)
         elif kind == "P":
             words[:, s] = grammar.first_preposition + rng.integers(grammar.n_prepositions, size=n)
-        elif kind == "Aux":
+        elif kind == "Aux":  # tense drops these slots (presence) but still draws them: one random stream
             words[:, s] = grammar.first_auxiliary + rng.integers(grammar.n_auxiliaries, size=n)
-    present = _PRESENT[template]  # [N, n_slots]
+    present = grammar.presence()[template]  # [N, n_slots]
     n_intransitive = grammar.n_intransitive
     for verb, object_the in _VERB_OBJECT.items():
         transitive = present[:, _SLOT[object_the]]
@@ -375,7 +437,7 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     subject_rc = _DEPTH[template] > 0
     # in a question with a subject RC every earlier auxiliary differs from the main one, so the rules disagree
     main = words[:, _SLOT["m_Aux"]] - grammar.first_auxiliary
-    differs = question & subject_rc
+    differs = question & subject_rc & (grammar.kind == "question")
     for name in ("r_Aux", "r2_Aux"):
         other = (main + 1 + rng.integers(grammar.n_auxiliaries - 1, size=n)) % grammar.n_auxiliaries
         words[differs, _SLOT[name]] = grammar.first_auxiliary + other[differs]
@@ -386,11 +448,20 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     first_column = np.array(aux_columns)[np.argmax(present[:, aux_columns], axis=1)]  # [N]; m_Aux is always there
     rows = np.arange(n)
 
-    # the whole example as one slot row: <bos> declarative marker output <eos>; a question's output puts m_Aux first
-    output_order = np.array([_SLOT["m_Aux"]] + [s for s in range(n_slots) if s != _SLOT["m_Aux"]])
-    output_words = np.where(question[:, None], words[:, output_order], words)
-    output_words[question, n_slots - 1] = mark  # "dot" is the last slot in both orders
-    output_present = np.where(question[:, None], present[:, output_order], present)
+    main_aux, first_aux = words[:, _SLOT["m_Aux"]].copy(), words[rows, first_column]
+    first_position = position[rows, first_column]
+    rule_position = present.sum(axis=1) + 2  # the first output token
+    if grammar.tense:
+        words, output_words, main_aux, first_aux = _inflect(grammar, rng, words, template, question,
+                                                            subject_rc | (split == "gen"))
+        first_position = position[rows, _LINEAR_NOUN[template]]
+        rule_position = rule_position + position[:, _SLOT["m_V"]]
+        output_present = present
+    else:  # the whole example as one slot row: <bos> declarative marker output <eos>; a question puts m_Aux first
+        output_order = np.array([_SLOT["m_Aux"]] + [s for s in range(n_slots) if s != _SLOT["m_Aux"]])
+        output_words = np.where(question[:, None], words[:, output_order], words)
+        output_words[question, n_slots - 1] = mark  # "dot" is the last slot in both orders
+        output_present = np.where(question[:, None], present[:, output_order], present)
     column = np.ones((n, 1), dtype=bool)
     full_words = np.concatenate([np.full((n, 1), BOS), words, np.where(question, QUEST, DECL)[:, None],
                                  output_words, np.full((n, 1), EOS)], axis=1)  # [N, 2 * n_slots + 3]
@@ -403,11 +474,35 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     declarative_length = present.sum(axis=1)
     return Examples(tokens=tokens, lengths=full_present.sum(axis=1).astype(np.int64),
                     output_start=(declarative_length + 2).astype(np.int64),
-                    kind=np.where(question, "quest", "decl").astype(object), template=template.astype(np.int64),
-                    subject_rc=subject_rc, center_embedded=_DEPTH[template] == 2,
-                    main_aux=words[:, _SLOT["m_Aux"]].copy(), first_aux=words[rows, first_column],
-                    main_aux_position=position[:, _SLOT["m_Aux"]].astype(np.int64),
-                    first_aux_position=position[rows, first_column].astype(np.int64))
+                    kind=np.where(question, grammar.markers[1], grammar.markers[0]).astype(object),
+                    template=template.astype(np.int64), subject_rc=subject_rc, center_embedded=_DEPTH[template] == 2,
+                    main_aux=main_aux, first_aux=first_aux,
+                    main_aux_position=position[:, _SLOT["m_V" if grammar.tense else "m_Aux"]].astype(np.int64),
+                    first_aux_position=first_position.astype(np.int64), rule_position=rule_position.astype(np.int64))
+
+
+def _inflect(grammar: QuestionGrammar, rng: np.random.Generator, words: np.ndarray, template: np.ndarray,
+             present_tense: np.ndarray, attract: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Tense: give the nouns numbers and the declarative's verbs (lemma ids, = past forms) their outputs. Returns
+    (declarative words, output words [N, n_slots], main verb agreeing with the subject, with the most recent noun
+    [N]). In present rows the linear noun gets the subject's other number where `attract`, else the subject's."""
+    n = len(words)
+    rows = np.arange(n)
+    number = rng.integers(2, size=(n, len(_SLOTS)))  # [N, n_slots]: 0 singular, 1 plural (used at noun slots)
+    subject, linear = number[:, _SLOT["s_N"]], _LINEAR_NOUN[template]
+    between = present_tense & (linear != _SLOT["s_N"])  # a noun sits between subject and main verb
+    number[between, linear[between]] = np.where(attract, 1 - subject, subject)[between]
+    words = words.copy()
+    nouns = [i for i, name in enumerate(_SLOTS) if name.endswith("_N")]
+    words[:, nouns] += number[:, nouns] * grammar.n_nouns
+    output = words.copy()
+
+    def agreeing(verb: str, agree_number: np.ndarray) -> np.ndarray:  # the verb's present form, [N]
+        return words[:, _SLOT[verb]] + (1 + agree_number) * grammar.n_verbs
+
+    for verb, its_subject in _VERB_SUBJECT.items():
+        output[present_tense, _SLOT[verb]] = agreeing(verb, number[:, _SLOT[its_subject]])[present_tense]
+    return words, output, agreeing("m_V", subject), agreeing("m_V", number[rows, linear])
 
 
 def render(grammar: QuestionGrammar, tokens: np.ndarray) -> str:
