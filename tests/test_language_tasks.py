@@ -186,6 +186,8 @@ def test_members_with_their_own_data_seed_get_their_own_batches():
     assert shared.batch(0).x.dim() == 2 and split.batch(0).x.dim() == 3
     assert torch.equal(split.batch(5).x[0], shared.batch(5).x)  # member 0's data does not depend on member 1's
     assert torch.equal(split.batch(5).x[0], split.batch(5).x[0]) and not torch.equal(*split.batch(5).x)
+    assert torch.equal(shared.batch(5).member(1).x, shared.batch(5).x)  # a shared [B, T] batch is every member's
+    assert torch.equal(split.batch(5).member(1).y, split.batch(5).y[1])
 
 
 def test_a_killed_language_run_resumes_to_the_uninterrupted_rows(tmp_path):

@@ -69,8 +69,8 @@ class Batch:
     weight: torch.Tensor | None = None  # [M, B] float 0/1 padding mask; None: all examples count
 
     def member(self, index: int) -> Batch:
-        """Member `index`'s own batch: x [B, ...], y [B], weight [B] or None."""
-        if self.y.dim() == 1:  # shared
+        """Member `index`'s own batch: x [B, ...], y [B] (a language task's [B, T]), weight or None."""
+        if self.y.dim() == 1 or (self.x.dim() == 2 and self.y.shape == self.x.shape):  # shared by every member
             return self
         return Batch(self.x[index], self.y[index], None if self.weight is None else self.weight[index])
 
