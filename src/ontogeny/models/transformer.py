@@ -46,7 +46,7 @@ class TransformerModel(ModelSpec):
               "the transformer reads tokens; this task gives bits or reals (use model.name = 'mlp')")
         check(self.n_ctx >= 0, "model.n_ctx", "must be >= 0 (0: the task's sequence length)")
         check(not self.n_ctx or sizes.n_positions <= self.n_ctx, "model.n_ctx",
-              f"is {self.n_ctx}, shorter than the task's sequences ({sizes.n_positions} tokens)")
+              f"is shorter than the task's sequences ({sizes.n_positions} tokens)")
 
     def memory(self, sizes: Sizes) -> tuple[int, int]:
         d, positions = self.d_model, self.n_ctx or sizes.n_positions

@@ -59,8 +59,8 @@ class GrammarTask(TaskSpec):
 
     def check(self, check: Check) -> None:
         check(self.objective in ("masked", "causal"), "task.objective", "must be 'masked' or 'causal'")
-        for field, message in self.grammar().check():
-            check(False, f"task.{field}", message)
+        for field, message in self.grammar().check():  # the check adds "(got value)" itself
+            check(False, f"task.{field}", message.removesuffix(f" (got {getattr(self, field)!r})"))
         check(self.n_train >= 1, "task.n_train", "must be at least 1")
         check(self.n_test >= 1, "task.n_test", "must be at least 1")
         check(self.n_pairs >= 1, "task.n_pairs", "must be at least 1")

@@ -44,8 +44,8 @@ class LetterCountingTask(TaskSpec):
                        present_share=self.present_share)
 
     def check(self, check: Check) -> None:
-        for field, message in self.knobs().check():
-            check(False, f"task.{field}", message)
+        for field, message in self.knobs().check():  # the check adds "(got value)" itself
+            check(False, f"task.{field}", message.removesuffix(f" (got {getattr(self, field)!r})"))
         check(self.n_test >= 1, "task.n_test", "must be at least 1")
         check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
 

@@ -40,7 +40,7 @@ class MarkovICLTask(TaskSpec):
     split_seed: int = 0
 
     def check(self, check: Check) -> None:
-        check(self.k >= 2, "task.k", f"must be at least 2 (got {self.k}): a chain needs two states")
+        check(self.k >= 2, "task.k", "must be at least 2: a chain needs two states")
         check(self.length >= 2, "task.length", "must be at least 2")
         check(self.alpha > 0 and np.isfinite(self.alpha), "task.alpha", "must be a positive number")
         check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
