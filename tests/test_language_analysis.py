@@ -1,7 +1,6 @@
 """Language-run analysis from recorded scalars (analysis/language.py, the `language` step, figures_language.py), on
 synthetic scalars with planted answers: stage boundaries, their medians and CIs, the order of two onsets."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,6 @@ from ontogeny.analysis.language import (
 )
 from ontogeny.analysis.steps.language import language
 from ontogeny.report.figures_language import onset_figure, strategy_figure, uas_figure
-from ontogeny.store import ShardWriter
-from ontogeny.store.create import create_run
 
 REFERENCES = ["uniform", "unigram", "bigram"]
 
@@ -178,25 +175,10 @@ def test_uas_matrix(planted):
 # ---- the step, through the store ----------------------------------------------------------------------------
 
 
-def write_run(path: Path, scalars: pd.DataFrame) -> Path:
-    """A run written straight to the store (as a user's loop would) holding `scalars`."""
-    create_run(path, {"kind": "synthetic"}).release()
-    ids = np.sort(scalars.member.unique())
-    members = pd.DataFrame({"member": ids, "ensemble": 0, "init_seed": ids, "data_seed": 0, "status": "ok",
-                            "diverged_step": None})
-    with ShardWriter(path, background=False) as writer:
-        writer.put("members", members)
-        for (member, name), rows in scalars.groupby(["member", "name"]):
-            writer.append("scalars", {"member": member, "step": rows.step.to_numpy(), "name": name,
-                                      "value": rows.value.to_numpy()})
-        writer.commit()
-    return path
-
-
-def test_language_step_writes_its_tables(planted, tmp_path):
+def test_language_step_writes_its_tables(planted, tmp_path, scalar_run):
     scalars, truth = planted
     assert not ANALYSES.get("language").on_request
-    with og.open(write_run(tmp_path / "lm", scalars)) as run:
+    with og.open(scalar_run("lm", scalars)) as run:
         result = analyze(run, what=["language"])
         stages, summary, onsets = (run.table(name) for name in
                                    ("language_stages", "language_stage_summary", "language_onsets"))
@@ -211,10 +193,10 @@ def test_language_step_writes_its_tables(planted, tmp_path):
     assert result.summary[1].startswith("language onsets [all]: uas/best precedes pairs/acc in 6/6 seeds")
 
 
-def test_language_step_does_not_apply_without_kl_or_uas(planted, tmp_path):
+def test_language_step_does_not_apply_without_kl_or_uas(planted, tmp_path, scalar_run):
     scalars, _ = planted
     plain = scalars[scalars.name.isin(["test/loss", "pairs/acc"])]
-    with og.open(write_run(tmp_path / "plain", plain)) as run:
+    with og.open(scalar_run("plain", plain)) as run:
         result = analyze(run, what=["language"])
         assert not result.tables and not any(line.startswith("language") for line in result.summary)
         members = run.members().assign(config="all")

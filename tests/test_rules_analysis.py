@@ -1,7 +1,6 @@
 """Which rule did it learn (issue 11: analysis/rules.py, the `rules`, `signature` and `counting` steps,
 figures_rules.py), on synthetic scalars and states with planted answers, and one tiny run end to end."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,20 +11,22 @@ from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.rules import (
     GAP,
-    _auc,
-    auxiliary_rows,
     counting_summary,
-    fit_and_score,
     label_of,
-    probe_accuracy,
-    ridge_fit,
     rule_curves,
     rule_members,
     rule_pairs,
     rule_summary,
-    signature_prediction,
     synthetic_counting_scalars,
     synthetic_rule_scalars,
+)
+from ontogeny.analysis.signature import (
+    _auc,
+    auxiliary_rows,
+    fit_and_score,
+    probe_accuracy,
+    ridge_fit,
+    signature_prediction,
     transfer_rows,
 )
 from ontogeny.report.figures_rules import (
@@ -34,8 +35,6 @@ from ontogeny.report.figures_rules import (
     share_figure,
     signature_figure,
 )
-from ontogeny.store import ShardWriter
-from ontogeny.store.create import create_run
 from ontogeny.tasks.questions_gen import QuestionGrammar, sample
 
 LABELS = ("hierarchical", "linear", "mixed", "hierarchical", "linear")
@@ -212,27 +211,11 @@ def test_counting_gap_with_ci_over_seeds():
 # ---- the steps, through the store ---------------------------------------------------------------------------
 
 
-def write_run(path: Path, scalars: pd.DataFrame, fields: pd.DataFrame) -> Path:
-    """A run written straight to the store holding `scalars` and members with the setting columns of `fields`."""
-    create_run(path, {"kind": "synthetic"}).release()
-    ids = np.sort(scalars.member.unique())
-    members = pd.DataFrame({"member": ids, "ensemble": 0, "init_seed": ids, "data_seed": 0, "status": "ok",
-                            "diverged_step": None})
-    members = members.merge(fields.drop(columns="config", errors="ignore"), on="member")
-    with ShardWriter(path, background=False) as writer:
-        writer.put("members", members)
-        for (member, name), rows in scalars.groupby(["member", "name"]):
-            writer.append("scalars", {"member": member, "step": rows.step.to_numpy(), "name": name,
-                                      "value": rows.value.to_numpy()})
-        writer.commit()
-    return path
-
-
-def test_rules_and_counting_steps_write_their_tables(tmp_path):
+def test_rules_and_counting_steps_write_their_tables(tmp_path, scalar_run):
     assert not ANALYSES.get("rules").on_request and not ANALYSES.get("counting").on_request
     assert ANALYSES.get("signature").on_request
     scalars, members = grid({0.0: ["linear"] * 4, 0.5: ["hierarchical", "linear"] * 2})
-    with og.open(write_run(tmp_path / "rules", scalars, members)) as run:
+    with og.open(scalar_run("rules", scalars, members)) as run:
         result = analyze(run)  # the defaults: `rules` runs, `counting` does not apply
         tables = {name: run.table(name) for name in ("rule_members", "rule_summary", "rule_pairs")}
         assert "counting_summary" not in run.tables()
@@ -246,7 +229,7 @@ def test_rules_and_counting_steps_write_their_tables(tmp_path):
     assert "(bimodal)" in lines[1]
 
     counts, fields = synthetic_counting_scalars((10, 24), random_state=0)
-    with og.open(write_run(tmp_path / "letters", counts, fields)) as run:
+    with og.open(scalar_run("letters", counts, fields)) as run:
         # named, not the defaults: the default `solutions` step fails on this sweep (a subset absent at vocab 10)
         result = analyze(run, ["counting", "rules"])
         table = run.table("counting_summary")

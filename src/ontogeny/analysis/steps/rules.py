@@ -10,15 +10,7 @@ import pandas as pd
 
 from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
-from ..rules import (
-    GAP,
-    HIERARCHICAL,
-    counting_summary,
-    rule_members,
-    rule_pairs,
-    rule_summary,
-    signature_prediction,
-)
+from ..rules import GAP, HIERARCHICAL, counting_summary, label_of, rule_curves, rule_members, rule_pairs, rule_summary
 
 
 @analysis_step("rules", scalars=(HIERARCHICAL, "rule/linear"))
@@ -46,14 +38,10 @@ def rules(context: Context) -> StepResult:
 
 @analysis_step("signature", scalars=(HIERARCHICAL,), on_request=True)
 def signature(context: Context) -> StepResult:
-    """Table `rule_signature` (member, step: rules.SIGNATURE_COLUMNS; at each member's last step also its final
+    """Table `rule_signature` (member, step: signature.SIGNATURE_COLUMNS; at each member's last step also its final
     hierarchical share and label) and one line per probe (plain, transfer): Spearman correlation and AUC of its
     last accuracy against the final rule, over all members, with 95% CIs over members."""
-    from ..rules import (  # torch and the models: only when asked for
-        label_of,
-        rule_curves,
-        run_signature,
-    )
+    from ..signature import run_signature, signature_prediction  # torch and the models: only when asked for
 
     run, result = context.run, StepResult()
     problem = cannot_rebuild(run, "signature", minimum=1)
