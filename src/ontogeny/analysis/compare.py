@@ -13,6 +13,7 @@ import pandas as pd
 from ..store import Run
 from .bootstrap import compare
 
+MIN_ACC_CHANGE = 0.1  # an accuracy curve that moves less than this has no onset (it never learned)
 COLUMNS = ["metric", "at", "paired", "n_a", "n_b", "a", "b", "difference", "low", "high", "p_value", "verdict"]
 
 
@@ -28,7 +29,7 @@ def member_values(scalars: pd.DataFrame, members: pd.DataFrame, metric: str, at:
         if at == "final":
             values[member] = series[-1]
         elif at == "onset":
-            values[member] = _onset(steps, series)
+            values[member] = _onset(steps, series, MIN_ACC_CHANGE if metric.endswith("acc") else 0.0)
         else:
             if int(at) not in set(steps):
                 raise ValueError(f"{metric} is not recorded at step {at} (recorded: {steps.min()}..{steps.max()}, "
@@ -38,17 +39,20 @@ def member_values(scalars: pd.DataFrame, members: pd.DataFrame, metric: str, at:
     return pd.Series(list(values.values()), index=index, name=metric, dtype=float)
 
 
-def _onset(steps: np.ndarray, values: np.ndarray) -> float:
-    """First step where the curve has covered half its change from first to last value (NaN without change)."""
+def _onset(steps: np.ndarray, values: np.ndarray, min_change: float = 0.0) -> float:
+    """First step where the curve has covered half its change from first to last value (NaN for a change of at most
+    `min_change`)."""
     start, end = values[0], values[-1]
-    if not np.isfinite(start) or not np.isfinite(end) or start == end:
+    if not np.isfinite(start) or not np.isfinite(end) or abs(end - start) <= min_change:
         return np.nan
     covered = (values - start) / (end - start)
     return float(steps[np.argmax(covered >= 0.5)])
 
 
-def compare_values(a: pd.Series, b: pd.Series, *, metric: str, at: str | int, random_state: int = 0) -> dict:
-    """B minus A of per-member values (indexed by seed): a row of COLUMNS, with a plain-language verdict."""
+def compare_values(a: pd.Series, b: pd.Series, *, metric: str, at: str | int, random_state: int = 0,
+                   subject: str = "B") -> dict:
+    """B minus A of per-member values (indexed by seed): a row of COLUMNS, with a plain-language verdict whose
+    subject (what B is) is `subject`."""
     a, b = a.dropna(), b.dropna()
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"{metric} at {at}: need at least 2 members with a value on each side (got {len(a)} and "
@@ -58,11 +62,11 @@ def compare_values(a: pd.Series, b: pd.Series, *, metric: str, at: str | int, ra
     row = {"metric": metric, "at": str(at), "paired": paired, "n_a": len(a), "n_b": len(b), "a": float(a.mean()),
            "b": float(b.mean()), "difference": result.difference, "low": result.low, "high": result.high,
            "p_value": result.p_value}
-    row["verdict"] = _verdict(row, (b - a.loc[b.index]) if paired else None)
+    row["verdict"] = _verdict(row, (b - a.loc[b.index]) if paired else None, subject)
     return row
 
 
-def _verdict(row: dict, differences: pd.Series | None) -> str:
+def _verdict(row: dict, differences: pd.Series | None, subject: str = "B") -> str:
     what = f"the onset of {row['metric']}" if row["at"] == "onset" else f"{row['metric']} at {row['at']}"
     unit = " steps" if row["at"] == "onset" else ""
     interval = f"[{row['low']:,.4g}, {row['high']:,.4g}]"
@@ -74,10 +78,10 @@ def _verdict(row: dict, differences: pd.Series | None) -> str:
                 f"0, p = {row['p_value']:.2g}; {seeds})")
     if row["at"] == "onset":
         verb = "delays" if row["difference"] > 0 else "advances"
-        return (f"B {verb} {what} by {abs(row['difference']):,.4g} steps {interval} (p = {row['p_value']:.2g}) in "
+        return (f"{subject} {verb} {what} by {abs(row['difference']):,.4g} steps {interval} (p = {row['p_value']:.2g}) in "
                 f"{seeds}")
     verb = "raises" if row["difference"] > 0 else "lowers"
-    return f"B {verb} {what} by {abs(row['difference']):,.4g} {interval} (p = {row['p_value']:.2g}) in {seeds}"
+    return f"{subject} {verb} {what} by {abs(row['difference']):,.4g} {interval} (p = {row['p_value']:.2g}) in {seeds}"
 
 
 def compare_runs(run_a: Run, run_b: Run, *, metric: str = "test/acc", at: str | int = "final",
@@ -109,3 +113,32 @@ def _task(run: Run) -> str:
     if run.has_spec:
         return run.spec.task.name
     return str(run.producer.get("kind", "?"))
+
+
+INTERVENTION = "task.intervention"
+
+
+def intervention_effects(scalars: pd.DataFrame, members: pd.DataFrame, *, metric: str = "test/acc",
+                         random_state: int = 0) -> pd.DataFrame:
+    """Every arm of a data-intervention sweep against the baseline arm ("" in `task.intervention`), paired by seed:
+    the metric and its per-subset versions at the final checkpoint and as onsets. Rows: `arm` then COLUMNS.
+    A sweep over other settings too is compared within each of their grid points (`where`)."""
+    others = [c for c in members.columns if c.startswith(("task.", "model.", "optim.")) and c != INTERVENTION
+              and members[c].astype(str).nunique() > 1]
+    split, _, stat = metric.partition("/")
+    names = [metric, *sorted(n for n in scalars.name.unique()
+                             if n.startswith(f"{split}/") and n.endswith(f"/{stat}") and n.count("/") == 2)]
+    rows = []
+    for point, group in members.groupby(others, sort=True) if others else [((), members)]:
+        where = ", ".join(f"{k}={v}" for k, v in zip(others, point if isinstance(point, tuple) else (point,)))
+        base = group[group[INTERVENTION] == ""]
+        for arm in sorted(set(group[INTERVENTION]) - {""}):
+            chosen = group[group[INTERVENTION] == arm]
+            for at in ("final", "onset"):
+                for name in names:
+                    a, b = (member_values(scalars, side, name, at) for side in (base, chosen))
+                    if a.notna().sum() < 2 or b.notna().sum() < 2:
+                        continue  # e.g. a subset whose curve never moves has no onset
+                    row = compare_values(a, b, metric=name, at=at, random_state=random_state, subject=repr(arm))
+                    rows.append({"where": where, "arm": arm, **row})
+    return pd.DataFrame(rows, columns=["where", "arm", *COLUMNS])

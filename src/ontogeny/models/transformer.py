@@ -98,9 +98,10 @@ class _Block(nn.Module):
         self.b_in = member_constant(n_members, (d_mlp,))  # [M, d_mlp]
         self.W_out = member_normal(generators, (d_mlp, d), fan_in_std(d_mlp, init_scales))  # [M, d_mlp, d]
         self.b_out = member_constant(n_members, (d,))  # [M, d]
-        # Hooks for analyses (analysis/components.py): a function of the heads' outputs [M, B, H, Tq, dh] and of
-        # the MLP's hidden activations [M, B, Tq, d_mlp], returning them (possibly edited); None on the training path.
-        self.edit_heads = self.edit_hidden = None
+        # Hooks for analyses (analysis/components.py, sae/): a function of the heads' outputs [M, B, H, Tq, dh], of
+        # the MLP's normalized input [M, B, Tq, d] and of its hidden activations [M, B, Tq, d_mlp], returning them
+        # (possibly edited); None on the training path.
+        self.edit_heads = self.edit_mlp_input = self.edit_hidden = None
 
     @staticmethod
     def _layer_norm_params(spec: TransformerModel, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
@@ -148,6 +149,8 @@ class _Block(nn.Module):
         mixed = mixed.transpose(2, 3).reshape(n_members, batch, -1, d)  # [M, B, Tq, H*dh]
         resid = resid[:, :, first_query:] + _project(mixed, self.W_O)  # [M, B, Tq, d]
         h = _layer_norm(resid, self.ln_mlp_gain, self.ln_mlp_bias)  # [M, B, Tq, d]
+        if self.edit_mlp_input is not None:
+            h = self.edit_mlp_input(h)
         hidden = activation(self.activation, _project(h, self.W_in) + _per_member(self.b_in, h))  # [M, B, Tq, d_mlp]
         if self.edit_hidden is not None:
             hidden = self.edit_hidden(hidden)

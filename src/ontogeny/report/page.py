@@ -27,6 +27,7 @@ from ..store.layout import Layout
 from . import data
 from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
+from .figures_effects import effects_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_fourier import fourier_figure
 from .figures_language import onset_figure, strategy_figure, uas_figure
@@ -259,6 +260,23 @@ def rules_section(run: Run, names: list[str]) -> Section | None:
                    "accuracy per subset and tokenizer (ontogeny analyze; the probe with --what signature).", blocks)
 
 
+def experiments_section(run: Run) -> Section | None:
+    """Controlled experiments inside one run: data-intervention arms against the baseline (`interventions`)."""
+    tables, blocks = set(run.tables()), []
+    if "interventions" in tables:
+        table = run.table("interventions")
+        blocks += [figure_html(fig, f"interventions-{at}") for at in ("final", "onset")
+                   if (fig := effects_figure(table, at)) is not None]
+        shown = table[(table.low > 0) | (table.high < 0)]
+        blocks.append(table_html(shown[["where", "arm", "metric", "at", "difference", "low", "high", "p_value",
+                                        "verdict"]]))
+    if not blocks:
+        return None
+    return Section("experiments", "Controlled experiments", "Each data intervention (`task.intervention`: drop, "
+                   "weight or curriculum of a training subset) against the baseline arm of the same run, paired by "
+                   "seed; the table lists the differences whose 95% CI excludes 0 (ontogeny analyze).", blocks)
+
+
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
     """Weight/gradient norm trajectories and the cartography scatter."""
     blocks = []
@@ -302,7 +320,7 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), maps_section(run),
-                language_section(run, names), rules_section(run, names), dynamics_section(run, names, configs),
+                language_section(run, names), rules_section(run, names), experiments_section(run), dynamics_section(run, names, configs),
                 inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)

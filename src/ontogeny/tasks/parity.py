@@ -15,6 +15,7 @@ import torch
 from ..seeds import generator
 from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import Batch, EvalSplit, Task
+from .interventions import parse_intervention
 from .modular import EpochOrder, probe_positions
 
 BLOCK_STEPS = 100  # steps of fresh samples drawn at once per member
@@ -62,9 +63,20 @@ class MultitaskParityTask(TaskSpec):
     batch_size: int = 2000
     n_test_per_task: int = 200
     split_seed: int = 0  # picks each subtask's bits and the test set
+    intervention: str = ""  # drop / weight / curriculum of subtasks (tasks/interventions.py), per member
+
+    member_fields = frozenset({"intervention"})  # each member's own training mixture
+
+    def subtask_names(self) -> list[str]:
+        width = len(str(self.n_tasks - 1))
+        return [f"task{i:0{width}d}" for i in range(self.n_tasks)]
 
     def check(self, check: Check) -> None:
         check(self.n_tasks >= 1, "task.n_tasks", "must be at least 1")
+        try:
+            parse_intervention(self.intervention, self.subtask_names())
+        except ValueError as err:
+            check(False, "task.intervention", str(err))
         check(1 <= self.k <= self.n, "task.k", "must be between 1 and task.n")
         check(0 <= self.zipf_exponent < float("inf"), "task.zipf_exponent", "must be >= 0 and finite")
         check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
@@ -80,12 +92,14 @@ class MultitaskParityTask(TaskSpec):
 
 
 class OnlineBlocks:
-    """Fresh training samples: member m's block b is `draw(generator("data", data_seeds[m], b))`, a tuple of
+    """Fresh training samples: member m's block b is `draw(generator("data", data_seeds[m], b), m, b)`, a tuple of
     tensors each [BLOCK_STEPS, B, ...]; every member's current block is cached, stacked as [BLOCK_STEPS, M, B, ...].
-    When every member has the same data seed the block is drawn once and not stacked (a shared batch, [B, ...])."""
+    When every member has the same data seed and `variant` (what else its draw depends on) the block is drawn once
+    and not stacked (a shared batch, [B, ...])."""
 
-    def __init__(self, data_seeds: list[int], draw: Callable[[torch.Generator], tuple[torch.Tensor, ...]]):
-        self.shared = len(set(data_seeds)) == 1
+    def __init__(self, data_seeds: list[int], draw: Callable[[torch.Generator, int, int], tuple[torch.Tensor, ...]],
+                 variants: list | None = None):
+        self.shared = len(set(zip(data_seeds, variants or [None] * len(data_seeds)))) == 1
         self.data_seeds, self.draw = data_seeds[:1] if self.shared else data_seeds, draw
         self._block, self._data = -1, ()
 
@@ -93,7 +107,7 @@ class OnlineBlocks:
         """Return `step`'s rows of every drawn tensor, each [M, B, ...] ([B, ...] if shared)."""
         block, row = divmod(step, BLOCK_STEPS)
         if block != self._block:
-            draws = [self.draw(generator("data", seed, block)) for seed in self.data_seeds]
+            draws = [self.draw(generator("data", seed, block), m, block) for m, seed in enumerate(self.data_seeds)]
             self._data = draws[0] if self.shared else tuple(torch.stack(parts, dim=1) for parts in zip(*draws))
             self._block = block
         return tuple(t[row] for t in self._data)
@@ -150,7 +164,7 @@ class SparseParity(Task):
             self._splits.insert(0, self._split("train", keep, self.train_x[keep]))
         else:  # online: fresh samples every step
             shape = (BLOCK_STEPS, spec.batch_size)
-            self._blocks = OnlineBlocks(data_seeds, lambda gen: (random_bytes(gen, shape, spec.n),))  # [S, B, n_bytes]
+            self._blocks = OnlineBlocks(data_seeds, lambda gen, *_: (random_bytes(gen, shape, spec.n),))  # [S, B, n_bytes]
 
     def labels(self, signs: torch.Tensor) -> torch.Tensor:
         """Return the parity labels of +-1 inputs [..., n]: product of the secret bits, float32 [...]."""
@@ -187,21 +201,33 @@ class MultitaskParity(Task):
     n_outputs = 2
 
     def __init__(self, tasks: list[MultitaskParityTask], data_seeds: list[int], max_probe_examples: int):
-        spec = tasks[0]
+        self.spec = spec = tasks[0]
         self.n_tasks, self.n, self.batch_size, self.n_members = spec.n_tasks, spec.n, spec.batch_size, len(tasks)
         self.n_inputs = spec.n_tasks + spec.n
         self.subtask_bits = random_subsets(generator("split", spec.split_seed), spec.n, spec.k, spec.n_tasks)  # [T, k]
         rank = torch.arange(1, spec.n_tasks + 1, dtype=torch.float64)  # [T]
         self.task_probs = rank ** -spec.zipf_exponent / (rank ** -spec.zipf_exponent).sum()  # [T] float64
         self._cdf = self.task_probs.cumsum(0)  # [T]
-        self._blocks = OnlineBlocks(data_seeds, self._draw)
+        self.interventions = [parse_intervention(t.intervention, spec.subtask_names()) for t in tasks]  # [M]
+        self._blocks = OnlineBlocks(data_seeds, self._draw, variants=self.interventions)
         self._splits = [self._test_split(spec, max_probe_examples)]
 
-    def _draw(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self, gen: torch.Generator, member: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One member's block: subtask ids [BLOCK_STEPS, B] int64 and packed task bits [BLOCK_STEPS, B, n_bytes]."""
         uniform = torch.rand((BLOCK_STEPS, self.batch_size), generator=gen, dtype=torch.float64)  # [S, B]
-        task = torch.searchsorted(self._cdf, uniform, right=True).clamp_(max=self.n_tasks - 1)  # inverse-cdf Zipf draw
+        cdf = self._member_cdf(member, block)  # [T] or, when the mixture changes inside the block, [S, T]
+        task = torch.searchsorted(cdf, uniform, right=True).clamp_(max=self.n_tasks - 1)  # inverse-cdf Zipf draw
         return task, random_bytes(gen, (BLOCK_STEPS, self.batch_size), self.n)
+
+    def _member_cdf(self, member: int, block: int) -> torch.Tensor:
+        """The subtask cdf of member's steps in `block`: Zipf, times its intervention's weights at each step."""
+        names = self.spec.subtask_names()
+        weights = [self.interventions[member].weights(step, names)
+                   for step in range(block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS)]
+        if all(w is None for w in weights):
+            return self._cdf
+        probs = torch.stack([self.task_probs if w is None else self.task_probs * w for w in weights])  # [S, T]
+        return (probs / probs.sum(1, keepdim=True)).cumsum(1)
 
     def _test_split(self, spec: MultitaskParityTask, max_probe_examples: int) -> EvalSplit:
         per_task = spec.n_test_per_task
@@ -212,8 +238,7 @@ class MultitaskParity(Task):
         bits = unpack_bits(packed[:, :per_task], spec.n).reshape(-1, spec.n)  # [T * per_task, n]
         task = torch.arange(spec.n_tasks).repeat_interleave(per_task)  # [T * per_task]
         x, y = self.inputs(task, bits)
-        width = len(str(spec.n_tasks - 1))
-        subsets = {f"task{i:0{width}d}": task == i for i in range(spec.n_tasks)}  # [N] bool each
+        subsets = {name: task == i for i, name in enumerate(spec.subtask_names())}  # [N] bool each
         return EvalSplit("test", torch.arange(len(task)), x, y, subsets=subsets)
 
     def inputs(self, task: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
