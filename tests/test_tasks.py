@@ -1,6 +1,7 @@
 """Controlled datasets: labels against brute force, splits, seed independence from ensemble position, resume safety."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import ontogeny.tasks as tasks_module
 from ontogeny import ModularTask, MultitaskParityTask, SparseParityTask
 from ontogeny.tasks.modular import MODULAR_OPS
+from ontogeny.spec import SpecError, load_spec
 from ontogeny.tasks import Batch, EvalSplit, Task, make_task
 
 BIG = 10**9  # max_probe_examples that never caps
@@ -242,6 +244,23 @@ def test_multitask_independent_of_ensemble_and_resume_safe():
         assert torch.equal(crowd.batch(s).x[1], expected[s].member(0).x)
         assert torch.equal(crowd.batch(s).y[1], expected[s].member(0).y)
     assert torch.equal(alone.eval_splits()[0].x, crowd.eval_splits()[0].x)
+
+
+def test_multitask_fixed_train_sets_nest_and_epochs_do_not_depend_on_the_ensemble():
+    small, large = (MultitaskParityTask(n_tasks=4, n=8, k=2, batch_size=32, n_train=n) for n in (100, 5000))
+    fresh = MultitaskParityTask(n_tasks=4, n=8, k=2, batch_size=32)
+    crowd = make_task([fresh, small, large], [0, 3, 3], BIG)  # fresh samples beside two fixed sets
+    alone = make_task([small], [3], BIG)
+    assert torch.equal(crowd._train_x[:100], alone._train_x)  # a smaller set is a prefix of a larger one
+    for s in (0, 4, 200):
+        assert torch.equal(crowd.batch(s).x[1], alone.batch(s).x)
+        assert torch.equal(crowd.batch(s).x[0], make_task([fresh], [0], BIG).batch(s).x)
+    freq = crowd._train_x[:, :4].mean(0).double()  # the fixed set keeps the Zipf mixture
+    assert torch.allclose(freq, crowd.task_probs, atol=0.02)
+    for bad, message in ((["task.n_train=10"], "task.n_train: must be 0 (fresh samples) or at least task.batch_size"),
+                         (["task.n_train=5000", "task.intervention=drop task1"], "task.intervention: applies to fresh")):
+        with pytest.raises(SpecError, match=re.escape(message)):
+            load_spec("multitask-parity", ["task.n_tasks=4", "task.batch_size=32", *bad])
 
 
 # ---- make_task validation -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from .figures_fourier import fourier_figure
 from .figures_language import onset_figure, strategy_figure, uas_figure
 from .figures_maps import map_figure
 from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
+from .figures_scaling import effective_epochs_figure, loss_data_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -277,6 +278,24 @@ def experiments_section(run: Run) -> Section | None:
                    "seed; the table lists the differences whose 95% CI excludes 0 (ontogeny analyze).", blocks)
 
 
+def scaling_section(run: Run) -> Section | None:
+    """Final test loss over the width x unique-data grid and what an epoch of repeated data is worth (tables of the
+    `scaling` step)."""
+    tables = set(run.tables())
+    if "scaling_points" not in tables:
+        return None
+    fits = run.table("scaling_fits") if "scaling_fits" in tables else None
+    repeats = run.table("scaling_repeats") if "scaling_repeats" in tables else None
+    figures = [(loss_data_figure(run.table("scaling_points"), fits), "scaling-loss"),
+               (effective_epochs_figure(repeats), "scaling-repeats")]
+    blocks = [figure_html(fig, key) for fig, key in figures if fig is not None]
+    blocks += [table_html(run.table(name)) for name in ("scaling_fits", "scaling_repeats") if name in tables]
+    return Section("scaling", "Scaling axes: width, unique data, repeated epochs", "Every grid point trained for the "
+                   "same steps and batch size (same compute): the final test loss against unique examples per width "
+                   "with power-law fits, and the fresh data each repeated run is worth (effective epochs D' / n_train "
+                   "against epochs trained, with Muennighoff et al. 2023's fit; ontogeny analyze).", blocks)
+
+
 def dynamics_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
     """Weight/gradient norm trajectories and the cartography scatter."""
     blocks = []
@@ -320,8 +339,8 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     names = data.scalar_names(run)
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), maps_section(run),
-                language_section(run, names), rules_section(run, names), experiments_section(run), dynamics_section(run, names, configs),
-                inside_section(run, configs)]
+                language_section(run, names), rules_section(run, names), experiments_section(run), scaling_section(run),
+                dynamics_section(run, names, configs), inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(

@@ -19,6 +19,7 @@ from .interventions import parse_intervention
 from .modular import EpochOrder, probe_positions
 
 BLOCK_STEPS = 100  # steps of fresh samples drawn at once per member
+TRAIN_BLOCK = 4096  # examples of a fixed multitask training set drawn from one stream
 
 
 @TASKS.register("sparse_parity")
@@ -62,10 +63,12 @@ class MultitaskParityTask(TaskSpec):
     zipf_exponent: float = 1.4  # P(task i) ~ i^-zipf_exponent, i = 1..n_tasks
     batch_size: int = 2000
     n_test_per_task: int = 200
-    split_seed: int = 0  # picks each subtask's bits and the test set
+    split_seed: int = 0  # picks each subtask's bits, the test set and the fixed training set
+    n_train: int = 0  # 0: fresh samples every step; else a fixed training set visited in epochs (nested: a member's
+    # set is the first n_train examples of one stream, so more data only adds examples)
     intervention: str = ""  # drop / weight / curriculum of subtasks (tasks/interventions.py), per member
 
-    member_fields = frozenset({"intervention"})  # each member's own training mixture
+    member_fields = frozenset({"intervention", "n_train"})  # each member's own training data
 
     def subtask_names(self) -> list[str]:
         width = len(str(self.n_tasks - 1))
@@ -73,10 +76,14 @@ class MultitaskParityTask(TaskSpec):
 
     def check(self, check: Check) -> None:
         check(self.n_tasks >= 1, "task.n_tasks", "must be at least 1")
+        check(self.n_train == 0 or self.n_train >= self.batch_size, "task.n_train",
+              f"must be 0 (fresh samples) or at least task.batch_size ({self.batch_size})")
         try:
             parse_intervention(self.intervention, self.subtask_names())
         except ValueError as err:
             check(False, "task.intervention", str(err))
+        check(not (self.intervention and self.n_train), "task.intervention",
+              "applies to fresh samples only (task.n_train = 0)")
         check(1 <= self.k <= self.n, "task.k", "must be between 1 and task.n")
         check(0 <= self.zipf_exponent < float("inf"), "task.zipf_exponent", "must be >= 0 and finite")
         check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
@@ -209,8 +216,30 @@ class MultitaskParity(Task):
         self.task_probs = rank ** -spec.zipf_exponent / (rank ** -spec.zipf_exponent).sum()  # [T] float64
         self._cdf = self.task_probs.cumsum(0)  # [T]
         self.interventions = [parse_intervention(t.intervention, spec.subtask_names()) for t in tasks]  # [M]
-        self._blocks = OnlineBlocks(data_seeds, self._draw, variants=self.interventions)
+        self.n_train = [t.n_train for t in tasks]  # [M]
+        online = [m for m, n in enumerate(self.n_train) if n == 0]
+        self._online, self._blocks = online, None
+        if online:  # members trained on fresh samples
+            self._blocks = OnlineBlocks([data_seeds[m] for m in online], lambda gen, i, b: self._draw(gen, online[i], b),
+                                        variants=[self.interventions[m] for m in online])
+        if len(online) < len(tasks):  # members trained on a fixed set: the first n_train of one stream, in epochs
+            self._train_x, self._train_y = self._training_set(spec, max(self.n_train))
+            keys = {(n, seed) for n, seed in zip(self.n_train, data_seeds)}
+            self._orders = [EpochOrder(n, spec.batch_size, seed) if n else None
+                            for n, seed in (list(keys) if len(keys) == 1 and not online else
+                                            zip(self.n_train, data_seeds))]
         self._splits = [self._test_split(spec, max_probe_examples)]
+
+    def _training_set(self, spec: MultitaskParityTask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed training set's first `size` examples: x [size, n_tasks + n] float32, y [size] int64, drawn in
+        blocks of TRAIN_BLOCK from their own streams, so a smaller set is exactly a prefix of a larger one."""
+        tasks, bits = [], []
+        for block in range(-(-size // TRAIN_BLOCK)):
+            gen = generator("split", spec.split_seed, 2, block)
+            uniform = torch.rand(TRAIN_BLOCK, generator=gen, dtype=torch.float64)
+            tasks.append(torch.searchsorted(self._cdf, uniform, right=True).clamp_(max=self.n_tasks - 1))
+            bits.append(unpack_bits(random_bytes(gen, (TRAIN_BLOCK,), self.n), self.n))
+        return self.inputs(torch.cat(tasks)[:size], torch.cat(bits)[:size])
 
     def _draw(self, gen: torch.Generator, member: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One member's block: subtask ids [BLOCK_STEPS, B] int64 and packed task bits [BLOCK_STEPS, B, n_bytes]."""
@@ -256,5 +285,24 @@ class MultitaskParity(Task):
     def batch(self, step: int) -> Batch:
         """Return `step`'s batch of fresh samples: x [M, B, n_tasks + n] float32, y [M, B] int64, weight None
         (x [B, n_tasks + n], y [B] when every member has the same data seed)."""
-        task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes] (or without M)
-        return Batch(*self.inputs(task, unpack_bits(packed, self.n)))
+        if len(self._online) == self.n_members:
+            task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes] (or without M)
+            return Batch(*self.inputs(task, unpack_bits(packed, self.n)))
+        if len(self._orders) == 1:  # one fixed set and one order for every member
+            positions = self._orders[0].positions(step)  # [B]
+            return Batch(self._train_x[positions], self._train_y[positions])
+        fresh = None
+        if self._online:
+            task, packed = self._blocks.at(step)
+            fresh = self.inputs(task, unpack_bits(packed, self.n))  # [M_online, B, ...] or, shared, [B, ...]
+        xs, ys = [], []
+        for m, order in enumerate(self._orders):
+            if order is not None:
+                positions = order.positions(step)  # [B]
+                xs.append(self._train_x[positions])
+                ys.append(self._train_y[positions])
+            else:
+                i = self._online.index(m)
+                xs.append(fresh[0] if self._blocks.shared else fresh[0][i])
+                ys.append(fresh[1] if self._blocks.shared else fresh[1][i])
+        return Batch(torch.stack(xs), torch.stack(ys))
