@@ -24,6 +24,6 @@ def interventions(context: Context) -> StepResult:
         shown = shown.reindex(shown.difference.abs().sort_values(ascending=False).index)
         prefix = f"intervention{f' [{where}]' if where else ''}"
         result.summary.append(f"{prefix}: {arm!r} vs the baseline: {len(shown)}/{len(rows)} comparisons show a "
-                              "difference (95% CI excludes 0)")
+                              f"difference (95% CI excludes 0; about {0.05 * len(rows):.1f} would by chance alone)")
         result.summary += [f"{prefix}: {row.verdict}" for row in shown.head(SHOWN).itertuples()]
     return result
