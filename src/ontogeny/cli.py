@@ -150,7 +150,8 @@ def analyze_command(
         return
     for line in result.summary:
         console.print(line, markup=False, highlight=False)
-    console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
+    if result.tables:
+        console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
 
 
 @app.command("compare")
@@ -218,6 +219,45 @@ def ingest_command(
     revisions_table = run.revisions()
     console.print(f"{run.path}: {revisions_table.member.nunique()} member(s) x {len(revisions_table)} revisions "
                   f"ingested; next: ontogeny analyze {run.path}", markup=False, highlight=False)
+
+
+@app.command("sae")
+def sae_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run made by `ontogeny run` (its saved weights are read).")],
+    out: Annotated[Path, typer.Option(help="The new run of SAEs (members = model member x SAE seed).")],
+    at: Annotated[Optional[str], typer.Option(help="Comma-separated checkpoints with saved weights (default: the "
+                                                  "last); step 0 (random init) is added as the control.")] = None,
+    site: Annotated[Optional[str], typer.Option(help="hidden[.i] (MLP), resid[.l] or mlp[.l] (transformer); default: "
+                                                    "hidden / resid, the last layer's.")] = None,
+    seeds: Annotated[int, typer.Option(help="SAE seeds per model member.")] = 8,
+    kind: Annotated[str, typer.Option(help="topk, relu-l1 or transcoder.")] = "topk",
+    width: Annotated[Optional[int], typer.Option(help="Latents (default: 4x the site's width).")] = None,
+    k: Annotated[int, typer.Option(help="Active latents per row (topk, transcoder).")] = 8,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty (relu-l1).")] = 1e-3,
+    steps: Annotated[int, typer.Option(help="SAE training steps.")] = 2000,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    split: Annotated[Optional[str], typer.Option(help="Evaluation split whose inputs are read (default: train).")] = None,
+    control: Annotated[bool, typer.Option(help="Also train on the step-0 (random-init) model.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out.")] = False,
+) -> None:
+    """Train SAEs (or transcoders) on every member at a checkpoint, several seeds each, and say how many latents the
+    seeds share, on the trained and on the random-init model."""
+    from .sae import agreement_summary, train_run_saes
+    from .store import open_run
+
+    try:
+        steps_at = [int(s) for s in at.split(",")] if at else None
+    except ValueError:
+        _fail(f"--at: expected comma-separated steps, got {at!r}")
+    try:
+        run = train_run_saes(open_run(run_dir), out, at=steps_at, control=control, site=site, seeds=seeds, kind=kind,
+                             width=width, k=k, l1=l1, steps=steps, lr=lr, split=split, overwrite=overwrite,
+                             progress=lambda line: console.print(line, markup=False, highlight=False))
+    except (OntogenyError, ValueError) as err:
+        _fail(str(err))
+    for line in agreement_summary(run):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"wrote {run.path}; next: ontogeny report {run.path}", markup=False, highlight=False)
 
 
 @app.command("check")

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from .. import __version__
+from ..analysis.sae import agreement_summary
 from ..analysis.summary import grid_labels, split_curves
 from ..exceptions import StoreError
 from ..store import Run
@@ -33,6 +34,7 @@ from .figures_fourier import fourier_figure
 from .figures_language import onset_figure, strategy_figure, uas_figure
 from .figures_maps import map_figure
 from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
+from .figures_sae import agreement_figure, sae_training_figure
 from .figures_scaling import effective_epochs_figure, loss_data_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
 
@@ -278,6 +280,21 @@ def experiments_section(run: Run) -> Section | None:
                    "seed; the table lists the differences whose 95% CI excludes 0 (ontogeny analyze).", blocks)
 
 
+def sae_section(run: Run) -> Section | None:
+    """SAEs across seeds (an `ontogeny sae` run): agreement over thresholds per checkpoint, training curves."""
+    tables = set(run.tables())
+    if "sae_agreement_curve" not in tables:
+        return None
+    members = run.members()
+    figures = [(agreement_figure(run.table("sae_agreement_curve")), "sae-agreement"),
+               (sae_training_figure(run.scalars(name=["sae/fve"]), members), "sae-training")]
+    blocks = [f"<p>{html.escape(line)}</p>" for line in agreement_summary(run)]
+    blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]
+    return Section("sae", "SAE features across seeds", "Sparse autoencoders trained on each model member's "
+                   "activations, several seeds each (ontogeny sae): do the seeds find the same latents, on the "
+                   "trained model and on the random-init control?", blocks)
+
+
 def scaling_section(run: Run) -> Section | None:
     """Final test loss over the width x unique-data grid and what an epoch of repeated data is worth (tables of the
     `scaling` step)."""
@@ -340,6 +357,7 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
     sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
                 phase_section(run, summary), seeds_section(run, summary), maps_section(run),
                 language_section(run, names), rules_section(run, names), experiments_section(run), scaling_section(run),
+                sae_section(run),
                 dynamics_section(run, names, configs), inside_section(run, configs)]
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)

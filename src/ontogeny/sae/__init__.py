@@ -1,0 +1,6 @@
+"""Sparse autoencoders and transcoders on a run's models, several seeds each, trained as one ensemble (issue 14)."""
+
+from ..analysis.sae import agreement_summary
+from .run import train_run_saes
+
+__all__ = ["agreement_summary", "train_run_saes"]

@@ -1,0 +1,94 @@
+"""`ontogeny sae`: SAE seeds on every member of a run, the random-init control, agreement tables, one-line refusals."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ontogeny as og
+from ontogeny.models import make_model
+from ontogeny.report import write_report
+from ontogeny.sae import agreement_summary, train_run_saes
+from ontogeny.sae.run import _load
+from ontogeny.tasks import make_task
+from ontogeny.train.members import ensembles, expand
+
+SOURCE = ["task.p=23", "model.width=32", "steps=200", "seeds=2", "record.weights_every=200"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return og.run("grokking", overrides=SOURCE, out=tmp_path_factory.mktemp("sae") / "source")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "ontogeny.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_sae_run_holds_every_model_member_times_seed_at_each_checkpoint(source, tmp_path):
+    done = _cli("sae", str(source.path), "--out", str(tmp_path / "sae"), "--seeds", "3", "--steps", "60",
+                "--width", "64", "--k", "4")
+    assert done.returncode == 0, done.stderr
+    run = og.open(tmp_path / "sae")
+    members = run.members()
+    assert len(members) == 2 * 3 * 2  # 2 model members x 3 SAE seeds x (step 0 control, step 200)
+    assert set(members.source_step) == {0, 200} and set(members.init_seed) == {0, 1, 2}
+    assert (members.groupby(["source_member", "source_step"]).size() == 3).all()
+    pairs = run.table("sae_agreement")
+    assert len(pairs) == 2 * 2 * 3  # per model member and checkpoint, 3 pairs of seeds
+    assert pairs.shared.between(0, 1).all() and pairs.mean_cosine.between(-1, 1).all()
+    curve = run.table("sae_agreement_curve")
+    assert (curve.sort_values("threshold").groupby(["source_member", "source_step"]).shared.apply(
+        lambda s: bool((np.diff(s.to_numpy()) <= 1e-12).all()))).all()  # non-increasing in the threshold
+    stability = run.table("sae_stability")
+    assert (stability[stability.source_step == 200].shared_with_last == 1).all()  # each seed matches itself
+    final = run.scalars(name=["sae/l0", "sae/fve", "sae/clean_loss"])
+    assert (final[final.name == "sae/l0"].groupby("member").value.last() <= 4).all()
+    # the clean loss is the model's own loss on the split the SAEs read (train): the source run recorded it
+    recorded = source.scalars(name="train/loss", step=200).set_index("member").value
+    clean = final[final.name == "sae/clean_loss"].merge(members[["member", "source_member", "source_step"]])
+    for row in clean[clean.source_step == 200].itertuples():
+        assert row.value == pytest.approx(recorded[row.source_member], rel=1e-5)
+    assert done.stdout.count("of latents shared across 3 seeds") == 2
+    page = write_report(run.path).read_text()
+    assert "SAE features across seeds" in page and "fig-sae-agreement" in page
+
+
+def test_step_zero_is_the_init_seeds_model(source):
+    (group,) = ensembles(expand(source.spec))
+    task = make_task([m.spec.task for m in group], [m.data_seed for m in group], 10**9)
+    model = make_model(source.spec.model, task, [m.init_seed for m in group])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    _load(source, model, group, 0)  # weights were saved at step 0: loaded; without them, rebuilt from the seeds
+    rebuilt = make_model(source.spec.model, task, [m.init_seed for m in group])
+    for (name, a), b in zip(model.named_parameters(), rebuilt.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):
+    out = tmp_path / "never"
+    foreign = scalar_run("foreign", pd.DataFrame({"member": [0, 0], "step": [0, 1], "name": "test/loss",
+                                                  "value": [1.0, 0.5]}))
+    cases = [(["--site", "resid"], "--site 'resid': no such site in this mlp (sites: hidden.0, hidden)"),
+             (["--at", "100"], "--at 100: no saved weights at that step"),
+             (["--kind", "gated"], "--kind 'gated': unknown"),
+             (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2")]
+    for args, message in cases:
+        done = _cli("sae", str(source.path), "--out", str(out), "--steps", "5", *args)
+        assert done.returncode == 2 and done.stderr.strip() == f"error: {message}" or message in done.stderr, args
+        assert len(done.stderr.strip().splitlines()) == 1 and not out.exists(), args
+    done = _cli("sae", str(foreign), "--out", str(out))
+    assert done.returncode == 2 and "not `ontogeny run`" in done.stderr and not out.exists()
+
+
+def test_summary_counts_planted_agreement(source, tmp_path):
+    run = train_run_saes(source, tmp_path / "s", seeds=2, steps=20, width=16, k=2, control=False)
+    lines = agreement_summary(run)
+    table = run.table("sae_agreement")
+    expected = table.groupby("source_member").shared.mean().mean()
+    assert lines[0].startswith(f"sae [step 200, trained]: {expected:.0%} [")
