@@ -77,7 +77,8 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):
     cases = [(["--site", "resid"], "--site 'resid': no such site in this mlp (sites: hidden.0, hidden)"),
              (["--at", "100"], "--at 100: no saved weights at that step"),
              (["--kind", "gated"], "--kind 'gated': unknown"),
-             (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2")]
+             (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2"),
+             (["--out", str(source.path)], "not empty (give --overwrite")]
     for args, message in cases:
         done = _cli("sae", str(source.path), "--out", str(out), "--steps", "5", *args)
         assert done.returncode == 2 and done.stderr.strip() == f"error: {message}" or message in done.stderr, args
@@ -92,3 +93,18 @@ def test_summary_counts_planted_agreement(source, tmp_path):
     table = run.table("sae_agreement")
     expected = table.groupby("source_member").shared.mean().mean()
     assert lines[0].startswith(f"sae [step 200, trained]: {expected:.0%} [")
+
+
+def test_transcoders_on_a_transformer_across_checkpoints(tmp_path):
+    source = og.run("grokking-nanda", overrides=["task.p=11", "model.d_model=16", "model.d_mlp=32", "steps=40",
+                                                 "seeds=2", "record.every=20", "record.weights_every=20"], out=tmp_path / "nanda")
+    run = train_run_saes(source, tmp_path / "tc", at=[20, 40], site="mlp.0", kind="transcoder", seeds=2, steps=30,
+                         width=32, k=4)
+    members = run.members()
+    assert set(members.source_step) == {0, 20, 40} and set(members.kind) == {"transcoder"}
+    stability = run.table("sae_stability")
+    assert set(stability.source_step) == {0, 20, 40}
+    assert (stability[stability.source_step == 40].shared_with_last == 1).all()
+    recovered = run.scalars(name="sae/loss_recovered")
+    assert np.isfinite(recovered.value).all()
+    assert any("reappear in the same seed's SAE at step 40" in line for line in agreement_summary(run))

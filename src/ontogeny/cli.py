@@ -233,7 +233,7 @@ def sae_command(
     kind: Annotated[str, typer.Option(help="topk, relu-l1 or transcoder.")] = "topk",
     width: Annotated[Optional[int], typer.Option(help="Latents (default: 4x the site's width).")] = None,
     k: Annotated[int, typer.Option(help="Active latents per row (topk, transcoder).")] = 8,
-    l1: Annotated[float, typer.Option(help="Sparsity penalty (relu-l1).")] = 1e-3,
+    l1: Annotated[float, typer.Option(help="Sparsity penalty (relu-l1; sae-lens's default).")] = 1.0,
     steps: Annotated[int, typer.Option(help="SAE training steps.")] = 2000,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     split: Annotated[Optional[str], typer.Option(help="Evaluation split whose inputs are read (default: train).")] = None,

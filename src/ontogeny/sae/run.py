@@ -41,7 +41,7 @@ THRESHOLDS = np.round(np.linspace(0.1, 0.95, 18), 2)
 
 def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] | None = None, control: bool = True,
                    site: str | None = None, seeds: int = 8, kind: str = "topk", width: int | None = None, k: int = 8,
-                   l1: float = 1e-3, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
+                   l1: float = 1.0, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
                    split: str | None = None, max_rows: int = 20_000, overwrite: bool = False,
                    progress: Callable[[str], None] | None = None) -> Run:
     """Train `seeds` SAEs of `kind` per member of `source` at the checkpoints `at` (default: the last one with
@@ -53,6 +53,8 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
     for a site, step or split that does not exist, or a run whose models cannot be rebuilt."""
     run = source if isinstance(source, Run) else Run(source)
     steps_at = _steps(run, at, control)
+    if not overwrite and Path(out).exists() and any(Path(out).iterdir()):
+        raise ValueError(f"--out {out}: not empty (give --overwrite to replace an earlier run there)")
     if kind not in KINDS:
         raise ValueError(f"--kind {kind!r}: unknown (known: {', '.join(KINDS)})")
     if seeds < 2:
