@@ -176,7 +176,7 @@ def hidden_section(run: Run, summary: pd.DataFrame) -> Section | None:
 def phase_section(run: Run, summary: pd.DataFrame) -> Section | None:
     """Share of seeds that generalize and the median delay over the sweep, with the data threshold marked."""
     keys = data.sweep_keys(run)
-    if not keys:
+    if not keys or "test/acc" not in data.scalar_names(run):  # e.g. an SAE run's grid has no generalization
         return None
     keys.sort(key=lambda k: k != "task.train_fraction")
     phase = data.phase_table(run, summary)
