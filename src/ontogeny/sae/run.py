@@ -70,7 +70,7 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
         probe = _split(task, split)
         rows = _row_sample(model, probe.x, max_rows)
         for step in steps_at:
-            _load(run, model, group, step)
+            _load(run, model, task, group, step)
             if progress:
                 progress(f"step {step}: {len(group)} members x {seeds} SAE seeds at {chosen}")
             trained = _train(model, task.loss, probe, chosen, rows, step, group, seeds=seeds, kind=kind, width=width,
@@ -78,8 +78,8 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
             tables.append(trained)
             members.append(trained["members"].assign(ensemble=len(members)))
     return _write(run, out, tables, members, overwrite=overwrite,
-                  producer={"kind": "sae", "source": str(run.path), "site": site, "sae_kind": kind, "steps": steps,
-                            "at": steps_at, "seeds": seeds})
+                  producer={"kind": "sae", "source": str(run.path), "site": site or "default", "sae_kind": kind,
+                            "steps": steps, "at": steps_at, "seeds": seeds})
 
 
 def _steps(run: Run, at: list[int] | None, control: bool) -> list[int]:
@@ -123,23 +123,19 @@ def _row_sample(model, x: torch.Tensor, max_rows: int) -> torch.Tensor | None:
     return torch.randperm(total, generator=generator("sae-rows", 0))[:max_rows].sort().values
 
 
-def _load(run: Run, model, group, step: int) -> None:
+def _load(run: Run, model, task, group, step: int) -> None:
     """The group's weights at `step`: saved ones, or for step 0 without them the init seeds' (the same weights)."""
     files = run.checkpoints()
     files = files[(files.step == step) & files.member.isin([m.member for m in group])].set_index("member").path
     if len(files) == len(group):
         load_member_weights(model, [run.path / files[m.member] for m in group])
     elif step == 0:
-        fresh = make_model(run.spec.model, _task_of(run, group), [m.init_seed for m in group],
+        fresh = make_model(run.spec.model, task, [m.init_seed for m in group],
                            [m.spec.model.init_scale for m in group])
         model.load_state_dict(fresh.state_dict())
     else:
         raise ValueError(f"--at {step}: members {sorted(set(m.member for m in group) - set(files.index))} have no "
                          "weights saved there")
-
-
-def _task_of(run: Run, group):
-    return make_task([m.spec.task for m in group], [m.data_seed for m in group], run.spec.record.max_probe_examples)
 
 
 def _train(model, loss: str, probe, site: str, rows, step: int, group, *, seeds: int, kind: str, width: int | None,
@@ -162,7 +158,7 @@ def _train(model, loss: str, probe, site: str, rows, step: int, group, *, seeds:
                on_checkpoint=lambda s, values: curves.append((s, values)))
     ids = [(m, s) for m in group for s in range(seeds)]
     scalars = [{"sae_member": e, "step": s, "name": f"sae/{name}", "value": float(values[name][e])}
-               for s, values in curves for name, _ in values.items() for e in range(len(ids))]
+               for s, values in curves for name in values for e in range(len(ids))]
     for name, value in _downstream(model, loss, probe, site, sae, seeds, transcoder).items():
         scalars += [{"sae_member": e, "step": steps, "name": f"sae/{name}", "value": float(value[e])}
                     for e in range(len(ids))]
@@ -235,23 +231,21 @@ def _write(run: Run, out: str | Path, trained: list[dict], members: list[pd.Data
            producer: dict) -> Run:
     table = pd.concat(members, ignore_index=True)
     table.insert(0, "member", np.arange(len(table)))
-    ids = {(e, i): int(m) for i, t in enumerate(trained) for e, m in
-           zip(t["members"].sae_member, table.member[table.ensemble == i])}
+    offsets = np.cumsum([0] + [len(t["members"]) for t in trained])  # ensemble i's SAE member e is offsets[i] + e
+    agreement = agreement_tables(trained)
     lock = create_run(out, producer, overwrite=overwrite)
     try:
         root = Path(out)
         with ShardWriter(root, background=False) as writer:
             writer.put("members", table.drop(columns="sae_member").assign(status="ok", diverged_step=pd.NA).astype(
                 {"diverged_step": "Int64"}))
-            for i, t in enumerate(trained):
-                scalars = t["scalars"]
-                frame = scalars.assign(member=[ids[e, i] for e in scalars.sae_member]).drop(columns="sae_member")
-                for (member, name), rows in frame.groupby(["member", "name"]):
-                    writer.append("scalars", {"member": member, "step": rows.step.to_numpy(), "name": name,
+            for offset, t in zip(offsets, trained):
+                for (e, name), rows in t["scalars"].groupby(["sae_member", "name"]):
+                    writer.append("scalars", {"member": int(offset + e), "step": rows.step.to_numpy(), "name": name,
                                               "value": rows.value.to_numpy()})
-                _save_weights(root, writer, t, [ids[e, i] for e in range(len(t["members"]))])
+                _save_weights(root, writer, t, [int(offset + e) for e in range(len(t["members"]))])
             writer.commit()
-        for name, frame in agreement_tables(trained).items():
+        for name, frame in agreement.items():
             write_table(root, name, frame)
     finally:
         lock.release()
