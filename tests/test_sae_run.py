@@ -100,7 +100,8 @@ def test_summary_counts_planted_agreement(source, tmp_path):
 
 def test_transcoders_on_a_transformer_across_checkpoints(tmp_path):
     source = og.run("grokking-nanda", overrides=["task.p=11", "model.d_model=16", "model.d_mlp=32", "steps=40",
-                                                 "seeds=2", "record.every=20", "record.weights_every=20"], out=tmp_path / "nanda")
+                                                 "seeds=2", "record.every=20", "record.weights_every=20"],
+                    out=tmp_path / "nanda")
     run = train_run_saes(source, tmp_path / "tc", at=[20, 40], site="mlp.0", kind="transcoder", seeds=2, steps=30,
                          width=32, k=4)
     members = run.members()

@@ -299,7 +299,8 @@ def test_bad_input_fails_with_one_line():
         (lambda: collect(mlp, x[None], "hidden"), "x must be the inputs"),
         (lambda: collect(mlp, x[:0], "hidden"), r"x must be the inputs .*N >= 1\), got shape \(0, 3\)"),
         (lambda: downstream_loss(mlp, kind, x, y, "hidden", lambda rows: rows[:, :-1]), "replace returned shape"),
-        (lambda: downstream_loss(transformer, kind, tokens, labels, "mlp.0", lambda rows: rows[:, :-1], transcoder=True),
+        (lambda: downstream_loss(transformer, kind, tokens, labels, "mlp.0", lambda rows: rows[:, :-1],
+                                 transcoder=True),
          r"replace returned shape \(3, 362, 16\) for rows of shape \(3, 363, 16\)"),
         (lambda: site_names(nn.Linear(2, 2)), "activation sites exist for EnsembleMLP and EnsembleTransformer"),
     ]

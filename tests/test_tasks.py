@@ -258,7 +258,8 @@ def test_multitask_fixed_train_sets_nest_and_epochs_do_not_depend_on_the_ensembl
     freq = crowd._train_x[:, :4].mean(0).double()  # the fixed set keeps the Zipf mixture
     assert torch.allclose(freq, crowd.task_probs, atol=0.02)
     for bad, message in ((["task.n_train=10"], "task.n_train: must be 0 (fresh samples) or at least task.batch_size"),
-                         (["task.n_train=5000", "task.intervention=drop task1"], "task.intervention: applies to fresh")):
+                         (["task.n_train=5000", "task.intervention=drop task1"],
+                          "task.intervention: applies to fresh")):
         with pytest.raises(SpecError, match=re.escape(message)):
             load_spec("multitask-parity", ["task.n_tasks=4", "task.batch_size=32", *bad])
 

@@ -236,7 +236,8 @@ def sae_command(
     l1: Annotated[float, typer.Option(help="Sparsity penalty (relu-l1; sae-lens's default).")] = 1.0,
     steps: Annotated[int, typer.Option(help="SAE training steps.")] = 2000,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    split: Annotated[Optional[str], typer.Option(help="Evaluation split whose inputs are read (default: train).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Evaluation split whose inputs are read (default: "
+                                                     "train).")] = None,
     control: Annotated[bool, typer.Option(help="Also train on the step-0 (random-init) model.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out.")] = False,
 ) -> None:

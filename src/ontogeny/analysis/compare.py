@@ -78,7 +78,8 @@ def _verdict(row: dict, differences: pd.Series | None, subject: str = "B") -> st
                 f"0, p = {row['p_value']:.2g}; {seeds})")
     if row["at"] == "onset":
         verb = "delays" if row["difference"] > 0 else "advances"
-        return (f"{subject} {verb} {what} by {abs(row['difference']):,.4g} steps {interval} (p = {row['p_value']:.2g}) in "
+        return (f"{subject} {verb} {what} by {abs(row['difference']):,.4g} steps {interval} "
+                f"(p = {row['p_value']:.2g}) in "
                 f"{seeds}")
     verb = "raises" if row["difference"] > 0 else "lowers"
     return f"{subject} {verb} {what} by {abs(row['difference']):,.4g} {interval} (p = {row['p_value']:.2g}) in {seeds}"

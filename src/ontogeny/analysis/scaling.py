@@ -5,7 +5,8 @@ compute: samples seen = steps x B, epochs E = steps x B / n_train over a fixed s
 - Per grid point: final test loss and accuracy, median over seeds with a Multi-Bootstrap CI.
 - Power laws L = a x^-alpha, fitted by least squares in log-log on the per-grid-point medians: loss vs width at
   each n_train, loss vs unique examples (n_train > 0) at each width. No irreducible term: the tasks this targets
-  (sparse parity, multitask sparse parity) label each input deterministically, so the Bayes loss is 0, and with 3-5 points per axis a free
+  (sparse parity, multitask sparse parity) label each input deterministically, so the Bayes loss is 0, and with 3-5
+  points per axis a free
   offset trades off against alpha (an unstable three-parameter fit). Medians <= 0 (hinge loss can reach 0) have
   no logarithm and are left out of a fit.
 - Repeated vs fresh data at matched compute (Muennighoff et al. 2023, "Scaling data-constrained language models"):
@@ -107,7 +108,8 @@ def grid_points(outcomes: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
         seen = float(rows["samples_seen"].median())
         loss = _median_ci(rows["final_loss"], n_boot=n_boot, ci=ci, random_state=random_state)
         acc = _median_ci(rows["final_acc"], n_boot=n_boot, ci=ci, random_state=random_state)
-        records.append({"width": width, "n_train": n_train, "unique_examples": min(n_train, seen) if n_train > 0 else seen,
+        unique = min(n_train, seen) if n_train > 0 else seen
+        records.append({"width": width, "n_train": n_train, "unique_examples": unique,
                         "samples_seen": seen, "epochs": seen / n_train if n_train > 0 else np.nan,
                         "n_members": len(rows), "loss": loss[0], "loss_low": loss[1], "loss_high": loss[2],
                         "acc": acc[0], "acc_low": acc[1], "acc_high": acc[2]})
@@ -195,7 +197,8 @@ def power_law(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def power_law_fits(outcomes: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
                    random_state=None) -> pd.DataFrame:
     """FIT_COLUMNS: "loss vs width" at each n_train (fresh data included) and "loss vs unique examples" at each
-    width (n_train > 0 and at least one epoch: a set never seen whole has fewer unique examples), fitted on the median final test loss per grid point; alpha's CI from refits on seed
+    width (n_train > 0 and at least one epoch: a set never seen whole has fewer unique examples), fitted on the
+    median final test loss per grid point; alpha's CI from refits on seed
     resamples (one draw of init-seed labels for every grid point)."""
     records = []
     for fit, at_key, x_key, rows in [
@@ -341,7 +344,8 @@ def synthetic_scaling_scalars(widths=(32, 64, 128), n_trains=(0, 500, 2000, 8000
                               member_noise: float = 0.0, random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scalars, members) of a width x n_train grid with planted answers. A fresh member's test loss at step s is
     (width / 32)^-width_alpha (s B)^-data_alpha (a pure power law in samples seen, times per-seed noise
-    exp(N(0, noise)) fixed over the curve, the same at every grid point); a repeated member (E = steps B / n_train epochs) follows the fresh curve
+    exp(N(0, noise)) fixed over the curve, the same at every grid point); a repeated member (E = steps B / n_train
+    epochs) follows the fresh curve
     of its seed at the effective samples D'(s) = U + U R* (1 - exp(-(s B / U - 1) / R*)) once past one epoch, so its
     final loss sits where the fresh curve of its seed has seen Muennighoff's D' for r_star. member_noise > 0 scales
     each member's whole curve by its own exp(N(0, member_noise)) too (D' is then no longer exact). test/acc is

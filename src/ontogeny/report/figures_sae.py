@@ -50,7 +50,8 @@ def sae_training_figure(scalars: pd.DataFrame, members: pd.DataFrame) -> go.Figu
         fig.add_trace(go.Scatter(x=curve.step + 1, y=curve.value, mode="lines", name=_label(step),
                                  legendgroup=str(step), showlegend=step not in shown,
                                  line={"color": rgba(colour, 0.6), "width": 1.2},
-                                 hovertemplate=f"SAE member {member}<br>SAE step %{{x}}<br>FVE %{{y:.3f}}<extra></extra>"))
+                                 hovertemplate=f"SAE member {member}<br>SAE step %{{x}}<br>FVE %{{y:.3f}}"
+                                               "<extra></extra>"))
         shown.add(step)
     fig.update_xaxes(type="log", title_text="SAE training step + 1 (log scale)")
     fig.update_yaxes(title_text="fraction of variance explained")

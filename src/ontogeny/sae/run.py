@@ -33,7 +33,7 @@ from ..store.layout import Layout
 from ..tasks import make_task
 from ..train.members import ensembles, expand
 from .matching import agreement_curve, match, shared_share
-from .model import KINDS, EnsembleSAE, measure, train_saes
+from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names
 
 THRESHOLDS = np.round(np.linspace(0.1, 0.95, 18), 2)

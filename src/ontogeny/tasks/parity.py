@@ -171,7 +171,8 @@ class SparseParity(Task):
             self._splits.insert(0, self._split("train", keep, self.train_x[keep]))
         else:  # online: fresh samples every step
             shape = (BLOCK_STEPS, spec.batch_size)
-            self._blocks = OnlineBlocks(data_seeds, lambda gen, *_: (random_bytes(gen, shape, spec.n),))  # [S, B, n_bytes]
+            self._blocks = OnlineBlocks(
+                data_seeds, lambda gen, *_: (random_bytes(gen, shape, spec.n),))  # [S, B, n_bytes]
 
     def labels(self, signs: torch.Tensor) -> torch.Tensor:
         """Return the parity labels of +-1 inputs [..., n]: product of the secret bits, float32 [...]."""
@@ -220,7 +221,8 @@ class MultitaskParity(Task):
         online = [m for m, n in enumerate(self.n_train) if n == 0]
         self._online, self._blocks = online, None
         if online:  # members trained on fresh samples
-            self._blocks = OnlineBlocks([data_seeds[m] for m in online], lambda gen, i, b: self._draw(gen, online[i], b),
+            self._blocks = OnlineBlocks([data_seeds[m] for m in online],
+                                        lambda gen, i, b: self._draw(gen, online[i], b),
                                         variants=[self.interventions[m] for m in online])
         if len(online) < len(tasks):  # members trained on a fixed set: the first n_train of one stream, in epochs
             self._train_x, self._train_y = self._training_set(spec, max(self.n_train))
