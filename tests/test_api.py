@@ -10,7 +10,7 @@ def test_exported_names_are_exactly_the_intended_ones():
         "ResumeError", "Run",
         "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "ingest", "load_spec",
         "log_spaced", "open",
-        "recipe_names", "run",
+        "recipe_names", "run", "train_saes",
     }
     for name in ontogeny.__all__:
         assert getattr(ontogeny, name) is not None
