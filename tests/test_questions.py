@@ -13,7 +13,8 @@ from ontogeny.models.transformer import TransformerModel
 from ontogeny.record.evaluate import Evaluator
 from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
-from ontogeny.tasks.questions import QuestionFormationTask, sequence_adapter, sequence_probe
+from ontogeny.tasks.questions import QuestionFormationTask
+from ontogeny.train.recorder import sequence_adapter, sequence_probe
 from ontogeny.tasks.questions_gen import BOS, DECL, EOS, PAD, QUEST, sample
 from ontogeny.train.members import ensembles, expand
 

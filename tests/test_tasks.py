@@ -36,7 +36,7 @@ def assert_batches_equal(left: Batch, right: Batch) -> None:
 
 def test_public_api():
     assert sorted(tasks_module.__all__) == sorted(["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
-                                           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit",
+                                           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SequenceSplit", "SparseParityTask", "Task", "TokenSplit",
                                            "make_task"])
 
 

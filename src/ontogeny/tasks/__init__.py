@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..spec import TaskSpec
-from .base import IGNORE, Batch, EvalSplit, PairSplit, Task, TokenSplit
+from .base import IGNORE, Batch, EvalSplit, PairSplit, SequenceSplit, Task, TokenSplit
 from .grammar import GrammarTask
 from .letters import LetterCountingTask
 from .markov import MarkovICLTask
@@ -19,8 +19,8 @@ from .parity import MultitaskParityTask, SparseParityTask
 from .questions import QuestionFormationTask
 
 __all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
-           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SparseParityTask", "Task", "TokenSplit",
-           "make_task"]
+           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SequenceSplit", "SparseParityTask", "Task",
+           "TokenSplit", "make_task"]
 
 
 def make_task(tasks: list[TaskSpec], data_seeds: list[int], max_probe_examples: int) -> Task:

@@ -60,6 +60,12 @@ class PairSplit(EvalSplit):
 
 
 @dataclass
+class SequenceSplit(EvalSplit):
+    """Whole sequences as examples: x [S, T] int64 as the model reads them, y [S, T] int64 targets (IGNORE where not
+    scored); `example` [S], `member_mask` [M, S] and `subsets` [S] are per sequence."""
+
+
+@dataclass
 class Batch:
     """One training step's data for every member, or one batch that all members share (x [B, ...], y [B]): one input
     for all lets a model run a layer as one large product instead of M small ones."""

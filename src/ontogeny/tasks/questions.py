@@ -32,11 +32,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..record import probes
-from ..record.evaluate import Probe, tensor_batches
 from ..seeds import stream_seed
 from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
-from .base import IGNORE, Batch, EvalSplit
+from .base import IGNORE, Batch, SequenceSplit
 from .language import LanguageTask
 from .modular import EpochOrder
 from .questions_gen import PAD, RULES, Examples, QuestionGrammar, member_rule, rule_scores, sample
@@ -95,12 +93,6 @@ class QuestionFormationTask(TaskSpec):
         return QuestionFormation(tasks, data_seeds)
 
 
-@dataclass
-class SequenceSplit(EvalSplit):
-    """Whole sequences as examples: x [S, T] int64 as the model reads them, y [S, T] int64 targets (IGNORE where not
-    scored); `example` [S], `member_mask` [M, S] and `subsets` [S] are per sequence."""
-
-
 def causal_output_io(examples: Examples) -> tuple[torch.Tensor, torch.Tensor]:
     """A causal LM's input and targets for whole examples: x = tokens[:, :-1], y = tokens[:, 1:] with IGNORE except
     at the output and its <eos> (tokens positions output_start .. length - 1). ([N, L-1], [N, L-1]) int64."""
@@ -116,28 +108,6 @@ def _config_key(spec: QuestionFormationTask) -> int:
     ensemble of a run, whichever configs share an ensemble (a hash: ids stay apart unless two collide, ~1e-9)."""
     values = [float(getattr(spec, f.name)) if f.type == "float" else getattr(spec, f.name) for f in fields(spec)]
     return stream_seed(f"questions-config:{values!r}", 0) % 1_000_000_000
-
-
-def sequence_adapter(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sequence of batch (x [S, T], y [S, T]): (loss [M, S], the mean cross entropy of its scored tokens;
-    correct [M, S], every scored token's argmax right)."""
-    x, y = batch
-    token_loss, token_correct = probes.example_losses("cross_entropy", model(x), y)  # [M, S*T], 0 / False at IGNORE
-    n_members = token_loss.shape[0]
-    scored = y != IGNORE  # [S, T]
-    loss = token_loss.view(n_members, *y.shape).sum(-1) / scored.sum(-1)  # [M, S]
-    correct = (token_correct.view(n_members, *y.shape) | ~scored).all(-1)  # [M, S]
-    return loss, correct
-
-
-def sequence_probe(split: SequenceSplit, device: torch.device, rows: int) -> Probe:
-    """A `SequenceSplit` as a probe on `device`: `rows` sequences per batch (the trainer sizes `rows` by the model's
-    activations per sequence)."""
-    sequences = max(1, rows)
-    mask = None if split.member_mask is None else split.member_mask.to(device)
-    return Probe(split.name, split.example.cpu().numpy(),
-                 tensor_batches(split.x.to(device), split.y.to(device), chunk=sequences), mask,
-                 {k: v.to(device) for k, v in split.subsets.items()}, adapter=sequence_adapter)
 
 
 class QuestionFormation(LanguageTask):

@@ -14,8 +14,7 @@ from ..record import probes
 from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
 from ..store.create import write_bytes
 from ..store.layout import Layout
-from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, TokenSplit
-from ..tasks.questions import SequenceSplit, sequence_probe
+from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, SequenceSplit, TokenSplit
 
 
 class TrainingRecorder:
@@ -85,6 +84,28 @@ def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Pr
         result.append(Probe(split.name, split.example.cpu().numpy(), tensor_batches(x, y, chunk=rows), mask,
                             {k: v.to(device) for k, v in split.subsets.items()}, data_key=key))
     return result
+
+
+def sequence_adapter(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence of batch (x [S, T], y [S, T]): (loss [M, S], the mean cross entropy of its scored tokens;
+    correct [M, S], every scored token's argmax right)."""
+    x, y = batch
+    token_loss, token_correct = probes.example_losses("cross_entropy", model(x), y)  # [M, S*T], 0 / False at IGNORE
+    n_members = token_loss.shape[0]
+    scored = y != IGNORE  # [S, T]
+    loss = token_loss.view(n_members, *y.shape).sum(-1) / scored.sum(-1)  # [M, S]
+    correct = (token_correct.view(n_members, *y.shape) | ~scored).all(-1)  # [M, S]
+    return loss, correct
+
+
+def sequence_probe(split: SequenceSplit, device: torch.device, rows: int) -> Probe:
+    """A `SequenceSplit` as a probe on `device`: `rows` sequences per batch (the trainer sizes `rows` by the model's
+    activations per sequence)."""
+    sequences = max(1, rows)
+    mask = None if split.member_mask is None else split.member_mask.to(device)
+    return Probe(split.name, split.example.cpu().numpy(),
+                 tensor_batches(split.x.to(device), split.y.to(device), chunk=sequences), mask,
+                 {k: v.to(device) for k, v in split.subsets.items()}, adapter=sequence_adapter)
 
 
 def _language_probe(split: TokenSplit | PairSplit, device: torch.device, rows: int) -> Probe:
