@@ -226,10 +226,10 @@ class MultitaskParity(Task):
                                         variants=[self.interventions[m] for m in online])
         if len(online) < len(tasks):  # members trained on a fixed set: the first n_train of one stream, in epochs
             self._train_x, self._train_y = self._training_set(spec, max(self.n_train))
-            keys = {(n, seed) for n, seed in zip(self.n_train, data_seeds)}
+            pairs = list(zip(self.n_train, data_seeds))
+            one_order = len(set(pairs)) == 1  # one set and one data seed for every member: a shared batch
             self._orders = [EpochOrder(n, spec.batch_size, seed) if n else None
-                            for n, seed in (list(keys) if len(keys) == 1 and not online else
-                                            zip(self.n_train, data_seeds))]
+                            for n, seed in (pairs[:1] if one_order else pairs)]
         self._splits = [self._test_split(spec, max_probe_examples)]
 
     def _training_set(self, spec: MultitaskParityTask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,8 +252,10 @@ class MultitaskParity(Task):
 
     def _member_cdf(self, member: int, block: int) -> torch.Tensor:
         """The subtask cdf of member's steps in `block`: Zipf, times its intervention's weights at each step."""
-        names = self.spec.subtask_names()
-        weights = [self.interventions[member].weights(step, names)
+        intervention, names = self.interventions[member], self.spec.subtask_names()
+        if not intervention.action:
+            return self._cdf
+        weights = [intervention.weights(step, names)
                    for step in range(block * BLOCK_STEPS, (block + 1) * BLOCK_STEPS)]
         if all(w is None for w in weights):
             return self._cdf
@@ -285,8 +287,8 @@ class MultitaskParity(Task):
         return self._splits
 
     def batch(self, step: int) -> Batch:
-        """Return `step`'s batch of fresh samples: x [M, B, n_tasks + n] float32, y [M, B] int64, weight None
-        (x [B, n_tasks + n], y [B] when every member has the same data seed)."""
+        """Return `step`'s batch (fresh samples, or the member's fixed set in epochs): x [M, B, n_tasks + n] float32,
+        y [M, B] int64, weight None (x [B, n_tasks + n], y [B] when every member draws the same batch)."""
         if len(self._online) == self.n_members:
             task, packed = self._blocks.at(step)  # [M, B], [M, B, n_bytes] (or without M)
             return Batch(*self.inputs(task, unpack_bits(packed, self.n)))
