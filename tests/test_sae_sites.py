@@ -187,7 +187,8 @@ def test_transformer_sites_match_hand_computation(case):
     for layer, block in enumerate(model.blocks):  # a transcoder's target is the MLP's output of the collected hidden
         hidden = collected[f"mlp.{layer}"][0]
         close(transcoded[layer][1], torch.bmm(hidden, block.W_out) + block.b_out[:, None])
-    assert all(block.edit_hidden is None and block.edit_mlp_input is None for block in model.blocks)
+    assert all(block.edit_hidden is None and block.edit_mlp_input is None and block.edit_mlp_output is None
+               for block in model.blocks)
 
 
 @pytest.mark.parametrize("case", ["classifier", "masked", "causal", "causal-padded"])
@@ -308,4 +309,5 @@ def test_bad_input_fails_with_one_line():
         with pytest.raises(ValueError, match=message) as error:
             call()
         assert "\n" not in str(error.value)
-    assert all(block.edit_hidden is None and block.edit_mlp_input is None for block in transformer.blocks)
+    assert all(block.edit_hidden is None and block.edit_mlp_input is None and block.edit_mlp_output is None
+               for block in transformer.blocks)

@@ -99,9 +99,9 @@ class _Block(nn.Module):
         self.W_out = member_normal(generators, (d_mlp, d), fan_in_std(d_mlp, init_scales))  # [M, d_mlp, d]
         self.b_out = member_constant(n_members, (d,))  # [M, d]
         # Hooks for analyses (analysis/components.py, sae/): a function of the heads' outputs [M, B, H, Tq, dh], of
-        # the MLP's normalized input [M, B, Tq, d] and of its hidden activations [M, B, Tq, d_mlp], returning them
-        # (possibly edited); None on the training path.
-        self.edit_heads = self.edit_mlp_input = self.edit_hidden = None
+        # the MLP's normalized input [M, B, Tq, d], of its hidden activations [M, B, Tq, d_mlp] and of its output
+        # [M, B, Tq, d], returning them (possibly edited); None on the training path.
+        self.edit_heads = self.edit_mlp_input = self.edit_hidden = self.edit_mlp_output = None
 
     @staticmethod
     def _layer_norm_params(spec: TransformerModel, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
@@ -154,6 +154,8 @@ class _Block(nn.Module):
         hidden = activation(self.activation, _project(h, self.W_in) + _per_member(self.b_in, h))  # [M, B, Tq, d_mlp]
         if self.edit_hidden is not None:
             hidden = self.edit_hidden(hidden)
+        if self.edit_mlp_output is not None:  # kept apart: the training path adds in the same order as always
+            return resid + self.edit_mlp_output(_project(hidden, self.W_out) + _per_member(self.b_out, resid)), pattern
         resid = resid + _project(hidden, self.W_out) + _per_member(self.b_out, resid)  # [M, B, Tq, d]
         return resid, pattern
 
@@ -198,13 +200,7 @@ class EnsembleTransformer(nn.Module):
         Returns the final residual stream [M, B, Tq, d] and, if `with_patterns`, each layer's attention pattern
         [M, B, H, Tq, T] (Tq = 1 in the last layer if `last_only`, else T); otherwise an empty list.
         """
-        positions = x.shape[-1]
-        if positions > self.n_positions:
-            raise ValueError(f"got {positions} positions, the model has {self.n_positions}")
-        resid = embed_tokens(self.W_E, x) + self.W_pos[:, None, :positions]  # [M, B, T, d]
-        causal, keys = self.objective != "masked", None
-        if not causal and self.pad_token is not None:  # a masked LM's queries never read padding
-            keys = (x != self.pad_token).expand(resid.shape[:3])  # [M, B, T]
+        resid, causal, keys = self.embed(x)
         patterns = []
         for index, block in enumerate(self.blocks):
             resid, pattern = block(resid, last_only and index == len(self.blocks) - 1, with_patterns,
@@ -212,6 +208,18 @@ class EnsembleTransformer(nn.Module):
             if with_patterns:
                 patterns.append(pattern)
         return resid, patterns
+
+    def embed(self, x: Tensor) -> tuple[Tensor, bool, Tensor | None]:
+        """The residual stream entering the first layer [M, B, T, d] for tokens [B, T] or [M, B, T], whether attention
+        is causal, and the keys a masked LM's queries may read [M, B, T] (None: every key)."""
+        positions = x.shape[-1]
+        if positions > self.n_positions:
+            raise ValueError(f"got {positions} positions, the model has {self.n_positions}")
+        resid = embed_tokens(self.W_E, x) + self.W_pos[:, None, :positions]  # [M, B, T, d]
+        causal, keys = self.objective != "masked", None
+        if not causal and self.pad_token is not None:  # a masked LM's queries never read padding
+            keys = (x != self.pad_token).expand(resid.shape[:3])  # [M, B, T]
+        return resid, causal, keys
 
     def _unembed(self, resid: Tensor) -> Tensor:
         """Return logits from the residual stream resid [M, B, Tq, d]: [M, B, Tq, n_outputs] on a language task,

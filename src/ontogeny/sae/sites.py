@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor, nn
 
-from ..models.layers import embed_tokens, shared_input_matmul
+from ..models.layers import shared_input_matmul
 from ..models.mlp import EnsembleMLP
 from ..models.transformer import EnsembleTransformer
 from ..record.probes import example_losses
@@ -201,14 +201,8 @@ def _run_transformer(model: EnsembleTransformer, x: Tensor, kind: str, layer: in
                      replace: Replace | None, logits: bool) -> dict[str, Tensor]:
     """EnsembleTransformer._run with queries at every position (also on classification tasks, whose logits are then
     read at the last one), then its unembedding (see `_run`)."""
-    positions = x.shape[-1]
-    if positions > model.n_positions:
-        raise ValueError(f"got {positions} positions, the model has {model.n_positions}")
     keep = _keep(model, x)  # [B, T] or None
-    resid = embed_tokens(model.W_E, x) + model.W_pos[:, None, :positions]  # [M, B, T, d]
-    causal, keys = model.objective != "masked", None
-    if not causal and keep is not None:  # a masked LM's queries never read padding
-        keys = keep.expand(resid.shape[:3])  # [M, B, T]
+    resid, causal, keys = model.embed(x)  # [M, B, T, d]
     got = {}
     for index, block in enumerate(model.blocks):
         at_site = index == layer
@@ -222,39 +216,31 @@ def _run_transformer(model: EnsembleTransformer, x: Tensor, kind: str, layer: in
             return got
         if replace is not None and kind == "resid":
             resid = _unrows(_replaced(replace, got["output"]), resid, keep)
-        elif replace is not None and transcoder:  # the block added b_out alone (see _mlp_site): swap in the new output
-            resid = resid - block.b_out[:, None, None] + got.pop("new_output")  # [M, B, T, d]
     got["logits"] = model._unembed(resid)
     return got
 
 
 @contextmanager
 def _mlp_site(block, keep: Tensor | None, got: dict[str, Tensor], transcoder: bool, replace: Replace | None):
-    """Attach the block's MLP hooks for the time of one forward pass: record the site's rows in `got`, and replace
-    them. The blocks have no hook on the MLP's output, so a transcoder's replacement zeroes the hidden activations
-    (the block then adds b_out alone) and leaves the new output [M, B, T, d] in got["new_output"] for the caller."""
+    """Attach the block's MLP hooks for the time of one forward pass: record the site's rows in `got` (a transcoder's
+    input and output, else the hidden activations) and replace them."""
     def record_input(h):  # [M, B, T, d]
         got["input"] = _rows(h, keep)
         return h
 
-    def edit_hidden(hidden):  # [M, B, T, d_mlp]
-        if not transcoder:
-            got["output"] = _rows(hidden, keep)
-            return hidden if replace is None else _unrows(_replaced(replace, got["output"]), hidden, keep)
-        output = torch.bmm(hidden.flatten(1, 2), block.W_out).view(*hidden.shape[:3], -1)  # [M, B, T, d]
-        output = output + block.b_out[:, None, None]
-        got["output"] = _rows(output, keep)
-        if replace is None:
-            return hidden
-        got["new_output"] = _unrows(_replaced(replace, got["output"]), output, keep)
-        return torch.zeros_like(hidden)
+    def site(acts):  # the hidden activations [M, B, T, d_mlp], or a transcoder's output [M, B, T, d]
+        got["output"] = _rows(acts, keep)
+        return acts if replace is None else _unrows(_replaced(replace, got["output"]), acts, keep)
 
-    before = block.edit_mlp_input, block.edit_hidden
-    block.edit_mlp_input, block.edit_hidden = (record_input if transcoder else None), edit_hidden
+    hooks = ("edit_mlp_input", "edit_hidden", "edit_mlp_output")
+    before = [getattr(block, name) for name in hooks]
+    for name, hook in zip(hooks, (record_input, None, site) if transcoder else (None, site, None)):
+        setattr(block, name, hook)
     try:
         yield
     finally:
-        block.edit_mlp_input, block.edit_hidden = before
+        for name, hook in zip(hooks, before):
+            setattr(block, name, hook)
 
 
 def _rows(acts: Tensor, keep: Tensor | None) -> Tensor:
