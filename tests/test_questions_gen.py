@@ -6,17 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from ontogeny.tasks.questions_gen import (
-    HIERARCHICAL_LABEL_SHARE,
-    PAD,
-    SPECIALS,
-    QuestionGrammar,
-    member_rule,
-    render,
-    rule_scores,
-    sample,
-    training_templates,
-)
+from ontogeny.tasks.questions_gen import PAD, SPECIALS, QuestionGrammar, render, sample, training_templates
+from ontogeny.tasks.rule_score import HIERARCHICAL_LABEL_SHARE, member_rule, rule_scores
 
 SMALL = QuestionGrammar(n_nouns=4, n_verbs=4, n_auxiliaries=3, n_prepositions=2)
 MIXED = QuestionGrammar(complexity=0.3, disambiguating=0.25, quest_share=0.5)

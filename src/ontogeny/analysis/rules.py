@@ -3,7 +3,7 @@
 Question formation (tasks/questions.py) records per member and checkpoint `rule/hierarchical`, `rule/linear` and
 `rule/neither`: the shares of generalization questions whose fronted auxiliary is the main one, the first one, or
 neither. From those:
-- a label per checkpoint, with the task's own thresholds (questions_gen.member_rule: hierarchical if that share is
+- a label per checkpoint, with the task's own thresholds (rule_score.member_rule: hierarchical if that share is
   >= 0.8, linear if the linear share is >= 0.8, else mixed), the final label and the switch step (the first
   checkpoint from which the label stays the final one to the end);
 - stability: over the last third of checkpoints, the std of the hierarchical share and the number of label changes
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..tasks.questions_gen import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
+from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
 from .bootstrap import multibootstrap
 
 RULE_PREFIX = "rule/"
@@ -41,7 +41,7 @@ GAP = "gap inside - own"  # the `subset` name of the gap rows of `counting_summa
 
 
 def label_of(hierarchical, linear) -> np.ndarray:
-    """Labels [N] (object) of shares [N]: the task's thresholds (questions_gen.member_rule)."""
+    """Labels [N] (object) of shares [N]: the task's thresholds (rule_score.member_rule)."""
     hierarchical, linear = np.asarray(hierarchical, dtype=float), np.asarray(linear, dtype=float)
     return np.where(hierarchical >= HIERARCHICAL_LABEL_SHARE, "hierarchical",
                     np.where(linear >= LINEAR_LABEL_SHARE, "linear", "mixed")).astype(object)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ..tasks.questions_gen import HIERARCHICAL_LABEL_SHARE
+from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE
 from .bootstrap import multibootstrap
 
 

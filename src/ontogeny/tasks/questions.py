@@ -37,7 +37,8 @@ from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import IGNORE, Batch, SequenceSplit
 from .language import LanguageTask
 from .modular import EpochOrder
-from .questions_gen import PAD, RULES, Examples, QuestionGrammar, member_rule, rule_scores, sample
+from .questions_gen import PAD, Examples, QuestionGrammar, sample
+from .rule_score import RULES, member_rule, rule_scores
 
 MAX_TEST = 1_000_000  # test example ids are config key * MAX_TEST + index (see `_config_key`)
 GEN_CHUNK = 256  # gen sequences per forward pass of the rule score
@@ -164,7 +165,7 @@ class QuestionFormation(LanguageTask):
     def measures(self, model) -> dict[str, torch.Tensor]:
         """{"rule/<hierarchical|linear|neither>": [M]}: shares of the gen examples whose greedy output token at
         `rule_position` (the prediction at x position rule_position - 1: for questions the marker, predicting the
-        fronted auxiliary; for tense the word before the main verb) follows that rule (questions_gen.rule_scores)."""
+        fronted auxiliary; for tense the word before the main verb) follows that rule (rule_score.rule_scores)."""
         device = next(model.parameters()).device
         x = self._splits[1].x  # [S, T]
         read_at = torch.from_numpy(self.gen.rule_position) - 1  # [S]: x position whose next token is judged

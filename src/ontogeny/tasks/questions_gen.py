@@ -1,4 +1,5 @@
-"""English question formation with an ambiguous training set, a generalization set and a rule scorer (issue 11).
+"""English question formation with an ambiguous training set and a generalization set (issue 11); the rule scorer
+is in rule_score.py.
 
 McCoy, Frank & Linzen 2020 ("Does syntax need to grow on trees?"): a model turns a declarative into a question by
 fronting an auxiliary. Training questions all have a subject without a relative clause, so the linear rule ("front
@@ -76,8 +77,7 @@ import numpy as np
 
 from ..seeds import stream_seed
 
-__all__ = ["HIERARCHICAL_LABEL_SHARE", "KINDS", "LINEAR_LABEL_SHARE", "SPECIALS", "SPLITS", "Examples",
-           "QuestionGrammar", "member_rule", "render", "rule_scores", "sample", "training_templates"]
+__all__ = ["KINDS", "SPECIALS", "SPLITS", "Examples", "QuestionGrammar", "render", "sample", "training_templates"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "decl", "quest")  # token ids 0..4 (tense: "past", "present" at 3 and 4)
 KINDS = ("question", "tense")
@@ -85,9 +85,6 @@ MARKERS = {"question": ("decl", "quest"), "tense": ("past", "present")}  # (copy
 PAD, BOS, EOS, DECL, QUEST = range(5)
 FUNCTION_WORDS = ("the", "that", ".", "?")
 SPLITS = ("train", "test", "gen")
-RULES = ("hierarchical", "linear", "neither")
-HIERARCHICAL_LABEL_SHARE = 0.8  # a member is "hierarchical" if at least this share of its gen answers are
-LINEAR_LABEL_SHARE = 0.8  # ... and "linear" likewise; otherwise "mixed"
 
 # McCoy et al.'s words where they have them (facts, not code); more come with a number appended
 _NOUNS = ("newt", "yak", "raven", "walrus", "zebra", "quail", "unicorn", "peacock", "vulture", "salamander",
@@ -514,33 +511,3 @@ def render(grammar: QuestionGrammar, tokens: np.ndarray) -> str:
             break
         out.append(words[token])
     return " ".join(out)
-
-
-# ---- scoring which rule a model follows ----------------------------------------------------------------------------
-
-
-def rule_scores(first_output: np.ndarray, main_aux: np.ndarray, first_aux: np.ndarray) -> np.ndarray:
-    """Return, per item, the rule that a model's first output token follows [N] str: "hierarchical" (it is the
-    main auxiliary), "linear" (the first auxiliary) or "neither". Where main_aux == first_aux the rules agree and
-    the item counts as "hierarchical": score gen items, where they always differ."""
-    first_output, main_aux, first_aux = (np.asarray(a) for a in (first_output, main_aux, first_aux))
-    if not first_output.shape == main_aux.shape == first_aux.shape or first_output.ndim != 1:
-        raise ValueError(f"need three arrays of one shape [N] (got {first_output.shape}, {main_aux.shape}, "
-                         f"{first_aux.shape})")
-    return np.where(first_output == main_aux, "hierarchical",
-                    np.where(first_output == first_aux, "linear", "neither")).astype(object)
-
-
-def member_rule(scores: np.ndarray) -> dict:
-    """Return {"hierarchical", "linear", "neither": shares of the items, "label": "hierarchical" if that share is
-    >= HIERARCHICAL_LABEL_SHARE (0.8), "linear" if the linear share is >= LINEAR_LABEL_SHARE (0.8), else "mixed"}."""
-    scores = np.asarray(scores)
-    if scores.ndim != 1 or len(scores) == 0:
-        raise ValueError(f"need a non-empty [N] array of rule names (got shape {scores.shape})")
-    unknown = set(scores.tolist()) - set(RULES)
-    if unknown:
-        raise ValueError(f"unknown rule names {sorted(unknown)}; known: {', '.join(RULES)}")
-    shares = {rule: float(np.mean(scores == rule)) for rule in RULES}
-    label = ("hierarchical" if shares["hierarchical"] >= HIERARCHICAL_LABEL_SHARE
-             else "linear" if shares["linear"] >= LINEAR_LABEL_SHARE else "mixed")
-    return shares | {"label": label}
