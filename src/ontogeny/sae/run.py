@@ -13,7 +13,6 @@ last checkpoint). Everything is trained before anything is written, so a failure
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,17 +20,16 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save
 
 from ..analysis.sae import THRESHOLD
 from ..analysis.sharpness import load_member_weights
 from ..models import make_model
 from ..seeds import generator
 from ..store import Run, ShardWriter, write_table
-from ..store.create import create_run, write_bytes
-from ..store.layout import Layout
+from ..store.create import create_run
 from ..tasks import make_task
 from ..train.members import ensembles, expand
+from ..train.recorder import save_member_weights
 from .matching import agreement_curve, match, shared_share
 from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names
@@ -243,25 +241,12 @@ def _write(run: Run, out: str | Path, trained: list[dict], members: list[pd.Data
                 for (e, name), rows in t["scalars"].groupby(["sae_member", "name"]):
                     writer.append("scalars", {"member": int(offset + e), "step": rows.step.to_numpy(), "name": name,
                                               "value": rows.value.to_numpy()})
-                _save_weights(root, writer, t, [int(offset + e) for e in range(len(t["members"]))])
+                params = {name: p.detach().cpu() for name, p in t["sae"].named_parameters()}
+                save_member_weights(writer, root, [int(offset + e) for e in range(len(t["members"]))],
+                                    int(t["scalars"].step.max()), params)
             writer.commit()
         for name, frame in agreement.items():
             write_table(root, name, frame)
     finally:
         lock.release()
     return Run(out)
-
-
-def _save_weights(root: Path, writer: ShardWriter, trained: dict, member_ids: list[int]) -> None:
-    params = {name: p.detach().cpu() for name, p in trained["sae"].named_parameters()}
-    rows = {"member": [], "step": [], "path": [], "sha256": []}
-    step = int(trained["scalars"].step.max())
-    for index, member in enumerate(member_ids):
-        relative = Layout.weights(member, step)
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        data = save({name: p[index].contiguous() for name, p in params.items()})
-        write_bytes(root / relative, data)
-        for key, value in (("member", member), ("step", step), ("path", relative.as_posix()),
-                           ("sha256", hashlib.sha256(data).hexdigest())):
-            rows[key].append(value)
-    writer.append("checkpoints", rows)
