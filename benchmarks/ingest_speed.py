@@ -122,7 +122,7 @@ def ingest_suite(model, tokens: torch.Tensor, args) -> None:
     from transformers import GPTNeoXForCausalLM
 
     import ontogeny as og
-    from ontogeny.ingest.sources import PYTHIA_REVISIONS
+    from ontogeny.suites.sources import PYTHIA_REVISIONS
 
     with tempfile.TemporaryDirectory(prefix="ontogeny-ingest-") as root:
         suite = Path(root) / "suite"

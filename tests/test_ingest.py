@@ -181,3 +181,64 @@ def test_token_id_probes_and_state_dict_suites(suites, tmp_path, monkeypatch):
     np.save(probe, np.random.default_rng(0).integers(0, 10, size=(3, 12)))
     run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     assert sorted(set(run.examples().step)) == [0, 64] and len(run.examples(step=0)) == 3 * 11
+
+
+class Killed(Exception):
+    """Stands for a kill: the writer keeps exactly what it committed (see test_store's crash tests)."""
+
+
+@pytest.mark.parametrize("after", [3, len(STEPS)])  # mid-member, and after the last revision but before "ok"
+def test_a_killed_ingest_run_again_equals_an_uninterrupted_one(suites, ingested, tmp_path, after):
+    seed0, seed1, probe = suites
+    out, scored = tmp_path / "run", []
+
+    def kill(member, step, done, speed):
+        scored.append(step)
+        if len(scored) == after:
+            raise Killed
+
+    with pytest.raises(Killed):
+        og.ingest(str(seed0), probe, out=out, members=[str(seed1)], context=16, progress=kill)
+    og.ingest(str(seed0), probe, out=out, members=[str(seed1)], context=16)
+    run = og.open(out)
+    pd.testing.assert_frame_equal(run.members(), ingested.members())  # chance_loss included, as a float column
+    pd.testing.assert_frame_equal(run.examples(), ingested.examples())
+    aoa = [analyze(r, what=["examples"]).tables["example_dynamics"].aoa_step.median() for r in (run, ingested)]
+    assert aoa[0] == aoa[1]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled header"])
+def test_a_damaged_checkpoint_mid_suite_is_refused_before_anything_is_written(suites, tmp_path, damage):
+    seed0, _, probe = suites
+    suite = tmp_path / "suite"
+    shutil.copytree(seed0, suite)
+    weights = suite / "step16" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:8] + b"\xff" * 64 + data[72:])
+    out = tmp_path / "run"
+    done = CliRunner().invoke(app, ["ingest", str(suite), "--probe", str(probe), "--out", str(out), "--context", "16"])
+    assert done.exit_code == 2 and done.stderr.count("\n") == 1, done.output
+    assert "step16/model.safetensors: the checkpoint does not load" in done.stderr and "nothing was ingested" in done.stderr
+    assert not out.exists()
+
+
+def test_a_checkpoint_that_fails_only_when_loaded_keeps_the_revisions_before_it_and_says_how_to_go_on(
+        suites, tmp_path, monkeypatch):
+    from ontogeny.exceptions import IngestError
+    from ontogeny.suites.sources import DirectorySource
+
+    seed0, _, probe = suites
+    load = DirectorySource.load
+
+    def flaky(self, revision):
+        if revision == "step16":
+            raise IngestError(f"{self.path / revision}: the checkpoint does not load (remote file went away)")
+        return load(self, revision)
+
+    monkeypatch.setattr(DirectorySource, "load", flaky)
+    with pytest.raises(IngestError, match="the 5 revisions of member 0 before it are kept.*run the same command again"):
+        og.ingest(str(seed0), probe, out=tmp_path / "run", context=16)
+    assert sorted(set(og.open(tmp_path / "run").examples().step)) == [0, 1, 2, 4, 8]
+    monkeypatch.setattr(DirectorySource, "load", load)
+    run = og.ingest(str(seed0), probe, out=tmp_path / "run", context=16)
+    assert sorted(set(run.examples().step)) == list(STEPS) and run.members().status.tolist() == ["ok"]

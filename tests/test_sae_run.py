@@ -81,13 +81,23 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):
              (["--at", "100"], "--at 100: no saved weights at that step"),
              (["--kind", "gated"], "--kind 'gated': unknown"),
              (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2"),
-             (["--out", str(source.path)], "not empty (give --overwrite")]
+             (["--out", str(source.path)], "which this command reads; choose another --out")]
     for args, message in cases:
         done = _cli("sae", str(source.path), "--out", str(out), "--steps", "5", *args)
         assert done.returncode == 2 and done.stderr.strip() == f"error: {message}" or message in done.stderr, args
         assert len(done.stderr.strip().splitlines()) == 1 and not out.exists(), args
     done = _cli("sae", str(foreign), "--out", str(out))
     assert done.returncode == 2 and "not `ontogeny run`" in done.stderr and not out.exists()
+
+
+def test_an_out_that_is_or_is_inside_the_source_run_is_refused_and_the_source_kept(source):
+    before = {p: p.stat().st_mtime_ns for p in source.path.rglob("*")}
+    for out, where in ((source.path, "is"), (source.path / "sub", "inside"), (source.path.parent, "holds")):
+        done = _cli("sae", str(source.path), "--out", str(out), "--overwrite", "--steps", "5")
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"{out}: {where} {source.path.resolve()}, which this command reads" in done.stderr
+    assert {p: p.stat().st_mtime_ns for p in source.path.rglob("*")} == before
+    assert og.open(source.path).producer["kind"] == "ontogeny"
 
 
 def test_summary_counts_planted_agreement(source, tmp_path):

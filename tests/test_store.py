@@ -348,6 +348,26 @@ def test_members_and_subsets(run_dir):
     assert run.tables() == ["members", "subsets"]
 
 
+def test_member_settings_have_one_type_whichever_writer_wrote_them(run_dir):
+    row = {"ensemble": 0, "init_seed": 0, "data_seed": 0, "status": "ok", "diverged_step": None, "source": "a"}
+    for name, chance in (("a", None), ("b", 2.5)):  # a writer that did not know the chance loss, one that did
+        with ShardWriter(run_dir, name) as writer:
+            writer.put("members", pd.DataFrame([{**row, "member": len(name) * (name == "b"), "chance_loss": chance}]))
+            writer.commit()
+    schemas = {pa.parquet.read_schema(p).field("chance_loss").type for p in run_dir.glob("writers/*/members-*")}
+    assert schemas == {pa.float64()}
+    assert open_run(run_dir).members().chance_loss.dtype == np.float64
+
+
+def test_a_new_run_inside_another_run_is_refused(run_dir):
+    from ontogeny.store.create import join_run
+
+    for make in (lambda p: create_run(p, {"kind": "test"}), lambda p: join_run(p, {"kind": "recorder"})):
+        with pytest.raises(StoreError, match=f"inside the run {run_dir}; choose a directory outside it"):
+            make(run_dir / "writers" / "nested")
+    assert not (run_dir / "writers" / "nested").exists()
+
+
 # ---- the run as a whole ----------------------------------------------------------------------------------------
 
 

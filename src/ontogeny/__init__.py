@@ -16,7 +16,7 @@ _LAZY = {
     "Run": (".store", "Run"), "open": (".store", "open_run"),
     "log_spaced": (".record.schedule", "log_spaced"),
     "ProbeSet": (".recorder", "ProbeSet"), "Recorder": (".recorder", "Recorder"),
-    "ingest": (".ingest", "ingest"), "run": (".train.run", "run"), "train_saes": (".sae", "train_run_saes"),
+    "ingest": (".suites", "ingest"), "run": (".train.run", "run"), "train_saes": (".sae", "train_run_saes"),
     "analysis": (".analysis", None),  # og.analysis.analyze, og.analysis.TransitionDetector, ...
 }
 

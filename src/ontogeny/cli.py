@@ -197,7 +197,7 @@ def ingest_command(
     batch_size: Annotated[int, typer.Option(help="Probe sequences per forward pass.")] = 8,
 ) -> None:
     """Score every checkpoint of a suite on a probe, token by token, into a run (resumable, incremental)."""
-    from .ingest import ingest
+    from .suites import ingest
 
     try:
         from transformers.utils import logging as transformers_logging

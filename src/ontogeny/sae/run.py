@@ -26,7 +26,7 @@ from ..analysis.sharpness import load_member_weights
 from ..models import make_model
 from ..seeds import generator
 from ..store import Run, ShardWriter, write_table
-from ..store.create import create_run
+from ..store.create import check_out, create_run
 from ..tasks import make_task
 from ..train.members import ensembles, expand
 from ..train.recorder import save_member_weights
@@ -51,6 +51,7 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
     for a site, step or split that does not exist, or a run whose models cannot be rebuilt."""
     run = source if isinstance(source, Run) else Run(source)
     steps_at = _steps(run, at, control)
+    check_out(out, reads=[run.path])  # before training: --overwrite must never delete the run it reads
     if not overwrite and Path(out).exists() and any(Path(out).iterdir()):
         raise ValueError(f"--out {out}: not empty (give --overwrite to replace an earlier run there)")
     if kind not in KINDS:
@@ -231,7 +232,7 @@ def _write(run: Run, out: str | Path, trained: list[dict], members: list[pd.Data
     table.insert(0, "member", np.arange(len(table)))
     offsets = np.cumsum([0] + [len(t["members"]) for t in trained])  # ensemble i's SAE member e is offsets[i] + e
     agreement = agreement_tables(trained)
-    lock = create_run(out, producer, overwrite=overwrite)
+    lock = create_run(out, producer, overwrite=overwrite, reads=[run.path])
     try:
         root = Path(out)
         with ShardWriter(root, background=False) as writer:

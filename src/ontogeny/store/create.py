@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,15 @@ from .layout import FORMAT, META, RUN_LOCK, TEMP_SUFFIX, WRITER_LOCK, Layout
 from .lock import FileLock, holder, is_locked
 
 
-def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = False) -> FileLock:
+def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = False,
+               reads: Sequence[str | Path] = ()) -> FileLock:
     """Make `path` a new run of `producer` ({"kind": ..., ...}) and return its run lock, held.
 
     `path` may be missing or an empty directory. With `overwrite`, it may also be an earlier run (marked by
-    ontogeny, and not in use), whose contents are deleted; anything else is refused with one line.
+    ontogeny, and not in use), whose contents are deleted; anything else is refused with one line, and so is a
+    `path` that is, holds or lies inside a directory in `reads` or inside another run (see `check_out`).
     """
+    check_out(path, reads)
     layout = Layout(path)
     root = layout.root
     if root.exists() and not root.is_dir():
@@ -60,11 +64,12 @@ def create_run(path: str | Path, producer: dict[str, Any], *, overwrite: bool = 
 _NOT_A_RUN = "{root}: not empty and not an ontogeny run; refusing to write into it or delete it (choose another --out)"
 
 
-def join_run(path: str | Path, producer: dict[str, Any]) -> Layout:
+def join_run(path: str | Path, producer: dict[str, Any], *, reads: Sequence[str | Path] = ()) -> Layout:
     """Make `path` a run of `producer` if it is not one yet (atomically, so processes may race); return its layout.
 
-    An existing run must have been made by the same kind of producer.
+    An existing run must have been made by the same kind of producer; `reads` as in `create_run`.
     """
+    check_out(path, reads)
     layout = Layout(path)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -87,6 +92,20 @@ def join_run(path: str | Path, producer: dict[str, Any]) -> Layout:
     if kind != producer["kind"]:
         raise StoreError(f"{layout.root}: a run made by {kind!r}, not by {producer['kind']!r}")
     return layout
+
+
+def check_out(path: str | Path, reads: Sequence[str | Path] = ()) -> None:
+    """Refuse (StoreError, one line) an output run directory that is, holds or lies inside one of the directories
+    the command reads (`--overwrite` would delete them), or that lies inside another run (its files are not the run's)."""
+    root = Path(path).resolve()
+    for source in reads:
+        source = Path(source).resolve()
+        if root == source or source in root.parents or root in source.parents:
+            where = "is" if root == source else "inside" if source in root.parents else "holds"
+            raise StoreError(f"{path}: {where} {source}, which this command reads; choose another --out")
+    for parent in root.parents:
+        if Layout(parent).is_run():
+            raise StoreError(f"{path}: inside the run {parent}; choose a directory outside it")
 
 
 def write_meta(path: str | Path, meta: dict[str, Any]) -> None:

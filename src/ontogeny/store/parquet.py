@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
 from .layout import TEMP_SUFFIX
-from .schema import MEMBER_STATUSES, SORT_KEYS, STREAMED, WRITER_TABLES
+from .schema import MEMBER_SETTINGS, MEMBER_STATUSES, SORT_KEYS, STREAMED, WRITER_TABLES
 
 # Row groups are DuckDB's unit of parallel reading and of min/max pruning; 128k rows (about DuckDB's own
 # row group size) keeps both useful without the per-group overhead showing.
@@ -75,7 +75,10 @@ def cast_required(table: pa.Table, name: str) -> pa.Table:
     missing = [field.name for field in schema if field.name not in table.column_names]
     if missing:
         raise StoreError(f"{name}: missing columns {missing}")
-    for field in schema:
+    fields = list(schema)
+    if name == "members":  # the optional settings too, so that a column has one type whoever wrote it
+        fields += [pa.field(c, t) for c, t in MEMBER_SETTINGS.items() if c in table.column_names]
+    for field in fields:
         index = table.column_names.index(field.name)
         try:
             column = table.column(index).cast(field.type, safe=True)

@@ -69,6 +69,8 @@ MEMBERS = pa.schema([
     pa.field("diverged_step", pa.int64(), nullable=True),
 ])
 MEMBER_STATUSES = ("running", "ok", "diverged")
+# Member settings that some producers write: one type whichever producer (or rerun) wrote them, nulls included.
+MEMBER_SETTINGS = {"source": pa.string(), "loss_kind": pa.string(), "chance_loss": pa.float64()}
 
 STREAMED = {"scalars": SCALARS, "examples": EXAMPLES, "checkpoints": CHECKPOINTS}
 # Whole tables that each writer puts its own version of; readers see their union.

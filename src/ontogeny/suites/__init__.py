@@ -55,7 +55,7 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
         src.check(wanted[src.name])
     if not Path(out).exists():
         sources[0].load(wanted[sources[0].name][0])
-    layout = join_run(out, producer)
+    layout = join_run(out, producer, reads=[s.path for s in sources if hasattr(s, "path")])
     recorded = layout.read_meta()["producer"]
     if recorded.get("probe_sha256") != digest:
         raise IngestError(f"{layout.root}: ingested with another probe ({recorded.get('probe')}); use another --out")
@@ -67,23 +67,32 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
 def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], probe_set: ProbeSet,
                    progress) -> None:
     with ShardWriter(root, f"member-{member:05d}") as writer:
-        known = Run(root).members()
-        if member in set(known.member) and known.set_index("member").source[member] != source.name:
-            raise IngestError(f"{root}: member {member} is {known.set_index('member').source[member]}, not "
+        known = Run(root).members().set_index("member")
+        if member in known.index and known.source[member] != source.name:
+            raise IngestError(f"{root}: member {member} is {known.source[member]}, not "
                               f"{source.name} (give --members in the order of the first ingest)")
         done = Run(root).revisions()
         done = done[done.member == member]
         todo = [r for r in wanted if r not in set(done.revision)]
         evaluator = Evaluator(writer, [member], [Probe(SPLIT, probe_set.ids, probe_set.batches(torch.device("cpu")),
                                                        None, probe_set.subsets, adapter=_single_causal_lm)])
-        table, chance = done.copy(), None
+        table = done.copy()
+        # a rerun keeps what an earlier session measured; with nothing left to score it reloads one revision for it
+        chance = known.chance_loss.get(member) if "chance_loss" in known else None
+        if (chance is None or pd.isna(chance)) and not todo and len(done):
+            chance = _chance_loss(source.load(done.revision.iloc[-1]))
+        chance = None if chance is None or pd.isna(chance) else float(chance)
         writer.put("members", _member_row(member, source, "running", chance))
         writer.put("subsets", _subsets(probe_set))
         writer.put("tokens", probe_set.token_table)
         writer.commit()
         for revision in todo:
             started = time.perf_counter()
-            model = source.load(revision)
+            try:
+                model = source.load(revision)
+            except IngestError as err:  # damage that only loading finds (a remote file, or inside the tensors)
+                raise IngestError(f"{err}; the {len(table)} revisions of member {member} before it are kept: fix it or "
+                                  "leave it out (--revisions) and run the same command again to go on") from None
             step = step_of(revision)
             if chance is None:
                 chance = _chance_loss(model)

@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -43,12 +44,20 @@ class Source:
         raise NotImplementedError
 
     def check(self, revisions: list[str]) -> None:
-        """Raise IngestError naming the first of `revisions` that does not exist."""
+        """Raise IngestError naming the first of `revisions` that does not exist, or whose files are cut short or
+        have a damaged header (local files only: headers are read, not tensors, so this costs little)."""
         known = set(self.revisions())
         missing = [r for r in revisions if r not in known]
         if missing:
             raise IngestError(f"{self.name}: no revision {missing[0]} (revisions: {', '.join(sorted(known, key=step_of)[:8])}"
                               f"{', ...' if len(known) > 8 else ''})")
+        for revision in revisions:
+            for path in self.files(revision):
+                check_file(path)
+
+    def files(self, revision: str) -> list[Path]:
+        """The local files a revision loads from (none for remote sources)."""
+        return []
 
     def tokenizer(self):
         """The suite's tokenizer (a `transformers` tokenizer), or None."""
@@ -117,6 +126,10 @@ class DirectorySource(Source):
         except Exception as err:  # noqa: BLE001 (safetensors, torch and transformers each raise their own kinds)
             raise IngestError(f"{folder}: the checkpoint does not load ({_first_line(err)})") from None
 
+    def files(self, revision: str) -> list[Path]:
+        folder = self.path / revision
+        return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+
     def tokenizer(self):
         from transformers import AutoTokenizer
 
@@ -144,6 +157,9 @@ class StateDictSource(Source):
         if not files:
             raise IngestError(f"{self.path}: no step*.pt or step*.safetensors state dicts")
         return sorted(files, key=step_of)
+
+    def files(self, revision: str) -> list[Path]:
+        return [self.path / revision]
 
     def load(self, revision: str) -> nn.Module:
         path = self.path / revision
@@ -177,6 +193,27 @@ def open_source(source: str, build: str | None = None) -> Source:
     except ImportError:
         raise IngestError("ingesting a Hugging Face suite needs transformers: pip install 'ontogeny[hf]'") from None
     return DirectorySource(path) if path.is_dir() else HubSource(source)
+
+
+def check_file(path: Path) -> None:
+    """IngestError if a checkpoint file is cut short or its header is garbled: a safetensors header that does not
+    cover the file, a zip archive (torch.save's format) without its directory, JSON that does not parse."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as file:
+                file.keys()
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            with open(path, "rb") as file:
+                zipped = file.read(4) == b"PK\x03\x04"
+            if zipped:  # the legacy pickle format has no directory to check: loading it will tell
+                with zipfile.ZipFile(path) as archive:
+                    archive.namelist()
+    except Exception as err:  # noqa: BLE001 (each format raises its own kinds)
+        raise IngestError(f"{path}: the checkpoint does not load ({_first_line(err)}); nothing was ingested") from None
 
 
 def weights_hash(model: nn.Module) -> str:
