@@ -42,8 +42,8 @@ from torch import nn
 
 from ontogeny.spec import load_spec
 from ontogeny.train.loop import EnsembleTrainer
-from ontogeny.train.members import ensembles, expand
-from ontogeny.train.optim import clip_grads, grad_norms, lr_factor
+from ontogeny.members import ensembles, expand
+from ontogeny.train.optim import clip_grads, grad_norms
 
 LONG_RUN = 10**7  # the spec's `steps`: far beyond what is timed, so no step is the last (no lr decay either)
 
@@ -73,7 +73,7 @@ class OntogenySide:
             if bool((trainer.clip > 0).any()):
                 clip_grads(trainer.params, trainer.clip, grad_norms(trainer.params))
             all_active = bool(trainer.active.all())
-            trainer.optimizer.step(lr_factor(optim, step, total), None if all_active else trainer.active)
+            trainer.optimizer.step(optim.lr_factor(step, total), None if all_active else trainer.active)
             trainer.step = step + 1
 
 

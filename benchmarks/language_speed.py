@@ -62,7 +62,7 @@ from ontogeny.store.create import create_run
 from ontogeny.tasks import IGNORE
 from ontogeny.tasks.language import LanguageTask
 from ontogeny.train.loop import EnsembleTrainer
-from ontogeny.train.members import ensembles, expand
+from ontogeny.members import ensembles, expand
 from ontogeny.train.recorder import TrainingRecorder
 
 RECIPES = ("syntax-drops", "icl-markov")

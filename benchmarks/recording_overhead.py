@@ -54,7 +54,7 @@ from ontogeny.store.create import create_run
 from ontogeny.store import writer as writer_module
 from ontogeny.train import loop
 from ontogeny.train.loop import EnsembleTrainer
-from ontogeny.train.members import ensembles, expand
+from ontogeny.members import ensembles, expand
 from ontogeny.record.evaluate import Evaluator
 from ontogeny.train.recorder import TrainingRecorder
 

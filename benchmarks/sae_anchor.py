@@ -29,7 +29,7 @@ from ontogeny.analysis.sharpness import load_member_weights
 from ontogeny.models import make_model
 from ontogeny.sae.model import EnsembleSAE, MemberBatches, measure, train_saes
 from ontogeny.tasks import make_task
-from ontogeny.train.members import ensembles, expand
+from ontogeny.members import ensembles, expand
 
 
 def grokking_activations(out: Path, model_steps: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from ontogeny.report import write_report
 from ontogeny.spec import load_spec
 from ontogeny.tasks import make_task
 from ontogeny.tasks.interventions import Intervention, parse_intervention
-from ontogeny.train.members import ensembles, expand
+from ontogeny.members import ensembles, expand
 
 NAMES = ["task0", "task1", "task2", "task3"]
 TINY = ["task.n_tasks=4", "task.n=12", "task.batch_size=200", "task.n_test_per_task=100", "model.width=64",

@@ -6,7 +6,7 @@ from torch import nn
 
 from ontogeny import MLPModel, Optim
 from ontogeny.models import EnsembleMLP
-from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
+from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms
 
 
 def plain_mlp(ensemble: EnsembleMLP, m: int) -> nn.Sequential:
@@ -92,7 +92,7 @@ def test_frozen_member_keeps_its_exact_values_and_others_are_untouched():
 
 def test_lr_schedule():
     spec = Optim(warmup_steps=10, schedule="cosine")
-    assert lr_factor(spec, 0, 110) == pytest.approx(0.1)
-    assert lr_factor(spec, 10, 110) == pytest.approx(1.0)
-    assert lr_factor(spec, 60, 110) == pytest.approx(0.5)
-    assert lr_factor(Optim(schedule="linear"), 75, 100) == pytest.approx(0.25)
+    assert spec.lr_factor(0, 110) == pytest.approx(0.1)
+    assert spec.lr_factor(10, 110) == pytest.approx(1.0)
+    assert spec.lr_factor(60, 110) == pytest.approx(0.5)
+    assert Optim(schedule="linear").lr_factor(75, 100) == pytest.approx(0.25)

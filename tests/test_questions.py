@@ -16,7 +16,7 @@ from ontogeny.tasks import IGNORE, make_task
 from ontogeny.tasks.questions import QuestionFormationTask
 from ontogeny.train.recorder import sequence_adapter, sequence_probe
 from ontogeny.tasks.questions_gen import BOS, DECL, EOS, PAD, QUEST, sample
-from ontogeny.train.members import ensembles, expand
+from ontogeny.members import ensembles, expand
 
 SMALL = {"n_train": 300, "n_test": 24, "n_gen": 20, "batch_size": 16}
 PLAIN = QuestionFormationTask(**SMALL)

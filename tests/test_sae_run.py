@@ -6,15 +6,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import ontogeny as og
-from ontogeny.models import make_model
 from ontogeny.report import write_report
 from ontogeny.sae import agreement_summary, train_run_saes
-from ontogeny.sae.run import _load
-from ontogeny.tasks import make_task
-from ontogeny.train.members import ensembles, expand
 
 SOURCE = ["task.p=23", "model.width=32", "steps=200", "seeds=2", "record.weights_every=200"]
 
@@ -55,22 +50,6 @@ def test_sae_run_holds_every_model_member_times_seed_at_each_checkpoint(source, 
     assert done.stdout.count("of latents shared across 3 seeds") == 2
     page = write_report(run.path).read_text()
     assert "SAE features across seeds" in page and "fig-sae-agreement" in page
-
-
-def test_step_zero_is_the_init_seeds_model(source, monkeypatch):
-    (group,) = ensembles(expand(source.spec))
-    task = make_task([m.spec.task for m in group], [m.data_seed for m in group], 10**9)
-
-    def loaded():
-        model = make_model(source.spec.model, task, [7, 8])  # other seeds: every weight must be replaced
-        _load(source, model, task, group, 0)
-        return [p.detach().clone() for p in model.parameters()]
-
-    saved = loaded()  # the weights saved at step 0
-    checkpoints = source.checkpoints()
-    monkeypatch.setattr(source, "checkpoints", lambda: checkpoints[checkpoints.step != 0])
-    rebuilt = loaded()  # no weights at step 0: rebuilt from the init seeds
-    assert all(torch.equal(a, b) for a, b in zip(saved, rebuilt))
 
 
 def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import tomllib
 import types
 import typing
@@ -101,6 +102,17 @@ class Optim:
     grad_clip: float = 0.0  # per-member global norm; 0: off
     warmup_steps: int = 0
     schedule: str = "constant"  # constant | cosine | linear
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of the base learning rate at `step`: linear warmup, then constant, cosine or linear decay to 0."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps)
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - progress
 
 
 @dataclass(frozen=True)

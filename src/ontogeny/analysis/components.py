@@ -16,12 +16,9 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..models import make_model
 from ..models.mlp import EnsembleMLP
+from ..rebuild import member_models
 from ..store import Run
-from ..tasks import make_task
-from ..train.members import ensembles, expand
-from .sharpness import load_member_weights
 
 SHARE = 0.25  # a scaffold ends below this share of its peak; a late specialist starts below this share of its end
 MIN_IMPORTANCE = 1e-3  # nats: a unit whose importance never reaches this plays no role worth naming
@@ -165,34 +162,25 @@ def run_components(run: Run, *, ablation: str = "mean") -> tuple[pd.DataFrame, p
     unit, selectivity) at every checkpoint with saved weights. Components: an MLP's last hidden layer's units; a
     transformer's heads and its last layer's MLP neurons. Groups are the task's splits and, within each split,
     its named subsets ("split/subset")."""
-    spec, checkpoints = run.spec, run.checkpoints()
     importance, selectivity = [], []
-    for group in ensembles(expand(spec)):
-        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
-        model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
+    for ensemble, step in member_models(run):
+        model, task, ids = ensemble.model, ensemble.task, np.array(ensemble.ids)
         splits = task.eval_splits()
-        ids = np.array([m.member for m in group])
-        saved = checkpoints[checkpoints.member.isin(ids)]
-        for step, files in saved.groupby("step"):
-            if len(files) < len(group):
-                continue
-            paths = files.set_index("member").path
-            load_member_weights(model, [run.path / paths[member] for member in ids])
-            for index, (x, y, named) in enumerate(_probe_groups(splits)):
-                if isinstance(model, EnsembleMLP):
-                    found = [("unit", model.spec.depth - 1, unit_importance(model, x, y, task.loss, named, ablation))]
-                    hidden, layer = model.last_hidden(x), model.spec.depth - 1
-                else:
-                    found, hidden = transformer_importance(model, x, y, task.loss, named, ablation)
-                    layer = len(model.blocks) - 1
-                for kind, at, rises in found:
-                    for name, rise in rises.items():
-                        importance.append(_long(ids, int(step), rise, kind=kind, layer=at, group=name,
-                                                value="importance"))
-                if index == 0:  # selectivity on the first probe's inputs
-                    kind = "unit" if isinstance(model, EnsembleMLP) else "neuron"
-                    selectivity.append(_long(ids, int(step), class_selectivity(hidden, y), kind=kind, layer=layer,
-                                             value="selectivity"))
+        for index, (x, y, named) in enumerate(_probe_groups(splits)):
+            if isinstance(model, EnsembleMLP):
+                found = [("unit", model.spec.depth - 1, unit_importance(model, x, y, task.loss, named, ablation))]
+                hidden, layer = model.last_hidden(x), model.spec.depth - 1
+            else:
+                found, hidden = transformer_importance(model, x, y, task.loss, named, ablation)
+                layer = len(model.blocks) - 1
+            for kind, at, rises in found:
+                for name, rise in rises.items():
+                    importance.append(_long(ids, int(step), rise, kind=kind, layer=at, group=name,
+                                            value="importance"))
+            if index == 0:  # selectivity on the first probe's inputs
+                kind = "unit" if isinstance(model, EnsembleMLP) else "neuron"
+                selectivity.append(_long(ids, int(step), class_selectivity(hidden, y), kind=kind, layer=layer,
+                                         value="selectivity"))
     return pd.concat(importance, ignore_index=True), pd.concat(selectivity, ignore_index=True)
 
 

@@ -26,12 +26,10 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ..models import EnsembleMLP, EnsembleTransformer, make_model
+from ..models import EnsembleMLP, EnsembleTransformer
+from ..rebuild import run_ensembles
 from ..store import Run
-from ..tasks import make_task
 from ..tasks.modular import modular_table
-from ..train.members import ensembles, expand
-from .sharpness import load_member_weights
 
 KEY_SHARE = 0.9  # key frequencies carry at least this share of the embedding's non-constant Fourier power
 
@@ -189,28 +187,19 @@ def run_fourier(run: Run, *, share: float = KEY_SHARE, ablate: str = "final") ->
     """
     if ablate not in ("final", "each"):
         raise ValueError(f"ablate must be 'final' or 'each', got {ablate!r}")
-    spec, checkpoints = run.spec, run.checkpoints()
     rows = []
-    for group in ensembles(expand(spec)):
-        task_spec = group[0].spec.task
-        if not is_modular_addition(task_spec):
-            continue
-        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
-        model = make_model(group[0].spec.model, task,
-                           [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
-        saved = checkpoints[checkpoints.member.isin([m.member for m in group])]
-        paths = {int(step): [run.path / path for path in files.set_index("member").path[[m.member for m in group]]]
-                 for step, files in saved.groupby("step")
-                 if len(files) == len(group)}  # a member without weights here: diverged or still being written
-        if not paths:
+    for ensemble in run_ensembles(run):
+        task_spec, group, model = ensemble.members[0].spec.task, ensemble.members, ensemble.model
+        steps = ensemble.saved_steps() if is_modular_addition(task_spec) else []
+        if not steps:
             continue
         ablated = [None] * len(group)
         if ablate == "final":
-            load_member_weights(model, paths[max(paths)])
+            ensemble.load(steps[-1])
             power = frequency_power(embedding_tables(model, task_spec.p))
             ablated = [key_frequencies(row, share) for row in power]
-        for step in sorted(paths):
-            load_member_weights(model, paths[step])
-            found = fourier_rows(model, task_spec.p, task.train_positions, ablated, share)
+        for step in steps:
+            ensemble.load(step)
+            found = fourier_rows(model, task_spec.p, ensemble.task.train_positions, ablated, share)
             rows.extend({"member": m.member, "step": step, **row} for m, row in zip(group, found, strict=True))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -17,14 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
-
-from ..models import make_model
+from ..rebuild import run_ensembles
 from ..record import probes
 from ..store import Run
-from ..tasks import make_task
-from ..train.members import ensembles, expand
-from ..train.optim import lr_factor
 
 
 def top_eigenvalues(member_losses: Callable[[], torch.Tensor], params: list[torch.Tensor], *, iterations: int = 100,
@@ -102,19 +97,13 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
     schedule), edge, converged. `edge` is where each optimizer's sharpness settles (Cohen et al. 2021 and 2022):
     (2 + 2 momentum) / lr for SGD against `sharpness`, (2 + 2 beta1) / ((1 - beta1) lr) for AdamW against
     `preconditioned_sharpness`."""
-    spec, checkpoints = run.spec, run.checkpoints()
-    if steps is not None:
-        checkpoints = checkpoints[checkpoints.step.isin(steps)]
     rows = []
-    for group in ensembles(expand(spec)):
-        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
-        model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
-        saved = checkpoints[checkpoints.member.isin([m.member for m in group])]
-        for step, files in saved.groupby("step"):
-            if len(files) < len(group):  # a member without weights here (diverged or still being written)
+    for ensemble in run_ensembles(run):
+        task, model, group = ensemble.task, ensemble.model, ensemble.members
+        for step in ensemble.saved_steps():
+            if steps is not None and step not in steps:
                 continue
-            paths = files.set_index("member").path
-            preconditioner = load_member_weights(model, [run.path / paths[m.member] for m in group])
+            preconditioner = ensemble.load(step)
             batch = task.batch(int(step))
             params = list(model.parameters())
 
@@ -132,7 +121,7 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
                         scale=[p.rsqrt() for p in preconditioner])
             for index, m in enumerate(group):
                 optim = m.spec.optim
-                lr = optim.lr * lr_factor(optim, int(step), spec.steps)
+                lr = optim.lr * optim.lr_factor(int(step), run.spec.steps)
                 if optim.name == "sgd":
                     edge = (2 + 2 * optim.momentum) / lr if lr > 0 else np.nan
                 else:
@@ -145,19 +134,6 @@ def run_sharpness(run: Run, *, steps: list[int] | None = None, iterations: int =
                 rows.append(row)
     return pd.DataFrame(rows, columns=["member", "step", "sharpness", "preconditioned_sharpness", "lr", "edge",
                                        "converged"])
-
-
-def load_member_weights(model: torch.nn.Module, paths: list) -> list[torch.Tensor] | None:
-    """Stack each member's saved weights (one safetensors file per member) into the ensemble's parameters; return
-    AdamW's preconditioner saved with them, stacked the same way, or None where it was not saved."""
-    saved = [load_file(str(path)) for path in paths]
-    names = [name for name, _ in model.named_parameters()]
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.copy_(torch.stack([weights[name] for weights in saved]))
-    if not all(f"preconditioner.{name}" in weights for weights in saved for name in names):
-        return None
-    return [torch.stack([weights[f"preconditioner.{name}"] for weights in saved]) for name in names]
 
 
 def _twice_differentiable_attention():

@@ -125,29 +125,21 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
       declaratives in the member's distribution.
     The sentences are each member's own test distribution (questions_gen.sample(grammar, "test", n_test,
     split_seed), as the task builds its test split), never the gen set. Only transformers (`_run`) are probed."""
-    from ..models import make_model
-    from ..tasks import make_task
-    from ..train.members import ensembles, expand
-    from .sharpness import load_member_weights
+    from ..rebuild import run_ensembles
 
-    spec, checkpoints, rows = run.spec, run.checkpoints(), []
+    spec, rows = run.spec, []
     if spec.task.name != "question_formation":
         raise ValueError(f"the signature probes question_formation runs (this run's task is {spec.task.name!r})")
     if spec.task.kind != "question":
         raise ValueError(f"the signature probes auxiliaries: question_formation runs with task.kind = question (this "
                          f"run's kind is {spec.task.kind!r})")
-    for group in ensembles(expand(spec)):
-        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
-        model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
+    for ensemble in run_ensembles(run):
+        group, model = ensemble.members, ensemble.model
         if not hasattr(model, "_run"):
             raise ValueError(f"the signature reads a transformer's residual stream (model {spec.model.name!r})")
         data = {config: _signature_rows(config) for config in dict.fromkeys(m.spec.task for m in group)}
-        saved = checkpoints[checkpoints.member.isin([m.member for m in group])]
-        for step, files in saved.groupby("step"):
-            if len(files) < len(group):  # a member without weights here (diverged or still being written)
-                continue
-            paths = files.set_index("member").path
-            load_member_weights(model, [run.path / paths[m.member] for m in group])
+        for step in ensemble.saved_steps():
+            ensemble.load(step)
             model.eval()
             for config, (x, plain, transfer) in data.items():
                 states = member_states(model, x, np.r_[plain["where"], transfer["where"]])  # [M, R, d]

@@ -22,14 +22,10 @@ import pandas as pd
 import torch
 
 from ..analysis.sae import THRESHOLD
-from ..analysis.sharpness import load_member_weights
-from ..models import make_model
+from ..rebuild import run_ensembles, save_member_weights
 from ..seeds import generator
 from ..store import Run, ShardWriter, write_table
 from ..store.create import check_out, create_run
-from ..tasks import make_task
-from ..train.members import ensembles, expand
-from ..train.recorder import save_member_weights
 from .matching import agreement_curve, match, shared_share
 from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names
@@ -58,18 +54,20 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
         raise ValueError(f"--kind {kind!r}: unknown (known: {', '.join(KINDS)})")
     if seeds < 2:
         raise ValueError(f"--seeds {seeds}: cross-seed agreement needs at least 2 SAE seeds")
-    spec, tables, members = run.spec, [], []
-    for group in ensembles(expand(spec)):
-        task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
-        model = make_model(spec.model, task, [m.init_seed for m in group], [m.spec.model.init_scale for m in group])
+    tables, members = [], []
+    for ensemble in run_ensembles(run):
+        model, task, group = ensemble.model, ensemble.task, ensemble.members
         chosen = site or default_site(model)
         if chosen not in site_names(model):
-            raise ValueError(f"--site {chosen!r}: no such site in this {spec.model.name} (sites: "
+            raise ValueError(f"--site {chosen!r}: no such site in this {group[0].spec.model.name} (sites: "
                              f"{', '.join(site_names(model))})")
         probe = _split(task, split)
         rows = _row_sample(model, probe.x, max_rows)
         for step in steps_at:
-            _load(run, model, task, group, step)
+            try:
+                ensemble.load(step)
+            except ValueError as err:
+                raise ValueError(f"--at {step}: {str(err).split(': ', 1)[1]}") from None
             if progress:
                 progress(f"step {step}: {len(group)} members x {seeds} SAE seeds at {chosen}")
             trained = _train(model, task.loss, probe, chosen, rows, step, group, seeds=seeds, kind=kind, width=width,
@@ -120,21 +118,6 @@ def _row_sample(model, x: torch.Tensor, max_rows: int) -> torch.Tensor | None:
     if total <= max_rows:
         return None
     return torch.randperm(total, generator=generator("sae-rows", 0))[:max_rows].sort().values
-
-
-def _load(run: Run, model, task, group, step: int) -> None:
-    """The group's weights at `step`: saved ones, or for step 0 without them the init seeds' (the same weights)."""
-    files = run.checkpoints()
-    files = files[(files.step == step) & files.member.isin([m.member for m in group])].set_index("member").path
-    if len(files) == len(group):
-        load_member_weights(model, [run.path / files[m.member] for m in group])
-    elif step == 0:
-        fresh = make_model(run.spec.model, task, [m.init_seed for m in group],
-                           [m.spec.model.init_scale for m in group])
-        model.load_state_dict(fresh.state_dict())
-    else:
-        raise ValueError(f"--at {step}: members {sorted(set(m.member for m in group) - set(files.index))} have no "
-                         "weights saved there")
 
 
 def _train(model, loss: str, probe, site: str, rows, step: int, group, *, seeds: int, kind: str, width: int | None,

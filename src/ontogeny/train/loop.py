@@ -19,8 +19,8 @@ from ..record import probes
 from ..record.schedule import checkpoint_steps, weight_steps
 from ..store.layout import Layout
 from ..tasks import Batch, make_task
-from .members import Member, member_rows
-from .optim import EnsembleOptimizer, clip_grads, grad_norms, lr_factor
+from ..members import Member, member_rows
+from .optim import EnsembleOptimizer, clip_grads, grad_norms
 from .recorder import TrainingRecorder
 
 EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
@@ -94,7 +94,7 @@ class EnsembleTrainer:
         """Train `n` steps from the current state, recording nothing (to time a plan; the trainer is then spent)."""
         for step in range(self.step, self.step + n):
             self._forward_backward(step, self._to_device(self.task.batch(step)))
-            self.optimizer.step(lr_factor(self.spec.optim, step, self.spec.steps), None)
+            self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), None)
             self.step = step + 1
 
     # ---- the loop ----
@@ -118,7 +118,7 @@ class EnsembleTrainer:
             loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
             norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
             if at_checkpoint:
-                factor = lr_factor(self.spec.optim, step, steps)
+                factor = self.spec.optim.lr_factor(step, steps)
                 recorder.record(step, self.model, batch, loss.detach(), correct, norms,
                                 self.optimizer.lr * factor)
                 if step in save_weights_at:
@@ -134,7 +134,7 @@ class EnsembleTrainer:
             if norms is not None and bool((self.clip > 0).any()):
                 clip_grads(self.params, self.clip, norms)
             all_active = bool(self.active.all())
-            self.optimizer.step(lr_factor(self.spec.optim, step, steps), None if all_active else self.active)
+            self.optimizer.step(self.spec.optim.lr_factor(step, steps), None if all_active else self.active)
             self.step = step + 1
             if on_step:
                 on_step(self.step)

@@ -112,15 +112,3 @@ def clip_grads(params: list[torch.Tensor], max_norm: torch.Tensor, norms: torch.
     for param in params:
         if param.grad is not None:
             param.grad.mul_(_view(scale, param.grad))
-
-
-def lr_factor(spec: Optim, step: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at `step`: linear warmup, then constant, cosine or linear decay to 0."""
-    if step < spec.warmup_steps:
-        return (step + 1) / spec.warmup_steps
-    if spec.schedule == "constant":
-        return 1.0
-    progress = (step - spec.warmup_steps) / max(1, total_steps - spec.warmup_steps)
-    if spec.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0 - progress

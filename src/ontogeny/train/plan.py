@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from ..exceptions import SpecError
-from .members import Member, ensembles, shape_key
+from ..members import Member, ensembles, shape_key
 
 MEMORY_SHARE = 0.8  # of a worker's memory that its ensembles may plan to use
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..exceptions import OntogenyError, SpecError, StoreError
 from ..store.commits import read_commits
 from ..store.layout import Layout
-from .members import Member
+from ..members import Member
 from .plan import Plan
 
 POLL_SECONDS = 0.5

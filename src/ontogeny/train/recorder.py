@@ -3,17 +3,14 @@ of the probe sets (record/evaluate.py), and the members' weights."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save
 
+from ..rebuild import save_member_weights
 from ..record import probes
 from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
-from ..store.create import write_bytes
-from ..store.layout import Layout
 from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, SequenceSplit, TokenSplit
 
 
@@ -51,23 +48,6 @@ class TrainingRecorder:
             names = list(params)
             params.update({f"preconditioner.{name}": p.cpu() for name, p in zip(names, preconditioner)})
         save_member_weights(self.writer, self.run_dir, self.member_ids, step, params)
-
-
-def save_member_weights(writer, run_dir: Path, member_ids, step: int, params: dict[str, torch.Tensor]) -> None:
-    """Write member_ids[i]'s slice params[...][i] as its own safetensors file at `step`, with a `checkpoints` row."""
-    rows = {"member": [], "step": [], "path": [], "sha256": []}
-    for index, member in enumerate(member_ids):
-        relative = Layout.weights(int(member), step)
-        path = run_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Serialized in memory and written by Python, so a full disk is an OSError like any other write.
-        data = save({name: p[index].contiguous() for name, p in params.items()})
-        write_bytes(path, data)
-        rows["member"].append(int(member))
-        rows["step"].append(step)
-        rows["path"].append(relative.as_posix())
-        rows["sha256"].append(hashlib.sha256(data).hexdigest())
-    writer.append("checkpoints", rows)
 
 
 def _probes(splits: list[EvalSplit], device: torch.device, rows: int) -> list[Probe]:

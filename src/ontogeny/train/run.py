@@ -22,7 +22,7 @@ from ..store.layout import Layout
 from ..store.lock import FileLock
 from ..tasks.base import TokenSplit
 from .loop import EnsembleTrainer
-from .members import Member, expand, member_rows
+from ..members import Member, expand, member_rows
 from .plan import Plan, make_plan, time_plan, worker_memory
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..spec import Spec
+from .spec import Spec
 
 
 @dataclass(frozen=True)
