@@ -6,7 +6,7 @@ Run by hand, not in CI:
     python benchmarks/components_speed.py --checkpoints 3    # a quick look
 
 What it times is what `ontogeny analyze RUN --what components` does at each checkpoint with saved weights, minus
-reading the weights: `transformer_importance` on the task's probe (p = 113: 10,000 of the 12,769 pairs, the
+reading the weights: `component_importance` on the task's probe (p = 113: 10,000 of the 12,769 pairs, the
 recipe's probe cap; the train and test splits share one pass), for Nanda et al.'s 1-layer transformer (d 128, 4
 heads, d_mlp 512) with 8 members, mean ablation: one forward pass per head and the 512 neurons through their
 linear path to the logits. Weights are perturbed between checkpoints so nothing is cached.
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from ontogeny.analysis.components import transformer_importance
+from ontogeny.analysis.components import component_importance
 from ontogeny.models import make_model
 from ontogeny.spec import load_spec
 from ontogeny.tasks import make_task
@@ -43,7 +43,7 @@ def main() -> None:
         with torch.no_grad():
             for param in model.parameters():
                 param.mul_(1.001)
-        found, _ = transformer_importance(model, train.x, train.y, task.loss, groups)
+        found, _ = component_importance(model, train.x, train.y, task.loss, groups)
         if checkpoint == 0:
             print(f"  first checkpoint: {time.perf_counter() - start:.1f} s; components per member: "
                   + ", ".join(f"{kind} {next(iter(rises.values())).shape[1]}" for kind, _, rises in found), flush=True)

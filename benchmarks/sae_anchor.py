@@ -1,7 +1,7 @@
 """ontogeny's ensemble SAE beside sae-lens on real activations: FVE, L0 and wall time of each.
 
 A short grokking run (MLP, p = 59, 300 steps, weights saved at step 300) gives the hidden activations of its 8
-members on all p^2 = 3,481 pairs (`model.last_hidden`). For each member, an SAE is trained on that member's rows by
+members on all p^2 = 3,481 pairs (the site `hidden`). For each member, an SAE is trained on that member's rows by
 sae-lens's own `SAETrainer` (one SAE at a time, as sae-lens trains), and by `ontogeny.sae.train_saes` with all
 members as one ensemble; both start from the same weights (ours, copied into sae-lens's SAEs) and see the same
 batches with the same Adam settings, per-SAE gradient clipping at 1.0 and dead-latent window.
@@ -43,7 +43,7 @@ def grokking_activations(out: Path, model_steps: int) -> torch.Tensor:
     files = files[files.step == model_steps].set_index("member").path
     load_member_weights(model, [run.path / files[m.member] for m in group])
     with torch.no_grad():
-        return model.last_hidden(task.x).float()  # task.x: every (a, b, '=') pair
+        return model.read(task.x, ["hidden"])["hidden"].float()  # task.x: every (a, b, '=') pair
 
 
 def their_sae(kind: str, ours: EnsembleSAE, member: int, l1: float):

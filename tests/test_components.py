@@ -24,7 +24,7 @@ def test_importance_equals_the_loss_rise_of_ablating_each_unit_by_hand(ablation)
     found = unit_importance(model, x, y, "cross_entropy", {"all": torch.ones(30, dtype=torch.bool),
                                                            "own": member_mask}, ablation)
     with torch.no_grad():
-        h = model.last_hidden(x)
+        h = model.read(x, ["hidden"])["hidden"]
         for unit in range(6):
             ablated = h.clone()
             ablated[..., unit] = h[..., unit].mean(1, keepdim=True) if ablation == "mean" else 0
@@ -88,7 +88,7 @@ def test_transformer_heads_and_neurons_equal_ablating_their_weights_by_hand():
     """Zeroing a head's output at the read position = zeroing its rows of W_O (one layer, last position read);
     zeroing a ReLU neuron = zeroing its column of W_in and its bias."""
     from ontogeny import TransformerModel
-    from ontogeny.analysis.components import transformer_importance
+    from ontogeny.analysis.components import component_importance
     from ontogeny.models import EnsembleTransformer
 
     spec = TransformerModel(d_model=8, n_heads=2, d_mlp=6)
@@ -96,9 +96,10 @@ def test_transformer_heads_and_neurons_equal_ablating_their_weights_by_hand():
     gen = torch.Generator().manual_seed(4)
     x, y = torch.randint(0, 6, (20, 3), generator=gen), torch.randint(0, 5, (20,), generator=gen)
     everything = {"all": torch.ones(20, dtype=torch.bool)}
-    found, hidden = transformer_importance(model, x, y, "cross_entropy", everything, "zero", rows=7)
+    found, (kind, layer, hidden) = component_importance(model, x, y, "cross_entropy", everything, "zero", rows=7)
     (_, _, heads), (_, _, neurons) = found
-    assert hidden.shape == (2, 20, 6)
+    assert hidden.shape == (2, 20, 6) and (kind, layer) == ("neuron", 0)
+    assert not model.hooked and not any(site.active for site in model.sites())
 
     def loss():
         return torch.stack([torch.nn.functional.cross_entropy(logits, y) for logits in model(x)])
@@ -136,7 +137,7 @@ def test_hinge_importance_equals_ablating_each_unit_by_hand():
     x, y = torch.randn(20, 4, generator=gen), torch.randint(0, 2, (20,), generator=gen).float() * 2 - 1
     found = unit_importance(model, x, y, "hinge", {"all": torch.ones(20, dtype=torch.bool)}, "mean")["all"]
     with torch.no_grad():
-        h = model.last_hidden(x)
+        h = model.read(x, ["hidden"])["hidden"]
         before = torch.relu(1 - model(x)[..., 0] * y).mean(1)
         for unit in range(6):
             ablated = h.clone()

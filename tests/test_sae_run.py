@@ -56,7 +56,7 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):
     out = tmp_path / "never"
     foreign = scalar_run("foreign", pd.DataFrame({"member": [0, 0], "step": [0, 1], "name": "test/loss",
                                                   "value": [1.0, 0.5]}))
-    cases = [(["--site", "resid"], "--site 'resid': no such site in this mlp (sites: hidden.0, hidden)"),
+    cases = [(["--site", "resid"], "--site 'resid': no such site in this mlp (sites: hidden_in.0, hidden.0, hidden)"),
              (["--at", "100"], "--at 100: no saved weights at that step"),
              (["--kind", "gated"], "--kind 'gated': unknown"),
              (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2"),

@@ -145,10 +145,10 @@ def loss_of_logits(kind, logits, y):
 def test_mlp_sites_match_hand_computation(case):
     model, _, x, _ = build(case)
     depth = model.spec.depth
-    assert site_names(model) == [f"hidden.{i}" for i in range(depth)] + ["hidden"]
+    assert site_names(model) == [name for i in range(depth) for name in (f"hidden_in.{i}", f"hidden.{i}")] + ["hidden"]
     assert default_site(model) == "hidden"
     inputs, targets = collect(model, x, "hidden")
-    assert inputs is targets and torch.equal(targets, model.last_hidden(x))
+    assert inputs is targets and torch.equal(targets, collect(model, x, f"hidden.{depth - 1}")[1])
     example, position = row_index(model, x)
     assert torch.equal(example, torch.arange(len(x))) and position is None
     for member in range(3):
@@ -158,6 +158,7 @@ def test_mlp_sites_match_hand_computation(case):
             torch.testing.assert_close(collect(model, x, f"hidden.{i}")[1][member], activations)
             inputs, targets = collect(model, x, f"hidden.{i}", transcoder=True)
             torch.testing.assert_close(inputs[member], layer_input)  # one-hot tokens / features / previous layer
+            torch.testing.assert_close(collect(model, x, f"hidden_in.{i}")[1][member], layer_input)
             torch.testing.assert_close(targets[member], activations)
             assert inputs.dtype == targets.dtype == torch.float32 and inputs.is_contiguous()
 
@@ -166,8 +167,8 @@ def test_mlp_sites_match_hand_computation(case):
 def test_transformer_sites_match_hand_computation(case):
     model, _, x, _ = build(case)
     n_layers, keep = model.spec.n_layers, keep_of(model, x)
-    assert site_names(model) == ([f"resid.{i}" for i in range(n_layers)] + ["resid"]
-                                 + [f"mlp.{i}" for i in range(n_layers)] + ["mlp"])
+    kinds = ("mlp_in", "mlp", "mlp_out", "resid")
+    assert site_names(model) == [f"{k}.{i}" for i in range(n_layers) for k in kinds] + ["resid_final", "resid", "mlp"]
     assert default_site(model) == "resid"
     if model.pad_token is not None:
         assert not keep.all()  # the padding is really left out
@@ -182,13 +183,17 @@ def test_transformer_sites_match_hand_computation(case):
             close(collected[f"mlp.{layer}"][0][member], by_hand["hidden"][example, position])
             close(transcoded[layer][0][member], by_hand["mlp_in"][example, position])
             close(transcoded[layer][1][member], by_hand["mlp_out"][example, position])
+            close(collected[f"mlp_in.{layer}"][0][member], by_hand["mlp_in"][example, position])
+            close(collected[f"mlp_out.{layer}"][0][member], by_hand["mlp_out"][example, position])
     close(collected["resid"][0], collected[f"resid.{n_layers - 1}"][0])
+    final = collected["resid_final"][0]  # after the final LayerNorm: W_U maps it to the logits at every position
+    if model.objective is not None:
+        close(torch.bmm(final, model.W_U), model(x)[:, example, position])
     close(collected["mlp"][0], collected[f"mlp.{n_layers - 1}"][0])
     for layer, block in enumerate(model.blocks):  # a transcoder's target is the MLP's output of the collected hidden
         hidden = collected[f"mlp.{layer}"][0]
         close(transcoded[layer][1], torch.bmm(hidden, block.W_out) + block.b_out[:, None])
-    assert all(block.edit_hidden is None and block.edit_mlp_input is None and block.edit_mlp_output is None
-               for block in model.blocks)
+    assert not model.hooked and not any(site.active for site in model.sites())  # no hook stays behind
 
 
 @pytest.mark.parametrize("case", ["classifier", "masked", "causal", "causal-padded"])
@@ -294,8 +299,8 @@ def test_bad_input_fails_with_one_line():
     mlp, kind, x, y = build("mlp-tokens")
     transformer, _, tokens, labels = build("classifier")
     failures = [
-        (lambda: collect(transformer, tokens, "mlp.7"), "unknown site 'mlp.7' .*: resid.0, resid.1, resid, mlp.0"),
-        (lambda: collect(mlp, x, "resid"), "unknown site 'resid' for this EnsembleMLP; its sites: hidden.0"),
+        (lambda: collect(transformer, tokens, "mlp.7"), "unknown site 'mlp.7' .*: mlp_in.0, mlp.0, mlp_out.0, resid.0"),
+        (lambda: collect(mlp, x, "resid"), "unknown site 'resid' for this EnsembleMLP; its sites: hidden_in.0"),
         (lambda: collect(transformer, tokens, "resid.1", transcoder=True), "site 'resid.1' is no MLP"),
         (lambda: collect(mlp, x[None], "hidden"), "x must be the inputs"),
         (lambda: collect(mlp, x[:0], "hidden"), r"x must be the inputs .*N >= 1\), got shape \(0, 3\)"),
@@ -303,11 +308,10 @@ def test_bad_input_fails_with_one_line():
         (lambda: downstream_loss(transformer, kind, tokens, labels, "mlp.0", lambda rows: rows[:, :-1],
                                  transcoder=True),
          r"replace returned shape \(3, 362, 16\) for rows of shape \(3, 363, 16\)"),
-        (lambda: site_names(nn.Linear(2, 2)), "activation sites exist for EnsembleMLP and EnsembleTransformer"),
+        (lambda: site_names(nn.Linear(2, 2)), "activation sites exist for models that declare them"),
     ]
     for call, message in failures:
         with pytest.raises(ValueError, match=message) as error:
             call()
         assert "\n" not in str(error.value)
-    assert all(block.edit_hidden is None and block.edit_mlp_input is None and block.edit_mlp_output is None
-               for block in transformer.blocks)
+    assert not transformer.hooked and not any(site.active for site in transformer.sites())

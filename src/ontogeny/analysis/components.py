@@ -16,7 +16,6 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..models.mlp import EnsembleMLP
 from ..rebuild import member_models
 from ..store import Run
 
@@ -26,15 +25,17 @@ CACHE_FLOATS = 1 << 18  # ablated logits computed at once (1 MiB: they stay in c
 
 
 @torch.no_grad()
-def unit_importance(model: EnsembleMLP, x: torch.Tensor, y: torch.Tensor, loss_kind: str,
-                    groups: dict[str, torch.Tensor], ablation: str = "mean") -> dict[str, torch.Tensor]:
-    """Rise of each group's mean loss when each of an MLP's last-layer units is ablated: {group: [M, units]}.
+def unit_importance(model, x: torch.Tensor, y: torch.Tensor, loss_kind: str, groups: dict[str, torch.Tensor],
+                    ablation: str = "mean") -> dict[str, torch.Tensor]:
+    """Rise of each group's mean loss when each of the model's readout units (an MLP's last hidden layer, linear to
+    the logits) is ablated: {group: [M, units]}.
 
     `groups` maps a name to a mask [N] or [M, N] of the probe examples it averages over (a split, a subset).
     """
-    h = model.last_hidden(x)  # [M, N, W]
-    logits = torch.bmm(h, model.w_out) + (0 if model.b_out is None else model.b_out[:, None])  # [M, N, C]
-    return readout_importance(h, model.w_out, logits, y, loss_kind, groups, ablation)
+    name, _, readout = model.readout_units()
+    got = model.read(x, [name], logits=True)
+    h = _at_read_position(got[name], model.site(name))  # [M, N, W]
+    return readout_importance(h, readout, got["logits"], y, loss_kind, groups, ablation)
 
 
 @torch.no_grad()
@@ -69,49 +70,47 @@ def readout_importance(h: torch.Tensor, readout: torch.Tensor, logits: torch.Ten
 
 
 @torch.no_grad()
-def transformer_importance(model, x: torch.Tensor, y: torch.Tensor, loss_kind: str, groups: dict[str, torch.Tensor],
-                           ablation: str = "mean", rows: int = 2048) -> tuple[list, torch.Tensor | None]:
-    """A transformer's components: every attention head of every layer (its output at the read position set to
-    its mean or to 0, one forward pass per head) and the last layer's MLP neurons (linear to the logits when the
-    model has no final LayerNorm). Returns ([(kind, layer, {group: [M, units]})], the last layer's neuron
-    activations at the read position [M, N, d_mlp] or None)."""
-    blocks, captured = model.blocks, {}
+def component_importance(model, x: torch.Tensor, y: torch.Tensor, loss_kind: str, groups: dict[str, torch.Tensor],
+                         ablation: str = "mean", rows: int = 2048) -> tuple[list, tuple | None]:
+    """A model's components, read through its sites: every head of every site with a head axis (its output at the
+    read position set to its mean or to 0, one forward pass per head) and its readout units (`readout_units`,
+    measured where they reach the logits linearly). Returns ([(kind, layer, {group: [M, units]})], (kind, layer, the
+    units' activations at the read position [M, N, W]) or None)."""
+    heads = [site for site in model.sites() if "head" in site.axes]
+    units = model.readout_units()
+    unit_site = model.site(units[0]) if units else None
+    captured = {site.name: [] for site in [*heads, *([unit_site] if unit_site else [])]}
 
-    def recording(key):
+    def recording(site):
         def hook(values):
-            captured.setdefault(key, []).append(values[:, :, :, -1] if key[0] == "heads" else values[:, :, -1])
-            return values
+            captured[site.name].append(_at_read_position(values, site))
         return hook
 
-    for layer, block in enumerate(blocks):
-        block.edit_heads = recording(("heads", layer))
-    blocks[-1].edit_hidden = recording(("hidden",))
-    try:
-        logits = _forward_rows(model, x, rows)  # [M, N, C]
-    finally:
-        for block in blocks:
-            block.edit_heads = block.edit_hidden = None
+    logits = _forward_rows(model, x, rows, {name: recording(model.site(name)) for name in captured})  # [M, N, C]
     base = _group_means(_example_loss(loss_kind, logits, y), groups)
     found = []
-    for layer, block in enumerate(blocks):
-        outputs = torch.cat(captured[("heads", layer)], dim=1)  # [M, N, H, dh] at the read position
+    for site in heads:
+        outputs = torch.cat(captured[site.name], dim=1)  # [M, N, H, dh] at the read position
         fills = outputs.mean(1) if ablation == "mean" else torch.zeros_like(outputs[:, 0])  # [M, H, dh]
         rises = {name: [] for name in groups}
         for head in range(outputs.shape[2]):
-            block.edit_heads = _replace_head(head, fills[:, head])
-            try:
-                ablated = _example_loss(loss_kind, _forward_rows(model, x, rows), y)
-            finally:
-                block.edit_heads = None
-            for name, mean in _group_means(ablated, groups).items():
+            ablated = _forward_rows(model, x, rows, {site.name: _replace_head(head, fills[:, head])})
+            for name, mean in _group_means(_example_loss(loss_kind, ablated, y), groups).items():
                 rises[name].append((mean - base[name])[:, None])
-        found.append(("head", layer, {name: torch.cat(parts, dim=1) for name, parts in rises.items()}))
-    hidden = torch.cat(captured[("hidden",)], dim=1)  # [M, N, d_mlp]
-    if model.ln_final_gain is None:
-        readout = torch.bmm(blocks[-1].W_out, model.W_U)  # [M, d_mlp, C]: a neuron's direct path to the logits
-        found.append(("neuron", len(blocks) - 1,
-                      readout_importance(hidden, readout, logits, y, loss_kind, groups, ablation)))
-    return found, hidden
+        found.append(("head", site.layer, {name: torch.cat(parts, dim=1) for name, parts in rises.items()}))
+    if units is None:
+        return found, None
+    _, kind, readout = units
+    hidden = torch.cat(captured[unit_site.name], dim=1)  # [M, N, W]
+    if readout is not None:
+        found.append((kind, unit_site.layer, readout_importance(hidden, readout, logits, y, loss_kind, groups,
+                                                                ablation)))
+    return found, (kind, unit_site.layer, hidden)
+
+
+def _at_read_position(values: torch.Tensor, site) -> torch.Tensor:
+    """A site's tensor at the position the logits are read (the last), or as it is for a site without positions."""
+    return values.select(site.axes.index("position"), -1) if site.has_positions else values
 
 
 def _replace_head(head: int, fill: torch.Tensor):
@@ -123,8 +122,9 @@ def _replace_head(head: int, fill: torch.Tensor):
     return hook
 
 
-def _forward_rows(model, x: torch.Tensor, rows: int) -> torch.Tensor:
-    return torch.cat([model(x[start:start + rows]) for start in range(0, len(x), rows)], dim=1)
+def _forward_rows(model, x: torch.Tensor, rows: int, hooks: dict) -> torch.Tensor:
+    """The hooked model's logits on x [N, ...] in chunks of `rows` examples -> [M, N, C]."""
+    return torch.cat([model.run_with_hooks(x[start:start + rows], hooks) for start in range(0, len(x), rows)], dim=1)
 
 
 def _group_means(loss: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,28 +159,25 @@ def class_selectivity(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def run_components(run: Run, *, ablation: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Importance (member, step, kind, layer, unit, group, importance) and selectivity (member, step, kind, layer,
-    unit, selectivity) at every checkpoint with saved weights. Components: an MLP's last hidden layer's units; a
-    transformer's heads and its last layer's MLP neurons. Groups are the task's splits and, within each split,
+    unit, selectivity) at every checkpoint with saved weights. Components (see `component_importance`): an MLP's
+    last hidden layer's units; a transformer's heads and its last layer's MLP neurons. Groups are the task's splits and, within each split,
     its named subsets ("split/subset")."""
     importance, selectivity = [], []
     for ensemble, step in member_models(run):
         model, task, ids = ensemble.model, ensemble.task, np.array(ensemble.ids)
         splits = task.eval_splits()
         for index, (x, y, named) in enumerate(_probe_groups(splits)):
-            if isinstance(model, EnsembleMLP):
-                found = [("unit", model.spec.depth - 1, unit_importance(model, x, y, task.loss, named, ablation))]
-                hidden, layer = model.last_hidden(x), model.spec.depth - 1
-            else:
-                found, hidden = transformer_importance(model, x, y, task.loss, named, ablation)
-                layer = len(model.blocks) - 1
-            for kind, at, rises in found:
+            found, units = component_importance(model, x, y, task.loss, named, ablation)
+            for kind, layer, rises in found:
                 for name, rise in rises.items():
-                    importance.append(_long(ids, int(step), rise, kind=kind, layer=at, group=name,
+                    importance.append(_long(ids, int(step), rise, kind=kind, layer=layer, group=name,
                                             value="importance"))
-            if index == 0:  # selectivity on the first probe's inputs
-                kind = "unit" if isinstance(model, EnsembleMLP) else "neuron"
+            if index == 0 and units is not None:  # selectivity on the first probe's inputs
+                kind, layer, hidden = units
                 selectivity.append(_long(ids, int(step), class_selectivity(hidden, y), kind=kind, layer=layer,
                                          value="selectivity"))
+    if not importance or not selectivity:
+        raise ValueError(f"{run.path}: no saved weights, or a model whose sites hold no heads or readout units")
     return pd.concat(importance, ignore_index=True), pd.concat(selectivity, ignore_index=True)
 
 

@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ..models import EnsembleMLP, EnsembleTransformer
 from ..rebuild import run_ensembles
 from ..store import Run
 from ..tasks.modular import modular_table
@@ -125,14 +124,14 @@ def split_logits(logits: torch.Tensor, frequencies: list[list[int]]) -> tuple[to
 
 
 def embedding_tables(model: torch.nn.Module, p: int) -> torch.Tensor:
-    """The number tokens' embeddings [M, T, p, d]: the transformer's W_E (T = 1) or the MLP's tables of positions a
-    and b (T = 2; the '=' position and token are left out)."""
-    if isinstance(model, EnsembleTransformer):
-        return model.W_E[:, None, :p].detach()
-    if isinstance(model, EnsembleMLP) and getattr(model, "embed", None) is not None:
-        return model.embed[:, :2, :p].detach()
-    raise ValueError(f"no number-token embedding in a {type(model).__name__} (fourier reads EnsembleTransformer's W_E "
-                     "or EnsembleMLP's per-position embed)")
+    """The number tokens' embeddings [M, T, p, d]: of the positions a and b where the model has a table per position
+    (an MLP's, T = 2; the '=' position and token are left out), else its one shared table (a transformer's W_E,
+    T = 1)."""
+    tables = model.token_tables() if hasattr(model, "token_tables") else None
+    if tables is None:
+        raise ValueError(f"no number-token embedding in a {type(model).__name__} (fourier reads a model's "
+                         "token_tables())")
+    return tables[:, :2, :p].detach()
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor, positions: list[torch.Tensor]) -> list[float]:
@@ -160,13 +159,13 @@ def fourier_rows(model: torch.nn.Module, p: int, train_positions: list[torch.Ten
                "restricted_loss": member_losses(restricted, y, every),
                "restricted_train_loss": member_losses(restricted, y, train_positions),
                "excluded_loss": member_losses(excluded, y, train_positions)}
-    is_mlp = isinstance(model, EnsembleMLP)
+    per_neuron = model.embedding_is_neurons  # an MLP's embedding columns are its hidden neurons
     rows = []
     for m, key in enumerate(keys):
         spectrum = power[m, 1:]
         rows.append({"key_frequencies": ", ".join(map(str, key)), "n_key_frequencies": len(key),
                      "key_share": float(spectrum[[k - 1 for k in key]].sum() / spectrum.sum().clamp_min(1e-300)),
-                     "neuron_frequency_share": float(sparsity[m]) if is_mlp else float("nan"),
+                     "neuron_frequency_share": float(sparsity[m]) if per_neuron else float("nan"),
                      "ablated_frequencies": ", ".join(map(str, ablated[m])),
                      **{name: values[m] for name, values in columns.items()}, "uniform_loss": math.log(p)})
     return rows

@@ -99,13 +99,8 @@ def member_states(model, x, positions) -> np.ndarray:
     positions: x [B, T] int64 token ids, positions [R] pairs of (row of x, position) as [R, 2] -> [M, R, d]."""
     import torch
 
-    from ..models.transformer import (
-        _layer_norm,  # the model's own final LayerNorm, as its unembedding applies it
-    )
-
     with torch.no_grad():
-        resid, _ = model._run(torch.as_tensor(x), last_only=False)  # [M, B, T, d]
-        resid = _layer_norm(resid, model.ln_final_gain, model.ln_final_bias)
+        resid = model.read(torch.as_tensor(x), ["resid_final"])["resid_final"]  # [M, B, T, d]
         rows, columns = (torch.as_tensor(np.asarray(positions)[:, i]) for i in (0, 1))
         return resid[:, rows, columns].double().cpu().numpy()  # [M, R, d]
 
@@ -124,7 +119,7 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
       center-embedded ones (`transfer_rows`; position alone scores 0.5 there); NaN without center-embedded
       declaratives in the member's distribution.
     The sentences are each member's own test distribution (questions_gen.sample(grammar, "test", n_test,
-    split_seed), as the task builds its test split), never the gen set. Only transformers (`_run`) are probed."""
+    split_seed), as the task builds its test split), never the gen set. Only models with the site `resid_final` (transformers) are probed."""
     from ..rebuild import run_ensembles
 
     spec, rows = run.spec, []
@@ -135,8 +130,9 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
                          f"run's kind is {spec.task.kind!r})")
     for ensemble in run_ensembles(run):
         group, model = ensemble.members, ensemble.model
-        if not hasattr(model, "_run"):
-            raise ValueError(f"the signature reads a transformer's residual stream (model {spec.model.name!r})")
+        if "resid_final" not in getattr(model, "site_names", list)():
+            raise ValueError(f"the signature reads a transformer's residual stream (site resid_final), which model "
+                             f"{spec.model.name!r} does not have")
         data = {config: _signature_rows(config) for config in dict.fromkeys(m.spec.task for m in group)}
         for step in ensemble.saved_steps():
             ensemble.load(step)

@@ -10,6 +10,7 @@ from torch import nn
 from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import (activation, fan_in_std, init_generators, member_constant, member_dot, member_lookup,
                      member_normal, shared_input_matmul)
+from .sites import HookedEnsemble, Site
 
 
 EVAL_MEMBERS = 8  # members per forward pass when evaluating without gradients
@@ -44,12 +45,18 @@ class MLPModel(ModelSpec):
                            n_positions=task.n_positions, n_inputs=task.n_inputs, init_scales=init_scales)
 
 
-class EnsembleMLP(nn.Module):
+class EnsembleMLP(HookedEnsemble):
     """M independent MLPs trained as one module.
 
     Token inputs (`vocab_size` set) get one embedding table per position, which is the same as a linear layer on
     the concatenated one-hot tokens (Gromov 2023), done as a lookup. Float inputs go through a linear layer.
+
+    Sites, per hidden layer i: `hidden_in.i` [member, batch, feature] the layer's input (layer 0: the one-hot tokens
+    laid end to end, or the features; computed only while hooked), `hidden.i` [member, batch, feature] its
+    activations; `hidden` is the last layer's.
     """
+
+    default_site = "hidden"
 
     def __init__(self, spec: MLPModel, *, n_outputs: int, init_seeds: list[int], vocab_size: int | None = None,
                  n_positions: int = 0, n_inputs: int = 0, init_scales: list[float] | None = None):
@@ -74,10 +81,16 @@ class EnsembleMLP(nn.Module):
                 self.hidden_bias.append(member_constant(self.n_members, (width,)))
         self.w_out = member_normal(gens, (width, n_outputs), fan_in_std(width, scales))
         self.b_out = member_constant(self.n_members, (n_outputs,)) if spec.bias else None
+        rows = ("member", "batch", "feature")
+        self._layer_sites = [(Site(f"hidden_in.{i}", rows, i), Site(f"hidden.{i}", rows, i))
+                             for i in range(spec.depth)]
+        self._declare_sites([site for pair in self._layer_sites for site in pair],
+                            {"hidden": f"hidden.{spec.depth - 1}"},
+                            {f"hidden.{i}": (f"hidden_in.{i}", f"hidden.{i}") for i in range(spec.depth)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: tokens [B, T] / [M, B, T] (int64) or features [B, n] / [M, B, n] -> logits [M, B, n_outputs]."""
-        if torch.is_grad_enabled() or self.n_members <= EVAL_MEMBERS or x.device.type != "cpu":
+        if torch.is_grad_enabled() or self.n_members <= EVAL_MEMBERS or x.device.type != "cpu" or self.hooked:
             return self._forward(x, None)
         # evaluation on a CPU: a few members at a time keeps their activations in cache (probes at 512 members: 1.5x)
         chunks = [slice(start, start + EVAL_MEMBERS) for start in range(0, self.n_members, EVAL_MEMBERS)]
@@ -89,7 +102,8 @@ class EnsembleMLP(nn.Module):
             return param if members is None or param is None else param[members]
 
         one_output = self.w_out.shape[-1] == 1  # hinge: a product-sum head
-        fuse = one_output and self.spec.activation == "relu"  # the last ReLU then runs inside the head's Function
+        # the last ReLU then runs inside the head's Function (not while hooked: its site needs the activations)
+        fuse = one_output and self.spec.activation == "relu" and not self.hooked
         h = self._hidden(x, take, activate_last=not fuse)  # [M, B, width]
         if one_output:
             out = member_dot(h, take(self.w_out)[..., 0], relu=fuse)[..., None]  # [M, B, 1]
@@ -97,9 +111,19 @@ class EnsembleMLP(nn.Module):
             out = torch.bmm(h, take(self.w_out))  # [M, B, n_outputs]
         return out if self.b_out is None else out + take(self.b_out)[:, None]
 
-    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """The last hidden layer's activations [M, B, width], which the readout maps linearly to the logits."""
-        return self._hidden(x, lambda param: param, activate_last=True)
+    def readout_units(self) -> tuple[str, str, torch.Tensor]:
+        """The last hidden layer's units map linearly to the logits through w_out [M, width, outputs]."""
+        return "hidden", "unit", self.w_out
+
+    def token_tables(self) -> torch.Tensor | None:
+        """The per-position embedding tables [M, T, V, width] (None for float inputs)."""
+        return self.embed if self.vocab_size else None
+
+    embedding_is_neurons = True
+
+    def floats_per_example(self, x: torch.Tensor) -> int:
+        first = self.embed.shape[1] * self.embed.shape[2] if self.vocab_size else self.w_in.shape[-2]
+        return self.n_members * max(self.spec.width, self.w_out.shape[-1], first)
 
     def _hidden(self, x: torch.Tensor, take, activate_last: bool) -> torch.Tensor:
         if self.vocab_size:
@@ -108,12 +132,24 @@ class EnsembleMLP(nn.Module):
             h = shared_input_matmul(x, take(self.w_in))  # [M, B, width]
         else:
             h = torch.bmm(x, take(self.w_in))  # [M, B, width]
+        if self._layer_sites[0][0].active:
+            self._layer_sites[0][0](self._first_input(x))
         biases = list(self.hidden_bias) if self.spec.bias else [None] * len(self.hidden)
         h = self._activate(h, take(self.b_in), activate=activate_last or bool(self.hidden))
+        h = self._layer_sites[0][1](h)
         for i, (weight, bias) in enumerate(zip(self.hidden, biases)):
+            h = self._layer_sites[i + 1][0](h)
             h = self._activate(torch.bmm(h, take(weight)), take(bias),
                                activate=activate_last or i < len(self.hidden) - 1)
+            h = self._layer_sites[i + 1][1](h)
         return h
+
+    def _first_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's input as the layer sees it [M, B, d_in]: one-hot tokens laid end to end, or features
+        (read only: the layer itself runs as a lookup)."""
+        if self.vocab_size:
+            x = nn.functional.one_hot(x, self.vocab_size).flatten(-2).float()
+        return x.expand(self.n_members, *x.shape[-2:])
 
     def _activate(self, h: torch.Tensor, bias: torch.Tensor | None, activate: bool = True) -> torch.Tensor:
         """activation(h + bias), in place where autograd allows: h is a fresh matmul or lookup result, and each full

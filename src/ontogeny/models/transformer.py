@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import activation, embed_tokens, fan_in_std, init_generators, member_constant, member_normal
+from .sites import HookedEnsemble, Site
 
 
 @MODELS.register("transformer")
@@ -83,7 +84,7 @@ def _layer_norm(x: Tensor, gain: Tensor | None, bias: Tensor | None) -> Tensor:
 class _Block(nn.Module):
     """One attention + MLP layer of every member (pre-LN when the spec asks for LayerNorm)."""
 
-    def __init__(self, spec: TransformerModel, generators: list[torch.Generator], init_scales: Tensor):
+    def __init__(self, spec: TransformerModel, generators: list[torch.Generator], init_scales: Tensor, layer: int):
         super().__init__()
         n_members, d, d_mlp = len(generators), spec.d_model, spec.d_mlp
         self.n_heads, self.activation = spec.n_heads, spec.activation
@@ -98,10 +99,14 @@ class _Block(nn.Module):
         self.b_in = member_constant(n_members, (d_mlp,))  # [M, d_mlp]
         self.W_out = member_normal(generators, (d_mlp, d), fan_in_std(d_mlp, init_scales))  # [M, d_mlp, d]
         self.b_out = member_constant(n_members, (d,))  # [M, d]
-        # Hooks for analyses (analysis/components.py, sae/): a function of the heads' outputs [M, B, H, Tq, dh], of
-        # the MLP's normalized input [M, B, Tq, d], of its hidden activations [M, B, Tq, d_mlp] and of its output
-        # [M, B, Tq, d], returning them (possibly edited); None on the training path.
-        self.edit_heads = self.edit_mlp_input = self.edit_hidden = self.edit_mlp_output = None
+        # Sites (models/sites.py): the heads' outputs, the MLP's normalized input, hidden activations and output,
+        # and the residual stream the layer leaves
+        rows = ("member", "batch", "position", "feature")
+        self.site_heads = Site(f"heads.{layer}", ("member", "batch", "head", "position", "feature"), layer)
+        self.site_mlp_in = Site(f"mlp_in.{layer}", rows, layer)
+        self.site_mlp = Site(f"mlp.{layer}", rows, layer)
+        self.site_mlp_out = Site(f"mlp_out.{layer}", rows, layer)
+        self.site_resid = Site(f"resid.{layer}", rows, layer)
 
     @staticmethod
     def _layer_norm_params(spec: TransformerModel, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
@@ -144,24 +149,28 @@ class _Block(nn.Module):
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
                 is_causal=causal and not last_only)  # [M*B, H, Tq, dh]
             mixed = mixed.unflatten(0, (n_members, batch))  # [M, B, H, Tq, dh]
-        if self.edit_heads is not None:
-            mixed = self.edit_heads(mixed)
+        mixed = self.site_heads(mixed)  # [M, B, H, Tq, dh]
         mixed = mixed.transpose(2, 3).reshape(n_members, batch, -1, d)  # [M, B, Tq, H*dh]
         resid = resid[:, :, first_query:] + _project(mixed, self.W_O)  # [M, B, Tq, d]
         h = _layer_norm(resid, self.ln_mlp_gain, self.ln_mlp_bias)  # [M, B, Tq, d]
-        if self.edit_mlp_input is not None:
-            h = self.edit_mlp_input(h)
+        h = self.site_mlp_in(h)
         hidden = activation(self.activation, _project(h, self.W_in) + _per_member(self.b_in, h))  # [M, B, Tq, d_mlp]
-        if self.edit_hidden is not None:
-            hidden = self.edit_hidden(hidden)
-        if self.edit_mlp_output is not None:  # kept apart: the training path adds in the same order as always
-            return resid + self.edit_mlp_output(_project(hidden, self.W_out) + _per_member(self.b_out, resid)), pattern
-        resid = resid + _project(hidden, self.W_out) + _per_member(self.b_out, resid)  # [M, B, Tq, d]
-        return resid, pattern
+        hidden = self.site_mlp(hidden)
+        if self.site_mlp_out.active:  # kept apart: the training path adds in the same order as always
+            resid = resid + self.site_mlp_out(_project(hidden, self.W_out) + _per_member(self.b_out, resid))
+        else:
+            resid = resid + _project(hidden, self.W_out) + _per_member(self.b_out, resid)  # [M, B, Tq, d]
+        return self.site_resid(resid), pattern
 
 
-class EnsembleTransformer(nn.Module):
+class EnsembleTransformer(HookedEnsemble):
     """M decoder-only transformers of one shape, trained as one module; member m depends only on its own slices.
+
+    Sites, per layer l (axes [member, batch, position, feature] unless said): `heads.l` the heads' outputs
+    [member, batch, head, position, feature], `mlp_in.l` the MLP's (normalized) input, `mlp.l` its hidden
+    activations, `mlp_out.l` its output, `resid.l` the residual stream after the layer; `resid_final` the last
+    residual stream after the final LayerNorm (what the unembedding reads); `resid`, `mlp` and `heads` are the last
+    layer's.
 
     Parameters, drawn in this order from each member's init generator: W_E [M, V, d], W_pos [M, T, d], per layer
     (LayerNorm gain/bias), W_Q, W_K, W_V [M, d, H*dh], W_O [M, H*dh, d], (LayerNorm gain/bias), W_in [M, d, d_mlp],
@@ -190,9 +199,17 @@ class EnsembleTransformer(nn.Module):
         generators, d = init_generators(init_seeds), spec.d_model
         self.W_E = member_normal(generators, (vocab_size, d), fan_in_std(d, self.init_scales))  # [M, V, d]
         self.W_pos = member_normal(generators, (n_positions, d), fan_in_std(d, self.init_scales))  # [M, T, d]
-        self.blocks = nn.ModuleList(_Block(spec, generators, self.init_scales) for _ in range(spec.n_layers))
+        self.blocks = nn.ModuleList(_Block(spec, generators, self.init_scales, i) for i in range(spec.n_layers))
         self.ln_final_gain, self.ln_final_bias = _Block._layer_norm_params(spec, self.n_members)
         self.W_U = member_normal(generators, (d, n_outputs), fan_in_std(d, self.init_scales))  # [M, d, n_outputs]
+        last = spec.n_layers - 1
+        self.site_final = Site("resid_final", ("member", "batch", "position", "feature"), last)
+        self._declare_sites([*(site for b in self.blocks for site in (b.site_heads, b.site_mlp_in, b.site_mlp,
+                                                                       b.site_mlp_out, b.site_resid)), self.site_final],
+                            {"resid": f"resid.{last}", "mlp": f"mlp.{last}", "heads": f"heads.{last}"},
+                            {f"mlp.{i}": (f"mlp_in.{i}", f"mlp_out.{i}") for i in range(spec.n_layers)})
+
+    default_site = "resid"
 
     def _run(self, x: Tensor, last_only: bool, with_patterns: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Embed tokens [B, T] or [M, B, T] and run every layer (the last one at the last position if `last_only`).
@@ -224,15 +241,31 @@ class EnsembleTransformer(nn.Module):
     def _unembed(self, resid: Tensor) -> Tensor:
         """Return logits from the residual stream resid [M, B, Tq, d]: [M, B, Tq, n_outputs] on a language task,
         else [M, B, n_outputs] at the last position."""
-        if self.objective is not None:
-            return _project(_layer_norm(resid, self.ln_final_gain, self.ln_final_bias), self.W_U)
+        if self.objective is not None or self.hooked:
+            normed = self.site_final(_layer_norm(resid, self.ln_final_gain, self.ln_final_bias))  # [M, B, Tq, d]
+            return _project(normed, self.W_U) if self.objective is not None else torch.bmm(normed[:, :, -1], self.W_U)
         last = _layer_norm(resid[:, :, -1], self.ln_final_gain, self.ln_final_bias)  # [M, B, d]
         return torch.bmm(last, self.W_U)  # [M, B, n_outputs]
 
     def forward(self, x: Tensor) -> Tensor:
         """Return logits for tokens [B, T] (shared) or [M, B, T]: [M, B, T, n_outputs] at every position on a
-        language task, else [M, B, n_outputs] read at the last position."""
-        return self._unembed(self._run(x, last_only=self.objective is None)[0])
+        language task, else [M, B, n_outputs] read at the last position (computed there alone unless hooked)."""
+        return self._unembed(self._run(x, last_only=self.objective is None and not self.hooked)[0])
+
+    def readout_units(self) -> tuple[str, str, Tensor | None]:
+        """The last layer's MLP neurons, which reach the logits linearly (W_out @ W_U) when there is no final
+        LayerNorm."""
+        linear = self.ln_final_gain is None
+        return "mlp", "neuron", torch.bmm(self.blocks[-1].W_out, self.W_U) if linear else None  # [M, d_mlp, C]
+
+    def token_tables(self) -> Tensor:
+        """The token embedding W_E as one table shared by every position [M, 1, V, d]."""
+        return self.W_E[:, None]
+
+    def floats_per_example(self, x: Tensor) -> int:
+        spec = self.spec
+        return self.n_members * x.shape[-1] * max(spec.d_model, spec.d_mlp, spec.n_heads * x.shape[-1],
+                                                  self.n_outputs)
 
     def forward_with_patterns(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits at every position [M, B, T, n_outputs] (language tasks) and each layer's attention pattern

@@ -62,7 +62,7 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
             raise ValueError(f"--site {chosen!r}: no such site in this {group[0].spec.model.name} (sites: "
                              f"{', '.join(site_names(model))})")
         probe = _split(task, split)
-        rows = _row_sample(model, probe.x, max_rows)
+        rows = _row_sample(model, probe.x, chosen, max_rows)
         for step in steps_at:
             try:
                 ensemble.load(step)
@@ -112,9 +112,9 @@ def _split(task, name: str | None) -> SimpleNamespace:
     return SimpleNamespace(x=split.x[keep], y=split.y[keep])
 
 
-def _row_sample(model, x: torch.Tensor, max_rows: int) -> torch.Tensor | None:
-    """A fixed sorted sample of at most max_rows of collect's rows (None: all of them)."""
-    total = len(row_index(model, x)[0])
+def _row_sample(model, x: torch.Tensor, site: str, max_rows: int) -> torch.Tensor | None:
+    """A fixed sorted sample of at most max_rows of collect's rows at `site` (None: all of them)."""
+    total = len(row_index(model, x, site)[0])
     if total <= max_rows:
         return None
     return torch.randperm(total, generator=generator("sae-rows", 0))[:max_rows].sort().values

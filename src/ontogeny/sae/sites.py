@@ -1,26 +1,23 @@
-"""Activation sites of the ensemble models, for sparse autoencoders and transcoders (`ontogeny sae`).
+"""Activation sites for sparse autoencoders and transcoders (`ontogeny sae`), read through the models' named sites.
 
-A site names activations that every member computes: an MLP's `hidden.<i>` (hidden layer i after its activation
-function), a transformer's `resid.<l>` (the residual stream after block l) and `mlp.<l>` (block l's MLP hidden
-activations); `hidden`, `resid` and `mlp` name the last layer's. `collect` reads a site as rows [M, R, d]: one per
-example for an MLP, one per (example, position) not holding padding for a transformer. `downstream_loss` gives each
-member's task loss with the site's rows replaced, e.g. by an SAE's reconstructions (the "spliced-in" loss).
-A transcoder maps a layer's input to its output: an MLP layer's input (for the first layer the one-hot tokens laid
-end to end, or the float features) to its activations; a transformer MLP's normalized input to its output
-(hidden @ W_out + b_out).
+An SAE reads any site whose tensor is rows of features (`models/sites.py`): an MLP's `hidden.<i>` (and
+`hidden_in.<i>`), a transformer's `resid.<l>`, `mlp.<l>`, `mlp_in.<l>` and `mlp_out.<l>`; `hidden`, `resid` and
+`mlp` name the last layer's. `collect` reads a site as rows [M, R, d]: one per example for a site without a position
+axis, one per (example, position) not holding padding for a site with one. `downstream_loss` gives each member's
+task loss with the site's rows replaced, e.g. by an SAE's reconstructions (the "spliced-in" loss). A transcoder maps
+a layer's input site to its output site, as the model pairs them (`transcoders`): an MLP layer's input (for the first
+layer the one-hot tokens laid end to end, or the float features) to its activations; a transformer MLP's normalized
+input to its output (hidden @ W_out + b_out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
 
-from ..models.layers import shared_input_matmul
-from ..models.mlp import EnsembleMLP
-from ..models.transformer import EnsembleTransformer
+from ..models.sites import HookedEnsemble, Site
 from ..record.probes import example_losses
 from ..tasks.base import IGNORE
 
@@ -30,24 +27,21 @@ Replace = Callable[[Tensor], Tensor]  # rows [M, R, d] -> their replacement [M, 
 
 
 def site_names(model: nn.Module) -> list[str]:
-    """Every site of `model`, layer by layer, with the aliases of the last layer's (`hidden`, `resid`, `mlp`)."""
-    layers = range(_n_layers(model))
-    if isinstance(model, EnsembleMLP):
-        return [f"hidden.{i}" for i in layers] + ["hidden"]
-    return [f"resid.{i}" for i in layers] + ["resid"] + [f"mlp.{i}" for i in layers] + ["mlp"]
+    """Every site of `model` an SAE can read (rows of features), in forward order, then the aliases of those."""
+    sites = [site.name for site in _hooked(model).sites() if _is_rows(site)]
+    return sites + [alias for alias, name in model.aliases.items() if name in sites]
 
 
 def default_site(model: nn.Module) -> str:
-    """The site an SAE reads unless told otherwise: an MLP's last hidden layer, a transformer's last residual stream."""
-    _n_layers(model)
-    return "hidden" if isinstance(model, EnsembleMLP) else "resid"
+    """The site an SAE reads unless told otherwise (the model's `default_site`)."""
+    return _hooked(model).default_site
 
 
-def row_index(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Where each of collect's rows comes from: (example [R], position [R]) into x [N, ...]; position is None for an
-    MLP (one row per example)."""
+def row_index(model: nn.Module, x: Tensor, site: str | None = None) -> tuple[Tensor, Tensor | None]:
+    """Where each of collect's rows at `site` (default: the default site) comes from: (example [R], position [R])
+    into x [N, ...]; position is None for a site without positions (one row per example)."""
     x = _shared_inputs(model, x)
-    if isinstance(model, EnsembleMLP):
+    if not model.site(site or model.default_site).has_positions:
         return torch.arange(x.shape[0], device=x.device), None
     keep = _keep(model, x)
     return torch.nonzero(torch.ones_like(x, dtype=torch.bool) if keep is None else keep, as_tuple=True)
@@ -58,16 +52,18 @@ def collect(model: nn.Module, x: Tensor, site: str, *, transcoder: bool = False)
     """(inputs [M, R, d_in], targets [M, R, d_out]) float32 at `site` for the inputs x [N, ...] shared by every member.
 
     For an SAE both are the site's activations (the same tensor); for a transcoder the layer's input and output.
-    Rows: the N examples (MLP), or every (example, position) in row-major order except padding (transformer).
+    Rows: the N examples, or every (example, position) in row-major order except padding.
     """
-    kind, layer = _resolve(model, site, transcoder)
+    source, target = _resolve(model, site, transcoder)
     x = _shared_inputs(model, x)
     inputs, targets = [], []
     for chunk in _chunks(model, x):
-        got = _run(model, x[chunk], kind, layer, transcoder=transcoder)
-        targets.append(got["output"])
-        if transcoder:
-            inputs.append(got["input"])
+        part = x[chunk]
+        got = model.read(part, [target.name] if source is None else [source.name, target.name])
+        keep = _keep(model, part)
+        targets.append(_rows(got[target.name], target, keep))
+        if source is not None:
+            inputs.append(_rows(got[source.name], source, keep))
     targets = _concat(targets)  # [M, R, d_out]
     return (_concat(inputs) if transcoder else targets), targets
 
@@ -82,11 +78,17 @@ def downstream_loss(model: nn.Module, loss: str, x: Tensor, y: Tensor, site: str
     [N, T], averaged over the scored ones (not IGNORE; NaN if none is). `replace` must act row by row: it is called on
     consecutive chunks of collect's rows, in collect's order.
     """
-    kind, layer = _resolve(model, site, transcoder)
+    _, target = _resolve(model, site, transcoder)
     x, y = _shared_inputs(model, x), y.to(_device(model))
     total = count = 0
     for chunk in _chunks(model, x):
-        logits = _run(model, x[chunk], kind, layer, transcoder=transcoder, replace=replace, logits=True)["logits"]
+        part, keep = x[chunk], _keep(model, x[chunk])
+
+        def edit(acts, keep=keep):
+            return None if replace is None else _unrows(_replaced(replace, _rows(acts, target, keep)), acts, target,
+                                                        keep)
+
+        logits = model.run_with_hooks(part, {target.name: edit})
         values, _ = example_losses(loss, logits, y[chunk], with_correct=False)  # [M, n], 0 where IGNORE
         total = total + values.sum(dim=1)
         count += int((y[chunk] != IGNORE).sum()) if logits.dim() == 4 else values.shape[1]
@@ -98,25 +100,31 @@ def _concat(chunks: list[Tensor]) -> Tensor:
     return (chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)).float().contiguous()
 
 
-def _n_layers(model: nn.Module) -> int:
-    if isinstance(model, EnsembleMLP):
-        return model.spec.depth
-    if isinstance(model, EnsembleTransformer):
-        return len(model.blocks)
-    raise ValueError(f"activation sites exist for EnsembleMLP and EnsembleTransformer models, "
-                     f"not {type(model).__name__}")
+def _hooked(model: nn.Module) -> HookedEnsemble:
+    if not isinstance(model, HookedEnsemble):
+        raise ValueError(f"activation sites exist for models that declare them (models/sites.py), not "
+                         f"{type(model).__name__}")
+    return model
 
 
-def _resolve(model: nn.Module, site: str, transcoder: bool) -> tuple[str, int]:
-    """site -> (kind, layer): ("hidden" | "resid" | "mlp", index of the layer)."""
+def _is_rows(site: Site) -> bool:
+    return site.axes[-1] == "feature" and "head" not in site.axes
+
+
+def _resolve(model: nn.Module, site: str, transcoder: bool) -> tuple[Site | None, Site]:
+    """site -> (the transcoder's input site or None, the site read or replaced)."""
     names = site_names(model)
     if site not in names:
         raise ValueError(f"unknown site {site!r} for this {type(model).__name__}; its sites: {', '.join(names)}")
-    kind, _, index = site.partition(".")
-    if transcoder and kind == "resid":
+    found = model.site(site)
+    if not transcoder:
+        return None, found
+    pairs = model.transcoders
+    if found.name not in pairs:
         raise ValueError(f"a transcoder maps an MLP's input to its output: site {site!r} is no MLP "
-                         f"(use one of {', '.join(name for name in names if name.startswith('mlp'))})")
-    return kind, int(index) if index else _n_layers(model) - 1
+                         f"(use one of {', '.join(pairs)})")
+    source, target = pairs[found.name]
+    return model.site(source), model.site(target)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -124,40 +132,23 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _shared_inputs(model: nn.Module, x: Tensor) -> Tensor:
-    _n_layers(model)
+    _hooked(model)
     if x.dim() != 2 or not len(x):
         raise ValueError(f"x must be the inputs [N, ...] that every member shares (2 axes, N >= 1), got shape "
                          f"{tuple(x.shape)}")
     return x.to(_device(model))
 
 
-def _keep(model: EnsembleTransformer, x: Tensor) -> Tensor | None:
+def _keep(model: nn.Module, x: Tensor) -> Tensor | None:
     """[B, T] the positions of tokens x [B, T] that are rows: all but padding (None: every position)."""
-    return None if model.pad_token is None else x != model.pad_token
+    pad = getattr(model, "pad_token", None)
+    return None if pad is None else x != pad
 
 
-def _chunks(model: nn.Module, x: Tensor) -> Iterator[slice]:
-    """Slices of examples whose activations fit in CHUNK_FLOATS (the widest layer of every member at once)."""
-    if isinstance(model, EnsembleMLP):
-        positions, widest = 1, max(model.spec.width, model.w_out.shape[-1], _first_input_width(model))
-    else:
-        spec = model.spec
-        positions, widest = x.shape[1], max(spec.d_model, spec.d_mlp, spec.n_heads * x.shape[1], model.n_outputs)
-    size = max(1, CHUNK_FLOATS // (model.n_members * positions * widest))
+def _chunks(model: HookedEnsemble, x: Tensor) -> Iterator[slice]:
+    """Slices of examples whose activations fit in CHUNK_FLOATS (the widest site of every member at once)."""
+    size = max(1, CHUNK_FLOATS // model.floats_per_example(x))
     return (slice(start, start + size) for start in range(0, x.shape[0], size))
-
-
-def _first_input_width(model: EnsembleMLP) -> int:
-    return model.embed.shape[1] * model.embed.shape[2] if model.vocab_size else model.w_in.shape[1]
-
-
-def _run(model: nn.Module, x: Tensor, kind: str, layer: int, *, transcoder: bool, replace: Replace | None = None,
-         logits: bool = False) -> dict[str, Tensor]:
-    """One forward pass on x [B, ...]: {"input" (with `transcoder`), "output"} at the site as rows [M, R, d], and with
-    `logits` the "logits" (as model(x) gives them) computed after `replace`; without, the pass stops at the site."""
-    if isinstance(model, EnsembleMLP):
-        return _run_mlp(model, x, layer, transcoder, replace, logits)
-    return _run_transformer(model, x, kind, layer, transcoder, replace, logits)
 
 
 def _replaced(replace: Replace, rows: Tensor) -> Tensor:
@@ -167,90 +158,17 @@ def _replaced(replace: Replace, rows: Tensor) -> Tensor:
     return new.to(rows.dtype)
 
 
-def _run_mlp(model: EnsembleMLP, x: Tensor, layer: int, transcoder: bool, replace: Replace | None,
-             logits: bool) -> dict[str, Tensor]:
-    """EnsembleMLP._hidden layer by layer, then its readout (see `_run`)."""
-    n_members = model.n_members
-    if model.vocab_size:
-        h = model._embed(x, lambda param: param)  # [M, B, width]: the one-hot tokens @ the embeddings, as a lookup
-        layer_input = nn.functional.one_hot(x, model.vocab_size).flatten(1) if transcoder and layer == 0 else None
-    else:
-        h = shared_input_matmul(x, model.w_in)  # [M, B, width]
-        layer_input = x
-    weights = [None, *model.hidden]
-    biases = [model.b_in, *model.hidden_bias] if model.spec.bias else [None] * len(weights)
-    got = {}
-    for index, (weight, bias) in enumerate(zip(weights, biases)):
-        if index:
-            layer_input, h = h, torch.bmm(h, weight)  # [M, B, width]
-        h = model._activate(h, bias)  # [M, B, width]
-        if index == layer:
-            got["output"] = h
-            if transcoder:
-                got["input"] = layer_input.float().expand(n_members, *layer_input.shape[-2:])  # [M, B, d_in]
-            if not logits:
-                return got
-            if replace is not None:
-                h = _replaced(replace, h)
-    out = torch.bmm(h, model.w_out)  # [M, B, C]
-    got["logits"] = out if model.b_out is None else out + model.b_out[:, None]
-    return got
-
-
-def _run_transformer(model: EnsembleTransformer, x: Tensor, kind: str, layer: int, transcoder: bool,
-                     replace: Replace | None, logits: bool) -> dict[str, Tensor]:
-    """EnsembleTransformer._run with queries at every position (also on classification tasks, whose logits are then
-    read at the last one), then its unembedding (see `_run`)."""
-    keep = _keep(model, x)  # [B, T] or None
-    resid, causal, keys = model.embed(x)  # [M, B, T, d]
-    got = {}
-    for index, block in enumerate(model.blocks):
-        at_site = index == layer
-        with _mlp_site(block, keep, got, transcoder, replace) if at_site and kind == "mlp" else nullcontext():
-            resid = block(resid, False, causal=causal, keys=keys)[0]  # [M, B, T, d]
-        if not at_site:
-            continue
-        if kind == "resid":
-            got["output"] = _rows(resid, keep)
-        if not logits:
-            return got
-        if replace is not None and kind == "resid":
-            resid = _unrows(_replaced(replace, got["output"]), resid, keep)
-    got["logits"] = model._unembed(resid)
-    return got
-
-
-@contextmanager
-def _mlp_site(block, keep: Tensor | None, got: dict[str, Tensor], transcoder: bool, replace: Replace | None):
-    """Attach the block's MLP hooks for the time of one forward pass: record the site's rows in `got` (a transcoder's
-    input and output, else the hidden activations) and replace them."""
-    def record_input(h):  # [M, B, T, d]
-        got["input"] = _rows(h, keep)
-        return h
-
-    def site(acts):  # the hidden activations [M, B, T, d_mlp], or a transcoder's output [M, B, T, d]
-        got["output"] = _rows(acts, keep)
-        return acts if replace is None else _unrows(_replaced(replace, got["output"]), acts, keep)
-
-    hooks = ("edit_mlp_input", "edit_hidden", "edit_mlp_output")
-    before = [getattr(block, name) for name in hooks]
-    for name, hook in zip(hooks, (record_input, None, site) if transcoder else (None, site, None)):
-        setattr(block, name, hook)
-    try:
-        yield
-    finally:
-        for name, hook in zip(hooks, before):
-            setattr(block, name, hook)
-
-
-def _rows(acts: Tensor, keep: Tensor | None) -> Tensor:
-    """[M, B, T, d] -> rows [M, R, d]: every (example, position) in row-major order, or those where keep [B, T]."""
+def _rows(acts: Tensor, site: Site, keep: Tensor | None) -> Tensor:
+    """A site's tensor -> rows [M, R, d]: [M, B, d] as it is; [M, B, T, d] every (example, position) in row-major
+    order, or those where keep [B, T]."""
+    if not site.has_positions:
+        return acts
     return acts.flatten(1, 2) if keep is None else acts[:, keep]
 
 
-def _unrows(rows: Tensor, like: Tensor, keep: Tensor | None) -> Tensor:
-    """Rows [M, R, d] back to `like`'s shape [M, B, T, d]; positions outside `keep` keep `like`'s values."""
-    if keep is None:
+def _unrows(rows: Tensor, like: Tensor, site: Site, keep: Tensor | None) -> Tensor:
+    """Rows [M, R, d] back to `like`'s shape; positions outside `keep` keep `like`'s values."""
+    if not site.has_positions or keep is None:
         return rows.reshape(like.shape)
     out = like.clone()
     out[:, keep] = rows
