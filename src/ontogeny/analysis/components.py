@@ -160,8 +160,8 @@ def class_selectivity(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def run_components(run: Run, *, ablation: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Importance (member, step, kind, layer, unit, group, importance) and selectivity (member, step, kind, layer,
     unit, selectivity) at every checkpoint with saved weights. Components (see `component_importance`): an MLP's
-    last hidden layer's units; a transformer's heads and its last layer's MLP neurons. Groups are the task's splits and, within each split,
-    its named subsets ("split/subset")."""
+    last hidden layer's units; a transformer's heads and its last layer's MLP neurons. Groups are the task's splits
+    and, within each split, its named subsets ("split/subset")."""
     importance, selectivity = [], []
     for ensemble, step in member_models(run):
         model, task, ids = ensemble.model, ensemble.task, np.array(ensemble.ids)

@@ -119,7 +119,8 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
       center-embedded ones (`transfer_rows`; position alone scores 0.5 there); NaN without center-embedded
       declaratives in the member's distribution.
     The sentences are each member's own test distribution (questions_gen.sample(grammar, "test", n_test,
-    split_seed), as the task builds its test split), never the gen set. Only models with the site `resid_final` (transformers) are probed."""
+    split_seed), as the task builds its test split), never the gen set. Only models with the site `resid_final`
+    (transformers) are probed."""
     from ..rebuild import run_ensembles
 
     spec, rows = run.spec, []
