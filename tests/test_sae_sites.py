@@ -217,6 +217,19 @@ def _cases():
             yield case, "mlp", False
 
 
+def perfect(model, x, site, transcoder, shift=0.0):
+    """A replacement that gives back the site's own rows (a transcoder's: the layer's true output for the input rows
+    it is given, looked up in collect's pairs), plus `shift` along a non-constant direction."""
+    inputs, targets = collect(model, x, site, transcoder=transcoder)
+    direction = torch.linspace(0, 1, targets.shape[-1]) * shift
+
+    def replace(rows):  # rows [M, r, d_in]: a chunk of collect's inputs, in order
+        match = (rows[:, :, None, :] == inputs[:, None, :, :]).all(-1).all(0)  # [r, R]
+        assert match.any(1).all(), "replace was not given the site's (or the layer's input) rows"
+        return targets[:, match.float().argmax(1)] + direction
+    return replace
+
+
 @pytest.mark.parametrize("case, site, transcoder", list(_cases()))
 def test_identity_replacement_gives_the_clean_loss(case, site, transcoder):
     model, kind, x, y = build(case)
@@ -224,12 +237,19 @@ def test_identity_replacement_gives_the_clean_loss(case, site, transcoder):
         clean = loss_of_logits(kind, model(x), y)  # [M]
     assert torch.isfinite(clean).all()
     torch.testing.assert_close(downstream_loss(model, kind, x, y, site, transcoder=transcoder), clean)
-    replaced = downstream_loss(model, kind, x, y, site, lambda rows: rows.clone(), transcoder=transcoder)
+    replaced = downstream_loss(model, kind, x, y, site, perfect(model, x, site, transcoder), transcoder=transcoder)
     torch.testing.assert_close(replaced, clean)
     # the replacement really reaches the loss (a shift along a non-constant direction: LayerNorm removes a constant)
-    shifted = downstream_loss(model, kind, x, y, site, lambda rows: rows + torch.linspace(0, 1, rows.shape[-1]),
+    shifted = downstream_loss(model, kind, x, y, site, perfect(model, x, site, transcoder, shift=1.0),
                               transcoder=transcoder)
     assert (shifted - clean).abs().min() > 1e-4
+
+
+def mapping(model, x, site, transcoder):
+    """A fixed row-wise map from the rows replace is given to rows of the site's (a transcoder's output's) width."""
+    inputs, targets = collect(model, x, site, transcoder=transcoder)
+    project = torch.randn(inputs.shape[-1], targets.shape[-1], generator=torch.Generator().manual_seed(0))
+    return lambda rows: torch.tanh(rows @ project) * 0.5
 
 
 @pytest.mark.parametrize("case", ["mlp-tokens", "mlp-hinge"])
@@ -273,9 +293,7 @@ def test_a_member_does_not_depend_on_the_others(case, site, transcoder):
     together, kind, x, y = build(case, seeds=(0, 1, 2))
     alone = build(case, seeds=(1,))[0]
 
-    def replace(rows):
-        return torch.tanh(rows) * 0.5
-
+    replace = mapping(together, x, site, transcoder)
     for first, second in zip(collect(together, x, site, transcoder=transcoder),
                              collect(alone, x, site, transcoder=transcoder)):
         torch.testing.assert_close(first[1], second[0])
@@ -287,12 +305,12 @@ def test_a_member_does_not_depend_on_the_others(case, site, transcoder):
                                                     ("causal-padded", "mlp", True)])
 def test_chunks_of_examples_give_the_whole_batch_result(case, site, transcoder, monkeypatch):
     model, kind, x, y = build(case)
-    whole = collect(model, x, site, transcoder=transcoder)
-    loss = downstream_loss(model, kind, x, y, site, torch.tanh, transcoder=transcoder)
+    whole, replace = collect(model, x, site, transcoder=transcoder), mapping(model, x, site, transcoder)
+    loss = downstream_loss(model, kind, x, y, site, replace, transcoder=transcoder)
     monkeypatch.setattr(sites, "CHUNK_FLOATS", 1)  # one example per chunk
     for first, second in zip(whole, collect(model, x, site, transcoder=transcoder)):
         torch.testing.assert_close(first, second)
-    torch.testing.assert_close(downstream_loss(model, kind, x, y, site, torch.tanh, transcoder=transcoder), loss)
+    torch.testing.assert_close(downstream_loss(model, kind, x, y, site, replace, transcoder=transcoder), loss)
 
 
 def test_bad_input_fails_with_one_line():

@@ -33,7 +33,7 @@ def unit_importance(model, x: torch.Tensor, y: torch.Tensor, loss_kind: str, gro
     `groups` maps a name to a mask [N] or [M, N] of the probe examples it averages over (a split, a subset).
     """
     name, _, readout = model.readout_units()
-    got = model.read(x, [name], logits=True)
+    got = model.read(x, [name], logits=True, every_position=False)
     h = _at_read_position(got[name], model.site(name))  # [M, N, W]
     return readout_importance(h, readout, got["logits"], y, loss_kind, groups, ablation)
 
@@ -124,7 +124,8 @@ def _replace_head(head: int, fill: torch.Tensor):
 
 def _forward_rows(model, x: torch.Tensor, rows: int, hooks: dict) -> torch.Tensor:
     """The hooked model's logits on x [N, ...] in chunks of `rows` examples -> [M, N, C]."""
-    return torch.cat([model.run_with_hooks(x[start:start + rows], hooks) for start in range(0, len(x), rows)], dim=1)
+    return torch.cat([model.run_with_hooks(x[start:start + rows], hooks, every_position=False)
+                      for start in range(0, len(x), rows)], dim=1)
 
 
 def _group_means(loss: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

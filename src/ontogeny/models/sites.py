@@ -3,9 +3,11 @@
 In the spirit of TransformerLens's HookPoint: every model declares its sites (`Site`, with the axes of the tensor
 that passes through, e.g. `[member, batch, position, feature]`), and components, Fourier measures, SAEs and probes
 ask for sites by name, never for a model's class. A site is the identity until a hook is attached, and hooks are
-attached only for the length of a `with model.hooks({...}):` block, so none stays behind. While any hook is
-attached, a model computes every site in full (a transformer on a classification task then runs its last layer at
-every position, not only the one it reads), so a site's tensor has the same shape whichever other sites are hooked.
+attached only for the length of a `with model.hooks({...}):` block, so none stays behind. While hooks are attached
+a model computes every site at every position (a transformer on a classification task then runs its last layer at
+every position, not only at the one it reads), so a site's tensor has the same shape whichever other sites are
+hooked; `every_position=False` keeps the training path's shapes instead (faster where only the read position
+matters, as for components).
 """
 
 from __future__ import annotations
@@ -58,12 +60,17 @@ class HookedEnsemble(nn.Module):
         """`aliases`: {short name: site}; `transcoders`: {an MLP's site: (its input site, its output site)}."""
         self._sites = {site.name: site for site in sites}
         self.aliases, self.transcoders = aliases, transcoders
-        self._hooked = 0
+        self._hooked, self._every_position = 0, False
 
     @property
     def hooked(self) -> bool:
-        """Whether any hook is attached (the forward pass then computes every site in full)."""
+        """Whether any hook is attached."""
         return self._hooked > 0
+
+    @property
+    def every_position(self) -> bool:
+        """Whether the forward pass must compute every site at every position (hooks attached that ask for it)."""
+        return self._every_position
 
     def site_names(self) -> list[str]:
         """Every site in forward order, then the aliases."""
@@ -81,29 +88,32 @@ class HookedEnsemble(nn.Module):
         return iter(self._sites.values())
 
     @contextmanager
-    def hooks(self, hooks: dict[str, Hook]):
+    def hooks(self, hooks: dict[str, Hook], *, every_position: bool = True):
         """Attach `hooks` ({site: fn}) for the block: fn(tensor) reads the tensor passing through and returns its
         replacement, or None to leave it; the sites are restored however the block ends."""
         sites = [self.site(name) for name in hooks]
         if len({site.name for site in sites}) < len(sites):
             raise ValueError(f"two hooks on one site: {sorted(hooks)}")
-        before = [site.hook for site in sites]
+        before = [site.hook for site in sites], self._every_position
         for site, hook in zip(sites, hooks.values()):
             site.hook = hook
         self._hooked += 1
+        self._every_position = every_position
         try:
             yield self
         finally:
             self._hooked -= 1
-            for site, hook in zip(sites, before):
+            self._every_position = before[1]
+            for site, hook in zip(sites, before[0]):
                 site.hook = hook
 
-    def run_with_hooks(self, x: Tensor, hooks: dict[str, Hook]) -> Tensor:
+    def run_with_hooks(self, x: Tensor, hooks: dict[str, Hook], *, every_position: bool = True) -> Tensor:
         """The model's output on x with `hooks` attached for this one pass."""
-        with self.hooks(hooks):
+        with self.hooks(hooks, every_position=every_position):
             return self(x)
 
-    def read(self, x: Tensor, names: list[str], *, logits: bool = False) -> dict[str, Tensor]:
+    def read(self, x: Tensor, names: list[str], *, logits: bool = False, every_position: bool = True
+             ) -> dict[str, Tensor]:
         """{name: the tensor at that site} for one pass on x; the pass stops once they are read, unless `logits`
         (then the output is under "logits")."""
         got: dict[str, Tensor] = {}
@@ -116,7 +126,7 @@ class HookedEnsemble(nn.Module):
             return hook
 
         try:
-            out = self.run_with_hooks(x, {name: reader(name) for name in names})
+            out = self.run_with_hooks(x, {name: reader(name) for name in names}, every_position=every_position)
         except _Stop:
             return got
         if logits:

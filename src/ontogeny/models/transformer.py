@@ -249,8 +249,9 @@ class EnsembleTransformer(HookedEnsemble):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return logits for tokens [B, T] (shared) or [M, B, T]: [M, B, T, n_outputs] at every position on a
-        language task, else [M, B, n_outputs] read at the last position (computed there alone unless hooked)."""
-        return self._unembed(self._run(x, last_only=self.objective is None and not self.hooked)[0])
+        language task, else [M, B, n_outputs] read at the last position (computed there alone unless hooks ask for
+        every position)."""
+        return self._unembed(self._run(x, last_only=self.objective is None and not self.every_position)[0])
 
     def readout_units(self) -> tuple[str, str, Tensor | None]:
         """The last layer's MLP neurons, which reach the logits linearly (W_out @ W_U) when there is no final

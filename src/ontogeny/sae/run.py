@@ -54,6 +54,11 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
         raise ValueError(f"--kind {kind!r}: unknown (known: {', '.join(KINDS)})")
     if seeds < 2:
         raise ValueError(f"--seeds {seeds}: cross-seed agreement needs at least 2 SAE seeds")
+    rules = (("--width", width, width is None or width >= 1, "at least 1"), ("--k", k, k >= 1, "at least 1"),
+             ("--steps", steps, steps >= 1, "at least 1"), ("--l1", l1, l1 >= 0, ">= 0"), ("--lr", lr, lr > 0, "> 0"))
+    for name, value, ok, rule in rules:  # NaN fails every comparison, so it is refused too
+        if not ok:
+            raise ValueError(f"{name} {value}: must be {rule}")
     tables, members = [], []
     for ensemble in run_ensembles(run):
         model, task, group = ensemble.model, ensemble.task, ensemble.members
@@ -129,7 +134,7 @@ def _train(model, loss: str, probe, site: str, rows, step: int, group, *, seeds:
         targets = inputs if targets is None else targets
     n_models, d_in, d_out = inputs.shape[0], inputs.shape[2], targets.shape[2]
     sae_seeds = list(range(seeds)) * n_models  # member e = (model e // S, seed e % S)
-    sae = EnsembleSAE(d_in, width or 4 * d_out, sae_seeds, kind=kind, k=k, l1=l1,
+    sae = EnsembleSAE(d_in, 4 * d_out if width is None else width, sae_seeds, kind=kind, k=k, l1=l1,
                       d_out=d_out if transcoder else None)
     x = inputs[:, None].expand(-1, seeds, -1, -1).flatten(0, 1)  # [E, R, d_in]: each model member's rows, S times
     y = x if targets is inputs else targets[:, None].expand(-1, seeds, -1, -1).flatten(0, 1)
@@ -159,13 +164,15 @@ def _downstream(model, loss: str, probe, site: str, sae: EnsembleSAE, seeds: int
     """Per SAE member [E]: the model's loss with the site replaced by that SAE's output, the clean and the
     zero-ablated loss of its model member, and the share of the zero ablation's loss increase the SAE recovers."""
     clean = downstream_loss(model, loss, probe.x, probe.y, site, transcoder=transcoder)  # [M]
-    zero = downstream_loss(model, loss, probe.x, probe.y, site, lambda rows: torch.zeros_like(rows),
-                           transcoder=transcoder)
+    def zeros(rows):  # the site's rows (a transcoder's output) zeroed
+        return rows.new_zeros(*rows.shape[:-1], sae.d_out)
+
+    zero = downstream_loss(model, loss, probe.x, probe.y, site, zeros, transcoder=transcoder)
     spliced = torch.empty(sae.n_members)
     for s in range(seeds):
         one = _members(sae, list(range(s, sae.n_members, seeds)))  # seed s of every model member
 
-        def replace(rows, one=one):  # rows [M, R, d_in] -> the SAE's output [M, R, d_out]
+        def replace(rows, one=one):  # rows [M, R, d_in] (a transcoder's: the layer's input) -> its output [M, R, d_out]
             return one(rows.float())[0]
 
         spliced[s::seeds] = downstream_loss(model, loss, probe.x, probe.y, site, replace, transcoder=transcoder)

@@ -71,24 +71,34 @@ def collect(model: nn.Module, x: Tensor, site: str, *, transcoder: bool = False)
 @torch.no_grad()
 def downstream_loss(model: nn.Module, loss: str, x: Tensor, y: Tensor, site: str, replace: Replace | None = None, *,
                     transcoder: bool = False) -> Tensor:
-    """Each member's mean task loss [M] on (x, y) with the site's rows (a transcoder's: the layer's output) replaced
-    by replace(rows [M, R, d]) -> [M, R, d]; replace=None gives the clean loss.
+    """Each member's mean task loss [M] on (x, y) with the site's rows replaced by replace(rows [M, R, d]) ->
+    [M, R, d]; for a transcoder, replace gets the layer's input rows and returns its output rows. replace=None gives
+    the clean loss.
 
     `loss` is the task's ("cross_entropy" or "hinge"); y holds class ids [N], +-1 [N] or a language task's targets
     [N, T], averaged over the scored ones (not IGNORE; NaN if none is). `replace` must act row by row: it is called on
     consecutive chunks of collect's rows, in collect's order.
     """
-    _, target = _resolve(model, site, transcoder)
+    source, target = _resolve(model, site, transcoder)
     x, y = _shared_inputs(model, x), y.to(_device(model))
     total = count = 0
     for chunk in _chunks(model, x):
-        part, keep = x[chunk], _keep(model, x[chunk])
+        part, keep, inputs = x[chunk], _keep(model, x[chunk]), {}
 
-        def edit(acts, keep=keep):
-            return None if replace is None else _unrows(_replaced(replace, _rows(acts, target, keep)), acts, target,
-                                                        keep)
+        def record(acts, keep=keep, inputs=inputs):  # the transcoder's input comes before its output
+            inputs["rows"] = _rows(acts, source, keep)
 
-        logits = model.run_with_hooks(part, {target.name: edit})
+        def edit(acts, keep=keep, inputs=inputs):
+            if replace is None:
+                return None
+            rows = _rows(acts, target, keep)
+            new = replace(inputs.get("rows", rows))
+            if new.shape != rows.shape:
+                raise ValueError(f"replace returned shape {tuple(new.shape)} for rows of shape {tuple(rows.shape)}")
+            return _unrows(new.to(rows.dtype), acts, target, keep)
+
+        hooks = {target.name: edit} if source is None or replace is None else {source.name: record, target.name: edit}
+        logits = model.run_with_hooks(part, hooks)
         values, _ = example_losses(loss, logits, y[chunk], with_correct=False)  # [M, n], 0 where IGNORE
         total = total + values.sum(dim=1)
         count += int((y[chunk] != IGNORE).sum()) if logits.dim() == 4 else values.shape[1]
@@ -149,13 +159,6 @@ def _chunks(model: HookedEnsemble, x: Tensor) -> Iterator[slice]:
     """Slices of examples whose activations fit in CHUNK_FLOATS (the widest site of every member at once)."""
     size = max(1, CHUNK_FLOATS // model.floats_per_example(x))
     return (slice(start, start + size) for start in range(0, x.shape[0], size))
-
-
-def _replaced(replace: Replace, rows: Tensor) -> Tensor:
-    new = replace(rows)
-    if new.shape != rows.shape:
-        raise ValueError(f"replace returned shape {tuple(new.shape)} for rows of shape {tuple(rows.shape)}")
-    return new.to(rows.dtype)
 
 
 def _rows(acts: Tensor, site: Site, keep: Tensor | None) -> Tensor:
