@@ -36,6 +36,14 @@ def test_every_ensemble_of_a_sweep_is_rebuilt_with_its_own_shape_and_recorded_lo
     assert set(importance.member) == {0, 1, 2, 3}
 
 
+def test_saes_train_on_every_ensemble_of_a_sweep(sweep_run, tmp_path):
+    from ontogeny.sae import train_run_saes
+
+    run = train_run_saes(sweep_run, tmp_path / "sae", seeds=2, steps=10, k=2, control=False)
+    members = run.members()
+    assert sorted(set(members.source_member)) == [0, 1, 2, 3] and set(members.width) == {64, 96}  # 4x each width
+
+
 def test_step_zero_is_the_init_seeds_model(sweep_run, monkeypatch):
     ensemble = next(run_ensembles(sweep_run))
 

@@ -60,6 +60,8 @@ def test_bad_input_is_one_line_and_writes_nothing(source, tmp_path, scalar_run):
              (["--at", "100"], "--at 100: no saved weights at that step"),
              (["--kind", "gated"], "--kind 'gated': unknown"),
              (["--seeds", "1"], "--seeds 1: cross-seed agreement needs at least 2"),
+             (["--l1", "-1", "--kind", "relu-l1"], "--l1 -1.0: must be >= 0"),
+             (["--width", "0"], "--width 0: must be at least 1"),
              (["--out", str(source.path)], "which this command reads; choose another --out")]
     for args, message in cases:
         done = _cli("sae", str(source.path), "--out", str(out), "--steps", "5", *args)
@@ -101,3 +103,13 @@ def test_transcoders_on_a_transformer_across_checkpoints(tmp_path):
     recovered = run.scalars(name="sae/loss_recovered")
     assert np.isfinite(recovered.value).all()
     assert any("reappear in the same seed's SAE at step 40" in line for line in agreement_summary(run))
+
+
+def test_transcoders_on_an_mlp_map_the_layers_input_to_its_output(source, tmp_path):
+    run = train_run_saes(source, tmp_path / "tc", kind="transcoder", seeds=2, steps=200, width=64, k=8,
+                         control=False)
+    final = run.scalars(step=200).pivot(index="member", columns="name", values="value")
+    assert (final["sae/fve"] > 0.2).all()  # it predicts the hidden layer from the one-hot tokens (measured: 0.38)
+    # spliced in, it is scored against the clean model and against the layer's output zeroed
+    assert (final["sae/downstream_loss"] < final["sae/zero_loss"]).all()
+    assert final["sae/loss_recovered"].between(0, 1.5).all()
