@@ -66,12 +66,12 @@ def _train_task(out: str, ensembles: list[tuple[int, list[Member]]], commit_seco
     import torch
 
     from .malloc import reuse_freed_memory
-    from .run import train_ensemble
+    from .run import WORKER_EXIT_SECONDS, train_ensemble
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # Ray's share of the CPUs
     with reuse_freed_memory():  # a worker process of ours while the task runs
         for index, group in ensembles:
-            train_ensemble(Path(out), index, group, commit_seconds, None, wait_seconds=120.0)
+            train_ensemble(Path(out), index, group, commit_seconds, None, wait_seconds=WORKER_EXIT_SECONDS)
 
 
 def _import_ray():

@@ -219,10 +219,16 @@ def _plan(out: Path, spec: Spec, members: list[Member], max_members: int | None,
     return plan
 
 
+WORKER_EXIT_SECONDS = 120.0  # how long a writer held by a stopping worker is waited for
+
+
 def _list_members(out: Path, groups: list[list[Member]]) -> None:
-    """Give every ensemble's writer its members (status running) before training, so readers see them all."""
+    """Give every ensemble's writer its members (status running) before training, so readers see them all.
+
+    We hold the run lock, so a writer held by another process is a worker of a killed driver still being stopped
+    (Ray's workers outlive their driver for a moment): wait for it, as a retried task does."""
     for index, group in enumerate(groups):
-        with ShardWriter(out, writer_name(index)) as writer:
+        with ShardWriter(out, writer_name(index), wait_seconds=WORKER_EXIT_SECONDS) as writer:
             if not writer.has_table("members"):
                 writer.put("members", member_rows(group, {}, finished=False))
                 writer.commit()
