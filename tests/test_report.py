@@ -323,3 +323,21 @@ def test_server_compares_two_runs_and_refuses_unknown_paths(served):
         assert fetch(base + bad)[0] == 404, bad
     assert fetch(f"{base}/run/broken/")[0] == 503  # its spec cannot be read: an error page, the server goes on
     assert fetch(base + "/")[0] == 200
+
+
+def test_server_refuses_requests_for_another_host(served):
+    """DNS rebinding: a page on evil.example.com resolving to 127.0.0.1 must not read the runs through our port."""
+    base, _ = served
+    port = base.rsplit(":", 1)[1]
+    for host, expected in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), ("evil.example.com", 403),
+                           (f"evil.example.com:{port}", 403), ("", 403)):
+        request = urllib.request.Request(f"{base}/api/runs", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        assert status == expected, host
+    assert serve.host_allowed("[::1]:8765", serve.allowed_hosts("127.0.0.1"))
+    assert serve.host_allowed("192.168.1.7:80", serve.allowed_hosts("0.0.0.0"))
+    assert not serve.host_allowed("evil.example.com", serve.allowed_hosts("0.0.0.0"))

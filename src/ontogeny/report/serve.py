@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import json
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -146,9 +148,13 @@ def compare_page(runs: RunsDirectory, first: str, second: str, name: str) -> str
 def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
     """A server (not yet serving) for the runs in `runs_dir`; port 0 picks a free port (see server_address)."""
     runs = RunsDirectory(runs_dir)
+    allowed = allowed_hosts(host)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            if not host_allowed(self.headers.get("Host", ""), allowed):  # DNS rebinding: a page elsewhere, our port
+                self.send_error(HTTPStatus.FORBIDDEN, "this server answers only to its own address and localhost")
+                return
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             parts = [unquote(p) for p in url.path.split("/") if p]
@@ -190,6 +196,31 @@ def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765)
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+def allowed_hosts(bound: str) -> tuple[set[str], bool]:
+    """The Host names a request may carry: the bound address, localhost and the loopback addresses; bound to every
+    interface (0.0.0.0, ::), also this machine's names and any IP address (True second)."""
+    names = {bound.lower(), "localhost", "127.0.0.1", "::1"}
+    if bound in ("", "0.0.0.0", "::"):
+        return names | {socket.gethostname().lower(), socket.getfqdn().lower()}, True
+    return names, False
+
+
+def host_allowed(header: str, allowed: tuple[set[str], bool]) -> bool:
+    """Whether a request's Host header (a name or address, with or without a port) names this server."""
+    names, any_address = allowed
+    name = header.strip().lower()
+    if name.startswith("["):  # [::1]:8765
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name in names:
+        return True
+    try:
+        return any_address and bool(ipaddress.ip_address(name))
+    except ValueError:
+        return False
 
 
 def _page(title: str, body: str, *, refresh: bool = False, plotly: bool = False) -> str:
