@@ -98,6 +98,15 @@ def test_resume_refuses_an_edited_spec_in_one_line(finished, tmp_path, edit, mes
     assert_same_rows(og.open(out), finished)  # nothing written
 
 
+def test_an_edited_sweep_lists_only_what_was_edited(tmp_path):
+    out = tmp_path / "sweep"
+    og.run("grokking", overrides={**SMALL, "sweep.model.width": [16, 24]}, out=out)
+    spec = out / "spec.toml"
+    spec.write_text(spec.read_text().replace("lr = 0.01", "lr = 0.02"))
+    done = ontogeny("run", "--resume", str(out), timeout=120)
+    assert done.returncode == 2 and "(optim.lr: 0.01 -> 0.02)" in done.stderr, done.stderr
+
+
 def test_resume_accepts_a_spec_reformatted_without_a_change(finished, tmp_path):
     import shutil
 

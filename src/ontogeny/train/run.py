@@ -22,7 +22,7 @@ from ..store.layout import Layout
 from ..store.lock import FileLock
 from ..tasks.base import TokenSplit
 from .loop import EnsembleTrainer
-from ..members import Member, expand, member_rows
+from ..members import Member, ensembles, expand, member_rows
 from .plan import Plan, make_plan, time_plan, worker_memory
 
 
@@ -176,13 +176,18 @@ def _extend(layout: Layout, spec: Spec, steps: int) -> Spec:
 
 
 def _what_changed(layout: Layout, spec: Spec) -> str:
-    """' (steps: 400 -> 300)' from the spec saved with a training state, or '' if no state was saved yet."""
-    for name in layout.writer_names():
-        state = read_commits(layout.writer(name))[0].state
+    """' (steps: 400 -> 300)' from the spec saved with a training state, or '' if no state was saved yet.
+
+    A state holds its ensemble's own spec (a sweep's grid point), so it is compared with that ensemble's spec
+    resolved from the edited file, not with the file itself (which would list the sweep as a change)."""
+    groups = ensembles(expand(spec))
+    for index, group in enumerate(groups):
+        name = writer_name(index)
+        state = read_commits(layout.writer(name))[0].state if name in layout.writer_names() else None
         if state is None:
             continue
         old = _load_state(layout.writer(name) / state.file)["spec"]
-        new = spec.to_dict()
+        new = group[0].spec.to_dict()
         changes = [f"{key}: {old_value!r} -> {new_value!r}" for key, old_value, new_value in _diff(old, new)]
         return f" ({'; '.join(changes)})" if changes else ""
     return ""
