@@ -208,6 +208,11 @@ CORRUPTIONS = {  # what happens to the run -> (the file named, what `check` says
     "members truncated": (lambda r: truncate(writer_files(r, "members-*")[-1]), "members-", "committed with"),
     "state truncated": (lambda r: truncate(writer_files(r, "state-*")[-1]), "state-", "committed with"),
     "meta.json truncated": (lambda r: truncate(r / "meta.json"), "meta.json", "damaged"),
+    "spec.toml edited after training": (lambda r: (r / "spec.toml").write_text(
+        (r / "spec.toml").read_text().replace("lr = 0.01", "lr = 0.02")), "spec.toml", "edited after training"),
+    "a stray top-level scalars.parquet": (lambda r: pd.DataFrame({"member": [0], "step": [0], "name": ["x"],
+                                                                  "value": [123.0]}).to_parquet(r / "scalars.parquet"),
+                                          "scalars.parquet", "not a table of the run"),
 }
 
 
@@ -234,6 +239,11 @@ def test_check_finds_every_corruption_and_readers_name_the_file(with_weights, tm
     assert checked.exit_code == 1, checked.output
     problems = [line for line in checked.stdout.splitlines() if line.startswith("problem: ")]
     assert any(named in line and finding in line for line in problems), checked.stdout
+    if case == "a stray top-level scalars.parquet":  # never read as the run's rows
+        query = "select count(*), max(value) from scalars"
+        assert og.open(out).sql(query).values.tolist() == og.open(with_weights.path).sql(query).values.tolist()
+        assert "scalars" not in og.open(out).tables()
+        return
     if case.startswith("weights") or case == "examples shard bytes flipped" or case == "state truncated":
         return  # rows still read; only `check` (and resume, for the state) can tell
     for command in (["report", str(out)], ["analyze", str(out)]):

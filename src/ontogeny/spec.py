@@ -8,6 +8,7 @@ one line naming the file, the key and what is wrong, raised before anything is w
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import math
 import tomllib
@@ -183,6 +184,11 @@ class Spec:
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
+
+
+def spec_hash(spec: Spec) -> str:
+    """The sha256 of the resolved spec (its canonical TOML), kept in meta.json to notice an edited spec."""
+    return hashlib.sha256(spec.to_toml().encode()).hexdigest()
 
 
 def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = None, *,

@@ -122,6 +122,8 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)} (known: {', '.join(ANALYSES.names())})")
     result = Analysis()
+    if run.has_spec:
+        run.spec  # noqa: B018 (reading it checks it against the hash it was trained under: an edited spec is refused)
     scalars, members = run.scalars(), run.members()
     if scalars.empty:
         result.summary.append("nothing recorded yet")

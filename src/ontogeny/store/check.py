@@ -12,6 +12,7 @@ from ..exceptions import OntogenyError
 from .commits import FileEntry, read_commits
 from .layout import COMMITS, WRITER_LOCK, Layout
 from .lock import is_locked
+from .writer import is_analysis_table
 
 
 @dataclass
@@ -38,11 +39,15 @@ def check_run(path: str | Path) -> CheckReport:
         report.problems.append(str(err))
         return report
     if meta.get("producer", {}).get("kind") == "ontogeny":
-        _check_spec(layout, report)
+        _check_spec(layout, report, meta["producer"].get("spec_sha256"))
     for name in layout.writer_names():
         _check_writer(layout, name, report)
     _check_weights(layout, report)
     for table in sorted(layout.root.glob("*.parquet")):
+        if not is_analysis_table(table.stem):
+            report.problems.append(f"{table}: not a table of the run (its name is reserved for committed rows, "
+                                   "which it would shadow); remove it")
+            continue
         try:
             pq.read_metadata(table)
             report.counts["tables"] += 1
@@ -51,13 +56,16 @@ def check_run(path: str | Path) -> CheckReport:
     return report
 
 
-def _check_spec(layout: Layout, report: CheckReport) -> None:
-    from ..spec import load_spec
+def _check_spec(layout: Layout, report: CheckReport, trained: str | None) -> None:
+    from ..spec import load_spec, spec_hash
 
     try:
-        load_spec(layout.spec, check_machine=False)
+        spec = load_spec(layout.spec, check_machine=False)
     except OntogenyError as err:
         report.problems.append(str(err))
+        return
+    if trained is not None and spec_hash(spec) != trained:
+        report.problems.append(f"{layout.spec}: edited after training (its sha256 is not meta.json's spec_sha256)")
 
 
 def _check_writer(layout: Layout, name: str, report: CheckReport) -> None:

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
-from ..spec import Spec, load_spec
+from ..spec import Spec, load_spec, spec_hash
 from .commits import Committed, read_commits
 from .layout import Layout
 from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
-from .writer import TABLE_NAME
+from .writer import is_analysis_table
 
 Filter = int | str | list | tuple | None
 
@@ -67,7 +67,12 @@ class Run:
         if self._spec is None:
             if not self.has_spec:
                 raise StoreError(f"{self.path}: no spec.toml (a run made by {self.producer.get('kind', '?')})")
-            self._spec = load_spec(self.layout.spec, check_machine=False)  # it may come from a bigger machine
+            spec = load_spec(self.layout.spec, check_machine=False)  # it may come from a bigger machine
+            trained = self.producer.get("spec_sha256")
+            if trained is not None and spec_hash(spec) != trained:
+                raise StoreError(f"{self.layout.spec}: edited after training (its sha256 is not the one in meta.json); "
+                                 f"restore it, or run `ontogeny check {self.path}`")
+            self._spec = spec
         return self._spec
 
     @property
@@ -131,13 +136,13 @@ class Run:
         if name in ("subsets", "tokens", "revisions"):
             return getattr(self, name)()
         path = self.layout.table(name)
-        if not TABLE_NAME.fullmatch(name) or not path.is_file():
+        if not is_analysis_table(name) or not path.is_file():
             raise StoreError(f"{path}: no such table (tables: {', '.join(self.tables()) or 'none'})")
         return _read_parquet(path)
 
     def tables(self) -> list[str]:
         """Return the names of the whole tables present (analysis tables, members, subsets), sorted."""
-        names = {path.stem for path in self.path.glob("*.parquet") if TABLE_NAME.fullmatch(path.stem)}
+        names = {path.stem for path in self.path.glob("*.parquet") if is_analysis_table(path.stem)}
         names.update(name for name in WRITER_TABLES if self._writer_tables(name, read=False))
         return sorted(names)
 
@@ -258,8 +263,8 @@ class Run:
                 connection.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS SELECT {columns} WHERE false')
         for name in WRITER_TABLES:
             connection.from_df(self.table(name)).create_view(name, replace=True)
-        for path in self.path.glob("*.parquet"):  # analysis tables
-            if TABLE_NAME.fullmatch(path.stem) and path.stem not in WRITER_TABLES:
+        for path in self.path.glob("*.parquet"):  # analysis tables; a file named like a run table is not one
+            if is_analysis_table(path.stem):
                 connection.read_parquet(str(path)).create_view(path.stem, replace=True)
 
 

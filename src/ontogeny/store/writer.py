@@ -290,12 +290,18 @@ def write_table(run_dir: str | Path, name: str, data: pd.DataFrame | pa.Table) -
     """
     layout = Layout(run_dir)
     layout.read_meta()
-    if not TABLE_NAME.fullmatch(name) or name in STREAMED or name in WRITER_TABLES:
+    if not is_analysis_table(name):
         raise StoreError(f"{name!r}: a table name must be an identifier other than "
                          f"{', '.join([*STREAMED, *WRITER_TABLES])}")
     path = layout.table(name)
     write_parquet(_as_arrow(data), path)
     return path
+
+
+def is_analysis_table(name: str) -> bool:
+    """Whether `name` may name an analysis table: an identifier that is not one of the run's own tables (a file
+    `scalars.parquet` at the top would otherwise shadow the committed rows)."""
+    return TABLE_NAME.fullmatch(name) is not None and name not in STREAMED and name not in WRITER_TABLES
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ and the training state together. The whole run is held under the run lock while 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..exceptions import ResumeError, SpecError, StoreError
-from ..spec import Spec, from_dict, load_spec
+from ..spec import Spec, from_dict, load_spec, spec_hash
 from ..store import ShardWriter, open_run
 from ..store.commits import read_commits
 from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
@@ -94,11 +93,6 @@ def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = No
     plan = make_plan(expand(spec), max_members=max_members, memory_budget=worker_memory(spec.device),
                      parallel=max_parallel)
     return plan, time_plan(plan) if time_it else None
-
-
-def spec_hash(spec: Spec) -> str:
-    """The sha256 of the resolved spec (its canonical TOML), kept in meta.json to refuse an edited spec."""
-    return hashlib.sha256(spec.to_toml().encode()).hexdigest()
 
 
 def writer_name(index: int) -> str:
