@@ -244,7 +244,7 @@ def test_check_finds_every_corruption_and_readers_name_the_file(with_weights, tm
         assert og.open(out).sql(query).values.tolist() == og.open(with_weights.path).sql(query).values.tolist()
         assert "scalars" not in og.open(out).tables()
         return
-    if case.startswith("weights") or case == "examples shard bytes flipped" or case == "state truncated":
+    if case.startswith("weights") or case == "state truncated":
         return  # rows still read; only `check` (and resume, for the state) can tell
     for command in (["report", str(out)], ["analyze", str(out)]):
         done = CliRunner().invoke(app, command)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from ..exceptions import OntogenyError
-from .commits import FileEntry, read_commits
+from .commits import FileEntry, file_sha256, read_commits
 from .layout import COMMITS, WRITER_LOCK, Layout
 from .lock import is_locked
 from .writer import is_analysis_table
@@ -119,15 +118,12 @@ def _verify(path: Path, size: int | None, sha256: str) -> str | None:
         actual = path.stat().st_size
         if size is not None and actual != size:
             return f"{actual} bytes, committed with {size} (truncated or overwritten)"
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
+        digest = file_sha256(path)
     except FileNotFoundError:
         return "missing"
     except OSError as err:
         return f"unreadable ({err.strerror or err})"
-    return None if digest.hexdigest() == sha256 else "content changed (sha256 differs from the one recorded)"
+    return None if digest == sha256 else "content changed (sha256 differs from the one recorded)"
 
 
 def _rows_differ(path: Path, rows: int) -> str | None:

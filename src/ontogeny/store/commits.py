@@ -93,11 +93,16 @@ def truncate_log(directory: Path, length: int) -> None:
 def file_entry(directory: Path, relative: str, rows: int | None) -> FileEntry:
     """The entry of a file just written: its size and sha256 (read back while it is in the page cache)."""
     path = directory / relative
+    return FileEntry(relative, rows, path.stat().st_size, file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
-    return FileEntry(relative, rows, path.stat().st_size, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def apply_commit(committed: Committed, record: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
 from ..spec import Spec, load_spec, spec_hash
-from .commits import Committed, read_commits
+from .commits import Committed, FileEntry, file_sha256, read_commits
 from .layout import Layout
 from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
 from .writer import is_analysis_table
@@ -27,6 +27,8 @@ from .writer import is_analysis_table
 Filter = int | str | list | tuple | None
 
 # DuckDB's names for the Arrow types of the schemas (for empty views of tables not written yet).
+# Files whose content this process has checked against their commit, by (path, size, mtime): each is hashed once.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
 _SQL_TYPES = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
               pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
 
@@ -193,12 +195,27 @@ class Run:
             directory = self.layout.writer(name)
             for relative, entry in committed.shards.get(table, {}).items():
                 path = directory / relative
-                size = path.stat().st_size if path.is_file() else None
-                if size != entry.size:  # a stat per shard catches deletion and truncation before DuckDB reads it
-                    found = "missing" if size is None else f"{size} bytes, committed with {entry.size}"
-                    raise StoreError(f"{path}: {found} (writer {name}); run `ontogeny check {self.path}`")
+                self._verify(path, entry, name)
                 files.append(str(path))
         return files
+
+    def _verify(self, path: Path, entry: FileEntry, writer: str) -> None:
+        """StoreError (one line) unless `path` holds what its commit recorded: its size (a stat catches deletion and
+        truncation) and, the first time this process reads it, its sha256 (a flipped bit inside a page)."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is None or stat.st_size != entry.size:
+            found = "missing" if stat is None else f"{stat.st_size} bytes, committed with {entry.size}"
+            raise StoreError(f"{path}: {found} (writer {writer}); run `ontogeny check {self.path}`")
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(key) == entry.sha256:
+            return
+        if file_sha256(path) != entry.sha256:
+            raise StoreError(f"{path}: content changed since it was committed (sha256 differs; writer {writer}); run "
+                             f"`ontogeny check {self.path}`")
+        _VERIFIED[key] = entry.sha256
 
     def _union(self, table: str) -> pd.DataFrame:
         """The distinct rows of every writer's version of `table`, sorted by its keys."""
@@ -215,6 +232,8 @@ class Run:
                     entry = committed.tables.get(table)
                     if entry is not None:
                         path = self.layout.writer(name) / entry.file
+                        if read:
+                            self._verify(path, entry, name)
                         frames[name] = _read_parquet(path) if read else None
                 return frames
             except StoreError:
