@@ -149,6 +149,10 @@ def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
     shutil.copytree(seed0, broken)
     weights = broken / "step4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
+    fewer_layers = tmp_path / "fewer-layers"  # its config says 3 layers, its weights hold 2
+    shutil.copytree(seed0, fewer_layers)
+    config = fewer_layers / "step4" / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, np.arange(10))
     cases = [
@@ -157,6 +161,11 @@ def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
         (["ingest", str(seed0), "--probe", str(tmp_path / "none.txt"), "--out"], "no such probe file"),
         (["ingest", str(seed0), "--probe", str(tokens), "--out"], "shape [sequences, positions >= 2]"),
         (["ingest", "not/a-model/id", "--probe", str(probe), "--out"], "neither a directory"),
+        (["ingest", str(seed0), "--members", str(seed0), "--probe", str(probe), "--out"], "given twice as a member"),
+        (["ingest", str(seed0), "--probe", str(probe), "--context", "65", "--out"],
+         "--context 65: the probe's sequences are longer than the model's 64 positions"),
+        (["ingest", str(fewer_layers), "--probe", str(probe), "--revisions", "step4", "--out"],
+         "the weights do not match the model's config"),
     ]
     for index, (args, words) in enumerate(cases):
         out = tmp_path / f"out{index}"

@@ -216,9 +216,10 @@ def ingest_command(
                      batch_size=batch_size, progress=report)
     except OntogenyError as err:
         _fail(str(err))
-    revisions_table = run.revisions()
-    console.print(f"{run.path}: {revisions_table.member.nunique()} member(s) x {len(revisions_table)} revisions "
-                  f"ingested; next: ontogeny analyze {run.path}", markup=False, highlight=False)
+    per_member = run.revisions().groupby("member").size()
+    counts = f"{per_member.iloc[0]}" if per_member.nunique() == 1 else f"{per_member.min()}-{per_member.max()}"
+    console.print(f"{run.path}: {len(per_member)} member(s) x {counts} revisions ingested; next: ontogeny analyze "
+                  f"{run.path}", markup=False, highlight=False)
 
 
 @app.command("sae")

@@ -41,6 +41,10 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     is called after each revision.
     """
     sources = [open_source(name, build) for name in (source, *members)]
+    names = [str(Path(s.path).resolve()) if hasattr(s, "path") else s.name for s in sources]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise IngestError(f"{twice}: given twice as a member (each member is one checkpoint series)")
     tokens, tokenizer = _probe_tokens(Path(probe), sources, context)
     buckets = _frequency_buckets(tokens)
     probe_set = ProbeSet.tokens(tokens, tokenizer=tokenizer, subsets=buckets, batch_size=batch_size, name=SPLIT)
@@ -53,8 +57,11 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     for src in sources:  # refused before anything is written: unknown revisions, a first checkpoint that won't load
         _check_revisions(wanted[src.name])
         src.check(wanted[src.name])
-    if not Path(out).exists():
-        sources[0].load(wanted[sources[0].name][0])
+    first = sources[0].load(wanted[sources[0].name][0])  # it loads, and it reads sequences this long
+    positions = getattr(getattr(first, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and tokens.shape[1] > positions:
+        raise IngestError(f"--context {tokens.shape[1]}: the probe's sequences are longer than the model's "
+                          f"{positions} positions (give --context {positions} or less)")
     layout = join_run(out, producer, reads=[s.path for s in sources if hasattr(s, "path")])
     recorded = layout.read_meta()["producer"]
     if recorded.get("probe_sha256") != digest:

@@ -89,9 +89,10 @@ class HubSource(Source):
         from transformers import AutoModelForCausalLM
 
         try:
-            return AutoModelForCausalLM.from_pretrained(self.name, revision=revision).eval()
+            loaded = AutoModelForCausalLM.from_pretrained(self.name, revision=revision, output_loading_info=True)
         except Exception as err:  # noqa: BLE001 (unknown revision, no network and no cache, a damaged file)
             raise IngestError(f"{self.name}@{revision}: cannot load ({_first_line(err)})") from None
+        return _whole(*loaded, f"{self.name}@{revision}")
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -122,9 +123,10 @@ class DirectorySource(Source):
         if not folder.is_dir():
             raise IngestError(f"{folder}: no such checkpoint folder (revisions: {', '.join(self.revisions()[:8])}...)")
         try:
-            return AutoModelForCausalLM.from_pretrained(folder).eval()
+            loaded = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
         except Exception as err:  # noqa: BLE001 (safetensors, torch and transformers each raise their own kinds)
             raise IngestError(f"{folder}: the checkpoint does not load ({_first_line(err)})") from None
+        return _whole(*loaded, str(folder))
 
     def files(self, revision: str) -> list[Path]:
         folder = self.path / revision
@@ -177,6 +179,18 @@ class StateDictSource(Source):
         except Exception as err:  # noqa: BLE001 (a file or builder that does not fit: one line, whatever the cause)
             raise IngestError(f"{path}: the checkpoint does not load ({_first_line(err)})") from None
         return model.eval()
+
+
+def _whole(model: nn.Module, info: dict, where: str) -> nn.Module:
+    """The model in evaluation mode if its weights file filled every parameter exactly; else IngestError: a config
+    that says 3 layers over weights of 2 would score a freshly initialized layer, not the checkpoint."""
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = list(info.get(kind) or [])
+        if keys:
+            shown = ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in keys[:3])
+            raise IngestError(f"{where}: the weights do not match the model's config ({len(keys)} "
+                              f"{kind.replace('_', ' ')}: {shown}{', ...' if len(keys) > 3 else ''})")
+    return model.eval()
 
 
 def open_source(source: str, build: str | None = None) -> Source:
