@@ -227,7 +227,8 @@ def test_a_damaged_checkpoint_mid_suite_is_refused_before_anything_is_written(su
     out = tmp_path / "run"
     done = CliRunner().invoke(app, ["ingest", str(suite), "--probe", str(probe), "--out", str(out), "--context", "16"])
     assert done.exit_code == 2 and done.stderr.count("\n") == 1, done.output
-    assert "step16/model.safetensors: the checkpoint does not load" in done.stderr and "nothing was ingested" in done.stderr
+    assert "step16/model.safetensors: the checkpoint does not load" in done.stderr
+    assert "nothing was ingested" in done.stderr
     assert not out.exists()
 
 
