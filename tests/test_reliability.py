@@ -1,6 +1,7 @@
 """What a hostile user broke (issue 15), reproduced: unsafe names and --overwrite, edited specs on resume,
 training a finished run on (--extend-to), and two writers on one run."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,13 @@ CORRUPTIONS = {  # what happens to the run -> (the file named, what `check` says
     "members truncated": (lambda r: truncate(writer_files(r, "members-*")[-1]), "members-", "committed with"),
     "state truncated": (lambda r: truncate(writer_files(r, "state-*")[-1]), "state-", "committed with"),
     "meta.json truncated": (lambda r: truncate(r / "meta.json"), "meta.json", "damaged"),
+    "writer directory deleted": (lambda r: shutil.rmtree(r / "writers" / "ensemble-0000"), "ensemble-0000",
+                                 "is gone"),
+    "commits.jsonl deleted": (lambda r: (r / "writers" / "ensemble-0000" / "commits.jsonl").unlink(), "ensemble-0000",
+                              "is gone"),
+    "writer directory duplicated": (lambda r: shutil.copytree(r / "writers" / "ensemble-0000",
+                                                              r / "writers" / "ensemble-0009"), "ensemble-0009",
+                                    "not in writers.jsonl"),
     "spec.toml edited after training": (lambda r: (r / "spec.toml").write_text(
         (r / "spec.toml").read_text().replace("lr = 0.01", "lr = 0.02")), "spec.toml", "edited after training"),
     "a stray top-level scalars.parquet": (lambda r: pd.DataFrame({"member": [0], "step": [0], "name": ["x"],

@@ -359,6 +359,27 @@ def test_member_settings_have_one_type_whichever_writer_wrote_them(run_dir):
     assert open_run(run_dir).members().chance_loss.dtype == np.float64
 
 
+def test_the_run_lists_each_writer_once_it_commits_and_notices_one_gone(run_dir):
+    import shutil
+
+    from ontogeny.store.layout import Layout
+
+    layout = Layout(run_dir)
+    for name in ("a", "b"):
+        with ShardWriter(run_dir, name) as writer:
+            assert layout.listed_writers() == ({"a"} if name == "b" else set())  # listed at its first commit
+            writer.append("scalars", {"member": 0 if name == "a" else 1, "step": 0, "name": "loss", "value": 1.0})
+            writer.commit()
+            writer.commit()
+    assert layout.listed_writers() == {"a", "b"} and (run_dir / "writers.jsonl").read_text().count("\n") == 2
+    (run_dir / "writers.jsonl").write_text('{"writer": "a"}\n')  # b killed between its first commit and listing
+    ShardWriter(run_dir, "b").close()
+    assert layout.listed_writers() == {"a", "b"}  # reopening it lists it
+    shutil.rmtree(run_dir / "writers" / "b")
+    with pytest.raises(StoreError, match="writer b committed rows but its commit log is gone"):
+        open_run(run_dir).scalars()
+
+
 def test_a_new_run_inside_another_run_is_refused(run_dir):
     from ontogeny.store.create import join_run
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import OntogenyError
 from .commits import FileEntry, file_sha256, read_commits
-from .layout import COMMITS, WRITER_LOCK, Layout
+from .layout import COMMITS, WRITER_LOCK, WRITERS_LIST, Layout
 from .lock import is_locked
 from .writer import is_analysis_table
 
@@ -39,7 +39,14 @@ def check_run(path: str | Path) -> CheckReport:
         return report
     if meta.get("producer", {}).get("kind") == "ontogeny":
         _check_spec(layout, report, meta["producer"].get("spec_sha256"))
-    for name in layout.writer_names():
+    names, listed = layout.writer_names(), layout.listed_writers()
+    for name in sorted(listed - set(names)):
+        report.problems.append(f"{layout.writer(name)}: listed in {WRITERS_LIST} as having committed, but its "
+                               f"directory or {COMMITS} is gone (its rows are lost)")
+    for name in names:
+        if listed and name not in listed:
+            report.problems.append(f"{layout.writer(name)}: has commits but is not in {WRITERS_LIST} (copied in "
+                                   "from elsewhere, or killed right after its first commit: reopening it lists it)")
         _check_writer(layout, name, report)
     _check_weights(layout, report)
     for table in sorted(layout.root.glob("*.parquet")):

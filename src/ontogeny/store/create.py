@@ -96,7 +96,8 @@ def join_run(path: str | Path, producer: dict[str, Any], *, reads: Sequence[str 
 
 def check_out(path: str | Path, reads: Sequence[str | Path] = ()) -> None:
     """Refuse (StoreError, one line) an output run directory that is, holds or lies inside one of the directories
-    the command reads (`--overwrite` would delete them), or that lies inside another run (its files are not the run's)."""
+    the command reads (`--overwrite` would delete them), or that lies inside another run (whose files it would
+    mix with its own)."""
     root = Path(path).resolve()
     for source in reads:
         source = Path(source).resolve()

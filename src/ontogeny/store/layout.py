@@ -6,6 +6,7 @@ RUN/
   spec.toml                    the resolved spec (runs made by `ontogeny run` only)
   .lock                        held by a producer that writes run-wide files (`ontogeny run`)
   .members.lock                held briefly while a recorder process is given its member id
+  writers.jsonl                every writer that has committed, one line each: a writer gone missing is noticed
   <analysis table>.parquet     whole tables written by `analyze`
   writers/<writer>/            one namespace per producer process: nobody else writes here
       lock                     held while the writer is open
@@ -20,6 +21,7 @@ RUN/
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ WRITERS = "writers"
 WEIGHTS = "weights"
 REPORT = "report.html"
 COMMITS = "commits.jsonl"
+WRITERS_LIST = "writers.jsonl"
 WRITER_LOCK = "lock"
 TEMP_SUFFIX = ".tmp"
 
@@ -73,6 +76,30 @@ class Layout:
         if not self.writers.is_dir():
             return []
         return sorted(p.name for p in self.writers.iterdir() if (p / COMMITS).is_file() and is_safe_name(p.name))
+
+    def listed_writers(self) -> set[str]:
+        """The writers that have committed, as the run lists them (empty for runs made before the list existed)."""
+        try:
+            lines = (self.root / WRITERS_LIST).read_text().splitlines()
+        except FileNotFoundError:
+            return set()
+        names = set()
+        for line in lines:
+            try:
+                names.add(json.loads(line)["writer"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut off by a crash
+        return names
+
+    def list_writer(self, name: str) -> None:
+        """Add `name` to the run's list of writers (one appended line, fsynced)."""
+        line = (json.dumps({"writer": name}) + "\n").encode()
+        fd = os.open(self.root / WRITERS_LIST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def shard(table: str, seq: int, part: int) -> str:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from ..exceptions import StoreError
 from ..spec import Spec, load_spec, spec_hash
 from .commits import Committed, FileEntry, file_sha256, read_commits
-from .layout import Layout
+from .layout import COMMITS, Layout
 from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
 from .writer import is_analysis_table
 
@@ -149,8 +149,14 @@ class Run:
         return sorted(names)
 
     def writers(self) -> dict[str, Committed]:
-        """Every writer's committed files, by writer name."""
-        return {name: read_commits(self.layout.writer(name))[0] for name in self.layout.writer_names()}
+        """Every writer's committed files, by writer name; StoreError (one line) if a writer the run lists as having
+        committed has lost its directory or commit log (its rows would silently be missing)."""
+        names = self.layout.writer_names()
+        missing = sorted(self.layout.listed_writers() - set(names))
+        if missing:
+            raise StoreError(f"{self.path}: writer {', '.join(missing)} committed rows but its commit log is gone "
+                             f"(directory or {COMMITS} deleted); run `ontogeny check {self.path}`")
+        return {name: read_commits(self.layout.writer(name))[0] for name in names}
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run `query` (with optional DuckDB `params`) and return its result; an empty frame if it returns none.

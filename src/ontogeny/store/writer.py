@@ -62,6 +62,9 @@ class ShardWriter:
                 truncate_log(self.directory, length)  # a commit line cut off by a crash never happened
             self._discard_uncommitted()
             self._check_committed()
+            self._listed = name in layout.listed_writers()
+            if self._committed.seq and not self._listed:  # killed between its first commit and listing itself
+                self._list()
         except BaseException:
             self._lock.release()
             raise
@@ -191,6 +194,8 @@ class ShardWriter:
         old = self._committed.files()
         append_commit(self.directory, record)
         apply_commit(self._committed, record)
+        if not self._listed:
+            self._list()
         retired = old - self._committed.files()
         # A replaced whole table is kept until the next commit, for readers that read the log just before this one.
         for name in (retired - old_tables) | self._retired:
@@ -221,6 +226,11 @@ class ShardWriter:
         self.close()
 
     # ---- helpers ----
+
+    def _list(self) -> None:
+        """Put this writer on the run's list, so that readers notice if its directory or log goes missing."""
+        Layout(self.run_dir).list_writer(self.name)
+        self._listed = True
 
     def _reset_pending(self) -> None:
         self._parts = dict.fromkeys(STREAMED, 0)  # shard files started so far under the pending seq
