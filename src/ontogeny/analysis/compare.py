@@ -23,7 +23,8 @@ from scipy import stats
 from ..store import Run
 
 ALPHA = 0.05
-EXACT_RESAMPLES = 1 << 16  # every sign flip up to 16 pairs (every relabelling up to 9 + 9 members); random beyond
+EXACT_RESAMPLES = 1 << 16  # every sign flip up to 16 pairs (every relabelling up to 9 + 9 members); beyond:
+RANDOM_RESAMPLES = 9_999  # a Monte Carlo test (p's resolution 1e-4)
 
 MIN_ACC_CHANGE = 0.1  # an accuracy curve that moves less than this has no onset (it never learned)
 COLUMNS = ["metric", "at", "paired", "n_a", "n_b", "a", "b", "difference", "low", "high", "p_value", "verdict"]
@@ -82,7 +83,7 @@ def _paired(differences: pd.Series) -> tuple[float, float, float, float, float]:
     d = differences.to_numpy(dtype=float)
     n, mean = len(d), float(d.mean())
     half = stats.t.ppf(1 - ALPHA / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
-    test = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=EXACT_RESAMPLES,
+    test = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=_resamples(2**n),
                                   random_state=0)
     return mean, mean - half, mean + half, float(test.pvalue), min(1.0, 2 / 2**n)
 
@@ -96,10 +97,15 @@ def _unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, float, f
     difference = float(x.mean() - y.mean())
     half = stats.t.ppf(1 - ALPHA / 2, df) * se
     test = stats.permutation_test((x, y), lambda u, v, axis: u.mean(axis) - v.mean(axis),
-                                  permutation_type="independent", n_resamples=EXACT_RESAMPLES, vectorized=True,
-                                  random_state=0)
+                                  permutation_type="independent", vectorized=True, random_state=0,
+                                  n_resamples=_resamples(math.comb(len(x) + len(y), len(x))))
     smallest = min(1.0, 2 / math.comb(len(x) + len(y), len(x)))
     return difference, difference - half, difference + half, float(test.pvalue), smallest
+
+
+def _resamples(distinct: int) -> int:
+    """Every one of `distinct` relabellings where there are few enough (scipy then runs the exact test)."""
+    return EXACT_RESAMPLES if distinct <= EXACT_RESAMPLES else RANDOM_RESAMPLES
 
 
 def _verdict(row: dict, differences: pd.Series | None, subject: str, smallest: float) -> str:
