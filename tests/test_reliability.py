@@ -259,6 +259,15 @@ def test_check_finds_every_corruption_and_readers_name_the_file(with_weights, tm
         assert done.exit_code == 2 and done.stderr.count("\n") == 1 and named in done.stderr, (command, done.output)
 
 
+def test_resume_removes_a_weights_file_a_killed_process_left_half_written(with_weights, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(with_weights.path, out)
+    orphan = out / "weights" / "member-00000" / f".step-000000040.safetensors.{12345}.tmp"
+    orphan.write_bytes(b"half")
+    og.run(resume=True, out=out, extend_to=80)
+    assert not orphan.exists() and og.open(out).scalars().step.max() == 80
+
+
 def test_resume_refuses_a_damaged_writer_in_one_line(with_weights, tmp_path):
     import shutil
 

@@ -17,7 +17,7 @@ from ..spec import Spec, from_dict, load_spec, spec_hash
 from ..store import ShardWriter, open_run
 from ..store.commits import read_commits
 from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
-from ..store.layout import Layout
+from ..store.layout import TEMP_SUFFIX, WEIGHTS, Layout
 from ..store.lock import FileLock
 from ..tasks.base import TokenSplit
 from .loop import EnsembleTrainer
@@ -138,6 +138,8 @@ def _reopen(spec, out, overrides, device, extend_to, backend) -> tuple[Path, Spe
         raise ResumeError(f"{out}: not a run made by `ontogeny run` (nothing to resume)")
     lock = FileLock(layout.run_lock, f"run {out}").acquire()
     try:
+        for orphan in layout.root.glob(f"{WEIGHTS}/*/.*{TEMP_SUFFIX}"):  # a weights file a killed process left half
+            orphan.unlink(missing_ok=True)
         spec = load_spec(layout.spec, check_machine=False)
         if spec_hash(spec) != meta["producer"].get("spec_sha256"):
             raise ResumeError(f"{layout.spec}: edited since the run started{_what_changed(layout, spec)}; "
