@@ -53,6 +53,9 @@ def test_switching_the_model_by_override():
 @pytest.mark.parametrize("text, key, words", [
     ("[task]\ntrain_fraction = 1.5\n", "task.train_fraction", "strictly between 0 and 1"),
     ("[task]\nop = '/'\np = 91\n", "task.p", "prime"),
+    ("[task]\np = 2\n", "task.train_fraction", "leaves 1 train and 3 test examples of 4 (p = 2)"),
+    ("[task]\ntrain_fraction = 1e-9\n", "task.train_fraction", "leaves 1 train and"),
+    ("[task]\nbatch_size = 3000\n", "task.train_fraction", "the train split needs at least 3000 (a batch)"),
     ("[task]\nq = 3\n", "task.q", "unknown key"),
     ("[task]\np = 'seven'\n", "task.p", "must be int"),
     ("[model]\nname = 'rnn'\n", "model.name", "unknown model"),

@@ -38,6 +38,14 @@ class ModularTask(TaskSpec):
         check(self.op != "/" or _is_prime(self.p), "task.p", "must be prime for division")
         check(0 < self.train_fraction < 1, "task.train_fraction", "must be strictly between 0 and 1")
         check(self.batch_size >= 0, "task.batch_size", "must be >= 0 (0: full batch)")
+        if self.p >= 2 and 0 < self.train_fraction < 1:
+            n = self.p * (self.p - 1) if self.op == "/" else self.p * self.p
+            n_train = min(max(round(self.train_fraction * n), 1), n - 1)  # as train_positions splits
+            batch = max(MIN_SPLIT, self.batch_size)
+            check(n_train >= batch and n - n_train >= MIN_SPLIT, "task.train_fraction",
+                  f"leaves {n_train} train and {n - n_train} test examples of {n} (p = {self.p}); the train split "
+                  f"needs at least {batch}{' (a batch)' if self.batch_size > MIN_SPLIT else ''}, the test split "
+                  f"{MIN_SPLIT}")
 
     def sizes(self, spec: Spec) -> Sizes:
         fractions = [self.train_fraction, *(v for k, values in spec.sweep if k == "task.train_fraction" for v in values)]
@@ -48,6 +56,9 @@ class ModularTask(TaskSpec):
     @classmethod
     def build(cls, tasks, data_seeds, max_probe_examples):
         return ModularArithmetic(tasks, data_seeds, max_probe_examples)
+
+
+MIN_SPLIT = 4  # examples a split needs at least (and no fewer than a batch): fewer cannot show learning
 
 
 def _is_prime(n: int) -> bool:
