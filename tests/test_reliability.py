@@ -259,6 +259,19 @@ def test_check_finds_every_corruption_and_readers_name_the_file(with_weights, tm
         assert done.exit_code == 2 and done.stderr.count("\n") == 1 and named in done.stderr, (command, done.output)
 
 
+def test_a_run_killed_before_its_spec_was_written_says_how_to_start_again(tmp_path):
+    from ontogeny.store.create import create_run
+
+    out = tmp_path / "run"
+    create_run(out, {"kind": "ontogeny", "spec_sha256": "0" * 64}).release()  # killed right after the marker
+    done = ontogeny("run", "--resume", str(out), timeout=120)
+    assert done.returncode == 2 and "stopped before its spec was written" in done.stderr, done.stderr
+    assert "--overwrite" in done.stderr and done.stderr.count("\n") == 1
+    done = ontogeny("run", "grokking", *[f"--set={k}={v}" for k, v in SMALL.items()], "--out", str(out),
+                    "--overwrite", timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def test_resume_removes_a_weights_file_a_killed_process_left_half_written(with_weights, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(with_weights.path, out)

@@ -134,8 +134,11 @@ def _reopen(spec, out, overrides, device, extend_to, backend) -> tuple[Path, Spe
         raise ResumeError(f"{out}: a resumed run keeps its spec; drop --set and --device")
     layout = Layout(out)
     meta = layout.read_meta()
-    if meta.get("producer", {}).get("kind") != "ontogeny" or not layout.spec.is_file():
+    if meta.get("producer", {}).get("kind") != "ontogeny":
         raise ResumeError(f"{out}: not a run made by `ontogeny run` (nothing to resume)")
+    if not layout.spec.is_file():
+        raise ResumeError(f"{out}: stopped before its spec was written, so nothing was trained; start it again with "
+                          "the same spec and --overwrite")
     lock = FileLock(layout.run_lock, f"run {out}").acquire()
     try:
         for orphan in layout.root.glob(f"{WEIGHTS}/*/.*{TEMP_SUFFIX}"):  # a weights file a killed process left half
