@@ -121,6 +121,18 @@ def test_members_with_the_same_settings_get_their_own_id_back(tmp_path):
      "finite numbers"),
     (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"test": (x, y[:4])}),
      "x has 10 rows, y has 4"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5, "status": "ok"}, probes={"test": (x, y)}),
+     "member\\['status'\\]: a column the recorder sets itself"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5},
+                                   probes={"test": og.ProbeSet((x, y), ids=list("abcdefghij"))}),
+     "ids must be integers"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5},
+                                   probes={"test": og.ProbeSet((x, y), ids=np.arange(10) + 0.5)}),
+     "ids must be integers"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5}, probes={"test": (x[:0], y[:0])}), "has no examples"),
+    (lambda run, x, y: og.Recorder(run, member={"seed": 5},
+                                   probes={"test": (x.index_fill(0, torch.tensor([3]), float("nan")), y)}),
+     "x holds NaN or infinite values \\(at row 3\\)"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, make, message):
     x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))

@@ -62,7 +62,11 @@ class ProbeSet:
         if ids is None and self.kind != "tensors":
             raise StoreError(f"probe set {name!r}: a dataset needs stable example ids (ids=...; e.g. "
                              f"ids=range(len(dataset)) if its order never changes)")
-        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(list(ids), dtype=np.int64)
+        if n == 0:
+            raise StoreError(f"probe set {name!r}: has no examples")
+        if self.kind == "tensors":
+            _check_finite(torch.as_tensor(data[0]), name)
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else _integer_ids(ids, name)
         if self.ids.shape != (n,) or len(np.unique(self.ids)) != n:
             raise StoreError(f"probe set {name!r}: needs {n} distinct ids, one per example (got {len(self.ids)} "
                              f"with {len(np.unique(self.ids))} distinct)")
@@ -326,6 +330,11 @@ def _single(loss: LossFunction):
     return adapter
 
 
+# Members-table columns the recorder writes itself: a setting of the same name would overwrite them (a "status" of
+# "ok" would make a crashed process look finished).
+RESERVED = frozenset({"ensemble", "status", "diverged_step", "loss_kind", "chance_loss", "source", CONFIG_COLUMN})
+
+
 def _config(member: dict[str, Any]) -> dict[str, Any]:
     """The member's settings, checked: a dict of names to JSON scalars (str, int, finite float, bool)."""
     if not isinstance(member, dict) or not member:
@@ -339,9 +348,29 @@ def _config(member: dict[str, Any]) -> dict[str, Any]:
             raise StoreError(f"member[{key!r}] = {value!r}: settings must be strings, integers, booleans or finite "
                              "numbers")
         clean[key] = value
+    reserved = sorted(set(clean) & RESERVED)
+    if reserved:
+        raise StoreError(f"member[{reserved[0]!r}]: a column the recorder sets itself (reserved: "
+                         f"{', '.join(sorted(RESERVED))}); name the setting otherwise")
     if "member" in clean and (not isinstance(clean["member"], int) or clean["member"] < 0):
         raise StoreError(f"member['member'] = {clean['member']!r}: a member id is an integer >= 0")
     return clean
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """StoreError naming the first row of float inputs x [N, ...] that holds NaN or inf (it would be scored as data)."""
+    if torch.is_floating_point(x) and not x.isfinite().all():
+        row = int((~x.isfinite()).reshape(len(x), -1).any(1).nonzero()[0, 0])
+        raise StoreError(f"probe set {name!r}: x holds NaN or infinite values (at row {row})")
+
+
+def _integer_ids(ids: Sequence[int], name: str) -> np.ndarray:
+    """The ids as int64; StoreError for anything but integers (a float id would be truncated, a string refused)."""
+    values = np.asarray(list(ids))
+    if values.dtype.kind not in "iu":
+        raise StoreError(f"probe set {name!r}: ids must be integers (got {values.dtype} values such as "
+                         f"{values.reshape(-1)[0]!r})" if values.size else f"probe set {name!r}: ids must be integers")
+    return values.astype(np.int64)
 
 
 def _kind(data: Any, name: str) -> str:
