@@ -137,10 +137,18 @@ def test_duplicated_and_reconfigured_revisions_are_flagged(suites, tmp_path):
     shutil.copytree(suite / "step8", suite / "step16")  # a mislabelled checkpoint: step 16 holds step 8's weights
     config = suite / "step32" / "config.json"
     config.write_text(config.read_text().replace('"layer_norm_eps": 1e-05', '"layer_norm_eps": 1e-06'))
+    from transformers import AutoModelForCausalLM
+
+    damaged = AutoModelForCausalLM.from_pretrained(suite / "step4")  # weights that load but score as garbage
+    with torch.no_grad():
+        damaged.get_output_embeddings().weight.mul_(1000)
+    damaged.save_pretrained(suite / "step4")
     og.ingest(str(suite), probe, out=tmp_path / "run", context=16)
     result = analyze(og.open(tmp_path / "run"), what=["suite"])
     assert "member 0 step16: weights equal step 8's (mislabelled or duplicated?)" in result.summary
     assert "member 0 step32: model config differs from the member's first revision" in result.summary
+    jumped = [line for line in result.summary if "x its neighbours'" in line]
+    assert len(jumped) == 1 and jumped[0].startswith("member 0 step4: probe loss")  # and no healthy revision
 
 
 def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
