@@ -308,12 +308,20 @@ def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, 
             raise OSError(errno.ENOSPC, "No space left on device")
         real(table, path, **options)
 
+    analyzed = og.run("grokking", overrides=SMALL, out=tmp_path / "analyzed")  # trained while there is space
     monkeypatch.setattr(writer_module, "write_parquet", fill_up)
     out = tmp_path / "run"
     with pytest.raises(StoreError) as error:
         og.run("grokking", overrides=SMALL, out=out, commit_seconds=0)
     assert str(error.value) == (f"{out}: no space left on device; free some space, then continue with "
                                 f"`ontogeny run --resume {out}` (nothing committed is lost)")
+    with pytest.raises(StoreError, match="no space left on device") as error:  # resumed while the disk is still full
+        og.run(resume=True, out=out)
+    assert "\n" not in str(error.value)
+    with pytest.raises(StoreError, match=f"{tmp_path / 'analyzed'}: no space left on device; free some space, then "
+                                         "run the same command again"):
+        og.analysis.analyze(analyzed)
+    assert not list((tmp_path / "analyzed").glob("*.parquet"))  # no table half-written
     monkeypatch.undo()
     assert_same_rows(og.run(resume=True, out=out), og.run("grokking", overrides=SMALL, out=tmp_path / "ref"))
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..registry import Registry
 from ..store import Run, write_table
+from ..store.create import one_line_when_disk_full
 from ._common import log_step
 from .summary import grid_labels
 
@@ -146,8 +147,9 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
         result.tables.update(outcome.tables)
         result.summary.extend(outcome.summary)
     if write:
-        for name, table in result.tables.items():
-            write_table(run.path, name, table)
+        with one_line_when_disk_full(run.path, "run the same command again"):  # each table is written whole or not
+            for name, table in result.tables.items():
+                write_table(run.path, name, table)
     return result
 
 

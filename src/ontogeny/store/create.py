@@ -9,6 +9,7 @@ import platform
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,21 @@ def os_reason(err: OSError) -> str:
 
 
 def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    """Whether `err` is a full disk or quota (pyarrow's write errors carry it in their text, not always as errno)."""
+    return isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or
+                                         "no space left on device" in str(err).lower())
+
+
+@contextmanager
+def one_line_when_disk_full(path: str | Path, then: str):
+    """Turn a full disk inside the block into one StoreError line naming `path` and what to do `then`."""
+    try:
+        yield
+    except OSError as err:
+        if is_disk_full(err):
+            raise StoreError(f"{path}: no space left on device; free some space, then {then} (nothing committed is "
+                             "lost)") from None
+        raise
 
 
 def _check_no_writer(layout: Layout) -> None:

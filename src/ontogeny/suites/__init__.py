@@ -24,7 +24,7 @@ from ..exceptions import IngestError
 from ..record.evaluate import Evaluator, Probe, scalar_rows
 from ..recorder import ProbeSet, causal_lm
 from ..store import Run, ShardWriter
-from ..store.create import join_run
+from ..store.create import join_run, one_line_when_disk_full
 from .sources import Source, config_hash, open_source, step_of, weights_hash
 
 SPLIT = "probe"
@@ -66,8 +66,9 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     recorded = layout.read_meta()["producer"]
     if recorded.get("probe_sha256") != digest:
         raise IngestError(f"{layout.root}: ingested with another probe ({recorded.get('probe')}); use another --out")
-    for member, src in enumerate(sources):
-        _ingest_member(layout.root, member, src, wanted[src.name], probe_set, progress)
+    with one_line_when_disk_full(layout.root, "run the same command again to go on"):  # one commit per revision
+        for member, src in enumerate(sources):
+            _ingest_member(layout.root, member, src, wanted[src.name], probe_set, progress)
     return Run(layout.root)
 
 

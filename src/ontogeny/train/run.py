@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..exceptions import ResumeError, SpecError, StoreError
+from ..exceptions import ResumeError, SpecError
 from ..spec import Spec, from_dict, load_spec, spec_hash
 from ..store import ShardWriter, open_run
 from ..store.commits import read_commits
-from ..store.create import create_run, is_disk_full, now, os_reason, update_meta, write_file
+from ..store.create import create_run, now, one_line_when_disk_full, update_meta, write_file
 from ..store.layout import TEMP_SUFFIX, WEIGHTS, Layout
 from ..store.lock import FileLock
 from ..tasks.base import TokenSplit
@@ -52,33 +52,31 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
         raise SpecError(f"{out}: on a Ray cluster the run directory must be an absolute path that every worker sees")
     if out is not None and backend == "ray":
         out = Path(out).absolute()  # the workers' working directory may differ from ours
-    if resume:
-        out, spec, lock = _reopen(spec, out, overrides, device, extend_to, backend)
-    else:
-        if extend_to is not None:
-            raise ResumeError("--extend-to continues a run: use it with --resume DIR")
-        spec, out, lock = _create(spec, out, overrides, device, overwrite, backend)
-    try:
-        members = expand(spec)
-        plan = _plan(out, spec, members, max_members, (max_parallel or os.cpu_count() or 1) if backend == "ray" else 1)
-        _list_members(out, plan.groups)
-        if progress:
-            progress.start(len(plan.groups), spec.steps, members)
-        if backend == "ray":
-            from .ray_backend import train_on_ray
-
-            train_on_ray(out, plan, commit_seconds=commit_seconds, address=address, max_parallel=max_parallel,
-                         gpus_per_task=gpus_per_task if gpus_per_task is not None
-                         else float(spec.device.startswith("cuda")), progress=progress)
+    if extend_to is not None and not resume:
+        raise ResumeError("--extend-to continues a run: use it with --resume DIR")
+    with one_line_when_disk_full(out or "the run directory", "run the same command again"):
+        if resume:
+            out, spec, lock = _reopen(spec, out, overrides, device, extend_to, backend)
         else:
-            for index, group in enumerate(plan.groups):
-                train_ensemble(out, index, group, commit_seconds, progress)
-        update_meta(out, finished=now())
-    except OSError as err:
-        if is_disk_full(err):
-            raise StoreError(f"{out}: {os_reason(err)}; free some space, then continue with "
-                             f"`ontogeny run --resume {out}` (nothing committed is lost)") from None
-        raise
+            spec, out, lock = _create(spec, out, overrides, device, overwrite, backend)
+    try:
+        with one_line_when_disk_full(out, f"continue with `ontogeny run --resume {out}`"):
+            members = expand(spec)
+            parallel = (max_parallel or os.cpu_count() or 1) if backend == "ray" else 1
+            plan = _plan(out, spec, members, max_members, parallel)
+            _list_members(out, plan.groups)
+            if progress:
+                progress.start(len(plan.groups), spec.steps, members)
+            if backend == "ray":
+                from .ray_backend import train_on_ray
+
+                train_on_ray(out, plan, commit_seconds=commit_seconds, address=address, max_parallel=max_parallel,
+                             gpus_per_task=gpus_per_task if gpus_per_task is not None
+                             else float(spec.device.startswith("cuda")), progress=progress)
+            else:
+                for index, group in enumerate(plan.groups):
+                    train_ensemble(out, index, group, commit_seconds, progress)
+            update_meta(out, finished=now())
     finally:
         lock.release()
     return open_run(out)
