@@ -178,6 +178,8 @@ def test_a_full_run_gets_every_section_with_plotly_inlined_once(grok_report, gro
     assert len(threshold) == 1 and ("data threshold" in page)  # on the phase diagram, reached or not
     assert "step + 1" in page and "training step" in page
     assert len(page.encode()) < 8_000_000
+    # the title says what the run is: its directory, the recipe, and the keys changed from it
+    assert "<h1>grok (grokking, changed: task.p = " in page and "seeds = " in page.split("</h1>")[0]
 
 
 def test_a_run_without_sweep_or_analysis_tables_omits_their_sections(parity_bare):

@@ -126,3 +126,13 @@ def test_cuda_is_checked_against_this_machine_but_not_when_reading_a_run(tmp_pat
         with pytest.raises(SpecError, match="device: CUDA is not available on this machine"):
             load_spec(path)
     assert load_spec(path, check_machine=False).device == "cuda"  # a GPU run's spec still opens here
+
+
+def test_overrides_are_named_in_the_description_and_differs():
+    from ontogeny.spec import changed_keys
+
+    spec = load_spec("grokking", ["optim.lr=0.003", "seeds=3"])
+    assert spec.description.endswith("[changed here: optim.lr = 0.003; seeds = 3]")  # the recipe says "8 seeds"
+    assert spec.differs.startswith("This run also differs from the recipe: optim.lr = 0.003; seeds = 3. Gromov")
+    assert changed_keys(spec) == "optim.lr = 0.003; seeds = 3" and changed_keys(load_spec("grokking")) == ""
+    assert load_spec("grokking", {"description": "mine", "seeds": 3}).description == "mine"

@@ -227,7 +227,29 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
             data[section] = {}
     for key, value in pairs:
         _set_dotted(data, key, value)
+    _say_what_changed(data, pairs)
     return from_dict(data, source=source, check_machine=check_machine)
+
+
+CHANGED = " [changed here: "
+
+
+def _say_what_changed(data: dict[str, Any], pairs: list[tuple[str, Any]]) -> None:
+    """Overrides make a run differ from the file's words: its description and `differs` say which keys changed
+    (unless the overrides set those texts themselves), so "8 seeds, lr 1e-2" is not read as this run's settings."""
+    texts = ("name", "description", "differs", "source")
+    changes = "; ".join(f"{key} = {value!r}" for key, value in pairs if key not in texts)
+    if not changes or any(key in ("description", "differs") for key, _ in pairs):
+        return
+    data["description"] = f"{data.get('description', '')}{CHANGED}{changes}]"
+    if data.get("differs"):
+        data["differs"] = f"This run also differs from the recipe: {changes}. {data['differs']}"
+
+
+def changed_keys(spec: Spec) -> str:
+    """The overrides a spec's description records ("optim.lr = 0.003; seeds = 3"), or ""."""
+    head, marker, tail = spec.description.rpartition(CHANGED)
+    return tail[:-1] if marker and tail.endswith("]") else ""
 
 
 def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine: bool = True) -> Spec:

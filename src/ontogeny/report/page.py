@@ -22,6 +22,7 @@ from .. import __version__
 from ..analysis.sae import agreement_summary
 from ..analysis.summary import grid_labels, split_curves
 from ..exceptions import StoreError
+from ..spec import changed_keys
 from ..store import Run
 from ..store.create import os_reason, write_file
 from ..store.layout import Layout
@@ -375,8 +376,13 @@ def render_report(run: Run, *, head_extra: str = "") -> str:
 
 
 def run_name(run: Run) -> str:
-    """The spec's name for a run made from a spec, else its directory's name."""
-    return run.spec.name if run.has_spec else run.path.name
+    """What the run is: its directory's name, with the spec's (a recipe's) name and the keys changed from it."""
+    if not run.has_spec:
+        return run.path.name
+    name, changes = run.spec.name, changed_keys(run.spec)
+    what = ", ".join(part for part in (name if run.path.name != name else "", changes and f"changed: {changes}")
+                     if part)
+    return f"{run.path.name} ({what})" if what else run.path.name
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
