@@ -105,3 +105,18 @@ def test_a_run_still_being_written_is_analyzed_as_far_as_it_got(tmp_path):
     assert result.tables["grokking"].member.nunique() == 6
     assert np.isfinite(run.table("example_dynamics").confidence).all()
     assert run.scalars().step.max() < 20000
+
+def test_curves_logged_at_different_steps_are_each_analysed_on_their_own(scalar_run):
+    """A loop that logs train/loss every 25 steps and probes heldout/acc at log-spaced steps: the jump of heldout/acc
+    between steps 64 and 91 is found (keeping only the steps both share, from 100 on, hid it)."""
+    dense = np.arange(0, 601, 25)
+    sparse = np.array([0, 1, 2, 4, 8, 16, 32, 45, 64, 91, 128, 181, 256, 362, 512, 600])
+    rows = []
+    for member in range(2):
+        rows += [{"member": member, "step": s, "name": "train/loss", "value": 2.0 / (1 + s / 100)} for s in dense]
+        rows += [{"member": member, "step": s, "name": "heldout/acc", "value": 0.52 if s >= 91 else 0.05}
+                 for s in sparse]
+    run = og.open(scalar_run("mixed", pd.DataFrame(rows)))
+    found = analyze(run, what=["transitions"]).tables["transitions"]
+    jumps = found[found.curve == "heldout/acc"]
+    assert len(jumps) == 2 and jumps.onset_step.between(64, 91).all()

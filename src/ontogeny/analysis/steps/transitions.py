@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..analyze import Context, StepResult, analysis_step
@@ -17,12 +18,17 @@ def transitions(context: Context) -> StepResult:
     scalars, frames, result = context.scalars, [], StepResult()
     curves = split_curves(context.scalar_names)
     for member, rows in scalars[scalars.name.isin(curves)].groupby("member"):
-        curves = rows.pivot_table(index="name", columns="step", values="value").dropna(axis=1)
-        if curves.shape[1] < MIN_CHECKPOINTS:
-            continue
-        fit = TransitionDetector(log_steps=True).fit(curves.columns.to_numpy(), curves.to_numpy(),
-                                                     names=list(curves.index))
-        frames.append(fit.transitions_.assign(member=member))
+        # each curve on its own steps: a loop may log train/loss every 25 steps and probe at log-spaced ones
+        by_steps: dict[tuple, list] = {}
+        for name, curve in rows.pivot_table(index="name", columns="step", values="value").iterrows():
+            curve = curve.dropna()
+            by_steps.setdefault(tuple(curve.index), []).append((name, curve.to_numpy()))
+        for steps, named in by_steps.items():
+            if len(steps) < MIN_CHECKPOINTS:
+                continue
+            fit = TransitionDetector(log_steps=True).fit(np.asarray(steps), np.stack([v for _, v in named]),
+                                                         names=[name for name, _ in named])
+            frames.append(fit.transitions_.assign(member=member))
     if frames:
         table = pd.concat(frames, ignore_index=True)
         result.tables["transitions"] = table[["member", *[c for c in table.columns if c != "member"]]]
