@@ -89,3 +89,15 @@ def test_compare_from_the_command_line_and_its_one_line_refusals(tmp_path):
                           ([str(a.path), str(b.path), "--at", "soon"], "--at: expected final")):
         done = cli("compare", *args)
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_two_sweeps_are_compared_grid_point_by_grid_point_paired_by_seed(tmp_path):
+    sweep = ["task.p=7", "model.width=8", "steps=20", "record.every=10", "seeds=2",
+             "sweep.task.train_fraction=[0.4, 0.6]"]
+    a = og.run("grokking", overrides=sweep, out=tmp_path / "a")
+    b = og.run("grokking", overrides=[*sweep, "optim.lr=0.003"], out=tmp_path / "b")
+    rows = og.analysis.compare_runs(a, b, metric="test/loss")
+    assert rows["where"].tolist() == ["task.train_fraction=0.4", "task.train_fraction=0.6"]
+    assert rows.paired.all() and (rows.n_a == 2).all()  # each grid point's own 2 seeds, paired (not 4 unpaired)
+    done = cli("compare", str(a.path), str(b.path), "--metric", "test/loss")
+    assert done.returncode == 0 and done.stdout.startswith("[task.train_fraction=0.4] test/loss: "), done.stderr

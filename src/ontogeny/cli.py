@@ -163,7 +163,8 @@ def compare_command(
                                          "change).")] = "final",
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """B minus A, per subset: Multi-Bootstrap difference, 95% CI and p-value (paired by seed when the seeds match)."""
+    """B minus A, per subset (and per grid point of a sweep): difference, 95% t interval and exact p-value (paired
+    by seed when the seeds match)."""
     from .analysis.compare import compare_runs
     from .store import open_run
 
@@ -177,7 +178,7 @@ def compare_command(
         print(rows.to_json(orient="records", indent=1))
         return
     for row in rows.itertuples():
-        print(f"{row.metric}: {row.verdict}")  # one line each, however long
+        print(f"{f'[{row.where}] ' if row.where else ''}{row.metric}: {row.verdict}")  # one line each, however long
 
 
 @app.command("ingest")

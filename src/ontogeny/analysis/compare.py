@@ -133,7 +133,8 @@ def _verdict(row: dict, differences: pd.Series | None, subject: str, smallest: f
 
 def compare_runs(run_a: Run, run_b: Run, *, metric: str = "test/acc", at: str | int = "final",
                  random_state: int = 0) -> pd.DataFrame:
-    """The metric and each of its per-subset versions (split/subset/stat) present in both runs, B minus A."""
+    """The metric and each of its per-subset versions (split/subset/stat) present in both runs, B minus A, per grid
+    point the runs share (column `where`; "" without a sweep)."""
     for run in (run_a, run_b):
         if run.has_spec is False and not run.producer:
             raise ValueError(f"{run.path}: not an ontogeny run")
@@ -149,11 +150,28 @@ def compare_runs(run_a: Run, run_b: Run, *, metric: str = "test/acc", at: str | 
     split, _, stat = metric.partition("/")
     subsets = sorted(n for n in names_a & names_b
                      if n.startswith(f"{split}/") and n.endswith(f"/{stat}") and n.count("/") == 2)
+    members_a, members_b = run_a.members(), run_b.members()
+    points_a, points_b = _grid_points(members_a, members_b)
+    shared = sorted(set(points_a) & set(points_b))
+    if not shared:
+        raise ValueError(f"the runs share no grid point (A: {'; '.join(sorted(set(points_a)))}; B: "
+                         f"{'; '.join(sorted(set(points_b)))})")
     rows = []
-    for name in [metric, *subsets]:
-        values = [member_values(s, run.members(), name, at) for s, run in ((scalars_a, run_a), (scalars_b, run_b))]
-        rows.append(compare_values(*values, metric=name, at=at, random_state=random_state))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    for where in shared:  # a sweep is compared grid point by grid point, each paired by seed
+        for name in [metric, *subsets]:
+            a = member_values(scalars_a, members_a[points_a == where], name, at)
+            b = member_values(scalars_b, members_b[points_b == where], name, at)
+            rows.append({"where": where, **compare_values(a, b, metric=name, at=at, random_state=random_state)})
+    return pd.DataFrame(rows, columns=["where", *COLUMNS])
+
+
+def _grid_points(*tables: pd.DataFrame) -> list[np.ndarray]:
+    """Each member's grid point in each members table: its values of the settings that vary within any of the runs
+    ("" for every member where none does)."""
+    settings = sorted({column for table in tables for column in table.columns
+                       if column.startswith(("task.", "model.", "optim.")) and table[column].astype(str).nunique() > 1})
+    return [np.array([", ".join(f"{c}={row.get(c)}" for c in settings) for _, row in table.iterrows()])
+            for table in tables]
 
 
 def _task(run: Run) -> str:
