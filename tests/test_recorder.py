@@ -222,3 +222,29 @@ def test_processes_starting_together_all_join_the_run(tmp_path):
         for trial in range(20):  # the marker appears while the others look: none may take it for a stranger's files
             root = tmp_path / f"run{trial}"
             assert pool.map(_join, [root] * 4) == ["ok"] * 4
+
+
+def test_resuming_past_the_last_commit_is_refused_unless_the_gap_is_accepted(tmp_path):
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    model = torch.nn.Linear(3, 2)
+
+    def loop(run, commit_before_checkpoint):
+        rec = og.Recorder(run, member={"seed": 0}, probes={"test": (x, y)}, every=[0, 100], commit_seconds=3600)
+        rec.step(0, model)  # evaluated and committed
+        for step in range(1, 11):
+            rec.step(step, model)
+            rec.log(step, {"train/loss": 1.0 / step})
+        if commit_before_checkpoint:
+            rec.commit(step=10)  # ... then the loop saves its checkpoint of step 10
+        rec.writer.close()  # killed: nothing more is committed
+
+    loop(tmp_path / "lost", commit_before_checkpoint=False)
+    with pytest.raises(StoreError, match="committed through step 0, but resumes at step 10: what it recorded in "
+                                         "between is lost") as error:
+        og.Recorder(tmp_path / "lost", member={"seed": 0}, probes={"test": (x, y)}, resume_step=10)
+    assert "\n" not in str(error.value)
+    og.Recorder(tmp_path / "lost", member={"seed": 0}, probes={"test": (x, y)}, resume_step=10,
+                accept_gap=True).close()
+    loop(tmp_path / "kept", commit_before_checkpoint=True)
+    og.Recorder(tmp_path / "kept", member={"seed": 0}, probes={"test": (x, y)}, resume_step=10).close()
+    assert og.open(tmp_path / "kept").scalars(name="train/loss").step.tolist() == list(range(1, 11))

@@ -13,7 +13,8 @@ Each Recorder is one member with the settings you give, writing through its own 
 processes never touch each other's files. Rows are committed at every evaluation, every `commit_seconds` and by
 `commit()`; call `commit()` when you save your own checkpoint, and after a restart reopen with `resume_step=` the last
 step whose rows your checkpoint covers: the member's rows after it are dropped and your loop records them again, so
-the run ends with no duplicates and no gaps.
+the run ends with no duplicates and no gaps. A `resume_step` past what the commits covered (a checkpoint saved
+without a commit) is refused, naming the lost steps, unless `accept_gap=True`.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ class Recorder:
     def __init__(self, run_dir: str | Path, member: dict[str, Any], probes: dict[str, Any] | None = None, *,
                  every: LogSpaced | Sequence[int] | None = None, loss: LossFunction | None = None,
                  chance_loss: float | None = None, loss_kind: str | None = None, resume_step: int | None = None,
-                 commit_seconds: float = 30.0, examples: bool = True):
+                 accept_gap: bool = False, commit_seconds: float = 30.0, examples: bool = True):
         config = _config(member)
         # for age of acquisition (the chance-level loss) and cartography (whether exp(-loss) is a probability)
         self.loss_columns = {"chance_loss": chance_loss,
@@ -187,16 +188,19 @@ class Recorder:
             raise StoreError(f"{self.layout.root}: member {self.member_id} ({json.dumps(config, sort_keys=True)}) "
                              "already has rows; to continue it from your checkpoint pass resume_step=STEP (its rows "
                              "after STEP are dropped), or record into another run")
+        self._through = self.writer.committed_info.get("through")  # the last step its commits covered
         if resume_step is not None:
+            if not accept_gap:
+                self._check_no_gap(resume_step)
             for table in ("scalars", "examples", "checkpoints"):
                 self.writer.drop(table, after=resume_step)
+            self._through = resume_step
         self.writer.put("members", self._members_row(config, "running"))
         self.writer.put("subsets", self._subsets())
         tokens = [p.token_table for p in self.probes.values() if p.token_table is not None]
         if tokens:
             self.writer.put("tokens", pd.concat(tokens, ignore_index=True))
-        self.writer.commit()
-        self._last_commit = time.monotonic()
+        self.commit()
         self._evaluator: Evaluator | None = None
 
     @property
@@ -207,11 +211,13 @@ class Recorder:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Record scalars (name -> number) at `step`."""
         scalar_rows(self.writer, [self.member_id], int(step), {name: float(value) for name, value in scalars.items()})
+        self._saw(step)
         self._commit_if_due()
 
     def step(self, step: int, model: nn.Module, *, force: bool = False) -> bool:
         """At a scheduled step (or with `force`): evaluate `model` on every probe set and commit. Returns whether it
         evaluated."""
+        self._saw(step)  # the loop has reached it, evaluated here or not
         if not force and step not in self.every:
             return False
         was_training = model.training
@@ -224,10 +230,28 @@ class Recorder:
         self.commit()
         return True
 
-    def commit(self) -> None:
-        """Make every row recorded so far durable (call it when you save your own checkpoint)."""
-        self.writer.commit()
+    def commit(self, step: int | None = None) -> None:
+        """Make every row recorded so far durable; call it when you save your own checkpoint, with that checkpoint's
+        `step`, so that a restart from it (`resume_step=`) can tell that nothing between was lost."""
+        if step is not None:
+            self._saw(step)
+        self.writer.commit(info={"through": self._through})
         self._last_commit = time.monotonic()
+
+    def _saw(self, step: int) -> None:
+        self._through = int(step) if self._through is None else max(self._through, int(step))
+
+    def _check_no_gap(self, resume_step: int) -> None:
+        """StoreError if the loop restarts from a step later than this member's commits covered: the rows it recorded
+        in between are gone (a checkpoint saved without a commit), so its history would have a silent hole."""
+        if self._through is None or resume_step <= self._through:
+            return
+        lost = [s for s in range(self._through + 1, resume_step + 1) if s in self.every][:5]
+        self.writer.close()
+        raise StoreError(f"{self.layout.root}: member {self.member_id} has rows committed through step "
+                         f"{self._through}, but resumes at step {resume_step}: what it recorded in between is lost"
+                         f"{f' (evaluations at steps {lost}...)' if lost else ''}; call commit(step=) when you save "
+                         "a checkpoint, or pass accept_gap=True to go on without those rows")
 
     def close(self, *, finished: bool = True) -> None:
         """Commit, mark the member `ok` (with `finished`), and release the writer."""
@@ -237,7 +261,7 @@ class Recorder:
         try:
             if finished:
                 self.writer.put("members", self._members_row(None, "ok"))
-            self.writer.commit()
+            self.commit()
         finally:
             self.writer.close()
 

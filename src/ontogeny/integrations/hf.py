@@ -41,6 +41,8 @@ class OntogenyCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.recorder is not None:
             self.recorder.step(state.global_step, model)
+            if control.should_save:  # the Trainer saves right after this: commit first, so a kill between loses nothing
+                self.recorder.commit(step=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.recorder is not None and logs:
@@ -50,7 +52,7 @@ class OntogenyCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.recorder is not None:
-            self.recorder.commit()  # the checkpoint being saved covers every row so far
+            self.recorder.commit(step=state.global_step)  # the checkpoint being saved covers every row so far
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.recorder is not None:

@@ -50,7 +50,7 @@ class OntogenyCallback(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         if self.recorder is not None:
-            self.recorder.commit()
+            self.recorder.commit(step=trainer.global_step)
 
     def on_train_end(self, trainer, pl_module):
         if self.recorder is not None:

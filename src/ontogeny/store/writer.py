@@ -88,6 +88,11 @@ class ShardWriter:
         return self._committed.seq + 1
 
     @property
+    def committed_info(self) -> dict[str, Any]:
+        """What the producer said of its last commit (`commit(info=...)`), {} before any."""
+        return dict(self._committed.info)
+
+    @property
     def state_path(self) -> Path | None:
         """The state file saved with the last commit (see `commit(save_state=...)`), or None."""
         state = self._committed.state
