@@ -41,3 +41,27 @@ def scalar_run(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def fill_disk(monkeypatch):
+    """`fill_disk(after=N)`: from the (N+1)-th Parquet file on, every write fails as on a full disk (ENOSPC);
+    `monkeypatch.undo()` frees the space again."""
+    import errno
+
+    from ontogeny.store import writer as writer_module
+
+    real = writer_module.write_parquet
+
+    def fill(after: int) -> None:
+        written = []
+
+        def fill_up(table, path, **options):
+            written.append(path)
+            if len(written) > after:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(table, path, **options)
+
+        monkeypatch.setattr(writer_module, "write_parquet", fill_up)
+
+    return fill

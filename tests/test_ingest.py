@@ -262,22 +262,11 @@ def test_a_checkpoint_that_fails_only_when_loaded_keeps_the_revisions_before_it_
     assert sorted(set(run.examples().step)) == list(STEPS) and run.members().status.tolist() == ["ok"]
 
 
-def test_a_full_disk_is_one_line_and_the_same_command_goes_on(suites, ingested, tmp_path, monkeypatch):
-    import errno
-
+def test_a_full_disk_is_one_line_and_the_same_command_goes_on(suites, ingested, tmp_path, monkeypatch, fill_disk):
     from ontogeny.exceptions import StoreError
-    from ontogeny.store import writer as writer_module
 
     seed0, seed1, probe = suites
-    real, calls = writer_module.write_parquet, []
-
-    def fill_up(table, path, **options):
-        calls.append(path)
-        if len(calls) > 12:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(table, path, **options)
-
-    monkeypatch.setattr(writer_module, "write_parquet", fill_up)
+    fill_disk(after=12)
     with pytest.raises(StoreError, match="no space left on device; free some space, then run the same command "
                                          "again to go on") as error:
         og.ingest(str(seed0), probe, out=tmp_path / "run", members=[str(seed1)], context=16)

@@ -295,21 +295,9 @@ def test_resume_refuses_a_damaged_writer_in_one_line(with_weights, tmp_path):
 # ---- disk full, analysis of real-world runs ---------------------------------------------------------------------
 
 
-def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, monkeypatch):
-    import errno
-
-    from ontogeny.store import writer as writer_module
-
-    real, calls = writer_module.write_parquet, []
-
-    def fill_up(table, path, **options):
-        calls.append(path)
-        if len(calls) > 6:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(table, path, **options)
-
+def test_disk_full_is_one_line_and_the_run_resumes_once_space_is_back(tmp_path, monkeypatch, fill_disk):
     analyzed = og.run("grokking", overrides=SMALL, out=tmp_path / "analyzed")  # trained while there is space
-    monkeypatch.setattr(writer_module, "write_parquet", fill_up)
+    fill_disk(after=6)
     out = tmp_path / "run"
     with pytest.raises(StoreError) as error:
         og.run("grokking", overrides=SMALL, out=out, commit_seconds=0)
