@@ -132,7 +132,7 @@ class TrainingMap:
         return self
 
     def _best_of_restarts(self, x, lengths, n_states: int, seeds):
-        from hmmlearn.hmm import GaussianHMM  # an optional dependency, needed only here
+        from hmmlearn.hmm import GaussianHMM  # a dependency (pyproject), imported where it is used: it loads slowly
         from threadpoolctl import threadpool_limits
 
         best, best_score = None, -np.inf
