@@ -302,6 +302,18 @@ def test_server_lists_runs_with_their_status(served):
     assert status == 200 and "/run/grok/" in page and "http-equiv='refresh'" in page  # a run is still going
 
 
+def test_the_index_reads_a_run_again_only_when_its_files_change(served, monkeypatch):
+    _, runs = served
+    directory = serve.RunsDirectory(runs)
+    first = directory.status("grok")
+    opened = []
+    monkeypatch.setattr(serve, "Run", lambda path: opened.append(path) or og.open(path))
+    assert directory.status("grok") == first and opened == []  # from the cache: no table read
+    meta = runs / "grok" / "meta.json"
+    meta.write_text(meta.read_text())  # a new mtime
+    assert directory.status("grok") == first and len(opened) == 1
+
+
 def test_server_caches_reports_until_the_run_changes(served, monkeypatch):
     base, runs = served
     made = []

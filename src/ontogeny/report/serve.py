@@ -40,6 +40,7 @@ class RunsDirectory:
         if not self.path.is_dir():
             raise StoreError(f"{self.path}: no such directory")
         self._reports: dict[str, tuple[str, bytes]] = {}  # run name -> (signature, page)
+        self._statuses: dict[str, tuple[str, dict]] = {}  # run name -> (signature, status as read then)
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -78,19 +79,26 @@ class RunsDirectory:
                     "finished": None}
 
     def _status(self, name: str) -> dict:
-        with Run(self.path / name) as run:
-            meta = run.meta
-            statuses = run.members().status.tolist()
-            done = run.sql("SELECT max(step) AS step FROM scalars").step.iloc[0] if data.has_rows(run, "scalars") \
-                else None
-            total = run.steps
-        _, newest = self.signature(name)
-        state = "finished" if meta.get("finished") else \
+        """The run's status, read from its tables only when one of its files changed since the last read (an index
+        of a thousand runs then costs a stat of each run's files, not a query of each run's shards)."""
+        signature, newest = self.signature(name)
+        cached = self._statuses.get(name)
+        if cached is None or cached[0] != signature:
+            with Run(self.path / name) as run:
+                meta = run.meta
+                statuses = run.members().status.tolist()
+                done = run.sql("SELECT max(step) AS step FROM scalars").step.iloc[0] \
+                    if data.has_rows(run, "scalars") else None
+                total = run.steps
+            cached = signature, {"name": name, "members": len(statuses), "ok": statuses.count("ok"),
+                                 "running": statuses.count("running"), "diverged": statuses.count("diverged"),
+                                 "steps_done": None if done is None else int(done), "steps": total,
+                                 "started": meta.get("started"), "finished": meta.get("finished")}
+            self._statuses[name] = cached
+        status = dict(cached[1])
+        status["state"] = "finished" if status["finished"] else \
             "running" if time.time() - newest < STALE_SECONDS else "stopped"
-        return {"name": name, "state": state, "members": len(statuses),
-                "ok": statuses.count("ok"), "running": statuses.count("running"),
-                "diverged": statuses.count("diverged"), "steps_done": None if done is None else int(done),
-                "steps": total, "started": meta.get("started"), "finished": meta.get("finished")}
+        return status
 
     def report(self, name: str) -> bytes:
         """The report page of run `name`, made now or taken from the cache if no file changed since."""
