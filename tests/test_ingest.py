@@ -163,6 +163,10 @@ def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
     config.write_text(config.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, np.arange(10))
+    out_of_vocabulary, negative, empty = (tmp_path / f"{name}.npy" for name in ("oov", "negative", "empty"))
+    np.save(out_of_vocabulary, np.full((2, 8), 10_000))
+    np.save(negative, -np.ones((2, 8), dtype=np.int64))
+    np.save(empty, np.zeros((0, 8), dtype=np.int64))
     cases = [
         (["ingest", str(seed0), "--probe", str(probe), "--revisions", "step999", "--out"], "no revision step999"),
         (["ingest", str(broken), "--probe", str(probe), "--revisions", "step4", "--out"], "does not load"),
@@ -174,6 +178,10 @@ def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
          "--context 65: the probe's sequences are longer than the model's 64 positions"),
         (["ingest", str(fewer_layers), "--probe", str(probe), "--revisions", "step4", "--out"],
          "the weights do not match the model's config"),
+        (["ingest", str(seed0), "--probe", str(out_of_vocabulary), "--out"], "token id 10000 is outside the model's"),
+        (["ingest", str(seed0), "--probe", str(negative), "--out"], "token id -1 is outside the model's vocabulary"),
+        (["ingest", str(seed0), "--probe", str(empty), "--out"], "shape [sequences, positions >= 2] (got (0, 8)"),
+        (["ingest", str(seed0), "--probe", str(probe), "--batch-size", "0", "--out"], "--batch-size 0: must be"),
     ]
     for index, (args, words) in enumerate(cases):
         out = tmp_path / f"out{index}"

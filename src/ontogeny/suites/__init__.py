@@ -40,12 +40,19 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     token ids [sequences, positions] in a .npy, .pt or .parquet file. `progress(member, step, done, tokens_per_second)`
     is called after each revision.
     """
+    if batch_size < 1:
+        raise IngestError(f"--batch-size {batch_size}: must be at least 1")
     sources = [open_source(name, build) for name in (source, *members)]
     names = [str(Path(s.path).resolve()) if hasattr(s, "path") else s.name for s in sources]
     twice = next((name for name in names if names.count(name) > 1), None)
     if twice is not None:
         raise IngestError(f"{twice}: given twice as a member (each member is one checkpoint series)")
     tokens, tokenizer = _probe_tokens(Path(probe), sources, context)
+    wanted = {src.name: list(revisions) if revisions else src.revisions() for src in sources}
+    for src in sources:  # refused before anything is written: unknown revisions, a first checkpoint that won't load
+        _check_revisions(wanted[src.name])
+        src.check(wanted[src.name])
+    _check_probe(sources[0].load(wanted[sources[0].name][0]), tokens, probe)
     buckets = _frequency_buckets(tokens)
     probe_set = ProbeSet.tokens(tokens, tokenizer=tokenizer, subsets=buckets, batch_size=batch_size, name=SPLIT)
     bucket_of = {int(i): name for name, ids in buckets.items() for i in ids}
@@ -53,15 +60,6 @@ def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequen
     digest = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()
     producer = {"kind": "suite", "sources": [s.name for s in sources], "probe": str(probe), "probe_sha256": digest,
                 "probe_tokens": int(tokens.numel()), "context": int(tokens.shape[1])}
-    wanted = {src.name: list(revisions) if revisions else src.revisions() for src in sources}
-    for src in sources:  # refused before anything is written: unknown revisions, a first checkpoint that won't load
-        _check_revisions(wanted[src.name])
-        src.check(wanted[src.name])
-    first = sources[0].load(wanted[sources[0].name][0])  # it loads, and it reads sequences this long
-    positions = getattr(getattr(first, "config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and tokens.shape[1] > positions:
-        raise IngestError(f"--context {tokens.shape[1]}: the probe's sequences are longer than the model's "
-                          f"{positions} positions (give --context {positions} or less)")
     layout = join_run(out, producer, reads=[s.path for s in sources if hasattr(s, "path")])
     recorded = layout.read_meta()["producer"]
     if recorded.get("probe_sha256") != digest:
@@ -119,10 +117,29 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
         writer.commit()
 
 
+def _check_probe(model, tokens: torch.Tensor, probe) -> None:
+    """IngestError unless the model (a suite's first checkpoint) can read the probe: sequences no longer than its
+    positions, token ids inside its vocabulary."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and tokens.shape[1] > positions:
+        raise IngestError(f"--context {tokens.shape[1]}: the probe's sequences are longer than the model's "
+                          f"{positions} positions (give --context {positions} or less)")
+    vocab, low, high = _vocab_size(model), int(tokens.min()), int(tokens.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        raise IngestError(f"{probe}: token id {low if low < 0 else high} is outside the model's vocabulary "
+                          f"(0..{'?' if vocab is None else vocab - 1})")
+
+
+def _vocab_size(model) -> int | None:
+    """How many tokens the model scores (its output embedding's rows), None when it does not say."""
+    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return embeddings.weight.shape[0] if embeddings is not None else None
+
+
 def _chance_loss(model) -> float | None:
     """A uniform guess over the vocabulary, ln V nats per token (None when the model does not say its V)."""
-    embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return math.log(embeddings.weight.shape[0]) if embeddings is not None else None
+    vocab = _vocab_size(model)
+    return math.log(vocab) if vocab is not None else None
 
 
 def _single_causal_lm(model, tokens):
@@ -166,10 +183,16 @@ def _token_file(path: Path) -> torch.Tensor:
             table = pq.read_table(path)
             column = table.column(0)
             data = np.stack(column.to_pylist()) if table.num_columns == 1 else table.to_pandas().to_numpy()
-        tokens = torch.as_tensor(np.asarray(data))
+        data = np.asarray(data)
+        if data.dtype == np.uint64:  # torch has no uint64: ids past int64 would wrap around
+            if data.size and data.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"token id {data.max()} is too large")
+            data = data.astype(np.int64)
+        tokens = torch.as_tensor(data)
     except Exception as err:  # noqa: BLE001
         raise IngestError(f"{path}: cannot read token ids ({str(err).splitlines()[0] if str(err) else err!r})") from None
-    if tokens.ndim != 2 or tokens.shape[1] < 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+    if tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2 or tokens.dtype.is_floating_point or \
+            tokens.dtype == torch.bool:
         raise IngestError(f"{path}: token ids must be integers of shape [sequences, positions >= 2] "
                           f"(got {tuple(tokens.shape)} {tokens.dtype})")
     return tokens.to(torch.int64)
