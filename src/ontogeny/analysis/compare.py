@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from ..store import Run
+from .summary import grid_columns
 
 ALPHA = 0.05
 EXACT_RESAMPLES = 1 << 16  # every sign flip up to 16 pairs (every relabelling up to 9 + 9 members); beyond:
@@ -168,8 +169,7 @@ def compare_runs(run_a: Run, run_b: Run, *, metric: str = "test/acc", at: str | 
 def _grid_points(*tables: pd.DataFrame) -> list[np.ndarray]:
     """Each member's grid point in each members table: its values of the settings that vary within any of the runs
     ("" for every member where none does)."""
-    settings = sorted({column for table in tables for column in table.columns
-                       if column.startswith(("task.", "model.", "optim.")) and table[column].astype(str).nunique() > 1})
+    settings = sorted({column for table in tables for column in grid_columns(table)})
     return [np.array([", ".join(f"{c}={row.get(c)}" for c in settings) for _, row in table.iterrows()])
             for table in tables]
 
