@@ -1,5 +1,5 @@
 """Fourier progress measures for modular addition (Nanda et al. 2023, "Progress measures for grokking via
-mechanistic interpretability", section 5; issue 12, section 2).
+mechanistic interpretability", section 5).
 
 A model that has learned `a + b mod p` the Fourier way embeds each number as cos / sin of a few key frequencies w
 and reads out logits of the form sum_w cos(w (a + b - c)). Three measures follow, per member and checkpoint:

@@ -1,4 +1,4 @@
-"""Which rule did it learn? Question-formation and letter-counting runs from their scalars, and a probe (issue 11).
+"""Which rule did it learn? Question-formation and letter-counting runs from their scalars, and a probe.
 
 Question formation (tasks/questions.py) records per member and checkpoint `rule/hierarchical`, `rule/linear` and
 `rule/neither`: the shares of generalization questions whose fronted auxiliary is the main one, the first one, or

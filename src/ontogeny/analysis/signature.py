@@ -1,4 +1,4 @@
-"""A signature of the rule from in-distribution data only (issue 11): a ridge probe for "main-clause auxiliary" on
+"""A signature of the rule from in-distribution data only: a ridge probe for "main-clause auxiliary" on
 the final residual stream at the two auxiliaries of declaratives with a subject relative clause (`probe_accuracy`,
 `member_states`), and how well it predicts each member's rule (`signature_prediction`: Spearman correlation and AUC
 with CIs over members). In the question-formation grammar the word position alone decides main vs embedded, so that

@@ -1,4 +1,4 @@
-"""Which rule did it learn (issue 11): the hierarchical share over training per member, the share of seeds labelled
+"""Which rule did it learn: the hierarchical share over training per member, the share of seeds labelled
 hierarchical per grid point, the in-distribution signature against the rule, and letter counting per subset and
 tokenizer (tables of the `rules`, `signature` and `counting` steps).
 

@@ -1,4 +1,4 @@
-"""Sparse autoencoders and transcoders on a run's models, several seeds each, trained as one ensemble (issue 14)."""
+"""Sparse autoencoders and transcoders on a run's models, several seeds each, trained as one ensemble."""
 
 from ..analysis.sae import agreement_summary
 from .run import train_run_saes

@@ -1,6 +1,6 @@
 """A probabilistic English-like grammar with gold dependency trees, agreement minimal pairs and n-gram baselines.
 
-Serves the syntax-acquisition task (issue 10; Chen et al. 2024, "Sudden drops in the loss"): gold trees let one
+Serves the syntax-acquisition task (Chen et al. 2024, "Sudden drops in the loss"): gold trees let one
 score attention heads against dependency relations, and minimal pairs score subject-verb agreement as in BLiMP.
 
 The language (every noun phrase is `the [Adj] N`; "the" is the only determiner):

@@ -1,6 +1,6 @@
 """Letter counting under different word tokenizers: a pseudo-word lexicon, its tokenizer and counting prompts.
 
-Serves the letter-counting task (issue 11, the "strawberry" problem): a model that sees a word as multi-letter
+Serves the letter-counting task (the "strawberry" problem): a model that sees a word as multi-letter
 tokens must know which letters each token holds to count them, so accuracy is read per subset of how the asked
 letter sits in the word's tokens (`inside_multichar`, `n_tokens_with_letter`).
 

@@ -1,5 +1,5 @@
 """`question_formation`: a causal LM learns to turn declaratives into questions (or copy them) from training data in
-which the linear and the hierarchical rule both fit; a generalization set tells which rule it learned (issue 11).
+which the linear and the hierarchical rule both fit; a generalization set tells which rule it learned.
 
 McCoy, Frank & Linzen 2020; Qin, Saphra & Alvarez-Melis 2025 vary the training data's complexity and diversity
 (questions_gen.py has the language, the splits and the knobs). The model reads whole examples

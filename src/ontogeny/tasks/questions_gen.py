@@ -1,4 +1,4 @@
-"""English question formation with an ambiguous training set and a generalization set (issue 11); the rule scorer
+"""English question formation with an ambiguous training set and a generalization set; the rule scorer
 is in rule_score.py.
 
 McCoy, Frank & Linzen 2020 ("Does syntax need to grow on trees?"): a model turns a declarative into a question by

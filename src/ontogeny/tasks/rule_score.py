@@ -1,4 +1,4 @@
-"""Which rule a model follows on the generalization items of question formation and tense reinflection (issue 11):
+"""Which rule a model follows on the generalization items of question formation and tense reinflection:
 per item, whether its output follows the hierarchical rule, the linear one or neither; per member, the shares and a
 label."""
 

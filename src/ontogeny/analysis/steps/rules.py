@@ -1,4 +1,4 @@
-"""Rule steps (issue 11). `rules` (default, on runs recording rule/hierarchical): which rule each question-formation
+"""Rule steps. `rules` (default, on runs recording rule/hierarchical): which rule each question-formation
 member learned, when it switched, how stable it is, per grid point and as McCoy pairs. `signature` (on request:
 `ontogeny analyze RUN --what signature`, it rebuilds the models): a probe on in-distribution declaratives and how
 well it predicts the rule. `counting` (default, on letter-counting runs): accuracy per subset and tokenizer."""
