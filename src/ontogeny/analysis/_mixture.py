@@ -111,3 +111,68 @@ def select_mixture(points, max_components: int, *, variance_floor, random_state=
         if best is None or mixture.bic < best.bic:
             best = mixture
     return best, bics
+
+
+@dataclass(frozen=True)
+class TiedMixtures:
+    """Mixtures fitted to B samples at once, every component sharing one diagonal variance: weights [B, K],
+    means [B, K, D], variance [B, D], labels [B, N], log_likelihood [B]."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    variance: np.ndarray
+    labels: np.ndarray
+    log_likelihood: np.ndarray
+
+
+def tied_mixture_log_likelihood(points, n_components: int, variance_floor, rng, *, n_init: int = 4,
+                                max_iter: int = 60, tol: float = 1e-8) -> TiedMixtures:
+    """Maximum-likelihood mixtures with a shared diagonal variance, by EM, for B samples at once (points
+    [B, N, D]; batched because the types test fits hundreds of bootstrap samples). Each of `n_init` restarts
+    seeds the means at K distinct random points of each sample; the best restart per sample is kept. A few
+    samples are still short of the maximum after `max_iter` steps: the types test applies the same fit to the
+    data and to its null samples, so its level holds all the same. `variance_floor` ([D] or scalar) is added to the variance so no fit reaches infinite likelihood."""
+    points = np.asarray(points, dtype=float)
+    n_samples, n_points, n_dims = points.shape
+    floor = np.broadcast_to(np.asarray(variance_floor, dtype=float), (n_dims,)) + 1e-9
+    best = None
+    for _ in range(n_init if n_components > 1 else 1):
+        start = np.argsort(rng.random((n_samples, n_points)), axis=1)[:, :n_components]  # distinct points
+        means = np.take_along_axis(points, start[:, :, None], axis=1)  # [B, K, D]
+        variance = points.var(axis=1) + floor  # [B, D]
+        weights = np.full((n_samples, n_components), 1 / n_components)
+        previous = np.full(n_samples, -np.inf)
+        for _ in range(max_iter):
+            joint = _tied_log_joint(points, means, variance, weights)  # [B, N, K]
+            total = logsumexp(joint, axis=2)  # [B, N]
+            log_likelihood = total.sum(axis=1)
+            responsibility = np.exp(joint - total[:, :, None])
+            mass = responsibility.sum(axis=1) + 1e-12  # [B, K]
+            weights = mass / n_points
+            means = np.einsum("bnk,bnd->bkd", responsibility, points) / mass[:, :, None]
+            spread = (points[:, :, None, :] - means[:, None]) ** 2  # [B, N, K, D]
+            variance = np.einsum("bnk,bnkd->bd", responsibility, spread) / n_points + floor
+            if np.all(log_likelihood - previous <= tol * n_points):
+                break
+            previous = log_likelihood
+        joint = _tied_log_joint(points, means, variance, weights)
+        log_likelihood = logsumexp(joint, axis=2).sum(axis=1)
+        fitted = TiedMixtures(weights, means, variance, joint.argmax(axis=2), log_likelihood)
+        best = fitted if best is None else _better(best, fitted)
+    return best
+
+
+def _tied_log_joint(points, means, variance, weights) -> np.ndarray:
+    """log(weight_k N(point | mean_k, diag(variance))) [B, N, K]."""
+    diff = points[:, :, None, :] - means[:, None]  # [B, N, K, D]
+    log_density = -0.5 * ((diff**2 / variance[:, None, None]).sum(-1)
+                          + np.log(2 * np.pi * variance).sum(-1)[:, None, None])
+    return log_density + np.log(weights + 1e-300)[:, None]
+
+
+def _better(a: TiedMixtures, b: TiedMixtures) -> TiedMixtures:
+    """Per sample, whichever of two fits has the higher likelihood."""
+    take = b.log_likelihood > a.log_likelihood  # [B]
+    pick = lambda x, y: np.where(take.reshape(-1, *[1] * (x.ndim - 1)), y, x)  # noqa: E731
+    return TiedMixtures(*(pick(getattr(a, f), getattr(b, f)) for f in ("weights", "means", "variance", "labels",
+                                                                       "log_likelihood")))

@@ -1,75 +1,117 @@
 """Solution types: do seeds of one configuration end in one kind of solution or several, and which are odd?
 
-Members are described by outcome columns (final accuracies, weight norm, a probe score...). We standardize the
-columns robustly (median / MAD, so one wild member cannot squash the rest), fit Gaussian mixtures with
-diagonal covariance for 1..max_clusters components and keep the lowest BIC (Fraley & Raftery 2002); one
-cluster is a possible answer, which silhouette-based choices cannot give. A cluster must hold at least
-`min_cluster_size` members: a solution type reached by a single seed is an outlier, not a type.
+Members are described by outcome columns (final accuracies, weight norm, a probe score...). Both verdicts are
+tests with a stated false-alarm rate, so that 4-16 identical seeds flag nothing in at least 1 - alpha of runs
+(measured in `benchmarks/solutions_calibration.py`):
 
-Outliers: within its cluster, a member whose modified z-score 0.6745 * (x - median) / MAD exceeds 3.5 on any
-column (Iglewicz & Hoaglin 1993), with the mean absolute deviation * 1.2533 standing in where MAD is 0. The
-clusters are then refitted without the outliers, so they do not distort the types.
+- Outliers: Rosner's (1983) generalized ESD test per column, exact under normality at any n >= 3, at most a third
+  of the members, level alpha / 2 shared by the columns (Bonferroni). It runs on all members, then within each type.
+- Types: the number of Gaussian mixture components with one shared diagonal variance (types differ in where they
+  sit, not in spread: a wide-plus-narrow pair would read heavy tails as two types), raised from 1 while the
+  likelihood ratio against one more component beats its parametric-bootstrap null (McLachlan 1987) at level
+  alpha / 2. BIC, used before, split identical seeds into types in 16-44% of runs at 4-16 members. The null draws
+  are rounded to the data's own grid, so accuracies on a finite test set (many ties) are not read as clusters.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from ._common import MAD_TO_SIGMA
-from ._mixture import select_mixture
-
-# MAD of a normal sample is 0.6745 sigma; mean absolute deviation is sqrt(2 / pi) sigma = sigma / 1.2533.
-_MAD_CONSISTENCY = 0.6745
-_MEAN_AD_CONSISTENCY = 1.253314
-
-# Variance floor in standardized units: far below any real spread, it only stops a component from
-# collapsing onto identical values (e.g. many seeds at exactly 100% train accuracy).
-_VARIANCE_FLOOR = 1e-4
+from ._mixture import tied_mixture_log_likelihood
 
 
-def modified_z_scores(values) -> np.ndarray:
-    """Iglewicz-Hoaglin modified z-scores of values [N, D] per column -> [N, D]; 0 for a constant column
-    and inf for the values off a column whose other values are all identical."""
+def generalized_esd(values, *, alpha: float = 0.05, max_outliers: int | None = None) -> np.ndarray:
+    """Rosner's generalized ESD test on values [N]: boolean [N], True for the detected outliers.
+
+    Removes the most extreme value (largest |x - mean| / sd) up to `max_outliers` times (default a third of N);
+    the number of outliers is the largest i whose statistic R_i exceeds its critical value lambda_i. Written here:
+    a short formula, checked against NIST's worked example in the tests."""
     values = np.asarray(values, dtype=float)
-    values = values[:, None] if values.ndim == 1 else values
-    deviation = values - np.median(values, axis=0)
-    mad = np.median(np.abs(deviation), axis=0)
-    mean_ad = np.abs(deviation).mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(mad > 0, _MAD_CONSISTENCY * deviation / np.where(mad > 0, mad, 1.0),
-                     deviation / (_MEAN_AD_CONSISTENCY * np.where(mean_ad > 0, mean_ad, 1.0)))
-    return np.where((mad == 0) & (mean_ad == 0), 0.0, z)
+    n = len(values)
+    limit = max(1, n // 3) if max_outliers is None else max_outliers
+    limit = min(limit, n - 2)  # lambda_i needs n - i - 1 >= 1 degrees of freedom
+    flagged = np.zeros(n, dtype=bool)
+    if limit < 1:
+        return flagged
+    remaining, removed, found = np.arange(n), [], 0
+    for i in range(1, limit + 1):
+        sample = values[remaining]
+        deviation = np.abs(sample - sample.mean())
+        sd = sample.std(ddof=1)
+        if sd == 0:
+            break
+        worst = int(np.argmax(deviation))
+        if deviation[worst] / sd > esd_critical_value(n, i, alpha):
+            found = i
+        removed.append(remaining[worst])
+        remaining = np.delete(remaining, worst)
+    flagged[removed[:found]] = True
+    return flagged
 
 
-def _robust_standardize(values: np.ndarray) -> np.ndarray:
-    """Centre on the median, scale by MAD * 1.4826 (std where MAD is 0, 1 where both are)."""
-    centre = np.median(values, axis=0)
-    scale = MAD_TO_SIGMA * np.median(np.abs(values - centre), axis=0)
-    scale = np.where(scale > 0, scale, values.std(axis=0))
-    return (values - centre) / np.where(scale > 0, scale, 1.0)
+def esd_critical_value(n: int, i: int, alpha: float) -> float:
+    """Rosner's lambda_i for the i-th most extreme of n values at level alpha (lambda_1 is Grubbs' two-sided
+    critical value)."""
+    t = stats.t.ppf(1 - alpha / (2 * (n - i + 1)), n - i - 1)
+    return float((n - i) * t / np.sqrt((n - i - 1 + t**2) * (n - i + 1)))
+
+
+def _grid_step(column: np.ndarray) -> float:
+    """The spacing of the values a column with ties can take (e.g. 1 / test-set size for an accuracy): the
+    smallest gap between distinct values; 0 for a column without ties (read as continuous) or a constant one."""
+    distinct = np.unique(column)
+    if len(distinct) == len(column) or len(distinct) < 2:
+        return 0.0
+    return float(np.diff(distinct).min())
+
+
+def _standardize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values - mean) / sd per column (1 where constant) and the grid step in those units [D], 0 where the
+    grid is finer than a tenth of an sd (rounding there hardly changes the likelihoods)."""
+    scale = values.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    standardized = (values - values.mean(axis=0)) / scale
+    grid = np.array([_grid_step(c) for c in standardized.T])
+    return standardized, np.where(grid < 0.1, 0.0, grid)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_type_null(n: int, n_dims: int, n_null: int) -> np.ndarray:
+    """Likelihood ratios of two types against one in `n_null` standard normal samples of n points [n_null]. The
+    ratio is unchanged by shifting or scaling a column, so this null serves every continuous sample of that shape
+    (computed once per shape, from a fixed seed)."""
+    rng = np.random.default_rng([n, n_dims, n_null])
+    draws = rng.standard_normal((n_null, n, n_dims))
+    floor = np.zeros(n_dims)
+    one, two = (tied_mixture_log_likelihood(draws, k, floor, rng) for k in (1, 2))
+    return 2 * (two.log_likelihood - one.log_likelihood)
 
 
 class SolutionTypes:
-    """Cluster members on outcome columns (BIC-selected Gaussian mixture) and flag outliers.
+    """Test whether members split into solution types on outcome columns, and flag outliers.
 
-    Parameters (stored only): `max_clusters`; `min_cluster_size` (smallest solution type); `outlier_threshold`
-    on the modified z-score (3.5, Iglewicz & Hoaglin 1993); `random_state` seeds the mixture restarts.
+    Parameters (stored only): `alpha`, the chance that members of one distribution get any flag (half to the
+    types test, half to the outliers); `max_clusters`; `min_cluster_size` (smallest solution type; a type reached
+    by one seed is an outlier); `n_null` parametric-bootstrap draws per types test; `random_state` seeds the fits and the draws (the null
+    of one type on continuous columns depends only on the number of members and columns, and is drawn once).
 
-    Fitted (indexed by the frame's `member` column if it has one, else by its index): `labels_` (Series:
-    cluster 0..n_clusters_-1 ordered by the first column's mean, -1 for outliers and rows with missing
-    outcomes), `n_clusters_`, `outliers_` (boolean Series), `z_scores_` (DataFrame of within-cluster modified
-    z-scores), `centers_` (DataFrame: per cluster, n_members and the mean of each column in original units),
-    `bics_` (BIC per number of clusters, NaN where a cluster would be smaller than min_cluster_size).
+    Fitted (indexed by the frame's `member` column if it has one, else by its index): `labels_` (Series: cluster
+    0..n_clusters_-1 ordered by the first column's mean, -1 for outliers and rows with missing outcomes),
+    `n_clusters_`, `outliers_` (boolean Series), `centers_` (DataFrame: per cluster, n_members and the mean of
+    each column in original units), `p_values_` (the types tests' p-values: entry k tests k + 1 types against k).
     """
 
-    def __init__(self, *, max_clusters: int = 4, min_cluster_size: int = 2, outlier_threshold: float = 3.5,
+    def __init__(self, *, alpha: float = 0.05, max_clusters: int = 4, min_cluster_size: int = 2, n_null: int = 400,
                  random_state=0):
+        self.alpha = alpha
         self.max_clusters = max_clusters
         self.min_cluster_size = min_cluster_size
-        self.outlier_threshold = outlier_threshold
+        self.n_null = n_null
         self.random_state = random_state
 
     def fit(self, frame: pd.DataFrame, columns: Sequence[str]) -> SolutionTypes:
@@ -80,41 +122,64 @@ class SolutionTypes:
         complete = np.isfinite(values).all(axis=1)
         if complete.sum() == 0:
             raise ValueError(f"no member has finite values in all of {columns}")
-        standardized = np.full_like(values, np.nan)
-        standardized[complete] = _robust_standardize(values[complete])
-
-        # first pass on every complete member, to find the outliers within their clusters
-        labels, _ = self._cluster(standardized, complete)
-        z_scores = self._within_cluster_z(values, labels)
-        outliers = ~complete | (np.abs(z_scores) > self.outlier_threshold).any(axis=1)
-        # second pass without them, so an outlier cannot pull or widen a solution type
-        labels, self.bics_ = self._cluster(standardized, ~outliers)
-        self.n_clusters_ = int(labels.max() + 1) if (labels >= 0).any() else 0
+        outlier_alpha = self.alpha / 2 / len(columns)
+        outliers = ~complete
+        outliers[complete] = self._outliers(values[complete], outlier_alpha)
+        labels, self.p_values_ = self._cluster(values, ~outliers)
+        n_clusters = int(labels.max() + 1) if (labels >= 0).any() else 0
+        if n_clusters > 1:  # an outlier within one type hides behind the spread between types
+            for cluster in range(n_clusters):
+                members = np.flatnonzero(labels == cluster)
+                odd = members[self._outliers(values[members], outlier_alpha / n_clusters)]
+                outliers[odd], labels[odd] = True, -1
+        self.n_clusters_ = n_clusters
         self.labels_ = pd.Series(labels, index=index, name="cluster")
         self.outliers_ = pd.Series(outliers, index=index, name="outlier")
-        self.z_scores_ = pd.DataFrame(z_scores, index=index, columns=columns)
-        centers = frame.loc[labels >= 0, columns].groupby(labels[labels >= 0]).mean()
-        centers.insert(0, "n_members", np.bincount(labels[labels >= 0], minlength=self.n_clusters_))
+        kept = labels >= 0
+        centers = frame.loc[kept, columns].groupby(labels[kept]).mean()
+        centers.insert(0, "n_members", np.bincount(labels[kept], minlength=n_clusters))
         self.centers_ = centers.rename_axis("cluster")
         return self
 
-    def _cluster(self, standardized: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        """Labels [N] from the BIC-selected mixture fitted to the rows in `use` (-1 elsewhere), and the BICs."""
-        labels = np.full(len(standardized), -1)
-        points = standardized[use]
-        if len(points) < 2 * self.min_cluster_size:  # too few members for more than one type
-            labels[use] = 0
-            return labels, [float("nan")] * self.max_clusters
-        mixture, bics = select_mixture(points, self.max_clusters, variance_floor=_VARIANCE_FLOOR,
-                                       random_state=self.random_state, min_size=self.min_cluster_size)
-        labels[use] = mixture.labels
-        return labels, bics
-
     @staticmethod
-    def _within_cluster_z(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Modified z-scores [N, D] of every member against its own cluster (NaN outside any cluster)."""
-        z = np.full_like(values, np.nan)
-        for cluster in np.unique(labels[labels >= 0]):
-            members = labels == cluster
-            z[members] = modified_z_scores(values[members])
-        return z
+    def _outliers(values: np.ndarray, alpha: float) -> np.ndarray:
+        """Rows [N] flagged by the generalized ESD test on any column, each at level alpha."""
+        flagged = np.zeros(len(values), dtype=bool)
+        for column in values.T:
+            flagged |= generalized_esd(column, alpha=alpha)
+        return flagged
+
+    def _cluster(self, values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Labels [N] of the rows in `use` (-1 elsewhere) from the sequential types test, and its p-values."""
+        labels = np.full(len(values), -1)
+        points, grid = _standardize(values[use])
+        rng = np.random.default_rng(self.random_state)
+        floor = grid**2 / 12  # Sheppard: a value known to a grid step h carries h^2 / 12 of rounding variance
+        fit = tied_mixture_log_likelihood(points[None], 1, floor, rng)
+        chosen, p_values = fit.labels[0], []
+        for k in range(1, self.max_clusters):
+            if len(points) < (k + 1) * self.min_cluster_size:
+                break
+            larger = tied_mixture_log_likelihood(points[None], k + 1, floor, rng)
+            sizes = np.bincount(larger.labels[0], minlength=k + 1)
+            observed = 2 * (larger.log_likelihood[0] - fit.log_likelihood[0])
+            null = self._null_ratios(fit, len(points), k, grid, floor, rng)
+            p_values.append(float((1 + np.sum(null >= observed)) / (1 + len(null))))
+            if p_values[-1] > self.alpha / 2 or sizes.min() < self.min_cluster_size:
+                break
+            fit, chosen = larger, larger.labels[0]
+        # number the types by their mean on the first column, so labels are reproducible and ordered
+        order = np.argsort([points[chosen == c, 0].mean() for c in range(chosen.max() + 1)], kind="stable")
+        labels[use] = np.argsort(order)[chosen]
+        return labels, p_values
+
+    def _null_ratios(self, fit, n: int, k: int, grid: np.ndarray, floor: np.ndarray, rng) -> np.ndarray:
+        """Likelihood ratios of k + 1 against k types in `n_null` samples drawn from the fitted k types [n_null]."""
+        if k == 1 and not grid.any():
+            return _one_type_null(n, len(grid), self.n_null)
+        component = rng.choice(k, size=(self.n_null, n), p=fit.weights[0])
+        draws = fit.means[0][component] + rng.standard_normal((self.n_null, n, len(grid))) * np.sqrt(fit.variance[0])
+        draws = np.where(grid > 0, np.round(draws / np.where(grid > 0, grid, 1)) * grid, draws)  # the data's grid
+        null_k = tied_mixture_log_likelihood(draws, k, floor, rng)
+        null_larger = tied_mixture_log_likelihood(draws, k + 1, floor, rng)
+        return 2 * (null_larger.log_likelihood - null_k.log_likelihood)

@@ -28,7 +28,8 @@ def solutions(context: Context) -> StepResult:
         frames.append(pd.DataFrame({"member": fit.labels_.index, "config": config, "cluster": fit.labels_.values,
                                     "outlier": fit.outliers_.values}))
         flagged = list(fit.outliers_[fit.outliers_].index)
-        result.summary.append(f"solutions [{config}]: {fit.n_clusters_} type(s) among {len(group)} members"
+        tested = f" (types test p = {fit.p_values_[0]:.2g})" if fit.p_values_ else ""
+        result.summary.append(f"solutions [{config}]: {fit.n_clusters_} type(s) among {len(group)} members{tested}"
                               + (f"; outliers: members {flagged}" if flagged else "; no outliers"))
     if frames:
         result.tables["solutions"] = pd.concat(frames, ignore_index=True)
