@@ -1,10 +1,11 @@
-"""TransitionDetector on a corpus of synthetic curves of known kinds (`ontogeny.analysis.transition_corpus`):
-precision, recall and false transitions per smooth curve.
+"""TransitionDetector on two corpora of synthetic curves of known kinds (`ontogeny.analysis.transition_corpus`):
+precision, recall and false transitions per smooth curve, on the corpus it was tuned on and on the held-out one
+(per kind and noise law).
 
-    python benchmarks/transition_fidelity.py                    # 200 curves per kind (~15 s)
-    python benchmarks/transition_fidelity.py --rho 0.5          # correlated noise on every kind
+    python benchmarks/transition_fidelity.py                    # 200 curves per kind and cell (~1 min)
+    python benchmarks/transition_fidelity.py --rho 0.5          # correlated noise on every kind of the first
 
-Targets (issue 8): precision >= 0.95, recall >= 0.90, at most 0.2 false transitions per curve of each smooth kind.
+Targets: precision >= 0.95, recall >= 0.90, at most 0.2 false transitions per curve of each smooth kind.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ontogeny.analysis.transition_corpus import MARGIN, SMOOTH, corpus, evaluate
+from ontogeny.analysis.transition_corpus import MARGIN, SMOOTH, corpus, evaluate, evaluate_held_out, held_out_corpus
 from ontogeny.analysis.transitions import TransitionDetector
 
 
@@ -31,6 +32,9 @@ def main() -> None:
     for kind, value in result["by_kind"].items():
         what = "false transitions per curve" if kind in SMOOTH else "(precision, recall)"
         print(f"  {kind:<11} {what}: {value}")
+    rows = held_out_corpus(args.per_kind, args.seed + 1)
+    print(f"\nheld-out corpus, {len(rows)} curves:")
+    print(evaluate_held_out(TransitionDetector(), rows).round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

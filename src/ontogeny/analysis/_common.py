@@ -60,7 +60,7 @@ SMOOTH_WINDOW, SMOOTH_ORDER = 17, 2
 _CALIBRATION_LENGTH = 200
 
 
-def long_run_sigma(values: np.ndarray, *, max_rho: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def long_run_sigma(values: np.ndarray, *, max_rho: float = 0.8, changes=None) -> tuple[np.ndarray, np.ndarray]:
     """Noise scale for comparing fits of curves whose checkpoints are correlated, [N, S] -> (sigma [N], rho [N]).
 
     With noise of variance s^2 and lag-1 correlation rho (AR(1)), a fit's residual sum of squares scales with the
@@ -70,8 +70,11 @@ def long_run_sigma(values: np.ndarray, *, max_rho: float = 0.8) -> tuple[np.ndar
     smoother's slope is within 3 MADs of typical, so that no transition leaks in) and with residuals winsorized at
     3 MADs, mapped back through the smoother's known effect on AR(1) noise (it absorbs part of the correlation);
     clipped to [0, max_rho]. s is `difference_sigma` / sqrt(1 - rho). Too short a curve is taken as uncorrelated.
+    `changes` (one list of checkpoint indices per curve: change points found so far) leaves their surroundings
+    out too, for a short curve whose transitions fill so much of it that its slopes' MAD is theirs.
     """
-    from scipy.signal import savgol_filter
+    from scipy.ndimage import minimum_filter1d
+    from scipy.signal import savgol_coeffs, savgol_filter
 
     values = np.atleast_2d(values)
     n = values.shape[-1]
@@ -80,7 +83,16 @@ def long_run_sigma(values: np.ndarray, *, max_rho: float = 0.8) -> tuple[np.ndar
         residual = values - savgol_filter(values, SMOOTH_WINDOW, SMOOTH_ORDER, axis=-1)
         slope = savgol_filter(values, SMOOTH_WINDOW, SMOOTH_ORDER, deriv=1, axis=-1)
         typical = slope - np.median(slope, axis=-1, keepdims=True)
-        calm = np.abs(typical) <= 3 * _mad_scale(slope)[:, None]
+        # 3 MADs of the slope, unless transitions fill so much of the curve that its MAD is theirs: then 3 sds of
+        # the slope that noise alone gives at the largest correlation allowed
+        gain = np.sqrt(np.sum(savgol_coeffs(SMOOTH_WINDOW, SMOOTH_ORDER, deriv=1) ** 2))
+        noise_only = gain * difference_sigma(values) * np.sqrt((1 + max_rho) / (1 - max_rho) ** 2)
+        calm = np.abs(typical) <= 3 * np.minimum(_mad_scale(slope), noise_only)[:, None]
+        for i, found in enumerate(changes or []):
+            calm[i, np.asarray(found, dtype=int)] = False
+        # a residual is calm only if its whole window is: a step within reach bends the smoother (a misfit that
+        # reads as correlated noise on the shoulders of a transition)
+        calm = minimum_filter1d(calm, SMOOTH_WINDOW, axis=-1, mode="nearest")
         pairs = calm[:, 1:] & calm[:, :-1]
         bound = 3 * _mad_scale(residual)[:, None]
         residual = np.clip(residual, -bound, bound)

@@ -7,11 +7,19 @@ decades apart, each half the change) and smooth kinds (power laws, exponential r
 laws with AR(1) noise of lag-1 correlation 0.5, as real plateaus show); noise of 0.5% to 25% of the curve's
 change, white except on the last kind (`rho` puts correlated noise on every kind). A detection matches a true
 transition when their midpoints lie within 0.15 decades of log10(1 + step).
+
+`held_out_corpus` is a second corpus, built after the detector was tuned on the first, to check that it did not
+fit the first one's choices: three checkpoint schedules (150 log-spaced to 1e5, 60 log-spaced to 3e4, and 40
+log-spaced probes merged with a logger every 500 steps to 2e4), three noise laws on every kind (normal, Student-t
+with 2 degrees of freedom: spikes, AR(1) with correlation 0.5), fast rises (0.03-0.15 decades), slow rises
+(0.15-0.7 decades), two steps, and four smooth kinds (power law, exponential relaxation, stretched exponential
+1 - exp(-(t / tau)^beta), flat).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .transitions import TransitionDetector, breakpoint_scores
 
@@ -71,6 +79,96 @@ def corpus(per_kind: int, random_state: int = 0, rho: float | None = None):
     steps = checkpoints()
     rows = [(kind, *curve(kind, steps, rng, rho)) for kind in KINDS for _ in range(per_kind)]
     return steps, rows
+
+
+HELD_OUT_KINDS = ("fast_rise", "slow_rise", "two_steps", "power_law", "relaxation", "stretched", "flat")
+HELD_OUT_SMOOTH = ("power_law", "relaxation", "stretched", "flat")
+NOISE_LAWS = ("normal", "t2", "ar")
+SCHEDULES = ("log150", "log60", "probes+logger")
+
+
+def schedule(name: str) -> np.ndarray:
+    if name == "log150":
+        return checkpoints(150, 1e5)
+    if name == "log60":
+        return checkpoints(60, 3e4)
+    return np.unique(np.r_[checkpoints(40, 2e4), np.arange(0, 20_001, 500)]).astype(np.int64)
+
+
+def held_out_curve(kind: str, law: str, steps: np.ndarray, rng) -> tuple[np.ndarray, list[float]]:
+    """One held-out curve of `kind` with `law` noise on `steps`, and the steps of its true transitions."""
+    x = np.log10(1 + steps)
+    size = rng.uniform(0.3, 2.0) * rng.choice([-1, 1])
+    start = rng.uniform(0, 3)
+    truth: list[float] = []
+    values = np.full(len(x), start)
+    if kind in ("fast_rise", "slow_rise", "two_steps"):
+        n = 2 if kind == "two_steps" else 1
+        centers = np.sort(rng.uniform(x[1] + 0.6, x[-1] - 0.6 - 0.8 * (n - 1), n)) + 0.8 * np.arange(n)
+        for center in centers:
+            rise = (rng.uniform(0.15, 0.7) if kind == "slow_rise"
+                    else np.exp(rng.uniform(np.log(0.03), np.log(0.15))))  # 10-90% span in decades
+            values = values + size / n / (1 + np.exp(-(x - center) / (rise / 4.394)))
+            truth.append(10**center - 1)
+    elif kind == "power_law":
+        t0, alpha = np.exp(rng.uniform(0, np.log(3000))), rng.uniform(0.3, 1.5)
+        values = start + size * (1 - (1 + steps / t0) ** -alpha)
+    elif kind == "relaxation":
+        values = start + size * -np.expm1(-steps / np.exp(rng.uniform(np.log(3), np.log(2e4))))
+    elif kind == "stretched":
+        tau, beta = np.exp(rng.uniform(np.log(10), np.log(1e4))), rng.uniform(0.3, 0.8)
+        values = start + size * -np.expm1(-((steps / tau) ** beta))
+    scale = np.exp(rng.uniform(np.log(0.005), np.log(0.25))) * abs(size)
+    if law == "normal":
+        values = values + rng.normal(0, scale, len(x))
+    elif law == "t2":
+        values = values + rng.standard_t(2, len(x)) * scale / 2  # t2 has no variance; its MAD is ~0.8 x this
+    else:
+        values = values + noise(rng, len(x), scale, 0.5)
+    return values, truth
+
+
+def held_out_corpus(per_cell: int, random_state: int = 1):
+    """Rows of (kind, law, schedule name, steps [S], values [S], true transition steps): `per_cell` curves for each
+    kind x noise law, their schedules drawn at random."""
+    rng = np.random.default_rng(random_state)
+    rows = []
+    for law in NOISE_LAWS:
+        for kind in HELD_OUT_KINDS:
+            for _ in range(per_cell):
+                name = SCHEDULES[rng.integers(len(SCHEDULES))]
+                steps = schedule(name)
+                rows.append((kind, law, name, steps, *held_out_curve(kind, law, steps, rng)))
+    return rows
+
+
+def evaluate_held_out(detector: TransitionDetector, rows) -> pd.DataFrame:
+    """One row per kind x noise law: precision and recall (kinds with transitions) or false transitions per curve
+    (smooth kinds), and an "all" row per law and overall."""
+    found: list[np.ndarray] = [np.empty(0)] * len(rows)
+    for name in SCHEDULES:  # curves sharing a schedule are fitted together
+        index = [i for i, row in enumerate(rows) if row[2] == name]
+        if not index:
+            continue
+        table = detector.fit(rows[index[0]][3], np.stack([rows[i][4] for i in index])).transitions_
+        for position, i in enumerate(index):
+            found[i] = table[table.curve == position].step.to_numpy(float)
+    records = []
+    groups = [((kind, law), [i for i, r in enumerate(rows) if r[0] == kind and r[1] == law])
+              for law in NOISE_LAWS for kind in HELD_OUT_KINDS]
+    groups += [(("all", law), [i for i, r in enumerate(rows) if r[1] == law]) for law in NOISE_LAWS]
+    groups += [(("all", "all"), list(range(len(rows))))]
+    for (kind, law), index in groups:
+        if not index:
+            continue
+        truth = [np.asarray(rows[i][5], float) for i in index]
+        precision, recall = breakpoint_scores(truth, [found[i] for i in index], MARGIN)
+        smooth = [i for i in index if rows[i][0] in HELD_OUT_SMOOTH]
+        records.append({"kind": kind, "noise": law, "curves": len(index),
+                        "precision": precision if kind not in HELD_OUT_SMOOTH else np.nan,
+                        "recall": recall if kind not in HELD_OUT_SMOOTH else np.nan,
+                        "false per smooth curve": (np.mean([len(found[i]) for i in smooth]) if smooth else np.nan)})
+    return pd.DataFrame(records)
 
 
 def evaluate(detector: TransitionDetector, steps, rows) -> dict:
