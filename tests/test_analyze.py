@@ -120,3 +120,34 @@ def test_curves_logged_at_different_steps_are_each_analysed_on_their_own(scalar_
     found = analyze(run, what=["transitions"]).tables["transitions"]
     jumps = found[found.curve == "heldout/acc"]
     assert len(jumps) == 2 and jumps.onset_step.between(64, 91).all()
+
+
+def test_a_run_still_being_written_is_analyzed_as_it_stood(tmp_path, monkeypatch):
+    """The trainer commits a checkpoint between the analysis's read of scalars and its read of examples: the examples
+    must not hold a step the scalars lack (the hidden step failed with "values holds NaN" in 3 of 4 such tries)."""
+    import torch
+    from torch import nn
+
+    from ontogeny.store.run import Run
+
+    x, y, model = torch.randn(40, 3), torch.randint(0, 2, (40,)), nn.Linear(3, 2)
+    recorder = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})
+    for step in (0, 1, 2, 4, 8, 16):
+        recorder.step(step, model, force=True)
+    examples = Run.examples
+
+    def commit_meanwhile(self, *args, **kwargs):
+        if recorder is not None and not getattr(commit_meanwhile, "done", False):
+            commit_meanwhile.done = True
+            recorder.step(32, model, force=True)
+        return examples(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "examples", commit_meanwhile)
+    run = og.open(tmp_path / "run")
+    result = analyze(run, what=["hidden"])
+    assert commit_meanwhile.done and "hidden_transitions" in result.tables
+    assert run.examples().step.max() == 32  # outside the analysis the new commit is seen
+    with run.pinned():
+        recorder.step(64, model, force=True)
+        assert run.scalars().step.max() == 32 and run.examples().step.max() == 32
+    assert run.scalars().step.max() == 64

@@ -122,6 +122,11 @@ def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random
     unknown = [name for name in asked if name not in ANALYSES]
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)} (known: {', '.join(ANALYSES.names())})")
+    with run.pinned():  # a run still being written is read as it stood when the analysis began
+        return _analyze(run, asked, random_state, write)
+
+
+def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool) -> Analysis:
     result = Analysis()
     if run.has_spec:
         run.spec  # noqa: B018 (reading it checks it against the hash it was trained under: an edited spec is refused)

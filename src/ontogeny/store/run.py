@@ -7,7 +7,9 @@ cannot be read raises StoreError naming it; `ontogeny check` verifies every file
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ class Run:
         self.layout.read_meta()  # raises unless this is a run
         self._spec: Spec | None = None
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self._pinned: dict[str, Committed] | None = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -148,9 +151,21 @@ class Run:
         names.update(name for name in WRITER_TABLES if self._writer_tables(name, read=False))
         return sorted(names)
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[Run]:
+        """Read every table as the commits stand on entry: commits that land meanwhile are not seen, so that reads
+        of a run still being written agree with each other (an analysis reads scalars, then examples)."""
+        self._pinned = self.writers()
+        try:
+            yield self
+        finally:
+            self._pinned = None
+
     def writers(self) -> dict[str, Committed]:
         """Every writer's committed files, by writer name; StoreError (one line) if a writer the run lists as having
         committed has lost its directory or commit log (its rows would silently be missing)."""
+        if self._pinned is not None:
+            return self._pinned
         names = self.layout.writer_names()
         missing = sorted(self.layout.listed_writers() - set(names))
         if missing:
