@@ -83,6 +83,30 @@ def test_member_does_not_depend_on_ensemble(layer_norm):
     torch.testing.assert_close(alone(x)[0], together(x)[1])
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_first_layer_from_tables_matches_reference_with_its_gradients(layer_norm):
+    """A batch of more sequences than the vocabulary has tokens takes the first layer's queries, keys and values
+    from per-(token, position) tables: the same logits and the same gradients for every weight."""
+    spec = small_spec(layer_norm=layer_norm, n_layers=2)
+    model, x = build(spec, [0, 1, 2]), tokens(batch=40)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ln_" in name:
+                param.add_(0.3 * torch.randn_like(param))
+    target = torch.arange(40) % OUTPUTS
+    for x_members in (x, x.expand(3, -1, -1)):  # shared tokens and each member's own
+        model.zero_grad()
+        logits = model(x_members)
+        sum(nn.functional.cross_entropy(logits[m], target) for m in range(3)).backward()
+        for member in range(3):
+            weights = {name: w.detach().clone().requires_grad_() for name, w in member_weights(model, member).items()}
+            expected, _ = reference(spec, weights, x)
+            torch.testing.assert_close(logits[member], expected, atol=1e-5, rtol=1e-5)
+            nn.functional.cross_entropy(expected, target).backward()
+            for name, param in model.named_parameters():
+                torch.testing.assert_close(param.grad[member], weights[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_gradients_stay_in_their_member():
     model, x = build(small_spec(layer_norm=True, n_layers=2), [0, 1, 2]), tokens()
     loss = nn.functional.cross_entropy(model(x)[0], torch.arange(5) % OUTPUTS)

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..spec import MODELS, Check, ModelSpec, Sizes
-from .layers import activation, embed_tokens, fan_in_std, init_generators, member_constant, member_normal
+from .layers import (activation, embed_tokens, fan_in_std, init_generators, member_constant, member_lookup,
+                     member_normal)
 from .sites import HookedEnsemble, Site
 
 
@@ -120,19 +121,23 @@ class _Block(nn.Module):
         return x.view(n_members, batch, positions, self.n_heads, width // self.n_heads).transpose(2, 3)
 
     def forward(self, resid: Tensor, last_only: bool, with_pattern: bool = False, *, causal: bool = True,
-                keys: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                keys: Tensor | None = None, qkv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """Run the layer on resid [M, B, T, d] with queries at every position, or at the last one if `last_only`.
 
         Attention is causal, or bidirectional over the keys where `keys` [M, B, T] is True (every key if None).
+        `qkv`: queries [M, B, Tq, d], keys and values [M, B, T, 2d] already computed (`qkv_tables`), else from resid.
         Returns the new residual stream at the query positions [M, B, Tq, d] (Tq = 1 if `last_only`, else T) and,
         if `with_pattern`, the attention pattern [M, B, H, Tq, T] (else None).
         """
         n_members, batch, positions, d = resid.shape
         first_query = positions - 1 if last_only else 0
-        h = _layer_norm(resid, self.ln_attn_gain, self.ln_attn_bias)  # [M, B, T, d]
-        q = self._heads(_project(h[:, :, first_query:], self.W_Q))  # [M, B, H, Tq, dh]
-        k = self._heads(_project(h, self.W_K))  # [M, B, H, T, dh]
-        v = self._heads(_project(h, self.W_V))  # [M, B, H, T, dh]
+        if qkv is None:
+            h = _layer_norm(resid, self.ln_attn_gain, self.ln_attn_bias)  # [M, B, T, d]
+            q = self._heads(_project(h[:, :, first_query:], self.W_Q))  # [M, B, H, Tq, dh]
+            k = self._heads(_project(h, self.W_K))  # [M, B, H, T, dh]
+            v = self._heads(_project(h, self.W_V))  # [M, B, H, T, dh]
+        else:
+            q, (k, v) = self._heads(qkv[0]), (self._heads(part) for part in qkv[1].split(d, dim=-1))
         pattern = None
         if with_pattern:  # explicit softmax, so that probes can read the pattern
             scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [M, B, H, Tq, T]
@@ -143,7 +148,10 @@ class _Block(nn.Module):
                 allowed = keys[:, :, None, None, :] if keys is not None else torch.ones((), dtype=torch.bool)
             pattern = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [M, B, H, Tq, T]
             mixed = pattern @ v  # [M, B, H, Tq, dh]
-        else:  # the fused kernel on the training path; the last position sees every key, so it needs no mask
+        elif last_only and (causal or keys is None):  # one query that sees every key: a few elementwise passes
+            scores = (q * k).sum(-1, keepdim=True) / math.sqrt(q.shape[-1])  # [M, B, H, T, 1]
+            mixed = (scores.softmax(dim=-2) * v).sum(-2, keepdim=True)  # [M, B, H, 1, dh]
+        else:  # the fused kernel for queries at every position (or a masked LM's last one)
             mask = None if causal or keys is None else keys.reshape(n_members * batch, 1, 1, positions)
             mixed = nn.functional.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
@@ -218,10 +226,14 @@ class EnsembleTransformer(HookedEnsemble):
         [M, B, H, Tq, T] (Tq = 1 in the last layer if `last_only`, else T); otherwise an empty list.
         """
         resid, causal, keys = self.embed(x)
+        # A first layer's queries, keys and values depend only on (token, position): from tables when there are
+        # fewer (token, position) pairs than positions in the batch (a full-batch modular task: 17x fewer rows)
+        tabled = self.objective is None and not self.hooked and not with_patterns and self.W_E.shape[1] < x.shape[-2]
+        qkv = self.qkv_tables(x, last_only and len(self.blocks) == 1) if tabled else None
         patterns = []
         for index, block in enumerate(self.blocks):
             resid, pattern = block(resid, last_only and index == len(self.blocks) - 1, with_patterns,
-                                   causal=causal, keys=keys)  # [M, B, Tq, d]
+                                   causal=causal, keys=keys, qkv=qkv if index == 0 else None)  # [M, B, Tq, d]
             if with_patterns:
                 patterns.append(pattern)
         return resid, patterns
@@ -237,6 +249,23 @@ class EnsembleTransformer(HookedEnsemble):
         if not causal and self.pad_token is not None:  # a masked LM's queries never read padding
             keys = (x != self.pad_token).expand(resid.shape[:3])  # [M, B, T]
         return resid, causal, keys
+
+    def qkv_tables(self, x: Tensor, last_only: bool) -> tuple[Tensor, Tensor]:
+        """The first layer's queries [M, B, Tq, d] (Tq = 1 if `last_only`, else T) and keys and values [M, B, T, 2d]
+        for tokens x [B, T] or [M, B, T], computed once per (token, position) and looked up."""
+        block, (n_members, vocab, d), positions = self.blocks[0], self.W_E.shape, x.shape[-1]
+        h = _layer_norm(self.W_E[:, None] + self.W_pos[:, :positions, None], block.ln_attn_gain,
+                        block.ln_attn_bias)  # [M, T, V, d]
+        first_query = positions - 1 if last_only else 0
+        rows = x + torch.arange(positions, device=x.device) * vocab  # row of (token, position) in a flat table
+
+        def look_up(table: Tensor, rows: Tensor) -> Tensor:  # table [M, T', V, w], rows [..., B, T'] -> [M, B, T', w]
+            flat = table.reshape(n_members, -1, table.shape[-1])
+            return member_lookup(flat, rows.flatten(-2)[..., None]).view(n_members, x.shape[-2], -1, table.shape[-1])
+
+        queries = look_up(_project(h[:, first_query:], block.W_Q), rows[..., first_query:] - first_query * vocab)
+        keys_values = look_up(_project(h, torch.cat([block.W_K, block.W_V], dim=-1)), rows)  # [M, B, T, 2d]
+        return queries, keys_values
 
     def _unembed(self, resid: Tensor) -> Tensor:
         """Return logits from the residual stream resid [M, B, Tq, d]: [M, B, Tq, n_outputs] on a language task,
