@@ -4,6 +4,7 @@ regimes with a known number of states, known change steps and a known detour del
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import ontogeny as og
 from ontogeny.analysis.maps import (
@@ -67,7 +68,7 @@ def test_recovers_states_segmentation_and_detour_of_simulated_regimes(data_seed)
     assert table.loc[0, "train/loss"] == pytest.approx(10**0.5, rel=0.1)  # geometric mean of log-normal losses
     # the step's summary names the detour, its visitors and the delay
     lines = _describe("all", fit, 8)
-    assert lines[0].startswith("maps [all]: 4 states by BIC (1-8 tried); 5/8 members go 0 -> ")
+    assert lines[0].startswith("maps [all]: 4 states by held-out BIC (1-8 tried); 5/8 members go 0 -> ")
     assert f"detour state {detours.index[0]} visited by 3/8 members (1, 4, 6)" in lines[1]
     assert f"({row.delay_steps:+.0f} steps, permutation p = {row.delay_p:.2g})" in lines[1]
 
@@ -81,6 +82,21 @@ def test_without_a_detour_finds_three_states_and_flags_none():
     assert set(fit.paths()) == {(0, 1, 2)}
 
 
+def test_detours_are_found_by_their_test_and_only_then():
+    """The number of states is chosen on held-out members; the planted detour (3 of 8 members, +150 steps) is found
+    in each of 6 data sets (p = 1/56, the smallest 3 of 8 can give; a median-difference test could not go below
+    3/56 = 0.054 there), and a state one seed of 8 visits cannot be a detour (its smallest p is 1/8; a positive
+    delay alone used to make it one)."""
+    for data_seed in range(2, 6):
+        scalars, _ = piecewise_regimes(8, detour_members=DETOUR_MEMBERS, random_state=data_seed)
+        fit = TrainingMap(random_state=0).fit(scalars)
+        assert fit.held_out_ and fit.n_states_ == 4
+        detours = fit.state_table_[fit.state_table_.detour]
+        assert len(detours) == 1 and detours.delay_p.iloc[0] == pytest.approx(1 / 56)
+    latest = np.arange(8) == 7
+    assert median_delay(np.arange(8.0), latest, np.random.default_rng(0)) == (4.0, 1 / 8)
+
+
 def test_median_delay_and_its_exact_permutation_p_value():
     rng = np.random.default_rng(0)
     # visitors {3, 4} vs {1, 2}: delay 3.5 - 1.5 = 2; of the 6 relabelings only this one reaches 2
@@ -88,6 +104,11 @@ def test_median_delay_and_its_exact_permutation_p_value():
     # {1, 4} vs {2, 3}: delay 0, reached or beaten by {3, 4}, {2, 4}, {2, 3}, {1, 4}: 4 of 6
     assert median_delay(np.array([1.0, 2, 3, 4]), np.array([True, False, False, True]), rng) == (0.0, 4 / 6)
     assert np.isnan(median_delay(np.array([1.0, 2]), np.array([True, True]), rng)[0])
+    # the p-value is the exact one-sided Mann-Whitney test's (scipy as the reference)
+    arrival = np.array([400.0, 550, 410, 390, 560, 405, 545, 395, 430, 520])
+    visited = np.isin(np.arange(10), [1, 4, 8, 9])
+    reference = stats.mannwhitneyu(arrival[visited], arrival[~visited], alternative="greater", method="exact").pvalue
+    assert median_delay(arrival, visited, rng)[1] == pytest.approx(reference)
     # too many relabelings to list: random ones, and the extreme split is still rare
     arrival, visited = np.arange(30.0), np.arange(30) >= 15
     delay, p_value = median_delay(arrival, visited, rng, n_permutations=2000)

@@ -41,7 +41,8 @@ def maps(context: Context) -> StepResult:
 def _describe(config: str, fit, n_members: int) -> list[str]:
     """One line for the map (states, the common path, the end state) and one per detour."""
     states, tried = fit.state_table_, fit.bic_.dropna()
-    line = f"maps [{config}]: {fit.n_states_} states by BIC ({int(tried.index.min())}-{int(tried.index.max())} tried"
+    line = (f"maps [{config}]: {fit.n_states_} states by {'held-out ' if fit.held_out_ else ''}BIC "
+            f"({int(tried.index.min())}-{int(tried.index.max())} tried")
     if fit.n_states_ == tried.index.max() and fit.n_states_ > 1:
         line += "; lowest at the largest number tried, so more states may fit better"
     line += ")"
