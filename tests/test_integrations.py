@@ -111,14 +111,39 @@ def test_lightning_callback_records_a_fit(tmp_path):
 
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    callback = OntogenyCallback(tmp_path / "run", member={"seed": 0, "lr": 0.5}, probes={"test": (x_test, y_test)},
+    # a probe set `train` writes train/loss itself: the logged train/loss is left out, with one warning
+    callback = OntogenyCallback(tmp_path / "run", member={"seed": 0, "lr": 0.5},
+                                probes={"test": (x_test, y_test), "train": (x[:50], y[:50])},
                                 every=og.log_spaced(per_octave=2, until=8, then_every=8))
     trainer = lightning.Trainer(max_steps=24, callbacks=[callback], logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(Classifier(), loader)
+    with pytest.warns(UserWarning, match="not recording the logged train/loss"):
+        trainer.fit(Classifier(), loader)
     run = og.open(tmp_path / "run")
+    assert run.scalars().groupby(["member", "step", "name"]).size().max() == 1
     assert run.members()[["seed", "lr", "status"]].values.tolist() == [[0, 0.5, "ok"]]
     assert sorted(set(run.examples().step)) == [0, 1, 2, 3, 4, 6, 8, 16, 24]
     acc = run.scalars(name="test/acc").set_index("step").value
     assert acc[24] > 0.9 > acc[0]
     assert "train/loss" in set(run.scalars().name)
+
+
+def test_a_logged_name_a_probe_set_writes_is_refused(tmp_path):
+    """`train/loss` logged beside a probe set `train` (which writes train/loss itself) gave two rows for one curve
+    at one step; the recorder refuses it in one line, the HF callback refuses the colliding probe set at once."""
+    x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
+    recorder = og.Recorder(tmp_path / "run", member={"seed": 1},
+                           probes={"train": og.ProbeSet((x, y), subsets={"odd": [1, 3]})})
+    for name in ("train/loss", "train/odd/acc"):
+        with pytest.raises(ValueError, match=f"log: {name} is written by the probe set"):
+            recorder.log(0, {name: 1.0, "lr": 0.1})
+    recorder.log(0, {"train_batch/loss": 1.0})
+    recorder.step(0, nn.Linear(3, 2), force=True)
+    recorder.close()
+    counts = og.open(tmp_path / "run").scalars().groupby(["step", "name"]).size()
+    assert counts.max() == 1 and "lr" not in counts.index.get_level_values("name")  # nothing of a refused call
+    pytest.importorskip("transformers")
+    from ontogeny.integrations.hf import OntogenyCallback
+
+    with pytest.raises(ValueError, match="probe set named 'train'"):
+        OntogenyCallback(tmp_path / "other", member={"seed": 1}, probes={"train": (x, y)})

@@ -209,7 +209,12 @@ class Recorder:
         return self.member_id
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        """Record scalars (name -> number) at `step`."""
+        """Record scalars (name -> number) at `step`; a name a probe set writes itself (`train/loss` beside a probe
+        set `train`) is refused: the run would hold two values for one curve at one step."""
+        taken = sorted(set(scalars) & self.probe_metrics())
+        if taken:
+            raise ValueError(f"log: {', '.join(taken)} is written by the probe set of that name at every scheduled "
+                             "step; log it under another name (e.g. 'train_batch/loss')")
         scalar_rows(self.writer, [self.member_id], int(step), {name: float(value) for name, value in scalars.items()})
         self._saw(step)
         self._commit_if_due()
@@ -237,6 +242,14 @@ class Recorder:
             self._saw(step)
         self.writer.commit(info={"through": self._through})
         self._last_commit = time.monotonic()
+
+    def probe_metrics(self) -> set[str]:
+        """The scalar names the probe sets write: split/loss and split/acc, and the same per named subset."""
+        names = set()
+        for name, probe in self.probes.items():
+            for prefix in (name, *(f"{name}/{subset}" for subset in probe.subsets)):
+                names.update((f"{prefix}/loss", f"{prefix}/acc"))
+        return names
 
     def _saw(self, step: int) -> None:
         self._through = int(step) if self._through is None else max(self._through, int(step))

@@ -26,6 +26,9 @@ class OntogenyCallback(TrainerCallback):
     """Records one member (this training run) of the ontogeny run `run_dir`; arguments as `og.Recorder`."""
 
     def __init__(self, run_dir, member: dict[str, Any], probes: dict[str, Any] | None = None, **recorder_options):
+        if "train" in (probes or {}):
+            raise ValueError("probes: a probe set named 'train' would write train/loss, which the Trainer's logs "
+                             "already are here; name it e.g. 'train_probe'")
         self.run_dir, self.member, self.probes, self.options = run_dir, member, probes, recorder_options
         self.recorder: Recorder | None = None
 

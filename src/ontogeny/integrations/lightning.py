@@ -12,6 +12,8 @@ the rows, and a fit resumed from a checkpoint continues the member from that che
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 try:
@@ -28,6 +30,7 @@ class OntogenyCallback(Callback):
     def __init__(self, run_dir, member: dict[str, Any], probes: dict[str, Any] | None = None, **recorder_options):
         self.run_dir, self.member, self.probes, self.options = run_dir, member, probes, recorder_options
         self.recorder: Recorder | None = None
+        self._warned = False
 
     def on_train_start(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -44,6 +47,13 @@ class OntogenyCallback(Callback):
         step = trainer.global_step
         numbers = {name: float(value) for name, value in trainer.callback_metrics.items()
                    if getattr(value, "numel", lambda: 0)() == 1}
+        taken = set(numbers) & self.recorder.probe_metrics()
+        if taken:  # the probe set's own value is recorded under that name; say once that the logged one is not
+            if not self._warned:
+                warnings.warn(f"ontogeny: not recording the logged {', '.join(sorted(taken))}: a probe set writes "
+                              "that name; log it under another", stacklevel=2)
+                self._warned = True
+            numbers = {name: value for name, value in numbers.items() if name not in taken}
         if numbers:
             self.recorder.log(step, numbers)
         self.recorder.step(step, pl_module)
