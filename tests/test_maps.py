@@ -70,7 +70,7 @@ def test_recovers_states_segmentation_and_detour_of_simulated_regimes(data_seed)
     lines = _describe("all", fit, 8)
     assert lines[0].startswith("maps [all]: 4 states by held-out BIC (1-8 tried); 5/8 members go 0 -> ")
     assert f"detour state {detours.index[0]} visited by 3/8 members (1, 4, 6)" in lines[1]
-    assert f"({row.delay_steps:+.0f} steps, permutation p = {row.delay_p:.2g})" in lines[1]
+    assert f"({row.delay_steps:+.0f} steps, rank-sum permutation p = {row.delay_p:.2g})" in lines[1]
 
 
 def test_without_a_detour_finds_three_states_and_flags_none():
@@ -184,3 +184,49 @@ def test_estimator_contract():
     assert instance.fit(scalars) is instance
     fitted = [key for key in vars(instance) if key not in names]
     assert fitted and all(key.endswith("_") and not key.startswith("_") for key in fitted)
+
+
+def test_weight_statistics_by_hand_and_the_weight_map_step(tmp_path):
+    """Hu et al.'s weight statistics of one member equal the same numbers computed matrix by matrix; the on-request
+    step fits a map on them at every checkpoint with saved weights."""
+    import torch
+
+    import ontogeny as og
+    from ontogeny import TransformerModel
+    from ontogeny.analysis.weight_stats import STATISTICS, weight_statistics
+    from ontogeny.models.transformer import EnsembleTransformer
+
+    model = EnsembleTransformer(TransformerModel(d_model=16, n_heads=2, d_mlp=32, layer_norm=True), vocab_size=7,
+                                n_positions=3, n_outputs=5, init_seeds=[0, 1])
+    with torch.no_grad():
+        model.blocks[0].b_in.add_(torch.randn_like(model.blocks[0].b_in))
+    table = weight_statistics(model)
+    assert list(table.columns) == list(STATISTICS) and len(table) == 2
+    params = {name: p[1].detach().double() for name, p in model.named_parameters()}
+    matrices = [p for p in params.values() if p.dim() == 2]
+    biases = torch.cat([p for name, p in params.items() if p.dim() == 1 and not name.endswith("gain")])
+    weights = torch.cat([m.flatten() for m in matrices])
+    singular = torch.cat([torch.linalg.svdvals(m) for m in matrices])
+    expected = {"weights/l1": np.mean([float(m.abs().sum()) for m in matrices]),
+                "weights/l2": np.mean([float(m.norm()) for m in matrices]),
+                "weights/l1_over_l2": np.mean([float(m.abs().sum() / m.norm()) for m in matrices]),
+                "weights/mean": float(weights.mean()), "weights/variance": float(weights.var(unbiased=False)),
+                "biases/mean": float(biases.mean()), "biases/variance": float(biases.var(unbiased=False)),
+                "weights/trace": np.mean([float(torch.trace(m)) for m in matrices]),
+                "weights/spectral_norm": np.mean([float(torch.linalg.matrix_norm(m, ord=2)) for m in matrices]),
+                "weights/trace_over_spectral_norm": np.mean([float(torch.trace(m) / torch.linalg.matrix_norm(m, 2))
+                                                             for m in matrices]),
+                "weights/singular_mean": float(singular.mean()),
+                "weights/singular_variance": float(singular.var(unbiased=False))}
+    for name, value in expected.items():
+        assert table.loc[1, name] == pytest.approx(value, rel=1e-9), name
+
+    run = og.run("grokking-nanda", overrides=["task.p=11", "task.train_fraction=0.5", "model.d_model=16", "model.n_heads=2",
+                                    "model.d_mlp=32", "seeds=4", "steps=60", "record.every=10",
+                                    "record.weights_every=10"], out=tmp_path / "run")
+    assert "weight_maps" not in og.analysis.analyze(run).tables  # rebuilds every checkpoint: only on request
+    result = og.analysis.analyze(run, what=["weight_maps"])
+    statistics = result.tables["weight_statistics"]
+    assert set(statistics.name) == set(STATISTICS) and sorted(statistics.step.unique()) == list(range(0, 61, 10))
+    assert {"weight_maps", "weight_map_states", "weight_map_transitions"} <= set(result.tables)
+    assert any(line.startswith("weight_maps [") for line in result.summary)

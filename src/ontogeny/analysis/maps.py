@@ -156,6 +156,7 @@ class TrainingMap:
         model = self._best_of_restarts(fit.to_numpy(), fit.groupby(level="member").size().to_numpy(), n_states, seeds)
         if model is None:
             return float("nan")
+        model.implementation = "log"  # members the fit never saw can be far from every state: no underflow in logs
         return float(model.bic(score.to_numpy(), score.groupby(level="member").size().to_numpy()))
 
     def _best_of_restarts(self, x, lengths, n_states: int, seeds):

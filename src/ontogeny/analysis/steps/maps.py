@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step, id_list
 
 
@@ -17,31 +18,52 @@ def maps(context: Context) -> StepResult:
     """Tables `maps` (config, member, step: state), `map_states` (config, state: members visiting, share ending
     there, detour, delay and its permutation p, first-visit step, mean stay, mean of each metric) and
     `map_transitions` (config, from_state, to_state: probability per checkpoint, times members took it)."""
+    return _fit_maps(context, context.scalars, "")
+
+
+@analysis_step("weight_maps", on_request=True)
+def weight_maps(context: Context) -> StepResult:
+    """Hu et al.'s own features: table `weight_statistics` (member, step, name, value) at every checkpoint with saved
+    weights, and the maps fitted on them (`weight_maps`, `weight_map_states`, `weight_map_transitions`, as `maps`)."""
+    from ..weight_stats import run_weight_statistics  # torch and the models: only when asked for
+
+    problem = cannot_rebuild(context.run, "weight_maps", minimum=3)
+    if problem:
+        return StepResult(summary=[problem])
+    statistics = run_weight_statistics(context.run)
+    statistics = statistics[statistics.member.isin(context.members.member)].reset_index(drop=True)
+    result = _fit_maps(context, statistics, "weight_")
+    result.tables["weight_statistics"] = statistics
+    return result
+
+
+def _fit_maps(context: Context, scalars: pd.DataFrame, prefix: str) -> StepResult:
+    """One TrainingMap per grid point on `scalars`; tables named `prefix` + maps, map_states, map_transitions."""
     from ..maps import TrainingMap  # hmmlearn: only when the step runs
 
     result, parts = StepResult(), {"maps": [], "map_states": [], "map_transitions": []}
     for config, group in context.members.groupby("config", sort=False):
-        scalars = context.scalars[context.scalars.member.isin(group.member)]
+        rows = scalars[scalars.member.isin(group.member)]
         try:
-            fit = TrainingMap(random_state=context.random_state).fit(scalars)
+            fit = TrainingMap(random_state=context.random_state).fit(rows)
         except ValueError as err:  # e.g. no metric that varies, or too few checkpoints
-            result.summary.append(f"maps [{config}]: skipped ({err})")
+            result.summary.append(f"{prefix}maps [{config}]: skipped ({err})")
             continue
         parts["maps"].append(fit.states_.assign(config=config))
         parts["map_states"].append(fit.state_table_.assign(config=config))
         parts["map_transitions"].append(fit.transitions_.assign(config=config))
-        result.summary.extend(_describe(config, fit, len(group)))
+        result.summary.extend(_describe(config, fit, len(group), prefix))
     for name, frames in parts.items():
         if frames:
             table = pd.concat(frames, ignore_index=True)
-            result.tables[name] = table[["config", *[c for c in table.columns if c != "config"]]]
+            result.tables[prefix + name] = table[["config", *[c for c in table.columns if c != "config"]]]
     return result
 
 
-def _describe(config: str, fit, n_members: int) -> list[str]:
+def _describe(config: str, fit, n_members: int, prefix: str = "") -> list[str]:
     """One line for the map (states, the common path, the end state) and one per detour."""
     states, tried = fit.state_table_, fit.bic_.dropna()
-    line = (f"maps [{config}]: {fit.n_states_} states by {'held-out ' if fit.held_out_ else ''}BIC "
+    line = (f"{prefix}maps [{config}]: {fit.n_states_} states by {'held-out ' if fit.held_out_ else ''}BIC "
             f"({int(tried.index.min())}-{int(tried.index.max())} tried")
     if fit.n_states_ == tried.index.max() and fit.n_states_ > 1:
         line += "; lowest at the largest number tried, so more states may fit better"
@@ -59,18 +81,18 @@ def _describe(config: str, fit, n_members: int) -> list[str]:
     lines = [line]
     left_out = n_members - len(fit.arrival_)
     if left_out:
-        lines.append(f"maps [{config}]: {left_out} member(s) with fewer than 2 complete checkpoints left out")
+        lines.append(f"{prefix}maps [{config}]: {left_out} member(s) with fewer than 2 complete checkpoints left out")
     if len(fit.fit_members_) < len(fit.arrival_):
-        lines.append(f"maps [{config}]: HMM fitted to {len(fit.fit_members_)} randomly chosen members of "
+        lines.append(f"{prefix}maps [{config}]: HMM fitted to {len(fit.fit_members_)} randomly chosen members of "
                      f"{len(fit.arrival_)} (max_fit_members); every member decoded")
     for row in detours.itertuples():
         visitors = fit.states_[fit.states_.state == row.state].member.unique()
-        text = (f"maps [{config}]: detour state {row.state} visited by {row.n_members}/{len(fit.arrival_)} members "
+        text = (f"{prefix}maps [{config}]: detour state {row.state} visited by {row.n_members}/{len(fit.arrival_)} members "
                 f"({id_list(visitors)}), {row.mean_dwell_steps:.0f} steps per stay on average")
         if np.isfinite(row.delay_steps):
             visited = fit.arrival_.index.isin(visitors)
             text += (f"; they reach end state {fit.end_state_} at median step {fit.arrival_[visited].median():.0f} "
                      f"vs {fit.arrival_[~visited].median():.0f} without it ({row.delay_steps:+.0f} steps, "
-                     f"permutation p = {row.delay_p:.2g})")
+                     f"rank-sum permutation p = {row.delay_p:.2g})")
         lines.append(text)
     return lines
