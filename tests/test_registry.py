@@ -66,5 +66,6 @@ def test_unknown_kinds_list_the_known_ones():
         load_spec("grokking", {"task.name": "nope"})
     assert {"mlp", "transformer"} <= set(MODELS.names())
     assert {"components", "counting", "examples", "fourier", "grokking", "hidden", "interventions", "language", "maps",
-            "rules", "sae", "scaling", "seeds", "sharpness", "signature", "solutions", "suite", "transitions"} == set(
+            "rules", "sae", "scaling", "seeds", "sharpness", "signature", "solutions", "suite", "transitions",
+            "weight_maps"} == set(
         ANALYSES.names())
