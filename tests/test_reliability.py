@@ -1,6 +1,7 @@
 """What a hostile user broke (issue 15), reproduced: unsafe names and --overwrite, edited specs on resume,
 training a finished run on (--extend-to), and two writers on one run."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -190,6 +191,21 @@ def truncate(path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def edit_meta(run_path, **producer) -> None:
+    """Change producer fields of meta.json by hand (as a user with an editor would: no seal)."""
+    meta = json.loads((run_path / "meta.json").read_text())
+    meta["producer"].update(producer)
+    (run_path / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def edit_spec_and_its_hash(run_path) -> None:
+    from ontogeny.spec import load_spec, spec_hash
+
+    spec = run_path / "spec.toml"
+    spec.write_text(spec.read_text().replace("lr = 0.01", "lr = 0.02"))
+    edit_meta(run_path, spec_sha256=spec_hash(load_spec(spec, check_machine=False)))
+
+
 def flip_a_byte(path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -218,6 +234,8 @@ CORRUPTIONS = {  # what happens to the run -> (the file named, what `check` says
                                     "not in writers.jsonl"),
     "spec.toml edited after training": (lambda r: (r / "spec.toml").write_text(
         (r / "spec.toml").read_text().replace("lr = 0.01", "lr = 0.02")), "spec.toml", "edited after training"),
+    "meta.json's producer edited": (lambda r: edit_meta(r, kind="recorder"), "meta.json", "edited by hand"),
+    "spec.toml and its hash in meta.json edited together": (edit_spec_and_its_hash, "meta.json", "edited by hand"),
     "a stray top-level scalars.parquet": (lambda r: pd.DataFrame({"member": [0], "step": [0], "name": ["x"],
                                                                   "value": [123.0]}).to_parquet(r / "scalars.parquet"),
                                           "scalars.parquet", "not a table of the run"),

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import OntogenyError
 from .commits import FileEntry, file_sha256, read_commits
-from .layout import COMMITS, WRITER_LOCK, WRITERS_LIST, Layout
+from .layout import COMMITS, WRITER_LOCK, WRITERS_LIST, Layout, seal_broken
 from .lock import is_locked
 from .writer import is_analysis_table
 
@@ -37,6 +37,9 @@ def check_run(path: str | Path) -> CheckReport:
     except OntogenyError as err:
         report.problems.append(str(err))
         return report
+    if seal_broken(meta):
+        report.problems.append(f"{layout.meta}: edited by hand after ontogeny wrote it (its seal no longer matches): "
+                               "its producer, times and spec hash cannot be trusted")
     if meta.get("producer", {}).get("kind") == "ontogeny":
         _check_spec(layout, report, meta["producer"].get("spec_sha256"))
     names, listed = layout.writer_names(), layout.listed_writers()

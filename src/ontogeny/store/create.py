@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..exceptions import StoreError
-from .layout import FORMAT, META, RUN_LOCK, TEMP_SUFFIX, WRITER_LOCK, Layout
+from .layout import FORMAT, META, RUN_LOCK, TEMP_SUFFIX, WRITER_LOCK, Layout, sealed
 from .lock import FileLock, holder, is_locked
 
 
@@ -80,7 +80,7 @@ def join_run(path: str | Path, producer: dict[str, Any], *, reads: Sequence[str 
         # another process's marker on its way in (its temp file, or the marker itself by now) is no reason to refuse
         if any(p for p in layout.root.iterdir() if p.name not in (RUN_LOCK, META) and not p.name.endswith(TEMP_SUFFIX)):
             raise StoreError(f"{layout.root}: not empty and not an ontogeny run (choose another directory)")
-        meta = {"format": FORMAT, "producer": producer, "created": now(), **machine()}
+        meta = sealed({"format": FORMAT, "producer": producer, "created": now(), **machine()})
         temp = layout.root / f".{META}.{os.getpid()}{TEMP_SUFFIX}"
         temp.write_text(json.dumps(meta, indent=2))
         try:
@@ -111,8 +111,8 @@ def check_out(path: str | Path, reads: Sequence[str | Path] = ()) -> None:
 
 
 def write_meta(path: str | Path, meta: dict[str, Any]) -> None:
-    """Replace meta.json atomically."""
-    write_file(Layout(path).meta, json.dumps(meta, indent=2))
+    """Replace meta.json atomically, sealed (see `layout.sealed`)."""
+    write_file(Layout(path).meta, json.dumps(sealed(meta), indent=2))
 
 
 def write_file(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ RUN/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -143,6 +144,18 @@ class Layout:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise StoreError(f"{self.meta}: not an ontogeny run marker (expected format {FORMAT!r})")
         return meta
+
+
+def sealed(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta with its `seal`: the sha256 of its other fields, so that a hand edit of meta.json (producer, finished,
+    spec_sha256) can be told from ontogeny's own writes, which always reseal."""
+    body = {key: value for key, value in meta.items() if key != "seal"}
+    return {**body, "seal": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
+
+
+def seal_broken(meta: dict[str, Any]) -> bool:
+    """Whether meta.json was edited after ontogeny last wrote it (runs written before seals have none: False)."""
+    return "seal" in meta and sealed(meta)["seal"] != meta["seal"]
 
 
 def _first_line(err: BaseException) -> str:

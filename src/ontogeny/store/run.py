@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from ..exceptions import StoreError
 from ..spec import Spec, load_spec, spec_hash
 from .commits import Committed, FileEntry, file_sha256, read_commits
-from .layout import COMMITS, Layout
+from .layout import COMMITS, Layout, seal_broken
 from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
 from .writer import is_analysis_table
 
@@ -73,7 +73,11 @@ class Run:
             if not self.has_spec:
                 raise StoreError(f"{self.path}: no spec.toml (a run made by {self.producer.get('kind', '?')})")
             spec = load_spec(self.layout.spec, check_machine=False)  # it may come from a bigger machine
-            trained = self.producer.get("spec_sha256")
+            meta = self.meta
+            if seal_broken(meta):
+                raise StoreError(f"{self.layout.meta}: edited by hand after training (its seal no longer matches), so "
+                                 f"the spec's hash in it cannot be trusted; run `ontogeny check {self.path}`")
+            trained = meta.get("producer", {}).get("spec_sha256")
             if trained is not None and spec_hash(spec) != trained:
                 raise StoreError(f"{self.layout.spec}: edited after training (its sha256 is not the one in meta.json); "
                                  f"restore it, or run `ontogeny check {self.path}`")
