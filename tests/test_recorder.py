@@ -248,3 +248,23 @@ def test_resuming_past_the_last_commit_is_refused_unless_the_gap_is_accepted(tmp
     loop(tmp_path / "kept", commit_before_checkpoint=True)
     og.Recorder(tmp_path / "kept", member={"seed": 0}, probes={"test": (x, y)}, resume_step=10).close()
     assert og.open(tmp_path / "kept").scalars(name="train/loss").step.tolist() == list(range(1, 11))
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (torch.randn(10, 3), torch.randint(0, 2, (10, 2)), "needs y as one integer class per example"),
+    (torch.randn(10, 3), torch.rand(10), "needs y as one integer class per example"),
+    (torch.randn(10, 3), torch.tensor([0, -1] + [0] * 8), r"y holds a negative class \(-1\) at row 1"),
+    (["a", "b"], [0, 1], "x and y must be numeric"),
+])
+def test_a_probe_the_default_loss_cannot_score_is_refused_before_the_run_exists(tmp_path, x, y, message):
+    with pytest.raises(StoreError, match=message):
+        og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("x, y", [(torch.randn(10, 4), torch.randint(0, 2, (10,))),  # x one column too wide
+                                  (torch.randn(10, 3), torch.tensor([5] + [0] * 9))])  # a class past 2 outputs
+def test_a_probe_the_model_cannot_score_fails_in_one_line(tmp_path, x, y):
+    recorder = og.Recorder(tmp_path / "run", member={"seed": 1}, probes={"test": (x, y)})
+    with pytest.raises(StoreError, match="step 0: the model could not score the probe sets"):
+        recorder.step(0, nn.Linear(3, 2), force=True)

@@ -66,7 +66,7 @@ class ProbeSet:
         if n == 0:
             raise StoreError(f"probe set {name!r}: has no examples")
         if self.kind == "tensors":
-            _check_finite(torch.as_tensor(data[0]), name)
+            _check_tensors(data, name, default_loss=loss is None)
         self.ids = np.arange(n, dtype=np.int64) if ids is None else _integer_ids(ids, name)
         if self.ids.shape != (n,) or len(np.unique(self.ids)) != n:
             raise StoreError(f"probe set {name!r}: needs {n} distinct ids, one per example (got {len(self.ids)} "
@@ -229,6 +229,10 @@ class Recorder:
         model.eval()
         try:
             scalars = self._evaluator_for(model).evaluate(int(step), model)
+        except (RuntimeError, IndexError) as err:  # x of another width, a class past the model's outputs...
+            raise StoreError(f"step {step}: the model could not score the probe sets ({str(err).splitlines()[0]}); "
+                             "check x's shape and that every class in y is below the model's number of outputs"
+                             ) from err
         finally:
             model.train(was_training)
         scalar_rows(self.writer, [self.member_id], int(step), scalars)
@@ -392,6 +396,26 @@ def _config(member: dict[str, Any]) -> dict[str, Any]:
     if "member" in clean and (not isinstance(clean["member"], int) or clean["member"] < 0):
         raise StoreError(f"member['member'] = {clean['member']!r}: a member id is an integer >= 0")
     return clean
+
+
+def _check_tensors(data: tuple, name: str, *, default_loss: bool) -> None:
+    """StoreError (one line) for (x, y) the recorder cannot score: x not numbers, NaN or inf in x (it would be
+    scored as data), and for the default cross entropy y other than one class index >= 0 per row."""
+    try:
+        x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise StoreError(f"probe set {name!r}: x and y must be numeric tensors or arrays "
+                         f"({str(err).splitlines()[0]})") from None
+    _check_finite(x, name)
+    if not default_loss:
+        return
+    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise StoreError(f"probe set {name!r}: the default loss (cross entropy) needs y as one integer class per "
+                         f"example, shape [{len(x)}] (got {y.dtype} of shape {tuple(y.shape)}); pass loss=fn(model, "
+                         "batch) for other targets")
+    if (y < 0).any():
+        raise StoreError(f"probe set {name!r}: y holds a negative class ({int(y.min())}) at row "
+                         f"{int((y < 0).nonzero()[0, 0])}")
 
 
 def _check_finite(x: torch.Tensor, name: str) -> None:
