@@ -71,7 +71,7 @@ def test_the_first_critical_value_is_grubbs_two_sided(n, published):
 @pytest.mark.parametrize("n", [4, 8, 16])
 def test_identical_seeds_are_flagged_in_few_runs(n):
     """Members of one distribution: any outlier or more than one type in at most 5% of runs (the benchmark's
-    table, 300 runs each); here at most 6 of 60 (BIC and modified z-scores flagged 24-54% of such runs)."""
+    table, 300 runs each); here at most 6 of 60 (BIC and modified z-scores flagged 25-58% of such runs)."""
     flagged = 0
     for seed in range(60):
         frame = pd.DataFrame(np.random.default_rng(seed).normal(size=(n, 2)), columns=COLUMNS)

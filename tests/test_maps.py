@@ -221,9 +221,9 @@ def test_weight_statistics_by_hand_and_the_weight_map_step(tmp_path):
     for name, value in expected.items():
         assert table.loc[1, name] == pytest.approx(value, rel=1e-9), name
 
-    run = og.run("grokking-nanda", overrides=["task.p=11", "task.train_fraction=0.5", "model.d_model=16", "model.n_heads=2",
-                                    "model.d_mlp=32", "seeds=4", "steps=60", "record.every=10",
-                                    "record.weights_every=10"], out=tmp_path / "run")
+    run = og.run("grokking-nanda", overrides=["task.p=11", "task.train_fraction=0.5", "model.d_model=16",
+                                              "model.n_heads=2", "model.d_mlp=32", "seeds=4", "steps=60",
+                                              "record.every=10", "record.weights_every=10"], out=tmp_path / "run")
     assert "weight_maps" not in og.analysis.analyze(run).tables  # rebuilds every checkpoint: only on request
     result = og.analysis.analyze(run, what=["weight_maps"])
     statistics = result.tables["weight_statistics"]

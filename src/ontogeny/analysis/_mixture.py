@@ -127,11 +127,12 @@ class TiedMixtures:
 
 def tied_mixture_log_likelihood(points, n_components: int, variance_floor, rng, *, n_init: int = 4,
                                 max_iter: int = 60, tol: float = 1e-8) -> TiedMixtures:
-    """Maximum-likelihood mixtures with a shared diagonal variance, by EM, for B samples at once (points
-    [B, N, D]; batched because the types test fits hundreds of bootstrap samples). Each of `n_init` restarts
-    seeds the means at K distinct random points of each sample; the best restart per sample is kept. A few
-    samples are still short of the maximum after `max_iter` steps: the types test applies the same fit to the
-    data and to its null samples, so its level holds all the same. `variance_floor` ([D] or scalar) is added to the variance so no fit reaches infinite likelihood."""
+    """Maximum-likelihood mixtures with a shared diagonal variance, by EM, for B samples at once (points [B, N, D];
+    batched because the types test fits hundreds of bootstrap samples). Each of `n_init` restarts seeds the
+    means at K distinct random points of each sample; the best restart per sample is kept. A few samples are
+    still short of the maximum after `max_iter` steps: the types test applies the same fit to the data and to
+    its null samples, so its level holds all the same. `variance_floor` ([D] or scalar) is added to the variance
+    so no fit reaches infinite likelihood."""
     points = np.asarray(points, dtype=float)
     n_samples, n_points, n_dims = points.shape
     floor = np.broadcast_to(np.asarray(variance_floor, dtype=float), (n_dims,)) + 1e-9

@@ -9,8 +9,8 @@ tests with a stated false-alarm rate, so that 4-16 identical seeds flag nothing 
 - Types: the number of Gaussian mixture components with one shared diagonal variance (types differ in where they
   sit, not in spread: a wide-plus-narrow pair would read heavy tails as two types), raised from 1 while the
   likelihood ratio against one more component beats its parametric-bootstrap null (McLachlan 1987) at level
-  alpha / 2. BIC, used before, split identical seeds into types in 16-44% of runs at 4-16 members. The null draws
-  are rounded to the data's own grid, so accuracies on a finite test set (many ties) are not read as clusters.
+  alpha / 2. BIC, used before, split identical normal seeds into types in 9-39% of runs at 4-16 members. The
+  null draws are rounded to the data's own grid, so accuracies on a finite test set (ties) are not read as clusters.
 """
 
 from __future__ import annotations
@@ -98,16 +98,16 @@ def _one_type_null(n: int, n_dims: int, n_null: int) -> np.ndarray:
 class SolutionTypes:
     """Test whether members split into solution types on outcome columns, and flag outliers.
 
-    Parameters (stored only): `alpha`, the chance that members of one distribution get any flag (half to the
-    types test, half to the outliers); `max_clusters`; `min_cluster_size` (smallest solution type; a type reached
-    by one seed is an outlier); `n_null` parametric-bootstrap draws per types test; `random_state` seeds the fits and the draws (the null
-    of one type on continuous columns depends only on the number of members and columns, and is drawn once).
+    Parameters (stored only): `alpha`, the chance that members of one distribution get any flag (half to the types
+    test, half to the outliers); `max_clusters`; `min_cluster_size` (smallest solution type; a type reached by one
+    seed is an outlier); `n_null` parametric-bootstrap draws per types test; `random_state` seeds the fits and the
+    draws (the null of one type on continuous columns depends only on the number of members and columns, and is
+    drawn once).
 
     Fitted (indexed by the frame's `member` column if it has one, else by its index): `labels_` (Series: cluster
     0..n_clusters_-1 ordered by the first column's mean, -1 for outliers and rows with missing outcomes),
-    `n_clusters_`, `outliers_` (boolean Series), `centers_` (DataFrame: per cluster, n_members and the mean of
-    each column in original units), `p_values_` (the types tests' p-values: entry k tests k + 1 types against k).
-    """
+    `n_clusters_`, `outliers_` (boolean Series), `centers_` (DataFrame: per cluster, n_members and the mean of each
+    column in original units), `p_values_` (the types tests' p-values: entry k tests k + 1 types against k)."""
 
     def __init__(self, *, alpha: float = 0.05, max_clusters: int = 4, min_cluster_size: int = 2, n_null: int = 400,
                  random_state=0):

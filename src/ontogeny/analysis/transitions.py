@@ -195,8 +195,9 @@ class TransitionDetector:
 
 def despike(values: np.ndarray, *, window: int = 5, threshold: float = 4.0) -> np.ndarray:
     """values [C, S] with spikes replaced (a Hampel filter, Pearson 2002): a checkpoint farther than `threshold`
-    noise sds (`difference_sigma`) from the median of the `window` around it takes that median. A median follows steps and monotone rises exactly, so only lone excursions change: heavy-
-    tailed noise (Student-t, 2 degrees of freedom) otherwise reads a spike as a rise and a fall."""
+    noise sds (`difference_sigma`) from the median of the `window` around it takes that median. A median follows
+    steps and monotone rises exactly, so only lone excursions change: heavy-tailed noise (Student-t, 2 degrees of
+    freedom) otherwise reads a spike as a rise and a fall."""
     from scipy.ndimage import median_filter
 
     if values.shape[1] < window:

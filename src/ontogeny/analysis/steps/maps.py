@@ -87,8 +87,9 @@ def _describe(config: str, fit, n_members: int, prefix: str = "") -> list[str]:
                      f"{len(fit.arrival_)} (max_fit_members); every member decoded")
     for row in detours.itertuples():
         visitors = fit.states_[fit.states_.state == row.state].member.unique()
-        text = (f"{prefix}maps [{config}]: detour state {row.state} visited by {row.n_members}/{len(fit.arrival_)} members "
-                f"({id_list(visitors)}), {row.mean_dwell_steps:.0f} steps per stay on average")
+        text = (f"{prefix}maps [{config}]: detour state {row.state} visited by {row.n_members}/"
+                f"{len(fit.arrival_)} members ({id_list(visitors)}), {row.mean_dwell_steps:.0f} steps per stay on "
+                "average")
         if np.isfinite(row.delay_steps):
             visited = fit.arrival_.index.isin(visitors)
             text += (f"; they reach end state {fit.end_state_} at median step {fit.arrival_[visited].median():.0f} "
