@@ -162,6 +162,17 @@ def test_in_context_references_by_direct_counting():
     np.testing.assert_allclose(refs["bigram"][0, t], [1 / 2, 1 / 2, 0])
     np.testing.assert_allclose(refs["bayes"][0, t], [(1 + 0.5) / (2 + 1.5), (1 + 0.5) / (2 + 1.5), 0.5 / 3.5])
     np.testing.assert_allclose(refs["uniform"][0, 0], [1 / 3] * 3)
+    # Edelman et al.'s add-one (rule of succession) unigram and bigram, by hand at t = 3: counts of states 0 1 0 0
+    # are (3, 1, 0), transitions out of 0 seen are (1, 1, 0)
+    np.testing.assert_allclose(refs["edelman_unigram"][0, 3], [(3 + 1) / 7, (1 + 1) / 7, 1 / 7])
+    np.testing.assert_allclose(refs["edelman_bigram"][0, 3], [2 / 5, 2 / 5, 1 / 5])
+
+
+def test_a_reference_scored_at_some_tokens_only():
+    model = torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]).log()  # [M=1, N=2, C=3]
+    refs = {"a": torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])}
+    last = kl_from_references(model, refs, {"a": torch.tensor([False, True])})["kl/a"].item()
+    assert last == pytest.approx(sum(1 / 3 * math.log((1 / 3) / q) for q in (0.1, 0.1, 0.8)), rel=1e-6)
 
 
 def test_markov_chains_follow_their_transition_matrices():

@@ -14,14 +14,19 @@ import torch
 from .base import IGNORE, Task
 
 
-def kl_from_references(log_probs: torch.Tensor, references: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def kl_from_references(log_probs: torch.Tensor, references: dict[str, torch.Tensor],
+                       rows: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Mean KL(reference || model) per member, {f"kl/{name}": [M]}: log_probs [M, N, C] the model's, references
-    {name: [N, C]} probabilities at the same N tokens."""
+    {name: [N, C]} probabilities at the same N tokens; `rows` {name: bool [N]} averages a reference over those
+    tokens only (e.g. the last of each sequence)."""
     result = {}
     for name, ref in references.items():
-        ref = ref.to(log_probs.device)
+        ref, own = ref.to(log_probs.device), log_probs
+        if rows and name in rows:
+            keep = rows[name].to(log_probs.device)
+            ref, own = ref[keep], log_probs[:, keep]
         entropy_term = torch.xlogy(ref, ref).sum(-1)  # [N]: sum p log p, 0 where p = 0
-        cross = (ref[None] * log_probs).sum(-1)  # [M, N]
+        cross = (ref[None] * own).sum(-1)  # [M, N]
         result[f"kl/{name}"] = (entropy_term[None] - cross).mean(1)
     return result
 
@@ -57,6 +62,7 @@ class LanguageTask(Task):
     probe_x: torch.Tensor  # [S, T] the probe sequences as the model reads them
     probe_y: torch.Tensor  # [S, T] their targets (IGNORE where not scored)
     references: dict[str, torch.Tensor]  # name -> [N, C] at the probe's scored tokens, row-major
+    reference_rows: dict[str, torch.Tensor] = {}  # name -> bool [N]: a reference scored at these tokens only
     related: torch.Tensor | None = None  # [S, T, T] bool, for the UAS
     uas_queries: torch.Tensor | None = None  # [S, T] bool: the tokens the UAS is averaged over
     uas_x: torch.Tensor | None = None  # [S, T] the UAS's own input (a masked LM's sentences unmasked); None: probe_x
@@ -75,7 +81,7 @@ class LanguageTask(Task):
             patterns = [] if self.related is None else model.attention_patterns(self.uas_x.to(device))
         scored = self.probe_y != IGNORE  # [S, T]
         log_probs = logits.log_softmax(-1)[:, scored.to(logits.device)]  # [M, N, C]
-        result = kl_from_references(log_probs, self.references)
+        result = kl_from_references(log_probs, self.references, self.reference_rows)
         if patterns:
             uas = torch.cat([attention_uas(p, self.related, self.uas_queries) for p in patterns], dim=1)  # [M, L*H]
             n_heads = patterns[0].shape[2]

@@ -9,7 +9,10 @@ from ("markov-test", split_seed).
 References for the strategy distances, each a prediction of state t+1 from states 0..t of the same sequence:
 `uniform`; `unigram`, the frequencies of the states seen so far; `bigram`, the frequencies of the transitions out
 of the current state seen so far (uniform until there is one); `bayes`, the posterior mean of the current state's
-transition row under the Dirichlet prior, (n_ij + alpha) / (n_i + k alpha), the Bayes-optimal prediction.
+transition row under the Dirichlet prior, (n_ij + alpha) / (n_i + k alpha), the Bayes-optimal prediction. These are
+averaged over every position. Edelman et al.'s own strategies are recorded beside them under their names, scored at
+the last token only, as their paper does: `edelman_uniform`, `edelman_unigram` and `edelman_bigram`, the unigram and
+bigram with add-one smoothing (the rule of succession: (n_j + 1) / (t + 1 + k) and (n_ij + 1) / (n_i + k)).
 """
 
 from __future__ import annotations
@@ -88,12 +91,19 @@ def in_context_references(x: np.ndarray, k: int, alpha: float) -> dict[str, np.n
     counts = np.concatenate([np.zeros((n_seq, 1, k, k)), np.cumsum(pair, axis=1)], axis=1)  # [S, T, k, k]
     row = counts[np.arange(n_seq)[:, None], np.arange(positions)[None], x]  # [S, T, k]: out of the current state
     seen = row.sum(-1, keepdims=True)
+    uniform = np.full((n_seq, positions, k), 1.0 / k)
     return {
-        "uniform": np.full((n_seq, positions, k), 1.0 / k),
+        "uniform": uniform,
         "unigram": unigram / unigram.sum(-1, keepdims=True),
         "bigram": np.where(seen > 0, row / np.maximum(seen, 1), 1.0 / k),
         "bayes": (row + alpha) / (seen + k * alpha),
+        "edelman_uniform": uniform,  # scored at the last token only (MarkovICL.reference_rows)
+        "edelman_unigram": (unigram + 1) / (unigram.sum(-1, keepdims=True) + k),
+        "edelman_bigram": (row + 1) / (seen + k),
     }
+
+
+EDELMAN = ("edelman_uniform", "edelman_unigram", "edelman_bigram")
 
 
 class MarkovICL(LanguageTask):
@@ -116,6 +126,8 @@ class MarkovICL(LanguageTask):
         self.probe_x, self.probe_y = x[:spec.n_probe], y[:spec.n_probe]
         self.references = {name: torch.from_numpy(p.reshape(-1, spec.k)).float()
                            for name, p in in_context_references(self.probe_x.numpy(), spec.k, spec.alpha).items()}
+        last = (torch.arange(spec.length) == spec.length - 1).repeat(len(self.probe_x))  # [N]: each chain's last token
+        self.reference_rows = dict.fromkeys(EDELMAN, last)
 
     def eval_splits(self) -> list[TokenSplit]:
         """[test]: the held-out chains, every position scored; subsets first_half / second_half of the context."""

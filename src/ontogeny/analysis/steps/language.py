@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from ..analyze import Context, StepResult, analysis_step
-from ..language import KL_PREFIX, UAS_PREFIX, onset_order, stage_summary, strategy_stages
+from ..language import KL_PREFIX, UAS_PREFIX, kl_references, onset_order, stage_summary, strategy_stages
 
 ONSET_PAIR = ("uas/best", "pairs/acc")
 MIN_RISE = 0.05  # both are shares in [0, 1]: a fitted rise under 5 points is noise, not an onset
+EDELMAN_PREFIX = "edelman_"  # Edelman et al.'s strategies (tasks/markov.py)
 MIN_STAY = 3  # checkpoints a reference must stay closest to open its stage (early ones are dense)
 
 
@@ -40,13 +41,22 @@ def language(context: Context) -> StepResult:
 
 
 def _stages(context: Context, groups: list, result: StepResult) -> None:
-    _, boundaries = strategy_stages(context.scalars, min_stay=MIN_STAY)
-    result.tables["language_stages"] = boundaries
-    parts = []
-    for config, group in groups:
-        summary = stage_summary(boundaries, group.member, random_state=context.random_state)
-        parts.append(summary.assign(config=config))
-        result.summary.append(f"language stages [{config}]: " + stage_line(summary))
+    """Stages among our references and, apart, among Edelman et al.'s (add-one, at the last token) where recorded:
+    each set is its own competition, so the two never decide each other's closest reference."""
+    references = kl_references(context.scalars)
+    theirs = [name for name in references if name.startswith(EDELMAN_PREFIX)]
+    tables, parts = [], []
+    for chosen, label in (([n for n in references if n not in theirs], ""),
+                          (theirs, ", Edelman et al.'s (add-one, last token)")):
+        if not chosen:
+            continue
+        _, boundaries = strategy_stages(context.scalars, chosen, min_stay=MIN_STAY)
+        tables.append(boundaries)
+        for config, group in groups:
+            summary = stage_summary(boundaries, group.member, random_state=context.random_state)
+            parts.append(summary.assign(config=config))
+            result.summary.append(f"language stages{label} [{config}]: " + stage_line(summary))
+    result.tables["language_stages"] = pd.concat(tables, ignore_index=True)
     table = pd.concat(parts, ignore_index=True)
     result.tables["language_stage_summary"] = table[["config", *[c for c in table.columns if c != "config"]]]
 
