@@ -1,4 +1,4 @@
-"""Component ablation at grokking-transformer scale (issue 12's benchmark): 8 members x (4 heads + 512 neurons).
+"""Component ablation at grokking-transformer scale: 8 members x (4 heads + 512 neurons).
 
 Run by hand, not in CI:
 

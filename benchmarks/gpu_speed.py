@@ -5,7 +5,7 @@ Run by hand on a machine with CUDA (not in CI):
     python benchmarks/gpu_speed.py            # both cases, 7 repeats of ~2 s blocks
     python benchmarks/gpu_speed.py --quick    # 3 repeats of ~0.5 s blocks
 
-Cases (the CPU benchmark's, at GPU scale, issue 13):
+Cases (the CPU benchmark's, at GPU scale):
   parity       (40, 3) sparse parity, width-256 ReLU MLP, 32 fresh samples per step, SGD, hinge loss: 256 seeds
   transformer  Nanda et al.'s 1-layer transformer on p = 113 modular addition, 30% of pairs, full batch: 64 seeds
 

@@ -5,9 +5,9 @@ Run by hand, not in CI:
     python benchmarks/member_scaling.py                     # 8, 32, 128, 512 members, 1,500 steps (~6 min)
     python benchmarks/member_scaling.py --members 32 128    # some sizes only
     python benchmarks/member_scaling.py --steps 300         # shorter (start-up weighs more)
-    python benchmarks/member_scaling.py --members 32 --steps 3000 --every 250   # issue 9's end-to-end case
+    python benchmarks/member_scaling.py --members 32 --steps 3000 --every 250   # the 32-member end-to-end case
 
-The case is issue 16's: (40, 3) sparse parity, width-256 ReLU MLP, batches of 32 fresh samples, SGD lr 0.1, hinge
+The case: (40, 3) sparse parity, width-256 ReLU MLP, batches of 32 fresh samples, SGD lr 0.1, hinge
 loss, recording on (the recipe's 34 checkpoints over 1,500 steps, each evaluating 1,000 test examples per member),
 one thread (`OMP_NUM_THREADS=1`). The ontogeny side is the command a user types, timed from process start to exit
 (start-up, training, recording, commits), in a child process whose peak RSS gives the memory per member. The

@@ -1,4 +1,4 @@
-"""What a hostile user broke (issue 15), reproduced: unsafe names and --overwrite, edited specs on resume,
+"""What a hostile user broke, reproduced: unsafe names and --overwrite, edited specs on resume,
 training a finished run on (--extend-to), and two writers on one run."""
 
 import json

@@ -1,4 +1,4 @@
-"""Which rule did it learn (issue 11: analysis/rules.py, the `rules`, `signature` and `counting` steps,
+"""Which rule did it learn (analysis/rules.py, the `rules`, `signature` and `counting` steps,
 figures_rules.py), on synthetic scalars and states with planted answers, and one tiny run end to end."""
 
 

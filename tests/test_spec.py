@@ -64,7 +64,7 @@ def test_switching_the_model_by_override():
     ("[sweep]\ntask.train_fraction = [0.5, 2.0]\n", "sweep", "strictly between"),
     ("[sweep]\nseeds = [1, 2]\n", "sweep.seeds", "can be swept"),
     ("steps = \n", None, "invalid TOML"),
-    # issue 15: values that used to get through (every member then diverged) or crashed deep inside
+    # values that used to get through (every member then diverged) or crashed deep inside
     ("[optim]\nlr = inf\n", "optim.lr", "positive and finite"),
     ("[optim]\nlr = 1e400\n", "optim.lr", "positive and finite"),
     ("[model]\ninit_scale = inf\n", "model.init_scale", "positive and finite"),

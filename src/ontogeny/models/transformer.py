@@ -253,7 +253,7 @@ class EnsembleTransformer(HookedEnsemble):
     def qkv_tables(self, x: Tensor, last_only: bool) -> tuple[Tensor, Tensor]:
         """The first layer's queries [M, B, Tq, d] (Tq = 1 if `last_only`, else T) and keys and values [M, B, T, 2d]
         for tokens x [B, T] or [M, B, T], computed once per (token, position) and looked up."""
-        block, (n_members, vocab, d), positions = self.blocks[0], self.W_E.shape, x.shape[-1]
+        block, (n_members, vocab, _), positions = self.blocks[0], self.W_E.shape, x.shape[-1]
         h = _layer_norm(self.W_E[:, None] + self.W_pos[:, :positions, None], block.ln_attn_gain,
                         block.ln_attn_bias)  # [M, T, V, d]
         first_query = positions - 1 if last_only else 0
