@@ -1,8 +1,9 @@
 """Training-map step (Hu et al. 2023): one Gaussian HMM per grid point over its seeds' metric trajectories, the
 state each member is in at each checkpoint, the transitions between states, and the detours only some seeds take.
 
-Runs by default: it reads only the scalars, and took 3 s of CPU on the grokking and sparse-parity recipes (8 seeds)
-and 5 s on grokking-threshold (6 grid points, one HMM each), hmmlearn's import included."""
+Runs by default: it reads only the scalars, and took 5 s of CPU on the sparse-parity recipe (8 seeds) and 10 s on
+grokking-threshold (6 grid points, one HMM each), the command's start-up and hmmlearn's import included. `weight_maps`
+(on request) rebuilds every checkpoint's models for Hu et al.'s weight statistics."""
 
 from __future__ import annotations
 
