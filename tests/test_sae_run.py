@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import ontogeny as og
 from ontogeny.report import write_report
@@ -113,3 +114,28 @@ def test_transcoders_on_an_mlp_map_the_layers_input_to_its_output(source, tmp_pa
     # spliced in, it is scored against the clean model and against the layer's output zeroed
     assert (final["sae/downstream_loss"] < final["sae/zero_loss"]).all()
     assert final["sae/loss_recovered"].between(0, 1.5).all()
+
+
+@pytest.mark.parametrize("kind", ["topk", "relu-l1"])
+def test_an_sae_goes_to_sae_lens_and_computes_the_same_latents(source, tmp_path, kind):
+    """sae-lens's own loader reads the exported directory; its latents and reconstructions are ours."""
+    sae_lens = pytest.importorskip("sae_lens")
+    from safetensors.torch import load_file
+
+    from ontogeny.sae import to_sae_lens
+    from ontogeny.sae.model import EnsembleSAE
+
+    run = train_run_saes(source, tmp_path / "s", seeds=2, steps=20, width=16, k=3, control=False, kind=kind)
+    out = to_sae_lens(run, 1, tmp_path / "lens")
+    theirs = sae_lens.SAE.load_from_disk(out)
+    state = load_file(str(run.path / run.checkpoints().query("member == 1").path.iloc[-1]))
+    ours = EnsembleSAE(*state["W_enc"].shape, [0], kind=kind, k=3)
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(ours, name)[0] = state[name]
+    x = torch.randn(1, 50, state["W_enc"].shape[0], generator=torch.Generator().manual_seed(0))
+    recon, latents = ours(x)
+    torch.testing.assert_close(theirs.encode(x[0]), latents[0].detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(theirs.decode(theirs.encode(x[0])), recon[0].detach(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="not an SAE run"):
+        to_sae_lens(source, 0, tmp_path / "nope")
