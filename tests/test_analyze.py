@@ -150,4 +150,10 @@ def test_a_run_still_being_written_is_analyzed_as_it_stood(tmp_path, monkeypatch
     with run.pinned():
         recorder.step(64, model, force=True)
         assert run.scalars().step.max() == 32 and run.examples().step.max() == 32
+        members = run.members()
+        for status in ("diverged", "ok"):  # the pinned members version is replaced, then deleted by the next commit
+            recorder.writer.put("members", members.assign(status=status))
+            recorder.commit()
+        assert run.members().status.tolist() == ["ok"]  # a whole table is read in its newer version
+        assert run.scalars().step.max() == 32
     assert run.scalars().step.max() == 64

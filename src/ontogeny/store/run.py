@@ -157,18 +157,20 @@ class Run:
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[Run]:
-        """Read every table as the commits stand on entry: commits that land meanwhile are not seen, so that reads
-        of a run still being written agree with each other (an analysis reads scalars, then examples)."""
+        """Read the streamed tables as the commits stand on entry: commits that land meanwhile are not seen, so that
+        reads of a run still being written agree with each other (an analysis reads scalars, then examples). A whole
+        table (members, checkpoints...) whose pinned version a later commit replaced is read in its newer version."""
         self._pinned = self.writers()
         try:
             yield self
         finally:
             self._pinned = None
 
-    def writers(self) -> dict[str, Committed]:
-        """Every writer's committed files, by writer name; StoreError (one line) if a writer the run lists as having
-        committed has lost its directory or commit log (its rows would silently be missing)."""
-        if self._pinned is not None:
+    def writers(self, *, fresh: bool = False) -> dict[str, Committed]:
+        """Every writer's committed files, by writer name (as pinned, unless `fresh`); StoreError (one line) if a
+        writer the run lists as having committed has lost its directory or commit log (its rows would silently be
+        missing)."""
+        if self._pinned is not None and not fresh:
             return self._pinned
         names = self.layout.writer_names()
         missing = sorted(self.layout.listed_writers() - set(names))
@@ -253,7 +255,8 @@ class Run:
         for attempt in range(3):
             try:
                 frames = {}
-                for name, committed in self.writers().items():
+                # a retry reads the commits afresh, pinned or not: the version read was replaced and deleted since
+                for name, committed in self.writers(fresh=attempt > 0).items():
                     entry = committed.tables.get(table)
                     if entry is not None:
                         path = self.layout.writer(name) / entry.file
