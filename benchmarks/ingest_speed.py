@@ -50,7 +50,7 @@ def plain_scores(model, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor,
 
 def ontogeny_scores(model, tokens: torch.Tensor, batch: int):
     from ontogeny.record.evaluate import Evaluator, Probe
-    from ontogeny.recorder import ProbeSet, causal_lm
+    from ontogeny.probe_sets import ProbeSet, causal_lm
 
     class NullWriter:
         def append(self, table, columns):
@@ -66,7 +66,7 @@ def ontogeny_scores(model, tokens: torch.Tensor, batch: int):
 
 def check_same_scores(model, tokens: torch.Tensor, batch: int) -> None:
     """Both paths give the same losses and correctness (to float tolerance)."""
-    from ontogeny.recorder import causal_lm
+    from ontogeny.probe_sets import causal_lm
 
     loss, correct = plain_scores(model, tokens, batch)
     with torch.inference_mode():

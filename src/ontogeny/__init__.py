@@ -15,7 +15,7 @@ _LAZY = {
     "MLPModel": (".models", "MLPModel"), "TransformerModel": (".models", "TransformerModel"),
     "Run": (".store", "Run"), "open": (".store", "open_run"),
     "log_spaced": (".record.schedule", "log_spaced"),
-    "ProbeSet": (".recorder", "ProbeSet"), "Recorder": (".recorder", "Recorder"),
+    "ProbeSet": (".probe_sets", "ProbeSet"), "Recorder": (".recorder", "Recorder"),
     "ingest": (".suites", "ingest"), "run": (".train.run", "run"), "train_saes": (".sae", "train_run_saes"),
     "analysis": (".analysis", None),  # og.analysis.analyze, og.analysis.TransitionDetector, ...
 }

@@ -22,7 +22,7 @@ import torch
 
 from ..exceptions import IngestError
 from ..record.evaluate import Evaluator, Probe, scalar_rows
-from ..recorder import ProbeSet, causal_lm
+from ..probe_sets import ProbeSet, causal_lm
 from ..store import Run, ShardWriter
 from ..store.create import join_run, one_line_when_disk_full
 from .sources import Source, config_hash, open_source, step_of, weights_hash
