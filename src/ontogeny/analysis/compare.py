@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from ..store import Run
+from ._common import t_interval
 from .summary import grid_columns
 
 ALPHA = 0.05
@@ -82,11 +83,10 @@ def compare_values(a: pd.Series, b: pd.Series, *, metric: str, at: str | int, ra
 def _paired(differences: pd.Series) -> tuple[float, float, float, float, float]:
     """(mean, t interval low, high, exact sign-flip p, the smallest p any sign-flip test can give at this n)."""
     d = differences.to_numpy(dtype=float)
-    n, mean = len(d), float(d.mean())
-    half = stats.t.ppf(1 - ALPHA / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    n = len(d)
     test = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=_resamples(2**n),
                                   random_state=0)
-    return mean, mean - half, mean + half, float(test.pvalue), min(1.0, 2 / 2**n)
+    return float(d.mean()), *t_interval(d, 1 - ALPHA), float(test.pvalue), min(1.0, 2 / 2**n)
 
 
 def _unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, float, float]:

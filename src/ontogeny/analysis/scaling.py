@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ._common import log_step, step_from_log
+from ._common import log_step, step_from_log, t_interval
 from .bootstrap import multibootstrap
 from .summary import grid_columns
 
@@ -240,17 +239,6 @@ def _per_seed(rows: pd.DataFrame, group: str, value: str) -> np.ndarray | None:
     table = table.dropna()
     complete = len(table) == rows["init_seed"].nunique()
     return table.to_numpy(dtype=float) if complete and len(table) >= 2 else None
-
-
-def t_interval(values, ci: float) -> tuple[float, float]:
-    """mean +- t quantile x standard error over the finite values (one per seed): valid at few seeds when they are
-    near normal, unlike a bootstrap percentile interval, which never reaches past the seeds' own range."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return np.nan, np.nan
-    half = stats.t.ppf((1 + ci) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean() - half), float(values.mean() + half)
 
 
 # ---- repeated vs fresh data -----------------------------------------------------------------------------------
