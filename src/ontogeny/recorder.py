@@ -19,6 +19,7 @@ without a commit) is refused, naming the lost steps, unless `accept_gap=True`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -93,7 +94,7 @@ class Recorder:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Record scalars (name -> number) at `step`; a name a probe set writes itself (`train/loss` beside a probe
         set `train`) is refused: the run would hold two values for one curve at one step."""
-        taken = sorted(set(scalars) & self.probe_metrics())
+        taken = sorted(self.probe_metrics.intersection(scalars))
         if taken:
             raise ValueError(f"log: {', '.join(taken)} is written by the probe set of that name at every scheduled "
                              "step; log it under another name (e.g. 'train_batch/loss')")
@@ -129,13 +130,15 @@ class Recorder:
         self.writer.commit(info={"through": self._through})
         self._last_commit = time.monotonic()
 
-    def probe_metrics(self) -> set[str]:
-        """The scalar names the probe sets write: split/loss and split/acc, and the same per named subset."""
+    @functools.cached_property
+    def probe_metrics(self) -> frozenset[str]:
+        """The scalar names the probe sets write: split/loss and split/acc, and the same per named subset (worked out
+        once: `log` checks every call against it)."""
         names = set()
         for name, probe in self.probes.items():
             for prefix in (name, *(f"{name}/{subset}" for subset in probe.subsets)):
                 names.update((f"{prefix}/loss", f"{prefix}/acc"))
-        return names
+        return frozenset(names)
 
     def _saw(self, step: int) -> None:
         self._through = int(step) if self._through is None else max(self._through, int(step))

@@ -47,7 +47,7 @@ class OntogenyCallback(Callback):
         step = trainer.global_step
         numbers = {name: float(value) for name, value in trainer.callback_metrics.items()
                    if getattr(value, "numel", lambda: 0)() == 1}
-        taken = set(numbers) & self.recorder.probe_metrics()
+        taken = self.recorder.probe_metrics.intersection(numbers)
         if taken:  # the probe set's own value is recorded under that name; say once that the logged one is not
             if not self._warned:
                 warnings.warn(f"ontogeny: not recording the logged {', '.join(sorted(taken))}: a probe set writes "
