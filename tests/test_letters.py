@@ -6,12 +6,16 @@ import torch
 
 import ontogeny as og
 from ontogeny.exceptions import SpecError
+from ontogeny.members import expand
+from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
 from ontogeny.tasks.letters import LetterCountingTask
-from ontogeny.tasks.letters_gen import QUESTION
+from ontogeny.tasks.letters_gen import QUESTION, SHARE_BINS
+from ontogeny.train.loop import EnsembleTrainer
 
 TINY = ["model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "steps=20", "seeds=2", "record.every=10",
-        "task.n_words=300", "task.n_train_words=240", "task.n_test=50", "sweep.task.vocab_size=[16]"]
+        "task.n_letters=10", "task.vocab_size=16", "task.n_words=300", "task.n_train_words=240", "task.n_test=50",
+        "sweep.task.vocab_size=[16]"]
 
 
 def test_only_the_count_token_is_scored():
@@ -39,6 +43,37 @@ def test_subsets_follow_the_tokenizer():
     assert torch.equal(absent, count == 0)
 
 
+def test_piece_share_subsets_split_the_inside_prompts():
+    task = make_task([LetterCountingTask(vocab_size=200, word_zipf=1.5, n_test=1000)], [0], 10_000)
+    for split in task.eval_splits():
+        subsets = split.subsets
+        bins = torch.stack([subsets[name] for name in SHARE_BINS if name in subsets])
+        assert len(bins) >= 3 and torch.equal(bins.sum(0), subsets["present_inside_token"].long())
+        rare, common = subsets["inside_rare_piece"], subsets["inside_common_piece"]
+        assert not (rare & common).any() and torch.equal(rare | common, subsets["present_inside_token"])
+        assert rare.any() and common.any()
+
+
+@pytest.mark.parametrize("data_orders", [1, 2])  # one shared batch, or one per member
+def test_the_scored_tokens_alone_give_the_full_loss_and_gradient(data_orders):
+    spec = load_spec("letter-counting", [*TINY, f"data_orders={data_orders}"])
+    trainer = EnsembleTrainer([m for m in expand(spec) if m.ensemble == 0])
+    batch = trainer.task.batch(5)
+    results = []
+    for few in (False, True):
+        trainer._few_tokens = few
+        loss, correct = trainer._forward_backward(5, batch, with_correct=True)
+        results.append((loss.detach(), correct, [p.grad.clone() for p in trainer.params]))
+    (full_loss, full_correct, full_grads), (loss, correct, grads) = results
+    assert loss.shape == full_loss.shape == (len(trainer.members), batch.y.shape[-2] * batch.y.shape[-1])
+    torch.testing.assert_close(loss, full_loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(correct, full_correct)
+    for grad, full in zip(grads, full_grads):
+        torch.testing.assert_close(grad, full, rtol=1e-4, atol=1e-6)
+    trainer._few_tokens = None
+    assert trainer._scores_few_tokens(batch)  # one token of 13 is scored: chosen on its own
+
+
 def test_a_tiny_sweep_records_accuracy_per_subset(tmp_path):
     run = og.run("letter-counting", overrides=TINY, out=tmp_path / "run")
     names = set(run.scalars().name)
@@ -54,6 +89,6 @@ def test_a_tiny_sweep_records_accuracy_per_subset(tmp_path):
 ])
 def test_bad_input_is_one_line(tmp_path, override, words):
     with pytest.raises(SpecError, match=words) as info:
-        og.run("letter-counting", overrides=["sweep.task.vocab_size=[24]", override], out=tmp_path / "run")
+        og.run("letter-counting", overrides=["sweep.task.vocab_size=[200]", override], out=tmp_path / "run")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()

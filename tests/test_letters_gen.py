@@ -11,6 +11,8 @@ from ontogeny.tasks.letters_gen import (
     Letters,
     WordTokenizer,
     build,
+    inside_shares,
+    piece_shares,
     render,
     sample,
     train_bpe,
@@ -50,6 +52,41 @@ def test_hand_trained_bpe_pieces_and_subsets():
             assert tables.count[w, a] == count, (word, letter)
             assert tables.n_tokens_with_letter[w, a] == n_tokens, (word, letter)
             assert bool(tables.inside_multichar[w, a]) == inside, (word, letter)
+
+
+@needs_tokenizers
+def test_piece_shares_by_hand():
+    tokenizer = train_bpe(HAND_LEXICON, "abc", vocab_size=5)  # abab=ab|ab abba=ab|b|a ab cab abcab=ab|cab cabc=cab|c
+    tables = word_tables(HAND_LEXICON + ["bac"], tokenizer)
+    probs = np.array([0.4, 0.2, 0.1, 0.1, 0.1, 0.1])  # over the six training words; "bac" is a test word
+    share = dict(zip(tokenizer.pieces, piece_shares(tables, probs, len(tokenizer.pieces))))
+    assert share == pytest.approx({"ab": 0.8, "cab": 0.3, "a": 0.2, "b": 0.2, "c": 0.1})
+    inside = inside_shares(tables, tokenizer, np.array([share[p] for p in tokenizer.pieces]))  # [W, A]
+    np.testing.assert_allclose(inside[4], [0.3, 0.3, 0.3])  # abcab: a and b in ab (0.8) and cab (0.3): the rarer
+    np.testing.assert_allclose(inside[1], [0.8, 0.8, np.nan])  # abba: a, b inside ab; no c
+    assert np.isnan(inside[6]).all()  # bac: one piece per letter
+
+
+@needs_tokenizers
+def test_bpe_counts_weigh_the_words():
+    assert "ab" in train_bpe(["ab", "bc"], "abc", vocab_size=4, counts=[5, 1]).pieces
+    assert "bc" in train_bpe(["ab", "bc"], "abc", vocab_size=4, counts=[1, 5]).pieces
+
+
+def test_zipf_words_in_training_only():
+    knobs = Letters(tokenizer="char", n_words=500, n_train_words=400, word_zipf=1.0)
+    probs = knobs.word_probs()
+    assert probs.sum() == pytest.approx(1) and probs[0] / probs[1] == pytest.approx(2.0)
+    lexicon = build(knobs, seed=0)
+    drawn = sample(lexicon, "train", 20_000, seed=1, weighted=True).word
+    first = (drawn == 0).mean()  # P = 1 / H(400) = 0.152
+    assert abs(first - probs[0]) < 4 * np.sqrt(probs[0] * (1 - probs[0]) / 20_000)
+    assert (drawn < 400).all()
+    uniform = sample(lexicon, "train", 20_000, seed=1).word  # eval prompts stay uniform over the training words
+    assert abs((uniform == 0).mean() - 1 / 400) < 0.002
+    flat = build(Letters(tokenizer="char", n_words=500, n_train_words=400), seed=0)
+    assert np.array_equal(sample(flat, "train", 300, seed=2, weighted=True).tokens,
+                          sample(flat, "train", 300, seed=2).tokens)  # word_zipf 0: drawn exactly as before
 
 
 def test_char_tokenizer_never_multichar():
@@ -134,6 +171,7 @@ def test_larger_bpe_vocabulary_gives_fewer_tokens():
     (Letters(n_letters=1), "n_letters"),
     (Letters(tokenizer="word"), "tokenizer"),
     (Letters(present_share=1.5), "present_share"),
+    (Letters(word_zipf=-0.5), "word_zipf"),
 ])
 def test_check_names_the_bad_knob(knobs, field):
     assert [name for name, _ in knobs.check()] == [field]

@@ -11,6 +11,7 @@ from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.rules import (
     GAP,
+    RARE_GAP,
     counting_summary,
     label_of,
     rule_curves,
@@ -31,10 +32,12 @@ from ontogeny.analysis.signature import (
 )
 from ontogeny.report.figures_rules import (
     counting_figure,
+    piece_share_figure,
     rule_figure,
     share_figure,
     signature_figure,
 )
+from ontogeny.tasks.letters_gen import SHARE_BINS
 from ontogeny.tasks.questions_gen import QuestionGrammar, sample
 
 LABELS = ("hierarchical", "linear", "mixed", "hierarchical", "linear")
@@ -208,6 +211,19 @@ def test_counting_gap_with_ci_over_seeds():
     assert gaps.loc[16, "mean"] == pytest.approx(expected.mean())
 
 
+def test_rare_piece_gap_with_ci_over_seeds():
+    scalars, members = synthetic_counting_scalars((10, 1000), gap=0.0, rare_gap=0.3, random_state=1)
+    summary = counting_summary(scalars, members, random_state=0)
+    rare = summary[summary.subset == RARE_GAP]
+    assert list(rare["task.vocab_size"]) == [1000]  # nothing inside a piece at 10
+    assert rare.ci_low.iloc[0] < -0.3 < rare.ci_high.iloc[0] < 0
+    bins = summary[summary.subset.isin(SHARE_BINS)].set_index("subset")["mean"]
+    assert list(bins.index) == list(SHARE_BINS) and bins.iloc[0] < bins.iloc[1] < bins.iloc[2]
+    no_gap = counting_summary(*synthetic_counting_scalars((1000,), gap=0.0, random_state=1), random_state=0)
+    row = no_gap[no_gap.subset == RARE_GAP].iloc[0]
+    assert row.ci_low < 0 < row.ci_high
+
+
 # ---- the steps, through the store ---------------------------------------------------------------------------
 
 
@@ -239,6 +255,7 @@ def test_rules_and_counting_steps_write_their_tables(tmp_path, scalar_run):
     assert lines[0] == "counting [vocab_size=10]: test acc 0.800; no letter inside a multi-letter piece (one piece " \
                        "per letter)"
     assert lines[1].startswith("counting [vocab_size=24]: test acc 0.800; gap inside - own piece -0.")
+    assert "; gap rare - common piece -0.004 [-0.020, +0.016]" in lines[1]  # none planted
     assert "rules: skipped (no rule/hierarchical, rule/linear recorded)" in result.summary
 
 
@@ -273,9 +290,16 @@ def test_figures_from_synthetic_frames():
     bars = counting_figure(counting_summary(counts, fields, random_state=0))
     assert [trace.name for trace in bars.data] == ["vocab_size=10", "vocab_size=16", "vocab_size=24"]
     assert GAP not in list(bars.data[0].x) and "gap inside - own piece: vocab_size=16" in bars.layout.title.text
+    assert not set(SHARE_BINS) & set(bars.data[1].x)  # the share bins have their own figure
+    shares = piece_share_figure(counting_summary(*synthetic_counting_scalars((10, 16, 24), rare_gap=0.4,
+                                                                             random_state=0), random_state=0))
+    assert [trace.name for trace in shares.data] == ["vocab_size=16", "vocab_size=24"]  # nothing inside at 10
+    assert list(shares.data[0].x) == ["< 1e-4", "1e-4 to 1e-3", "1e-3 to 1e-2", ">= 1e-2"]
+    assert shares.data[0].y[0] == pytest.approx(0.2, abs=0.03) and shares.data[0].y[3] == pytest.approx(0.6, abs=0.03)
 
     assert rule_figure(scalars[scalars.name != "rule/hierarchical"]) is None
     assert share_figure(None) is None and signature_figure(None) is None and counting_figure(None) is None
+    assert piece_share_figure(None) is None
 
 
 # ---- one tiny run end to end -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..tasks.letters_gen import SHARE_BINS
 from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
 from .bootstrap import multibootstrap
 
@@ -36,8 +37,10 @@ SUMMARY_COLUMNS = ["config", "n_members", "n_hierarchical", "n_linear", "n_mixed
                    "n_unstable"]
 PAIR_COLUMNS = ["member_a", "member_b", "config_a", "config_b", "test_acc_a", "test_acc_b", "label_a", "label_b",
                 "hierarchical_a", "hierarchical_b"]
-COUNT_SUBSETS = ("absent", "present_inside_token", "present_own_token", "count_1", "count_2", "count_3_plus")
-GAP = "gap inside - own"  # the `subset` name of the gap rows of `counting_summary`
+COUNT_SUBSETS = ("absent", "present_inside_token", "present_own_token", "count_1", "count_2", "count_3_plus",
+                 *SHARE_BINS, "inside_rare_piece", "inside_common_piece")
+GAP = "gap inside - own"  # the `subset` names of the gap rows of `counting_summary`
+RARE_GAP = "gap rare - common piece"
 
 
 def label_of(hierarchical, linear) -> np.ndarray:
@@ -151,7 +154,8 @@ def counting_summary(scalars: pd.DataFrame, members: pd.DataFrame, *, split: str
                      ci: float = 0.95, random_state=None) -> pd.DataFrame:
     """Per grid point (`members`' config, with `task.vocab_size` and `task.tokenizer` carried where present) and
     subset of `split`: the mean final accuracy over seeds with its Multi-Bootstrap CI (NaN with one seed), plus the
-    row `GAP`: per member present_inside_token minus present_own_token accuracy, averaged (paired: the CI resamples
+    rows `GAP` (per member present_inside_token minus present_own_token accuracy) and `RARE_GAP` (inside_rare_piece
+    minus inside_common_piece: a piece under or over 1e-3 of training prompts), averaged (paired: the CI resamples
     members' gaps). A subset no member of a grid point has (e.g. inside a piece, under a one-letter-per-piece
     tokenizer) is left out. Columns: config, [carried], subset, n_members, mean, ci_low, ci_high."""
     final = scalars[scalars["step"] == scalars.groupby("member")["step"].transform("max")]
@@ -163,8 +167,10 @@ def counting_summary(scalars: pd.DataFrame, members: pd.DataFrame, *, split: str
     for config, group in members.groupby("config", sort=False):
         rows = wide.reindex(group["member"])
         values = {subset: rows[subset].dropna().to_numpy() for subset in ("all", *COUNT_SUBSETS) if subset in rows}
-        if {"present_inside_token", "present_own_token"} <= set(rows):
-            values[GAP] = (rows["present_inside_token"] - rows["present_own_token"]).dropna().to_numpy()
+        for gap, (a, b) in {GAP: ("present_inside_token", "present_own_token"),
+                            RARE_GAP: ("inside_rare_piece", "inside_common_piece")}.items():
+            if {a, b} <= set(rows):
+                values[gap] = (rows[a] - rows[b]).dropna().to_numpy()
         for subset, seeds in values.items():
             if not len(seeds):
                 continue
@@ -219,10 +225,13 @@ def synthetic_rule_scalars(labels=("hierarchical", "linear", "mixed", "hierarchi
 
 
 def synthetic_counting_scalars(vocab_sizes=(10, 16, 24), *, n_seeds: int = 6, gap: float = 0.2, noise: float = 0.02,
-                               n_steps: int = 5, random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scalars of a letter-counting sweep with a planted gap: (scalars, members). Per vocab size (BPE above the
+                               rare_gap: float = 0.0, n_steps: int = 5, random_state=None
+                               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scalars of a letter-counting sweep with planted gaps: (scalars, members). Per vocab size (BPE above the
     alphabet of 10), seed accuracies: absent 0.9, present_own_token 0.8, present_inside_token 0.8 - gap (absent at
-    vocab 10: no multi-letter pieces), counts 0.7, plus N(0, noise) per seed; earlier checkpoints lower."""
+    vocab 10: no multi-letter pieces), counts 0.7; inside pieces by training share (the four SHARE_BINS) 0.8 - gap
+    minus rare_gap, rare_gap / 2, 0, 0, inside_rare_piece 0.8 - gap - rare_gap, inside_common_piece 0.8 - gap; plus
+    N(0, noise) per seed; earlier checkpoints lower."""
     rng = np.random.default_rng(random_state)
     steps = np.arange(n_steps) * 100
     frames, members = [], []
@@ -232,7 +241,10 @@ def synthetic_counting_scalars(vocab_sizes=(10, 16, 24), *, n_seeds: int = 6, ga
             members.append({"member": member, "task.vocab_size": vocab, "config": f"vocab_size={vocab}"})
             final = {"absent": 0.9, "present_own_token": 0.8, "count_1": 0.7, "count_2": 0.7, "count_3_plus": 0.7}
             if vocab > 10:
-                final["present_inside_token"] = 0.8 - gap
+                inside = 0.8 - gap
+                final["present_inside_token"] = final["inside_common_piece"] = inside
+                final["inside_rare_piece"] = inside - rare_gap
+                final |= dict(zip(SHARE_BINS, (inside - rare_gap, inside - rare_gap / 2, inside, inside)))
             for subset, value in final.items():
                 end = value + rng.normal(0, noise)
                 frames.append(_curve(member, steps, f"test/{subset}/acc", np.linspace(0.1, end, n_steps)))

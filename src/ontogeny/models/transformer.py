@@ -282,6 +282,12 @@ class EnsembleTransformer(HookedEnsemble):
         every position)."""
         return self._unembed(self._run(x, last_only=self.objective is None and not self.every_position)[0])
 
+    def logits_at(self, x: Tensor, at: Tensor) -> Tensor:
+        """Logits at the positions `at` [B, T] bool alone, row-major: [M, N, n_outputs] with N = at.sum(), the
+        values of forward(x)[:, at] without unembedding the other positions (a task that scores few tokens)."""
+        resid = self._run(x, last_only=False)[0][:, at]  # [M, N, d]
+        return self._unembed(resid[:, None])[:, 0]
+
     def readout_units(self) -> tuple[str, str, Tensor | None]:
         """The last layer's MLP neurons, which reach the logits linearly (W_out @ W_U) when there is no final
         LayerNorm."""

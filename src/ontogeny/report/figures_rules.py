@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.rules import GAP, HIERARCHICAL, MIDDLE_BAND
+from ..analysis.rules import GAP, HIERARCHICAL, MIDDLE_BAND, RARE_GAP
+from ..tasks.letters_gen import SHARE_BINS
 from .figures import PALETTE, STEP_AXIS, base_layout, rgba
 
 LABEL_COLOURS = {"hierarchical": PALETTE[0], "linear": PALETTE[1], "mixed": "#999999"}
@@ -107,7 +108,7 @@ def counting_figure(summary: pd.DataFrame | None) -> go.Figure | None:
     if summary is None or summary.empty:
         return None
     fig = go.Figure()
-    subsets = [s for s in dict.fromkeys(summary.subset) if s != GAP]
+    subsets = [s for s in dict.fromkeys(summary.subset) if s not in (GAP, RARE_GAP) and s not in SHARE_BINS]
     for i, (config, rows) in enumerate(summary.groupby("config", sort=False)):
         rows = rows.set_index("subset").reindex(subsets)
         mean = rows["mean"].to_numpy(dtype=float)
@@ -117,13 +118,47 @@ def counting_figure(summary: pd.DataFrame | None) -> go.Figure | None:
                                       "arrayminus": np.nan_to_num(mean - rows.ci_low.to_numpy(dtype=float))},
                              customdata=rows.n_members, hovertemplate=f"{config}<br>%{{x}}: %{{y:.3f}} (mean of "
                              "%{customdata} seeds)<extra></extra>"))
-    gaps = summary[summary.subset == GAP]
     note = "bars: 95% Multi-Bootstrap CI over seeds"
-    if len(gaps):
-        note += "<br>gap inside - own piece: " + "; ".join(
-            f"{row.config} {row['mean']:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
-                                                  if np.isfinite(row.ci_low) else "") for _, row in gaps.iterrows())
+    for gap, label in ((GAP, "gap inside - own piece"), (RARE_GAP, RARE_GAP)):
+        gaps = summary[summary.subset == gap]
+        if len(gaps):
+            note += f"<br>{label}: " + "; ".join(
+                f"{row.config} {row['mean']:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+                                                      if np.isfinite(row.ci_low) else "") for _, row in gaps.iterrows())
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="subset of the test prompts (unseen words)")
     fig.update_yaxes(title_text="final accuracy", range=[0, 1.02])
     return base_layout(fig, "Letter counting per subset and tokenizer", note, height=460)
+
+
+def _decade(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")  # 0.0001 -> 1e-4
+
+
+SHARE_LABELS = {name: f"< {_decade(high)}" if low == 0 else f">= {_decade(low)}" if high == np.inf else
+                f"{_decade(low)} to {_decade(high)}" for name, (low, high) in SHARE_BINS.items()}
+
+
+def piece_share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
+    """Final test accuracy on letters inside a multi-letter piece against the piece's share of training prompts
+    (decade bins of `counting_summary`), one line per tokenizer grid point, with 95% CIs over seeds."""
+    rows = summary[summary.subset.isin(SHARE_BINS)] if summary is not None else None
+    if rows is None or rows.empty:
+        return None
+    fig = go.Figure()
+    for i, (config, group) in enumerate(rows.groupby("config", sort=False)):
+        group = group.set_index("subset")
+        group = group.reindex([b for b in SHARE_BINS if b in group.index])
+        mean = group["mean"].to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(x=[SHARE_LABELS[b] for b in group.index], y=mean, mode="lines+markers",
+                                 name=str(config), line={"color": PALETTE[i % len(PALETTE)]},
+                                 error_y={"type": "data", "symmetric": False,
+                                          "array": np.nan_to_num(group.ci_high.to_numpy(dtype=float) - mean),
+                                          "arrayminus": np.nan_to_num(mean - group.ci_low.to_numpy(dtype=float))},
+                                 customdata=group.n_members, hovertemplate=f"{config}<br>share %{{x}}: %{{y:.3f}} "
+                                 "(mean of %{customdata} seeds)<extra></extra>"))
+    fig.update_xaxes(title_text="share of training prompts whose word holds the piece (the rarest piece holding "
+                     "the letter)", type="category", categoryorder="array", categoryarray=list(SHARE_LABELS.values()))
+    fig.update_yaxes(title_text="final accuracy (letters inside the piece)", range=[0, 1.02])
+    return base_layout(fig, "Letter counting against how often the piece was seen",
+                       "error bars: 95% Multi-Bootstrap CI over seeds; test prompts (unseen words)", height=420)

@@ -1,10 +1,12 @@
 """`letter_counting`: "how many <letter> in <word>?" with the word split by a chosen tokenizer (letters_gen.py).
 
 A causal LM reads `<bos> how many <letter> in <word pieces> ?` and is scored on the count token alone. Training
-prompts are fresh every step (drawn from ("data", data_seed, step)) about the lexicon's training words; the word
+prompts are fresh every step (drawn from ("data", data_seed, step)) about the lexicon's training words (uniformly,
+or by a Zipf law with `word_zipf` > 0, so that a large BPE vocabulary has rare pieces); the word
 tokenizer (characters, or BPE trained with Hugging Face `tokenizers` on the training words) and the lexicon come
 from `split_seed`, so a run rebuilds them exactly. Evaluation: prompts about unseen words (`test`) and about
-training words (`seen`), each prompt one example, with subsets by how the asked letter sits in the word's tokens.
+training words (`seen`), each prompt one example, with subsets by how the asked letter sits in the word's tokens
+and by the training share of the piece that holds it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..seeds import stream_seed
 from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import IGNORE, Batch, TokenSplit
 from .language import LanguageTask
-from .letters_gen import PAD, Letters, build, sample
+from .letters_gen import PAD, RARE, SHARE_BINS, Letters, build, sample
 
 
 @TASKS.register("letter_counting")
@@ -34,6 +36,7 @@ class LetterCountingTask(TaskSpec):
     n_train_words: int = 1600
     max_syllables: int = 4
     present_share: float = 0.5
+    word_zipf: float = 0.0  # training words drawn with P(rank r) ~ r^-word_zipf (0: uniform); BPE sees them alike
     n_test: int = 1000  # prompts about unseen words, and as many about training words
     batch_size: int = 64
     split_seed: int = 0
@@ -41,7 +44,7 @@ class LetterCountingTask(TaskSpec):
     def knobs(self) -> Letters:
         return Letters(n_letters=self.n_letters, n_words=self.n_words, n_train_words=self.n_train_words,
                        max_syllables=self.max_syllables, tokenizer=self.tokenizer, vocab_size=self.vocab_size,
-                       present_share=self.present_share)
+                       present_share=self.present_share, word_zipf=self.word_zipf)
 
     def check(self, check: Check) -> None:
         for field, message in self.knobs().check():  # the check adds "(got value)" itself
@@ -70,6 +73,11 @@ def _split(name: str, prompts, words: list[str]) -> TokenSplit:
     count = torch.from_numpy(prompts.count)
     subsets = {"absent": ~present, "present_inside_token": present & inside, "present_own_token": present & ~inside,
                "count_1": count == 1, "count_2": count == 2, "count_3_plus": count >= 3}
+    share = np.nan_to_num(prompts.piece_share, nan=-1.0)  # NaN: no multi-letter piece holds the letter
+    subsets |= {bin_name: torch.from_numpy((share >= low) & (share < high)) & present
+                for bin_name, (low, high) in SHARE_BINS.items()}
+    subsets["inside_rare_piece"] = torch.from_numpy((share >= 0) & (share < RARE)) & present
+    subsets["inside_common_piece"] = torch.from_numpy(share >= RARE) & present
     return TokenSplit(name, torch.arange(len(count)), x, y, words=words,
                       subsets={k: v for k, v in subsets.items() if bool(v.any())})
 
@@ -109,8 +117,10 @@ class LetterCounting(LanguageTask):
         return prompts
 
     def eval_splits(self) -> list[TokenSplit]:
-        """[test, seen]: prompts about unseen and about training words; subsets absent, present_inside_token,
-        present_own_token (the asked letter inside a multi-letter piece, or a piece of its own), count_1/2/3_plus."""
+        """[test, seen]: prompts about unseen and about training words (uniform over the words, whatever
+        word_zipf); subsets absent, present_inside_token, present_own_token (the asked letter inside a multi-letter
+        piece, or a piece of its own), count_1/2/3_plus, and the inside prompts by the piece's training share
+        (SHARE_BINS)."""
         return self._splits
 
     def measures(self, model) -> dict[str, torch.Tensor]:
@@ -121,7 +131,7 @@ class LetterCounting(LanguageTask):
         """Fresh prompts about training words: x, y [B, T] if the members share a data seed, else [M, B, T]."""
         seeds = [self.data_seeds[0]] if len(set(self.data_seeds)) == 1 else self.data_seeds
         pairs = [_inputs(self._pad(sample(self.lexicon, "train", self.spec.batch_size,
-                                          stream_seed("data", seed, step)))) for seed in seeds]
+                                          stream_seed("data", seed, step), weighted=True))) for seed in seeds]
         x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])  # [M or 1, B, T]
         weight = (y != IGNORE).flatten(1).float()
         return Batch(x[0], y[0], weight) if len(seeds) == 1 else Batch(x, y, weight)

@@ -13,10 +13,19 @@ training words, the rest the test words, never seen in training (nor by the toke
 A letter is a consonant or a vowel, so it occurs at most once per syllable: a count is at most max_syllables <= 9,
 one digit token by construction.
 
+Training prompts draw the training words uniformly, or with `word_zipf` > 0 by a Zipf law over their (shuffled)
+order, P(rank r) ~ r^-word_zipf, as words are used in text; evaluation prompts stay uniform over their words.
+
 The word tokenizer is "char" (one token per letter) or "bpe": Hugging Face `tokenizers` BPE trained on the training
 words with the whole alphabet as initial alphabet, `vocab_size` pieces in all (alphabet + merges; fewer if the
 words run out of pairs), no normalizer, no pre-tokenizer (a word is never split before BPE) and no special tokens
-(every word lies in the alphabet, so it needs no <unk>).
+(every word lies in the alphabet, so it needs no <unk>). With `word_zipf` > 0 the trainer sees a corpus of
+BPE_CORPUS word occurrences in the training proportions (every training word at least once), so frequent words
+become whole pieces and the pieces of a large vocabulary are rare, as in a tokenizer trained on text.
+
+A piece's training share is the probability that a training prompt's word holds it (`Lexicon.piece_share`); a
+prompt's `piece_share` is that of the rarest multi-letter piece holding the asked letter (NaN when none does): the
+pieces too rare to learn their spelling are where counting should fail (the "strawberry" question).
 
 A prompt for a causal LM, one token per item:
 
@@ -50,7 +59,7 @@ import numpy as np
 
 from ..seeds import stream_seed
 
-__all__ = ["PROMPT_WORDS", "SPECIALS", "TOKENIZERS", "Letters", "Lexicon", "Prompts", "Vocabulary", "WordTables",
+__all__ = ["PROMPT_WORDS", "RARE", "SHARE_BINS", "SPECIALS", "TOKENIZERS", "Letters", "Lexicon", "Prompts", "Vocabulary", "WordTables",
            "WordTokenizer", "build", "render", "sample", "train_bpe", "word_tables"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # token ids 0, 1, 2
@@ -61,6 +70,12 @@ TOKENIZERS = ("char", "bpe")
 VOWELS = "aeiou"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 SPLITS = ("train", "test")
+# prompts whose letter sits inside a multi-letter piece, by that piece's share of training prompts (the rarest piece,
+# if several hold the letter): at 3,000 steps of 64 prompts a share of 1e-4 is ~19 prompts
+SHARE_BINS = {"inside_share_below_1e-4": (0.0, 1e-4), "inside_share_1e-4_to_1e-3": (1e-4, 1e-3),
+              "inside_share_1e-3_to_1e-2": (1e-3, 1e-2), "inside_share_above_1e-2": (1e-2, np.inf)}
+RARE = 1e-3  # inside_rare_piece / inside_common_piece: a piece below / above this share
+BPE_CORPUS = 1_000_000  # word occurrences the BPE trainer sees when training words are Zipf-distributed
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class Letters:
     tokenizer: str = "bpe"  # "char" | "bpe"
     vocab_size: int = 48  # bpe only: pieces in the word tokenizer, alphabet included
     present_share: float = 0.5  # P(a prompt asks a letter that occurs in the word)
+    word_zipf: float = 0.0  # training words drawn with P(rank r) ~ r^-word_zipf (0: uniform), BPE trained alike
 
     @property
     def letters(self) -> str:
@@ -118,7 +134,14 @@ class Letters:
                                             f"the word tokenizer has no special tokens) (got {self.vocab_size!r})")))
         if not 0 <= self.present_share <= 1:
             problems.append(("present_share", f"must be in [0, 1] (got {self.present_share!r})"))
+        if not 0 <= self.word_zipf <= 3:
+            problems.append(("word_zipf", f"must be in [0, 3] (got {self.word_zipf!r})"))
         return problems
+
+    def word_probs(self) -> np.ndarray:
+        """Return [n_train_words] the training distribution over the training words (in lexicon order)."""
+        weight = np.arange(1, self.n_train_words + 1, dtype=np.float64) ** -float(self.word_zipf)
+        return weight / weight.sum()
 
 
 # ---- word tokenizers --------------------------------------------------------------------------------------------
@@ -176,14 +199,15 @@ def _tokenizers():
     return tokenizers
 
 
-def train_bpe(words: list[str], letters: str, vocab_size: int) -> WordTokenizer:
+def train_bpe(words: list[str], letters: str, vocab_size: int, counts=None) -> WordTokenizer:
     """Return a BPE word tokenizer with at most `vocab_size` pieces (every letter of `letters` among them) trained
-    on `words`, each word one sequence (no pre-tokenizer)."""
+    on `words`, each word one sequence (no pre-tokenizer), word i `counts[i]` times (default once)."""
     tokenizers = _tokenizers()
     hf = tokenizers.Tokenizer(tokenizers.models.BPE())
     trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=list(letters),
                                              special_tokens=[], show_progress=False)
-    hf.train_from_iterator(words, trainer)
+    corpus = words if counts is None else ([word] * int(n) for word, n in zip(words, counts))  # batches of a word
+    hf.train_from_iterator(corpus, trainer)
     return WordTokenizer("bpe", letters, hf)
 
 
@@ -237,19 +261,44 @@ def word_tables(words: list[str], tokenizer: WordTokenizer) -> WordTables:
     pieces = np.full((len(words), n_pieces.max(initial=1)), -1, dtype=np.int64)  # [W, P]
     for w, ids in enumerate(encoded):
         pieces[w, : len(ids)] = ids
+    holds, multichar = _holds(pieces, tokenizer)
     letter_index = {letter: i for i, letter in enumerate(letters)}
-    piece_has = np.zeros((len(tokenizer.pieces) + 1, len(letters)), dtype=bool)  # [V+1, A]; the last row: no piece
-    piece_length = np.zeros(len(tokenizer.pieces) + 1, dtype=np.int64)  # [V+1]
-    for i, piece in enumerate(tokenizer.pieces):
-        piece_has[i, [letter_index[letter] for letter in piece]] = True
-        piece_length[i] = len(piece)
-    holds = piece_has[pieces]  # [W, P, A]; the pad -1 reads the empty last row
     count = np.zeros((len(words), len(letters)), dtype=np.int64)  # [W, A]
     for w, word in enumerate(words):
         np.add.at(count[w], [letter_index[letter] for letter in word], 1)
     return WordTables(pieces=pieces, n_pieces=n_pieces, count=count,
                       n_tokens_with_letter=holds.sum(axis=1).astype(np.int64),
-                      inside_multichar=(holds & (piece_length[pieces] > 1)[:, :, None]).any(axis=1))
+                      inside_multichar=(holds & multichar[:, :, None]).any(axis=1))
+
+
+def _holds(pieces: np.ndarray, tokenizer: WordTokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Return holds [W, P, A] (piece p of word w holds letter a) and multichar [W, P] (it has >= 2 letters) for
+    piece ids [W, P] padded with -1."""
+    letter_index = {letter: i for i, letter in enumerate(tokenizer.letters)}
+    piece_has = np.zeros((len(tokenizer.pieces) + 1, len(letter_index)), dtype=bool)  # [V+1, A]; last row: no piece
+    piece_length = np.zeros(len(tokenizer.pieces) + 1, dtype=np.int64)  # [V+1]
+    for i, piece in enumerate(tokenizer.pieces):
+        piece_has[i, [letter_index[letter] for letter in piece]] = True
+        piece_length[i] = len(piece)
+    return piece_has[pieces], piece_length[pieces] > 1  # the pad -1 reads the empty last row
+
+
+def piece_shares(tables: WordTables, probs: np.ndarray, n_pieces: int) -> np.ndarray:
+    """Return [n_pieces] each piece's share of training prompts: the probability that a word drawn from `probs`
+    (over the first len(probs) words, the training words) holds the piece at least once."""
+    train = tables.pieces[: len(probs)]  # [Wt, P]
+    has = np.zeros((len(train), n_pieces + 1), dtype=bool)  # [Wt, V+1]; the last column: the pad
+    has[np.arange(len(train))[:, None], train] = True
+    return probs @ has[:, :n_pieces]
+
+
+def inside_shares(tables: WordTables, tokenizer: WordTokenizer, share: np.ndarray) -> np.ndarray:
+    """Return [W, A] the training share of the rarest multi-letter piece of word w that holds letter a (NaN where
+    none does: the letter is absent or only a piece of its own)."""
+    holds, multichar = _holds(tables.pieces, tokenizer)
+    piece_share = np.append(share, np.inf)[tables.pieces]  # [W, P]; the pad -1 reads inf
+    inside = np.where(holds & multichar[:, :, None], piece_share[:, :, None], np.inf).min(axis=1)  # [W, A]
+    return np.where(np.isfinite(inside), inside, np.nan)
 
 
 @dataclass
@@ -262,9 +311,15 @@ class Lexicon:
     vocabulary: Vocabulary
     tables: WordTables
     max_length: int = field(init=False)  # L: tokens of the longest prompt
+    word_probs: np.ndarray = field(init=False)  # [n_train_words] the training distribution over training words
+    piece_share: np.ndarray = field(init=False)  # [V] P(a training prompt's word holds the piece)
+    inside_share: np.ndarray = field(init=False)  # [W, A] share of the rarest multi-letter piece holding the letter
 
     def __post_init__(self):
         self.max_length = 8 + int(self.tables.n_pieces.max())  # <bos> how many 'x' in ... ? n <eos>
+        self.word_probs = self.knobs.word_probs()
+        self.piece_share = piece_shares(self.tables, self.word_probs, len(self.tokenizer.pieces))
+        self.inside_share = inside_shares(self.tables, self.tokenizer, self.piece_share)
 
     def split_words(self, split: str) -> np.ndarray:
         """Return the word indices of `split` ("train" | "test")."""
@@ -303,8 +358,11 @@ def build(knobs: Letters, seed: int, tokenizer: WordTokenizer | None = None) -> 
     _checked(knobs)
     words = _pseudo_words(knobs, np.random.default_rng(stream_seed("letters-lexicon", seed)))
     if tokenizer is None:
+        counts = None
+        if knobs.word_zipf > 0:  # a corpus of ~1e6 words in the training proportions, every training word at least once
+            counts = np.maximum(1, np.round(knobs.word_probs() * BPE_CORPUS))
         tokenizer = (WordTokenizer("char", knobs.letters) if knobs.tokenizer == "char" else
-                     train_bpe(words[: knobs.n_train_words], knobs.letters, knobs.vocab_size))
+                     train_bpe(words[: knobs.n_train_words], knobs.letters, knobs.vocab_size, counts))
     elif tokenizer.letters != knobs.letters:
         raise ValueError(f"the tokenizer's alphabet {tokenizer.letters!r} is not the knobs' {knobs.letters!r}")
     return Lexicon(knobs=knobs, words=words, tokenizer=tokenizer, vocabulary=Vocabulary(knobs.letters, tokenizer),
@@ -328,20 +386,25 @@ class Prompts:
     n_pieces: np.ndarray  # [N] int64: tokens of the word
     inside_multichar: np.ndarray  # [N] bool: the letter occurs inside a multi-letter token of the word
     n_tokens_with_letter: np.ndarray  # [N] int64: tokens of the word that hold the letter
+    piece_share: np.ndarray  # [N] float: training share of the rarest multi-letter piece holding the letter, or NaN
 
     def __len__(self) -> int:
         return len(self.lengths)
 
 
-def sample(lexicon: Lexicon, split: str, n: int, seed: int) -> Prompts:
-    """Return n prompts about words of `split` (uniform, with replacement) and letters drawn as in the module
-    docstring; the same (lexicon, split, n, seed) always gives the same arrays."""
+def sample(lexicon: Lexicon, split: str, n: int, seed: int, *, weighted: bool = False) -> Prompts:
+    """Return n prompts about words of `split` (with replacement: uniform, or for "train" with `weighted` by the
+    training distribution `lexicon.word_probs`) and letters drawn as in the module docstring; the same
+    (lexicon, split, n, seed, weighted) always gives the same arrays."""
     if n < 0:
         raise ValueError(f"n must be >= 0 (got {n})")
     candidates = lexicon.split_words(split)
     rng = np.random.default_rng(stream_seed("letters-prompts", seed, SPLITS.index(split)))
     tables, vocab = lexicon.tables, lexicon.vocabulary
-    word = candidates[rng.integers(len(candidates), size=n)]  # [N]
+    if weighted and split == "train" and lexicon.knobs.word_zipf > 0:
+        word = rng.choice(len(candidates), size=n, p=lexicon.word_probs)  # [N]
+    else:  # uniform (also with word_zipf 0, drawn exactly as before the knob existed)
+        word = candidates[rng.integers(len(candidates), size=n)]  # [N]
     present = tables.count[word] > 0  # [N, A]
     want_present = rng.random(n) < lexicon.knobs.present_share  # [N]
     pool = present == want_present[:, None]  # [N, A]
@@ -365,7 +428,8 @@ def sample(lexicon: Lexicon, split: str, n: int, seed: int) -> Prompts:
     tokens[rows, answer + 1] = EOS
     return Prompts(tokens=tokens, lengths=length, answer=answer, count=count, letter=letter.astype(np.int64),
                    word=word, n_pieces=n_pieces, inside_multichar=tables.inside_multichar[word, letter],
-                   n_tokens_with_letter=tables.n_tokens_with_letter[word, letter])
+                   n_tokens_with_letter=tables.n_tokens_with_letter[word, letter],
+                   piece_share=lexicon.inside_share[word, letter])
 
 
 def render(lexicon: Lexicon, tokens: np.ndarray) -> str:

@@ -121,6 +121,9 @@ def _token_adapter(split: TokenSplit):
     def adapter(model, batch):
         nonlocal seen
         x, y = batch
+        scored = (y != IGNORE).flatten()  # [S*T]; the loss only where scored (one token of 13 when counting)
+        if not split.keep_logits and hasattr(model, "logits_at") and not model.hooked:  # unembed those alone
+            return probes.example_losses("cross_entropy", model.logits_at(x, y != IGNORE), y.flatten()[scored])
         logits = model(x)  # [M, S, T, C]
         if split.keep_logits:
             if seen == 0 or seen >= len(split.x):  # a new evaluation starts at the split's first sequence
@@ -128,9 +131,7 @@ def _token_adapter(split: TokenSplit):
             if seen < split.keep_logits:
                 split.kept_logits.append(logits[:, : split.keep_logits - seen])
             seen += len(x)
-        loss, correct = probes.example_losses("cross_entropy", logits, y)  # [M, S*T]
-        scored = (y != IGNORE).flatten()  # [S*T]
-        return loss[:, scored], correct[:, scored]
+        return probes.example_losses("cross_entropy", logits.flatten(1, 2)[:, scored], y.flatten()[scored])
 
     return adapter
 

@@ -10,7 +10,8 @@ import pandas as pd
 
 from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
-from ..rules import GAP, HIERARCHICAL, counting_summary, label_of, rule_curves, rule_members, rule_pairs, rule_summary
+from ..rules import (GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_curves, rule_members, rule_pairs,
+                     rule_summary)
 
 
 @analysis_step("rules", scalars=(HIERARCHICAL, "rule/linear"))
@@ -93,16 +94,22 @@ def counting(context: Context) -> StepResult:
     table = counting_summary(context.scalars, context.members, random_state=context.random_state)
     result.tables["counting_summary"] = table
     for config, rows in table.groupby("config", sort=False):
-        gap = rows[rows.subset == GAP]
-        if gap.empty:
-            line = "no letter inside a multi-letter piece (one piece per letter)"
-        else:
-            row = gap.iloc[0]
-            line = f"gap inside - own piece {row['mean']:+.3f}"
-            if np.isfinite(row.ci_low):
-                line += f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (95% CI over {row.n_members} seeds)"
+        gaps = [_gap_text(rows[rows.subset == name], label) for name, label in
+                ((GAP, "gap inside - own piece"), (RARE_GAP, RARE_GAP))]
+        line = "; ".join(gap for gap in gaps if gap) or "no letter inside a multi-letter piece (one piece per letter)"
         every = rows[rows.subset == "all"]
         if len(every):
             line = f"test acc {every['mean'].iloc[0]:.3f}; " + line
         result.summary.append(f"counting [{config}]: {line}")
     return result
+
+
+def _gap_text(gap: pd.DataFrame, label: str) -> str:
+    """'<label> +0.012 [...] (95% CI over n seeds)' for one gap row of `counting_summary`, '' if none."""
+    if gap.empty:
+        return ""
+    row = gap.iloc[0]
+    text = f"{label} {row['mean']:+.3f}"
+    if np.isfinite(row.ci_low):
+        text += f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (95% CI over {row.n_members} seeds)"
+    return text
