@@ -9,9 +9,11 @@ from ontogeny.tasks.grammar_gen import (
     BOS,
     CONSTRUCTIONS,
     PAD,
+    RELATIONS,
     SPECIALS,
     Grammar,
     NgramModel,
+    arc_distances,
     minimal_pairs,
     render,
     sample,
@@ -111,6 +113,31 @@ def test_hand_decoded_sentences():
     assert [sentences.attractor[first[k]] for k in CONSTRUCTIONS] == [False, False, True, True]
     assert [sentences.verb[first[k]] for k in CONSTRUCTIONS] == [3, 5, 7, 8]
     assert [sentences.subject[first[k]] for k in CONSTRUCTIONS] == [2, 1, 2, 2]
+
+
+def test_hand_labelled_relations_and_arc_distances():
+    grammar = Grammar(n_nouns=4, n_verbs=4, n_adjectives=2, n_prepositions=2, center_depth=2, center_share=0.3,
+                      pp_share=0.25, rc_share=0.25)
+    sentences = sample(grammar, 40, seed=3)  # the sentences decoded by hand above
+    first = {kind: next(s for s in range(40) if sentences.construction[s] == kind) for kind in CONSTRUCTIONS}
+
+    def labels(s):
+        return [RELATIONS[r] for r in sentences.relations[s, : sentences.lengths[s]]]
+
+    assert labels(first["none"]) == ["det", "amod", "nsubj", "root", "punct"]  # the red dog runs .
+    assert labels(first["pp"]) == ["det", "nsubj", "case", "det", "nmod", "root", "punct"]
+    assert labels(first["rc"]) == ["det", "amod", "nsubj", "nsubj", "acl", "det", "obj", "root", "det", "obj",
+                                   "punct"]  # the red birds that chase the fox chase the bird .
+    assert labels(first["center"]) == ["det", "amod", "nsubj", "obj", "det", "amod", "nsubj", "acl", "root", "det",
+                                       "obj", "punct"]  # the big dog that the red foxes chase chases the birds .
+    assert (sentences.relations[sentences.tokens == PAD] == -1).all()
+    assert (sentences.relations[sentences.tokens != PAD] >= 0).all()
+    one = sample(grammar, 40, seed=3)
+    for field in ("tokens", "heads", "relations", "lengths"):
+        setattr(one, field, getattr(one, field)[first["none"]:first["none"] + 1])
+    np.testing.assert_allclose(arc_distances(one), [0.75, 0.25, 0.0, 0.0])  # the->dog 2; red, dog, . 1
+    shares = arc_distances(sample(Grammar(), 2000, seed=0))
+    assert shares.sum() == pytest.approx(1) and 0.4 < shares[0] < 0.6
 
 
 def test_shares():

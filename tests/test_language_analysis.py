@@ -13,11 +13,13 @@ from ontogeny.analysis.language import (
     onset_order,
     stage_summary,
     strategy_stages,
+    structure_line,
+    structure_onsets,
     synthetic_language_scalars,
     uas_matrix,
 )
 from ontogeny.analysis.steps.language import language
-from ontogeny.report.figures_language import onset_figure, strategy_figure, uas_figure
+from ontogeny.report.figures_language import onset_figure, strategy_figure, structure_figure, uas_figure
 
 REFERENCES = ["uniform", "unigram", "bigram"]
 
@@ -160,6 +162,24 @@ def test_onset_order_counts_members_whose_curve_never_rises():
     assert reverse.sentence.startswith("pairs/acc precedes uas/best in 0/8 seeds, follows it in 7 (1 where pairs/acc")
 
 
+def test_structure_onset_is_where_the_best_head_clears_the_offset_baseline():
+    scalars, truth = synthetic_language_scalars(8, offset_uas=0.35, random_state=5)
+    table = structure_onsets(scalars).set_index("member")
+    best = scalars[scalars.name == "uas/best"].pivot(index="member", columns="step", values="value")
+    for member, row in table.iterrows():
+        curve = best.loc[member]
+        expected = curve.index[(curve - 0.35 >= 0.15).to_numpy()][0]  # uas/best 0.2 + 0.6 rise: rise >= 0.5
+        assert row.structure_step == expected
+        assert row.final_margin == pytest.approx(curve.iloc[-1] - 0.35)
+    planted = truth.drop_duplicates("member").set_index("member").uas_onset
+    np.testing.assert_allclose(table.structure_step, planted, rtol=0.3)  # the rise's midpoint, on the grid
+    line = structure_line(table, random_state=0)
+    assert line.startswith("best head above the best offset baseline by >= 0.15 in 8/8 seeds, first at step ")
+    never = structure_onsets(synthetic_language_scalars(4, offset_uas=0.7, random_state=5)[0])
+    assert never.structure_step.isna().all()  # 0.8 at most: never 0.15 above 0.7
+    assert structure_line(never).startswith("best head above the best offset baseline by >= 0.15 in 0/4 seeds; ")
+
+
 def test_uas_matrix(planted):
     scalars, _ = planted
     matrix = uas_matrix(scalars)
@@ -233,6 +253,11 @@ def test_figures_from_synthetic_scalars(planted):
     assert len(strategy.data) == 3 * (6 + 1)  # per reference: its members and its median
     assert [shape.x0 for shape in strategy.layout.shapes] == list(summary.median_step + 1)
     assert [note.text for note in strategy.layout.annotations] == REFERENCES
+
+    with_offset, _ = synthetic_language_scalars(6, offset_uas=0.3, random_state=0)
+    structure = structure_figure(with_offset)
+    assert len(structure.data) == 6 and [shape.y0 for shape in structure.layout.shapes] == [0.3, pytest.approx(0.45)]
+    assert structure_figure(scalars) is None  # no baseline recorded
 
     no_kl = scalars[~scalars.name.str.startswith(("kl/", "uas/"))]
     assert uas_figure(no_kl) is None and strategy_figure(no_kl, None) is None

@@ -82,7 +82,8 @@ def test_grammar_records_tokens_pairs_and_probes(grammar):
     scalars = grammar.scalars()
     names = set(scalars.name)
     assert {"test/loss", "pairs/acc", "pairs/none/acc", "pairs/pp/acc", "pairs/rc/acc", "pairs/center/acc",
-            "kl/unigram", "kl/bigram", "kl/trigram", "uas/best", "uas/L0H0", "uas/L0H1"} <= names
+            "kl/unigram", "kl/bigram", "kl/trigram", "uas/best", "uas/L0H0", "uas/L0H1", "uas/offset",
+            "uas_undirected/best", "uas_undirected/L0H0"} <= names
     task, model = rebuild(grammar, 12)
     pairs = task.eval_splits()[1]
     rows = grammar.examples().query("step == 12 and split == 'pairs'")
@@ -132,13 +133,20 @@ def test_uas_on_attention_set_by_hand(objective):
             total += 1
     measured = task.measures(FakeModel(task, [gold, previous]))
     if objective == "masked":
-        assert measured["uas/L0H0"].item() == 1.0
-    assert measured["uas/L0H1"].item() == pytest.approx(hits / total)
+        assert measured["uas_undirected/L0H0"].item() == 1.0
+        assert measured["uas/L0H0"].item() == pytest.approx(1 - 30 / total)  # directed: every word but the roots
+    assert measured["uas_undirected/L0H1"].item() == pytest.approx(hits / total)
+    trees = [list(enumerate(test.heads[s, : test.lengths[s]])) for s in range(30)]
+    left, right = (sum(int(h == i + k) for tree in trees for i, h in tree) for k in (-1, 1))
+    # directed, the previous-word head reads as offset -1 (dep->head) and as offset +1 (head<-dep): the better
+    assert measured["uas/L0H1"].item() == pytest.approx(max(left, right) / total)
     if objective == "causal":  # the recorded baseline is exactly the previous-token head
-        assert measured["uas/adjacent"].item() == pytest.approx(hits / total)
+        assert measured["uas_undirected/adjacent"].item() == pytest.approx(hits / total)
     else:  # the better of previous and next token
-        assert measured["uas/adjacent"].item() >= hits / total - 1e-6
-    assert measured["uas/best"].item() == max(measured["uas/L0H0"].item(), measured["uas/L0H1"].item())
+        assert measured["uas_undirected/adjacent"].item() >= hits / total - 1e-6
+    assert measured["uas_undirected/best"].item() == max(measured["uas_undirected/L0H0"].item(),
+                                                         measured["uas_undirected/L0H1"].item())
+    assert measured["uas/offset"].item() >= max(left, right) / total - 1e-6
 
 
 class FakeModel(torch.nn.Module):

@@ -5,8 +5,10 @@ The language tasks record, per member and checkpoint:
   tokens, for references such as uniform, unigram, bigram (and bayes / trigram); lower is closer.
   A model that passes through uniform -> unigram -> bigram predictions is the staged learning of in-context Markov
   chains (Edelman et al. 2024, "The evolution of statistical induction heads").
-- `uas/L{layer}H{head}` and `uas/best`: the share of tokens whose strongest attention goes to their gold
-  dependency head or dependent (the implicit-parse UAS of Chen et al. 2024, "Sudden drops in the loss").
+- `uas/L{layer}H{head}` and `uas/best`: Chen et al. 2024's implicit-parse UAS ("Sudden drops in the loss", their
+  released probe): the share of words whose most-attended word (or the word attending to them most) is their gold
+  head; `uas/offset` the best fixed-offset baseline (no syntax), `uas/best/<relation>` and `uas/offset/<relation>`
+  per relation. `uas_undirected/*`: the head-or-dependent score that runs before this one recorded as `uas/*`.
 - `pairs/acc`, `pairs/<construction>/acc`, `test/loss`, `test/acc`.
 
 Every function takes the store's long `scalars` frame (member, step, name, value).
@@ -231,6 +233,40 @@ def _onset_sentence(first: str, second: str, n_members: int, counts: dict, media
     return line
 
 
+STRUCTURE_MARGIN = 0.15  # the best head must beat the best offset baseline by this much (Chen et al.'s onset)
+STRUCTURE_COLUMNS = ["member", "structure_step", "final_uas", "offset_uas", "final_margin", "max_margin"]
+
+
+def structure_onsets(scalars: pd.DataFrame, margin: float = STRUCTURE_MARGIN) -> pd.DataFrame:
+    """Per member: the first checkpoint where `uas/best` exceeds the no-syntax baseline `uas/offset` by `margin`
+    (NaN if never), the final UAS, the baseline, and the final and largest margins. Columns STRUCTURE_COLUMNS."""
+    wide = scalars[scalars["name"].isin(["uas/best", "uas/offset"])].pivot_table(
+        index=["member", "step"], columns="name", values="value").dropna()
+    records = []
+    for member, rows in wide.groupby(level="member", sort=True):
+        rows = rows.droplevel("member").sort_index()
+        above = rows["uas/best"] - rows["uas/offset"]
+        reached = above.index[above.to_numpy() >= margin]
+        records.append({"member": member, "structure_step": float(reached[0]) if len(reached) else np.nan,
+                        "final_uas": float(rows["uas/best"].iloc[-1]), "offset_uas": float(rows["uas/offset"].iloc[-1]),
+                        "final_margin": float(above.iloc[-1]), "max_margin": float(above.max())})
+    return pd.DataFrame(records, columns=STRUCTURE_COLUMNS)
+
+
+def structure_line(table: pd.DataFrame, margin: float = STRUCTURE_MARGIN, *, random_state=None) -> str:
+    """E.g. 'best head above the best offset baseline by >= 0.15 in 8/8 seeds, first at step 400 [300, 500]
+    (median, 95% CI over seeds); final UAS 0.62 vs offset 0.36'."""
+    reached = table["structure_step"].dropna().to_numpy(dtype=float)
+    line = f"best head above the best offset baseline by >= {margin:.2f} in {len(reached)}/{len(table)} seeds"
+    if len(reached):
+        line += f", first at step {np.median(reached):,.0f}"
+        if len(reached) >= 2:
+            interval = multibootstrap(reached, statistic=np.median, random_state=random_state)
+            line += f" [{interval.low:,.0f}, {interval.high:,.0f}] (median, 95% CI over the seeds that reach it)"
+    return (line + f"; final UAS {table['final_uas'].median():.2f} vs offset {table['offset_uas'].median():.2f}, "
+            f"largest margin {table['max_margin'].median():+.2f} (medians)")
+
+
 def uas_matrix(scalars: pd.DataFrame) -> pd.DataFrame:
     """UAS per attention head and checkpoint: rows (member, head) with heads ordered by layer then head
     ("L0H0", "L0H1", ...), columns the checkpoint steps (sorted), values the `uas/L{l}H{h}` scalars; after each
@@ -256,7 +292,7 @@ def synthetic_language_scalars(n_members: int = 6, *, n_steps: int = 60, last_st
                                references: tuple[str, ...] = ("uniform", "unigram", "bigram"),
                                stage_steps: tuple[float, ...] = (300.0, 3_000.0), jitter: float = 0.15,
                                lag: float = 1_000.0, onset: float = 1_500.0, heads: tuple[int, int] = (2, 2),
-                               random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                               offset_uas: float | None = None, random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scalars of a language run with known answers, for tests and examples: (scalars, truth).
 
     Checkpoints: step 0 and `n_steps - 1` log-spaced steps up to `last_step`. On x = log10(1 + step), stage k is
@@ -265,7 +301,7 @@ def synthetic_language_scalars(n_members: int = 6, *, n_steps: int = 60, last_st
     from k to k + 1 exactly where x passes m_k. The midpoints are log10(1 + stage_steps) moved per member by up to
     +-`jitter` decades. `uas/best`, the head L{last}H0 and `pairs/acc` rise along logistics in x centred at
     `onset` and `onset + lag` (each jittered per member); `test/loss` falls at the second onset; the other heads
-    stay flat.
+    stay flat; with `offset_uas`, `uas/offset` is that constant.
 
     truth: member, reference, boundary_step (the first checkpoint at or past the member's midpoint: where a
     stage begins; the first reference's is step 0; NaN past the last step), and per member uas_onset and
@@ -289,6 +325,8 @@ def synthetic_language_scalars(n_members: int = 6, *, n_steps: int = 60, last_st
         frames += [_curve(member, steps, "uas/best", 0.2 + 0.6 * rise_uas),
                    _curve(member, steps, "pairs/acc", 0.5 + 0.45 * rise_pairs),
                    _curve(member, steps, "test/loss", 1.0 + 2.0 * (1 - rise_pairs))]
+        if offset_uas is not None:
+            frames.append(_curve(member, steps, "uas/offset", np.full(len(steps), offset_uas)))
         for layer in range(heads[0]):
             for head in range(heads[1]):
                 induction = layer == heads[0] - 1 and head == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.language import KL_PREFIX, kl_references, uas_matrix
+from ..analysis.language import KL_PREFIX, STRUCTURE_MARGIN, kl_references, uas_matrix
 from .figures import PALETTE, STEP_AXIS, base_layout, member_traces, rgba
 
 ONSET_SYMBOLS = ("triangle-up", "diamond")
@@ -42,9 +42,26 @@ def uas_figure(scalars: pd.DataFrame) -> go.Figure | None:
     fig.update_xaxes(title_text=STEP_AXIS, tickvals=decades, ticktext=[f"{10 ** d:,}" for d in decades])
     fig.update_yaxes(title_text="attention head", type="category", autorange="reversed")
     return base_layout(fig, "Implicit parse per attention head (UAS)",
-                       "share of tokens whose strongest attention goes to their gold dependency head or dependent "
-                       "(Chen et al. 2024); median over seeds, members in the menu",
+                       "share of words whose most-attended word (or the word attending to them most) is their gold "
+                       "head (Chen et al. 2024); median over seeds, members in the menu",
                        height=max(300, 120 + 28 * matrix.loc["median"].shape[0]))
+
+
+def structure_figure(scalars: pd.DataFrame) -> go.Figure | None:
+    """The best head's UAS per member over training against the no-syntax baseline (the best fixed offset, dashed)
+    and the structure-onset line 0.15 above it (dotted): Chen et al.'s structure onset is where a seed crosses it."""
+    best, offset = (scalars[scalars["name"] == name] for name in ("uas/best", "uas/offset"))
+    if best.empty or offset.empty:
+        return None
+    fig = go.Figure(member_traces(best, PALETTE[0], "uas/best", "uas/best"))
+    baseline = float(offset["value"].median())
+    fig.add_hline(y=baseline, line={"color": "#444", "dash": "dash", "width": 1.5})
+    fig.add_hline(y=baseline + STRUCTURE_MARGIN, line={"color": "#444", "dash": "dot", "width": 1.5})
+    fig.update_xaxes(type="log", title_text=STEP_AXIS)
+    fig.update_yaxes(title_text="UAS of the best head and direction", range=[0, 1])
+    return base_layout(fig, "Structure onset: the best head against the best offset baseline",
+                       f"dashed: best fixed offset (-3..2) {baseline:.2f}; dotted: {STRUCTURE_MARGIN:.2f} above it",
+                       height=400)
 
 
 def onset_figure(scalars: pd.DataFrame, onsets: pd.DataFrame | None, *, loss: str = "test/loss") -> go.Figure | None:

@@ -32,9 +32,9 @@ from .figures_components import components_figure
 from .figures_effects import effects_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
 from .figures_fourier import fourier_figure
-from .figures_language import onset_figure, strategy_figure, uas_figure
+from .figures_language import onset_figure, strategy_figure, structure_figure, uas_figure
 from .figures_maps import map_figure
-from .figures_rules import counting_figure, rule_figure, share_figure, signature_figure
+from .figures_rules import counting_figure, piece_share_figure, rule_figure, share_figure, signature_figure
 from .figures_sae import agreement_figure, sae_training_figure
 from .figures_scaling import effective_epochs_figure, loss_data_figure
 from .figures_seeds import phase_figure, seed_stats_figure, solutions_figure, variance_figure
@@ -225,7 +225,7 @@ def language_section(run: Run, names: list[str]) -> Section | None:
     stages = run.table("language_stage_summary") if "language_stage_summary" in tables else None
     onsets = run.table("language_onsets") if "language_onsets" in tables else None
     figures = [(strategy_figure(scalars, stages), "language-strategies"), (uas_figure(scalars), "language-uas"),
-               (onset_figure(scalars, onsets), "language-onsets")]
+               (structure_figure(scalars), "language-structure"), (onset_figure(scalars, onsets), "language-onsets")]
     blocks = [figure_html(fig, key) for fig, key in figures if fig is not None]
     if stages is not None:
         blocks.append(table_html(stages))
@@ -253,8 +253,12 @@ def rules_section(run: Run, names: list[str]) -> Section | None:
         blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]
         blocks += [table_html(run.table(name)) for name in ("rule_summary", "rule_pairs") if name in tables]
     if "counting_summary" in tables:
-        blocks.append(figure_html(counting_figure(run.table("counting_summary")), "counting"))
-        blocks.append(table_html(run.table("counting_summary")))
+        summary = run.table("counting_summary")
+        blocks.append(figure_html(counting_figure(summary), "counting"))
+        shares = piece_share_figure(summary)
+        if shares is not None:
+            blocks.append(figure_html(shares, "counting-piece-share"))
+        blocks.append(table_html(summary))
     if not blocks:
         return None
     return Section("rules", "Which rule did it learn?", "Question formation and tense reinflection: the share of "

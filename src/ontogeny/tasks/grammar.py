@@ -19,8 +19,8 @@ import torch
 from ..seeds import generator, stream_seed
 from ..spec import TASKS, Check, Sizes, Spec, TaskSpec
 from .base import IGNORE, Batch, PairSplit, TokenSplit
-from .grammar_gen import CONSTRUCTIONS, Grammar, NgramModel, minimal_pairs, sample
-from .language import LanguageTask, dependency_relations
+from .grammar_gen import CONSTRUCTIONS, RELATIONS, Grammar, NgramModel, minimal_pairs, sample
+from .language import NOT_A_WORD, LanguageTask, dependency_relations
 from .modular import EpochOrder
 
 PAD, MASK, BOS = 0, 1, 2  # grammar_gen.SPECIALS
@@ -79,9 +79,9 @@ class GrammarTask(TaskSpec):
         return GrammarLM(tasks[0], data_seeds)
 
 
-def _pad(tokens: np.ndarray, length: int) -> torch.Tensor:
-    """Right-pad sentences [S, L] with <pad> to `length` positions: [S, length] int64."""
-    out = np.full((len(tokens), length), PAD, dtype=np.int64)
+def _pad(tokens: np.ndarray, length: int, fill=PAD) -> torch.Tensor:
+    """Right-pad sentences [S, L] with `fill` (<pad>) to `length` positions: [S, length] of their dtype."""
+    out = np.full((len(tokens), length), fill, dtype=tokens.dtype)
     out[:, : tokens.shape[1]] = tokens
     return torch.from_numpy(out)
 
@@ -149,13 +149,18 @@ class GrammarLM(LanguageTask):
         heads = _pad(test.heads[:n_probe] + 1, length) - 1  # [S, T], -1 where none (padding too)
         related = dependency_relations(heads)  # [S, T, T] over word positions
         queries = test_words[:n_probe] != PAD
+        parse_heads, groups = _parse_targets(test, n_probe, length)
         if spec.objective == "causal":  # input position p holds word p - 1
             related = torch.nn.functional.pad(related[:, :-1, :-1], (1, 0, 1, 0))
             queries = torch.nn.functional.pad(queries[:, :-1], (1, 0))
+            parse_heads = torch.nn.functional.pad(torch.where(parse_heads >= 0, parse_heads + 1, parse_heads)[:, :-1],
+                                                  (1, 0), value=NOT_A_WORD)
+            groups = {name: torch.nn.functional.pad(words[:, :-1], (1, 0)) for name, words in groups.items()}
             self.uas_x = None  # the causal probe input is already unmasked
         else:
             self.uas_x = test_words[:n_probe]
         self.related, self.uas_queries = related, queries
+        self.parse_heads, self.parse_groups = parse_heads, groups
 
     def _pairs(self, grammar: Grammar, length: int) -> PairSplit:
         pairs = minimal_pairs(grammar, self.spec.n_pairs, stream_seed("grammar-pairs", self.spec.split_seed))
@@ -200,6 +205,27 @@ class GrammarLM(LanguageTask):
         if seed not in self._orders:
             self._orders[seed] = EpochOrder(len(self.train_words), self.spec.batch_size, seed)
         return self._orders[seed]
+
+
+MIN_RELATION_WORDS = 20  # a relation scored on its own needs this many words in the probe sentences
+
+
+def _parse_targets(sentences, n: int, length: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Gold heads of the first n sentences for `directed_hits` ([n, length], NOT_A_WORD past each sentence) and the
+    words of each relation with at least MIN_RELATION_WORDS of them (not root and punct, as Chen et al.'s table;
+    both count in the overall score), plus `nsubj_attractor` (the main subject across
+    an attractor: where a head that looks a fixed distance away fails)."""
+    heads = torch.from_numpy(sentences.heads[:n])
+    relations = torch.from_numpy(sentences.relations[:n])
+    words = torch.arange(heads.shape[1])[None] < torch.from_numpy(sentences.lengths[:n])[:, None]
+    heads = _pad(torch.where(words, heads, NOT_A_WORD).numpy(), length, NOT_A_WORD)
+    groups = {name: relations == code for code, name in enumerate(RELATIONS) if name not in ("root", "punct")}
+    across = torch.zeros_like(words)
+    across[torch.arange(len(words)), torch.from_numpy(sentences.subject[:n])] = torch.from_numpy(
+        sentences.attractor[:n])
+    groups["nsubj_attractor"] = across
+    return heads, {name: _pad(mask.numpy(), length, False) for name, mask in groups.items()
+                   if int(mask.sum()) >= MIN_RELATION_WORDS}
 
 
 def _occurs_in(sentences: torch.Tensor, corpus: torch.Tensor) -> list[bool]:

@@ -40,12 +40,13 @@ import numpy as np
 
 from ..seeds import stream_seed
 
-__all__ = ["CONSTRUCTIONS", "SPECIALS", "Grammar", "MinimalPairs", "NgramModel", "Sentences", "Vocabulary",
-           "minimal_pairs", "render", "sample"]
+__all__ = ["CONSTRUCTIONS", "RELATIONS", "SPECIALS", "Grammar", "MinimalPairs", "NgramModel", "Sentences", "Vocabulary",
+           "arc_distances", "minimal_pairs", "render", "sample"]
 
 SPECIALS = ("<pad>", "<mask>", "<bos>")  # token ids 0, 1, 2
 PAD, MASK, BOS = 0, 1, 2
 CONSTRUCTIONS = ("none", "pp", "rc", "center")  # what stands between the subject and the main verb
+RELATIONS = ("root", "nsubj", "obj", "det", "amod", "case", "nmod", "acl", "punct")  # UD labels of Sentences.relations
 CENTER_NEST_SHARE = 0.5  # P(a CRC holds one more CRC), while below center_depth
 FUNCTION_WORDS = ("the", "that", ".")
 
@@ -198,6 +199,17 @@ def _template(depth: int) -> tuple[list[str], np.ndarray]:
     return order, np.array([-1 if heads[name] is None else index[heads[name]] for name in order], dtype=np.int64)
 
 
+def _relation(slot: str) -> int:
+    """The UD relation (index into RELATIONS) of a slot's word to its head: a subject RC's "that" is its verb's
+    subject, an object RC's (a CRC's) its object."""
+    part = slot.split("_", 1)[1]
+    if part == "N":
+        return RELATIONS.index({"s": "nsubj", "p": "nmod", "r": "obj", "o": "obj"}.get(slot[0], "nsubj"))
+    if part == "that":
+        return RELATIONS.index("nsubj" if slot[0] == "r" else "obj")
+    return RELATIONS.index({"the": "det", "adj": "amod", "P": "case", "V": "acl"}[part])
+
+
 @dataclass
 class Sentences:
     """S sentences right-padded with <pad> to L = grammar.max_length(); positions count from 0 (no <bos>)."""
@@ -205,6 +217,7 @@ class Sentences:
     tokens: np.ndarray  # [S, L] int64
     lengths: np.ndarray  # [S] int64
     heads: np.ndarray  # [S, L] int64: head position of each token, -1 for the root verb and for pads
+    relations: np.ndarray  # [S, L] int64: index into RELATIONS of each token's relation to its head, -1 for pads
     verb: np.ndarray  # [S] int64: position of the main verb
     subject: np.ndarray  # [S] int64: position of the subject head noun
     construction: np.ndarray  # [S] str: "none" | "pp" | "rc" | "center"
@@ -281,9 +294,24 @@ def _generate(grammar: Grammar, rng: np.random.Generator, construction: np.ndarr
     out_heads = np.full((n, length), -1, dtype=np.int64)  # [S, L]
     out_tokens[rows, position[rows, cols]] = tokens[rows, cols]
     out_heads[rows, position[rows, cols]] = head_position[rows, cols]
+    relation = np.array([RELATIONS.index("root") if name == "V" else RELATIONS.index("punct") if name == "dot" else
+                         _relation(name) for name in order], dtype=np.int64)  # [n_slots]
+    out_relations = np.full((n, length), -1, dtype=np.int64)  # [S, L]
+    out_relations[rows, position[rows, cols]] = relation[cols]
     return Sentences(tokens=out_tokens, lengths=present.sum(axis=1).astype(np.int64), heads=out_heads,
+                     relations=out_relations,
                      verb=position[:, slot["V"]].astype(np.int64), subject=position[:, slot["s_N"]].astype(np.int64),
                      construction=np.array(CONSTRUCTIONS, dtype=object)[construction], attractor=attractor)
+
+
+def arc_distances(sentences: Sentences, longest: int = 4) -> np.ndarray:
+    """Return the share of dependency arcs (every word but the root) spanning 1, 2, ..., longest - 1 words and
+    `longest` or more: [longest] summing to 1. Mostly-adjacent arcs let a head that looks a fixed distance away
+    score like a parse."""
+    positions = np.arange(sentences.heads.shape[1])[None]
+    arcs = (positions < sentences.lengths[:, None]) & (sentences.heads >= 0)
+    distance = np.minimum(np.abs(sentences.heads - positions)[arcs], longest)
+    return np.bincount(distance, minlength=longest + 1)[1:] / max(1, arcs.sum())
 
 
 def _checked(grammar: Grammar) -> None:

@@ -44,6 +44,37 @@ def attention_uas(pattern: torch.Tensor, related: torch.Tensor, queries: torch.T
     return hit.sum((1, 3)).float() / queries.sum()  # [M, H]
 
 
+OFFSETS = (-3, -2, -1, 0, 1, 2)  # Chen et al.'s positional baselines (0, the word itself, is never right)
+NOT_A_WORD = -2  # in `directed_hits`' heads: a position that holds no word (<bos>, padding); -1 is the root
+
+
+def directed_hits(pattern: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """Chen et al. 2024's directed implicit parse (their released attention_depparse_probe.py): each word's predicted
+    head is the word it attends to most ("dep->head") or the word that attends to it most ("head<-dep"), attention
+    to itself zeroed and non-words (<bos>, pads: their [CLS], [SEP]) never chosen, ties to the first word. pattern
+    [M, S, H, T, T] (query, key), heads [S, T] (the gold head's position, -1 for the root, NOT_A_WORD) -> hits
+    [M, H, 2, S, T] bool (direction 0 dep->head, 1 head<-dep); the root is never hit (no word is its head)."""
+    words = (heads >= -1).to(pattern.device)  # [S, T]
+    eye = torch.eye(pattern.shape[-1], dtype=torch.bool, device=pattern.device)
+    hits = []
+    for attention in (pattern, pattern.transpose(-1, -2)):
+        attention = attention.masked_fill(eye, 0.0).masked_fill(~words[None, :, None, None, :], -1.0)
+        predicted = attention.argmax(-1)  # [M, S, H, T]
+        hits.append((predicted == heads.to(pattern.device)[None, :, None]) & words[None, :, None])
+    return torch.stack(hits).permute(1, 3, 0, 2, 4)  # [M, H, 2, S, T]
+
+
+def offset_hits(heads: torch.Tensor, offset: int) -> torch.Tensor:
+    """Chen et al.'s positional baseline: every word's head is the word `offset` places away, clamped to the
+    sentence (before the first word: the root). heads [S, T] as in `directed_hits` (words contiguous) -> [S, T]."""
+    words = heads >= -1
+    first = words.int().argmax(1, keepdim=True)  # [S, 1] the first word's position
+    last = first + words.sum(1, keepdim=True) - 1  # [S, 1]
+    guess = torch.arange(heads.shape[1])[None] + offset  # [1, T]
+    guess = torch.where(guess < first, -1, torch.minimum(guess, last))  # -1: the root
+    return words & (guess == heads)
+
+
 def dependency_relations(heads: torch.Tensor) -> torch.Tensor:
     """related [S, T, T] bool from gold heads [S, T] (-1: none): related[s, i, j] iff j is i's head or i is j's."""
     n_seq, positions = heads.shape
@@ -66,6 +97,8 @@ class LanguageTask(Task):
     related: torch.Tensor | None = None  # [S, T, T] bool, for the UAS
     uas_queries: torch.Tensor | None = None  # [S, T] bool: the tokens the UAS is averaged over
     uas_x: torch.Tensor | None = None  # [S, T] the UAS's own input (a masked LM's sentences unmasked); None: probe_x
+    parse_heads: torch.Tensor | None = None  # [S, T] gold head positions for `directed_hits` (same input)
+    parse_groups: dict[str, torch.Tensor] = {}  # relation name -> [S, T] bool: the words scored per relation
 
     def measures(self, model) -> dict[str, torch.Tensor]:
         """{"kl/<reference>": [M]} and, with gold trees, {"uas/L<l>H<h>": [M], "uas/best": [M]}. The probe
@@ -83,12 +116,35 @@ class LanguageTask(Task):
         log_probs = logits.log_softmax(-1)[:, scored.to(logits.device)]  # [M, N, C]
         result = kl_from_references(log_probs, self.references, self.reference_rows)
         if patterns:
-            uas = torch.cat([attention_uas(p, self.related, self.uas_queries) for p in patterns], dim=1)  # [M, L*H]
             n_heads = patterns[0].shape[2]
+            uas = torch.cat([attention_uas(p, self.related, self.uas_queries) for p in patterns], dim=1)  # [M, L*H]
             for index in range(uas.shape[1]):
-                result[f"uas/L{index // n_heads}H{index % n_heads}"] = uas[:, index]
-            result["uas/best"] = uas.max(1).values
-            result["uas/adjacent"] = torch.full_like(result["uas/best"], self.adjacent_uas())
+                result[f"uas_undirected/L{index // n_heads}H{index % n_heads}"] = uas[:, index]
+            result["uas_undirected/best"] = uas.max(1).values
+            result["uas_undirected/adjacent"] = torch.full_like(uas[:, 0], self.adjacent_uas())
+            if self.parse_heads is not None:
+                result |= self._directed_uas(patterns, n_heads)
+        return result
+
+    def _directed_uas(self, patterns: list[torch.Tensor], n_heads: int) -> dict[str, torch.Tensor]:
+        """Chen et al.'s scores: `uas/L<l>H<h>` (the head's better direction), `uas/best` (best head and direction),
+        `uas/offset` (the best positional baseline, offsets -3..2), and per relation `uas/best/<rel>` and
+        `uas/offset/<rel>`, each with its own best head (their Table 1)."""
+        hits = torch.cat([directed_hits(p, self.parse_heads) for p in patterns], dim=1).float()  # [M, LH, 2, S, T]
+        groups = {"all": self.parse_heads >= -1} | self.parse_groups
+        offsets = torch.stack([offset_hits(self.parse_heads, k) for k in OFFSETS]).float()  # [K, S, T]
+        result = {}
+        for name, words in groups.items():
+            words = words.to(hits.device)
+            score = (hits * words).sum((-1, -2)) / words.sum()  # [M, LH, 2]
+            baseline = float(((offsets * words.cpu()).sum((-1, -2)) / words.sum().cpu()).max())
+            suffix = "" if name == "all" else f"/{name}"
+            result[f"uas/best{suffix}"] = score.flatten(1).max(1).values
+            result[f"uas/offset{suffix}"] = torch.full_like(result[f"uas/best{suffix}"], baseline)
+            if name == "all":
+                per_head = score.max(2).values  # [M, LH]
+                for index in range(per_head.shape[1]):
+                    result[f"uas/L{index // n_heads}H{index % n_heads}"] = per_head[:, index]
         return result
 
     def adjacent_uas(self) -> float:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..analyze import Context, StepResult, analysis_step
-from ..language import KL_PREFIX, UAS_PREFIX, kl_references, onset_order, stage_summary, strategy_stages
+from ..language import (KL_PREFIX, UAS_PREFIX, kl_references, onset_order, stage_summary, strategy_stages,
+                        structure_line, structure_onsets)
 
 ONSET_PAIR = ("uas/best", "pairs/acc")
 MIN_RISE = 0.05  # both are shares in [0, 1]: a fitted rise under 5 points is noise, not an onset
@@ -21,8 +22,9 @@ MIN_STAY = 3  # checkpoints a reference must stay closest to open its stage (ear
 def language(context: Context) -> StepResult:
     """Tables `language_stages` (member x reference: boundary_step), `language_stage_summary` (config x reference:
     median boundary, CI, members reaching it, the stage order and whether every member follows it) and
-    `language_onsets` (member: onsets of uas/best and pairs/acc, their lag), with one summary line per grid
-    point for each."""
+    `language_onsets` (member: onsets of uas/best and pairs/acc, their lag) and `language_structure` (member:
+    when uas/best first beats the offset baseline uas/offset by 0.15), with one summary line per grid point for
+    each."""
     result, names = StepResult(), context.scalar_names
     has_kl = any(name.startswith(KL_PREFIX) for name in names)
     has_uas = any(name.startswith(UAS_PREFIX) for name in names)
@@ -34,6 +36,8 @@ def language(context: Context) -> StepResult:
         _stages(context, groups, result)
     if all(name in names for name in ONSET_PAIR):
         _onsets(context, groups, result)
+    if "uas/offset" in names:
+        _structure(context, groups, result)
     elif has_uas:
         absent = " and ".join(name for name in ONSET_PAIR if name not in names)
         result.summary.append(f"language onsets: skipped (no {absent} recorded)")
@@ -76,6 +80,18 @@ def stage_line(summary: pd.DataFrame) -> str:
     if short:
         line += "; reached " + ", ".join(short)
     return line
+
+
+def _structure(context: Context, groups: list, result: StepResult) -> None:
+    """Table `language_structure` (member: when the best head first beats the offset baseline by 0.15) and one line
+    per grid point."""
+    parts = []
+    for config, group in groups:
+        table = structure_onsets(context.scalars[context.scalars.member.isin(group.member)])
+        parts.append(table)
+        result.summary.append(f"language structure [{config}]: "
+                              + structure_line(table, random_state=context.random_state))
+    result.tables["language_structure"] = pd.concat(parts, ignore_index=True)
 
 
 def _onsets(context: Context, groups: list, result: StepResult) -> None:
