@@ -46,6 +46,23 @@ def test_targets_are_the_output_and_its_eos_only():
             assert len(output) == len(declarative) and output[0] in declarative
 
 
+def test_loss_on_all_scores_every_token_after_bos_in_training_only(tmp_path):
+    output_only = make_task([PLAIN], [0], 10_000)
+    task = make_task([QuestionFormationTask(**SMALL, loss_on="all")], [0], 10_000)
+    batch, narrow = task.batch(3), output_only.batch(3)
+    assert torch.equal(batch.x, narrow.x)
+    for x, y in zip(batch.x, batch.y):
+        end = int(torch.nonzero(y == EOS)[0])
+        assert torch.nonzero(y != IGNORE).flatten().tolist() == list(range(0, end + 1))  # every target to <eos>
+        assert torch.equal(y[: end], x[1: end + 1])
+    assert ((narrow.y != IGNORE) <= (batch.y != IGNORE)).all()
+    for ours, theirs in zip(task.eval_splits(), output_only.eval_splits()):  # evaluation: the outputs alone
+        assert torch.equal(ours.y, theirs.y)
+    with pytest.raises(SpecError, match="task.loss_on"):
+        og.run("hierarchy-data-quick", overrides=["task.loss_on=everything"], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_members_share_a_batch_only_with_one_config_and_one_data_seed():
     shared = make_task([PLAIN, PLAIN], [0, 0], 10_000).batch(5)
     assert shared.x.dim() == 2 and shared.weight.shape == (1, 16 * 46)
@@ -144,7 +161,8 @@ def _auxiliaries(words, auxiliaries, row):
 
 
 class RuleModel(torch.nn.Module):
-    """Three members predicting, at the marker, the main auxiliary, the first one and "the"; noise elsewhere."""
+    """Four members predicting, at the marker, the main auxiliary, the first one, and "the" first with the main or
+    the first auxiliary next; noise elsewhere."""
 
     def __init__(self, grammar):
         super().__init__()
@@ -153,12 +171,14 @@ class RuleModel(torch.nn.Module):
         self.auxiliaries = set(range(grammar.first_auxiliary, grammar.first_preposition))
 
     def forward(self, x):
-        logits = torch.randn(3, *x.shape, self.n_outputs)  # [M, S, T, C]
+        logits = torch.randn(4, *x.shape, self.n_outputs)  # [M, S, T, C]
+        the = self.words.index("the")
         for s, row in enumerate(x):
             marker = row.tolist().index(QUEST)
             main, first = _auxiliaries(self.words, self.auxiliaries, row)
-            for m, token in enumerate((main, first, self.words.index("the"))):
-                logits[m, s, marker, token] = 100.0
+            for m, tokens in enumerate(((main,), (first,), (the, main), (the, first))):
+                for rank, token in enumerate(tokens):
+                    logits[m, s, marker, token] = 100.0 - 50 * rank
         return logits
 
 
@@ -166,10 +186,16 @@ def test_rule_score_on_predictions_set_by_hand():
     spec = QuestionFormationTask(**{**SMALL, "n_gen": 300})
     task = make_task([spec], [0], 10_000)
     measured = task.measures(RuleModel(spec.grammar()))
-    assert set(measured) == {"rule/hierarchical", "rule/linear", "rule/neither"}
-    assert measured["rule/hierarchical"].tolist() == [1.0, 0.0, 0.0]
-    assert measured["rule/linear"].tolist() == [0.0, 1.0, 0.0]
-    assert measured["rule/neither"].tolist() == [0.0, 0.0, 1.0]
+    assert set(measured) == {f"{prefix}/{rule}" for prefix in ("rule", "rule_any")
+                             for rule in ("hierarchical", "linear", "neither")}
+    # Qin et al.'s: the most likely auxiliary, whatever non-auxiliary is more likely
+    assert measured["rule/hierarchical"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert measured["rule/linear"].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert measured["rule/neither"].tolist() == [0.0] * 4
+    # the greedy token over the whole vocabulary: "the" is neither rule
+    assert measured["rule_any/hierarchical"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert measured["rule_any/linear"].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert measured["rule_any/neither"].tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("override, key", [

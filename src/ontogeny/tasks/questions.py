@@ -4,7 +4,9 @@ which the linear and the hierarchical rule both fit; a generalization set tells 
 McCoy, Frank & Linzen 2020; Qin, Saphra & Alvarez-Melis 2025 vary the training data's complexity and diversity
 (questions_gen.py has the language, the splits and the knobs). The model reads whole examples
 `<bos> declarative <marker> output <eos>` (x = tokens[:-1], y = tokens[1:]) and is scored only on the output: the
-targets are IGNORE up to the marker and after <eos>, so the declarative is given, never predicted.
+targets are IGNORE up to the marker and after <eos>, so the declarative is given, never predicted. With
+`loss_on = "all"` training predicts every token (a language model of the whole example, as Ahuja et al. 2024, who
+find that this objective brings hierarchical generalization); evaluation is scored on the output either way.
 
 Each member trains on its own finite corpus of `n_train` examples, drawn from its knobs and `split_seed` and visited in
 epochs ordered by its data seed; `complexity`, `diversity` and `disambiguating` may differ inside one ensemble (the
@@ -40,6 +42,7 @@ from .modular import EpochOrder
 from .questions_gen import PAD, Examples, QuestionGrammar, sample
 from .rule_score import RULES, member_rule, rule_scores
 
+LOSS_SPANS = ("output", "all")
 MAX_TEST = 1_000_000  # test example ids are config key * MAX_TEST + index (see `_config_key`)
 GEN_CHUNK = 256  # gen sequences per forward pass of the rule score
 
@@ -59,6 +62,7 @@ class QuestionFormationTask(TaskSpec):
     disambiguating: float = QuestionGrammar.disambiguating
     quest_share: float = QuestionGrammar.quest_share
     kind: str = QuestionGrammar.kind  # "question" | "tense"
+    loss_on: str = "output"  # training loss on the "output" only, or on "all" tokens (an LM of the whole example)
     n_train: int = 10_000  # training examples (each member's own finite corpus)
     n_test: int = 500  # in-distribution examples per member config
     n_gen: int = 500  # generalization questions, shared
@@ -79,6 +83,7 @@ class QuestionFormationTask(TaskSpec):
         check(self.n_train >= 1, "task.n_train", "must be at least 1")
         check(1 <= self.n_test < MAX_TEST, "task.n_test", f"must be between 1 and {MAX_TEST - 1}")
         check(self.n_gen >= 1, "task.n_gen", "must be at least 1")
+        check(self.loss_on in LOSS_SPANS, "task.loss_on", f"must be one of {', '.join(LOSS_SPANS)}")
         check(self.batch_size >= 1, "task.batch_size", "must be at least 1")
 
     def sizes(self, spec: Spec) -> Sizes:
@@ -94,13 +99,14 @@ class QuestionFormationTask(TaskSpec):
         return QuestionFormation(tasks, data_seeds)
 
 
-def causal_output_io(examples: Examples) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_output_io(examples: Examples, loss_on: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
     """A causal LM's input and targets for whole examples: x = tokens[:, :-1], y = tokens[:, 1:] with IGNORE except
-    at the output and its <eos> (tokens positions output_start .. length - 1). ([N, L-1], [N, L-1]) int64."""
+    at the output and its <eos> (tokens positions output_start .. length - 1), or with `loss_on="all"` at every
+    token after <bos> (declarative, marker, output, <eos>). ([N, L-1], [N, L-1]) int64."""
     tokens = torch.from_numpy(examples.tokens)  # [N, L]
     target_position = torch.arange(1, tokens.shape[1])[None]  # [1, L-1]: where in tokens each target sits
-    scored = (target_position >= torch.from_numpy(examples.output_start)[:, None]) & \
-        (target_position < torch.from_numpy(examples.lengths)[:, None])  # [N, L-1]
+    first = torch.from_numpy(examples.output_start)[:, None] if loss_on == "output" else 1
+    scored = (target_position >= first) & (target_position < torch.from_numpy(examples.lengths)[:, None])  # [N, L-1]
     return tokens[:, :-1].clone(), tokens[:, 1:].masked_fill(~scored, IGNORE)
 
 
@@ -125,7 +131,8 @@ class QuestionFormation(LanguageTask):
         self.vocab_size = self.n_outputs = grammar.vocab_size
         self.n_positions = grammar.max_length() - 1
         configs = list(dict.fromkeys(self.specs))  # distinct member configs, first-seen order
-        self._corpora = {c: causal_output_io(sample(c.grammar(), "train", c.n_train, c.split_seed)) for c in configs}
+        self._corpora = {c: causal_output_io(sample(c.grammar(), "train", c.n_train, c.split_seed), c.loss_on)
+                         for c in configs}  # evaluation stays on the outputs
         self._orders: dict[int, EpochOrder] = {}
         self._splits = [self._test_split(configs), self._gen_split(grammar)]
 
@@ -163,21 +170,33 @@ class QuestionFormation(LanguageTask):
 
     @torch.no_grad()
     def measures(self, model) -> dict[str, torch.Tensor]:
-        """{"rule/<hierarchical|linear|neither>": [M]}: shares of the gen examples whose greedy output token at
+        """{"rule/<hierarchical|linear|neither>": [M]}: shares of the gen examples whose output token at
         `rule_position` (the prediction at x position rule_position - 1: for questions the marker, predicting the
-        fronted auxiliary; for tense the word before the main verb) follows that rule (rule_score.rule_scores)."""
+        fronted auxiliary; for tense the word before the main verb) follows that rule (rule_score.rule_scores).
+        Questions are read as Qin et al. 2025 read them, the most likely of the auxiliaries; `rule_any/*` keeps the
+        greedy token over the whole vocabulary (a token that is no auxiliary is "neither"). Tense: the greedy
+        token."""
         device = next(model.parameters()).device
         x = self._splits[1].x  # [S, T]
         read_at = torch.from_numpy(self.gen.rule_position) - 1  # [S]: x position whose next token is judged
         reach = int(read_at.max()) + 1  # causal: later positions cannot change these predictions
-        firsts = []
+        read = []
         for start in range(0, len(x), GEN_CHUNK):
             logits = model(x[start:start + GEN_CHUNK, :reach].to(device))  # [M, s, reach, C]
             at = read_at[start:start + GEN_CHUNK].to(device)
-            firsts.append(logits[:, torch.arange(len(at), device=device), at].argmax(-1).cpu())  # [M, s]
-        first = torch.cat(firsts, 1).numpy()  # [M, S]
-        shares = [member_rule(rule_scores(first[m], self.gen.main_aux, self.gen.first_aux)) for m in range(len(first))]
-        return {f"rule/{rule}": torch.tensor([s[rule] for s in shares]) for rule in RULES}
+            read.append(logits[:, torch.arange(len(at), device=device), at].cpu())  # [M, s, C]
+        logits = torch.cat(read, 1)  # [M, S, C]
+        grammar = self.specs[0].grammar()
+        firsts = {"rule": logits.argmax(-1).numpy()}  # [M, S]
+        if not grammar.tense:  # Qin et al.'s score: the most likely auxiliary, whatever else is more likely
+            auxiliaries = slice(grammar.first_auxiliary, grammar.first_auxiliary + grammar.n_auxiliaries)
+            firsts = {"rule": logits[..., auxiliaries].argmax(-1).numpy() + grammar.first_auxiliary,
+                      "rule_any": firsts["rule"]}
+        result = {}
+        for prefix, first in firsts.items():
+            shares = [member_rule(rule_scores(row, self.gen.main_aux, self.gen.first_aux)) for row in first]
+            result |= {f"{prefix}/{rule}": torch.tensor([s[rule] for s in shares]) for rule in RULES}
+        return result
 
     def batch(self, step: int) -> Batch:
         """`step`'s examples of every member's own corpus: x, y [B, T] when all members have one config and one data
