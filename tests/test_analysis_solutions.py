@@ -118,3 +118,30 @@ def test_the_step_ignores_a_subset_a_grid_point_never_records():
     table = result.tables["solutions"]
     assert sorted(table.member) == list(range(6))
     assert table.groupby("cluster").member.apply(lambda m: len(set(m % 2))).eq(1).all()  # 0.5 vs 0.9: two types
+
+
+# the final accuracies of 4 letter-counting seeds (one piece per letter; 13 subsets), as `ontogeny analyze` met them
+LETTERS = [[1.000, 0.9905, 1.0000, 0.8416, 0.25, 0.9811, 1.0000, 0.991, 1.0000, 0.8696, 0.250, 0.9818, 0.9844],
+           [1.000, 0.9895, 0.9900, 0.8911, 0.75, 0.9791, 1.0000, 0.991, 0.9887, 0.9457, 0.625, 0.9818, 1.0000],
+           [0.994, 0.9855, 0.9922, 0.8812, 0.00, 0.9771, 0.9921, 0.987, 0.9944, 0.9457, 0.000, 0.9818, 0.9844],
+           [0.996, 0.9700, 0.9567, 0.8317, 1.00, 0.9443, 0.9970, 0.975, 0.9605, 0.8696, 1.000, 0.9524, 0.9844]]
+
+
+def test_a_significant_split_with_a_lone_member_says_why_it_is_one_type():
+    """Member 3 stands apart on several columns: the types test finds a split, the outlier test (at 4 members) does
+    not flag it, and a type of one member is refused; the line must say so rather than print p = 0.0025 beside
+    "1 type"."""
+    from ontogeny.analysis.analyze import Context
+    from ontogeny.analysis.steps.solutions import solutions
+
+    names = [f"test/s{i}/acc" for i in range(13)]
+    types = SolutionTypes(random_state=0).fit(pd.DataFrame(LETTERS, columns=names), names)
+    assert types.n_clusters_ == 1 and types.too_small_ == 1 and types.p_values_[-1] <= 0.025
+    assert SolutionTypes().fit(members([(8, 0.9, 30.0)]), COLUMNS).too_small_ is None
+    scalars = pd.DataFrame([(m, 100, name, value) for m, row in enumerate(LETTERS) for name, value in zip(names, row)],
+                           columns=["member", "step", "name", "value"])
+    context = Context(run=None, scalars=scalars, members=pd.DataFrame({"member": range(4), "config": "all"}),
+                      random_state=0)
+    line = solutions(context).summary[0]
+    assert "1 type(s) among 4 members (a split into 2 has p = 0.0" in line
+    assert "one type would hold 1 member(s), under the 2 a type needs: kept together)" in line

@@ -107,7 +107,9 @@ class SolutionTypes:
     Fitted (indexed by the frame's `member` column if it has one, else by its index): `labels_` (Series: cluster
     0..n_clusters_-1 ordered by the first column's mean, -1 for outliers and rows with missing outcomes),
     `n_clusters_`, `outliers_` (boolean Series), `centers_` (DataFrame: per cluster, n_members and the mean of each
-    column in original units), `p_values_` (the types tests' p-values: entry k tests k + 1 types against k)."""
+    column in original units), `p_values_` (the types tests' p-values: entry k tests k + 1 types against k),
+    `too_small_` (the smallest type of a significant split refused for having under min_cluster_size members, else
+    None: a lone seed far from the rest that the outlier test at this seed count did not flag)."""
 
     def __init__(self, *, alpha: float = 0.05, max_clusters: int = 4, min_cluster_size: int = 2, n_null: int = 400,
                  random_state=0):
@@ -128,6 +130,7 @@ class SolutionTypes:
         outlier_alpha = self.alpha / 2 / len(columns)
         outliers = ~complete
         outliers[complete] = self._outliers(values[complete], outlier_alpha)
+        self.too_small_ = None
         labels, self.p_values_ = self._cluster(values, ~outliers)
         n_clusters = int(labels.max() + 1) if (labels >= 0).any() else 0
         if n_clusters > 1:  # an outlier within one type hides behind the spread between types
@@ -168,7 +171,10 @@ class SolutionTypes:
             observed = 2 * (larger.log_likelihood[0] - fit.log_likelihood[0])
             null = self._null_ratios(fit, len(points), k, grid, floor, rng)
             p_values.append(float((1 + np.sum(null >= observed)) / (1 + len(null))))
-            if p_values[-1] > self.alpha / 2 or sizes.min() < self.min_cluster_size:
+            if p_values[-1] > self.alpha / 2:
+                break
+            if sizes.min() < self.min_cluster_size:
+                self.too_small_ = int(sizes.min())  # the split is significant but one of its types is too small
                 break
             fit, chosen = larger, larger.labels[0]
         # number the types by their mean on the first column, so labels are reproducible and ordered

@@ -29,6 +29,9 @@ def solutions(context: Context) -> StepResult:
                                     "outlier": fit.outliers_.values}))
         flagged = list(fit.outliers_[fit.outliers_].index)
         tested = f" (types test p = {fit.p_values_[0]:.2g})" if fit.p_values_ else ""
+        if fit.too_small_ is not None:  # a significant p with one type would read as a contradiction
+            tested = (f" (a split into {fit.n_clusters_ + 1} has p = {fit.p_values_[-1]:.2g}, but one type would hold "
+                      f"{fit.too_small_} member(s), under the {fit.min_cluster_size} a type needs: kept together)")
         result.summary.append(f"solutions [{config}]: {fit.n_clusters_} type(s) among {len(group)} members{tested}"
                               + (f"; outliers: members {flagged}" if flagged else "; no outliers"))
     if frames:
