@@ -178,6 +178,25 @@ def test_structure_onset_is_where_the_best_head_clears_the_offset_baseline():
     never = structure_onsets(synthetic_language_scalars(4, offset_uas=0.7, random_state=5)[0])
     assert never.structure_step.isna().all()  # 0.8 at most: never 0.15 above 0.7
     assert structure_line(never).startswith("best head above the best offset baseline by >= 0.15 in 0/4 seeds; ")
+    per_relation = scalars.assign(name=scalars.name.replace({"uas/best": "uas/best/nsubj",
+                                                             "uas/offset": "uas/offset/nsubj"}))
+    nsubj = structure_onsets(per_relation, relation="nsubj")
+    assert (nsubj.relation == "nsubj").all() and list(nsubj.structure_step) == list(table.structure_step)
+    assert structure_onsets(per_relation).empty  # no overall score recorded
+
+
+def test_language_step_writes_a_structure_line_per_relation(tmp_path, scalar_run):
+    scalars, _ = synthetic_language_scalars(4, offset_uas=0.35, random_state=5)
+    subject = scalars[scalars.name.isin(["uas/best", "uas/offset"])]
+    subject = subject.assign(name=subject.name + "/nsubj", value=subject.value.where(subject.name != "uas/offset", 0.0))
+    with og.open(scalar_run("lm", pd.concat([scalars, subject], ignore_index=True))) as run:
+        result = analyze(run, what=["language"])
+        table = run.table("language_structure")
+    assert list(table.relation) == ["all"] * 4 + ["nsubj"] * 4
+    lines = [line for line in result.summary if line.startswith("language structure")]
+    assert lines[0].startswith("language structure [all]: best head above the best offset baseline by >= 0.15 in 4/4")
+    assert lines[1].startswith("language structure nsubj [all]: best head above the best offset baseline by >= 0.15 "
+                               "in 4/4 seeds")
 
 
 def test_uas_matrix(planted):

@@ -234,21 +234,25 @@ def _onset_sentence(first: str, second: str, n_members: int, counts: dict, media
 
 
 STRUCTURE_MARGIN = 0.15  # the best head must beat the best offset baseline by this much (Chen et al.'s onset)
-STRUCTURE_COLUMNS = ["member", "structure_step", "final_uas", "offset_uas", "final_margin", "max_margin"]
+STRUCTURE_COLUMNS = ["member", "relation", "structure_step", "final_uas", "offset_uas", "final_margin", "max_margin"]
 
 
-def structure_onsets(scalars: pd.DataFrame, margin: float = STRUCTURE_MARGIN) -> pd.DataFrame:
+def structure_onsets(scalars: pd.DataFrame, margin: float = STRUCTURE_MARGIN, relation: str = "all") -> pd.DataFrame:
     """Per member: the first checkpoint where `uas/best` exceeds the no-syntax baseline `uas/offset` by `margin`
-    (NaN if never), the final UAS, the baseline, and the final and largest margins. Columns STRUCTURE_COLUMNS."""
-    wide = scalars[scalars["name"].isin(["uas/best", "uas/offset"])].pivot_table(
+    (NaN if never), the final UAS, the baseline, and the final and largest margins; for a `relation` other than
+    "all", its own `uas/best/<relation>` and `uas/offset/<relation>`. Columns STRUCTURE_COLUMNS."""
+    best, offset = ("uas/best", "uas/offset") if relation == "all" else (f"uas/best/{relation}",
+                                                                         f"uas/offset/{relation}")
+    wide = scalars[scalars["name"].isin([best, offset])].pivot_table(
         index=["member", "step"], columns="name", values="value").dropna()
     records = []
     for member, rows in wide.groupby(level="member", sort=True):
         rows = rows.droplevel("member").sort_index()
-        above = rows["uas/best"] - rows["uas/offset"]
+        above = rows[best] - rows[offset]
         reached = above.index[above.to_numpy() >= margin]
-        records.append({"member": member, "structure_step": float(reached[0]) if len(reached) else np.nan,
-                        "final_uas": float(rows["uas/best"].iloc[-1]), "offset_uas": float(rows["uas/offset"].iloc[-1]),
+        records.append({"member": member, "relation": relation,
+                        "structure_step": float(reached[0]) if len(reached) else np.nan,
+                        "final_uas": float(rows[best].iloc[-1]), "offset_uas": float(rows[offset].iloc[-1]),
                         "final_margin": float(above.iloc[-1]), "max_margin": float(above.max())})
     return pd.DataFrame(records, columns=STRUCTURE_COLUMNS)
 

@@ -82,15 +82,22 @@ def stage_line(summary: pd.DataFrame) -> str:
     return line
 
 
+STRUCTURE_RELATIONS = ("all", "nsubj", "nsubj_attractor")  # every word, and the subject agreement reads
+
+
 def _structure(context: Context, groups: list, result: StepResult) -> None:
-    """Table `language_structure` (member: when the best head first beats the offset baseline by 0.15) and one line
-    per grid point."""
-    parts = []
+    """Table `language_structure` (member x relation: when the best head first beats the offset baseline by 0.15)
+    and one line per grid point and relation recorded."""
+    parts, names = [], set(context.scalar_names)
+    relations = [r for r in STRUCTURE_RELATIONS if r == "all" or f"uas/offset/{r}" in names]
     for config, group in groups:
-        table = structure_onsets(context.scalars[context.scalars.member.isin(group.member)])
-        parts.append(table)
-        result.summary.append(f"language structure [{config}]: "
-                              + structure_line(table, random_state=context.random_state))
+        scalars = context.scalars[context.scalars.member.isin(group.member)]
+        for relation in relations:
+            table = structure_onsets(scalars, relation=relation)
+            parts.append(table)
+            label = "" if relation == "all" else f" {relation}"
+            result.summary.append(f"language structure{label} [{config}]: "
+                                  + structure_line(table, random_state=context.random_state))
     result.tables["language_structure"] = pd.concat(parts, ignore_index=True)
 
 
