@@ -174,10 +174,15 @@ def test_structure_onset_is_where_the_best_head_clears_the_offset_baseline():
     planted = truth.drop_duplicates("member").set_index("member").uas_onset
     np.testing.assert_allclose(table.structure_step, planted, rtol=0.3)  # the rise's midpoint, on the grid
     line = structure_line(table, random_state=0)
-    assert line.startswith("best head above the best offset baseline by >= 0.15 in 8/8 seeds, first at step ")
+    assert line.startswith("best head above the best offset baseline and its start by >= 0.15 in 8/8 seeds, first at "
+                           "step ")
     never = structure_onsets(synthetic_language_scalars(4, offset_uas=0.7, random_state=5)[0])
     assert never.structure_step.isna().all()  # 0.8 at most: never 0.15 above 0.7
-    assert structure_line(never).startswith("best head above the best offset baseline by >= 0.15 in 0/4 seeds; ")
+    assert structure_line(never).startswith("best head above the best offset baseline and its start by >= 0.15 in "
+                                            "0/4 seeds; ")
+    flat = scalars.assign(value=scalars.value.where(scalars.name != "uas/best", 0.3)
+                          .where(scalars.name != "uas/offset", 0.0))
+    assert structure_onsets(flat).structure_step.isna().all()  # 0.3 above a baseline of 0, but never rises
     per_relation = scalars.assign(name=scalars.name.replace({"uas/best": "uas/best/nsubj",
                                                              "uas/offset": "uas/offset/nsubj"}))
     nsubj = structure_onsets(per_relation, relation="nsubj")
@@ -194,9 +199,10 @@ def test_language_step_writes_a_structure_line_per_relation(tmp_path, scalar_run
         table = run.table("language_structure")
     assert list(table.relation) == ["all"] * 4 + ["nsubj"] * 4
     lines = [line for line in result.summary if line.startswith("language structure")]
-    assert lines[0].startswith("language structure [all]: best head above the best offset baseline by >= 0.15 in 4/4")
-    assert lines[1].startswith("language structure nsubj [all]: best head above the best offset baseline by >= 0.15 "
-                               "in 4/4 seeds")
+    assert lines[0].startswith("language structure [all]: best head above the best offset baseline and its start by "
+                               ">= 0.15 in 4/4")
+    assert lines[1].startswith("language structure nsubj [all]: best head above the best offset baseline and its "
+                               "start by >= 0.15 in 4/4 seeds")
 
 
 def test_uas_matrix(planted):
