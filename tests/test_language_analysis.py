@@ -203,6 +203,8 @@ def test_language_step_writes_a_structure_line_per_relation(tmp_path, scalar_run
                                ">= 0.15 in 4/4")
     assert lines[1].startswith("language structure nsubj [all]: best head above the best offset baseline and its "
                                "start by >= 0.15 in 4/4 seeds")
+    # planted: uas/best crosses 0.5 at its rise's midpoint, pairs/acc rises lag = 1,000 steps later
+    assert lines[0].endswith("; before the pairs/acc onset in 4/4 seeds")
 
 
 def test_uas_matrix(planted):

@@ -97,8 +97,19 @@ def _structure(context: Context, groups: list, result: StepResult) -> None:
             parts.append(table)
             label = "" if relation == "all" else f" {relation}"
             result.summary.append(f"language structure{label} [{config}]: "
-                                  + structure_line(table, random_state=context.random_state))
+                                  + structure_line(table, random_state=context.random_state)
+                                  + _before_capability(table, result.tables.get("language_onsets")))
     result.tables["language_structure"] = pd.concat(parts, ignore_index=True)
+
+
+def _before_capability(table: pd.DataFrame, onsets: pd.DataFrame | None) -> str:
+    """'; before the pairs/acc onset in 4/4 seeds' (Chen et al.'s order: structure, then capability), or ''."""
+    if onsets is None or table.empty:
+        return ""
+    capability = onsets.set_index("member")["second_onset"].reindex(table["member"]).to_numpy(dtype=float)
+    both = np.isfinite(capability)
+    before = int((table["structure_step"].to_numpy(dtype=float)[both] < capability[both]).sum())
+    return f"; before the {onsets['second'].iloc[0]} onset in {before}/{int(both.sum())} seeds"
 
 
 def _onsets(context: Context, groups: list, result: StepResult) -> None:
