@@ -24,7 +24,7 @@ TINY_MODEL = ["model.d_model=16", "model.n_heads=2", "model.d_mlp=32"]
 MARKOV = ["steps=12", "seeds=2", "record.every=4", "record.weights_every=12", "task.n_test=8", "task.n_probe=4",
           "task.length=16", *TINY_MODEL]
 GRAMMAR = ["steps=12", "seeds=2", "record.every=4", "record.weights_every=12", "task.n_train=300", "task.n_test=20",
-           "task.n_probe=10", "task.n_pairs=5", *TINY_MODEL]
+           "task.n_probe=10", "task.n_pairs=5", "model.n_layers=2", *TINY_MODEL]
 
 
 def rebuild(run, step):
