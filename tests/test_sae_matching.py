@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ontogeny.sae.matching import agreement_curve, match, matching, pairwise_shared, shared_share
+from ontogeny.sae.matching import (
+    agreement_curve,
+    match,
+    matching,
+    pairwise_shared,
+    shared_both_share,
+    shared_share,
+)
 
 
 def unit_directions(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -21,6 +28,24 @@ def test_a_permuted_dictionary_matches_itself_exactly():
     assert np.array_equal(rows, np.arange(40))
     assert np.array_equal(permutation.numpy()[cols], rows)  # b's row cols[i] is a's row i
     assert shared_share(match(a, b)) == 1.0
+
+
+def test_encoder_and_decoder_must_both_match():
+    """Paulo & Belrose's criterion by hand: 4 latents; b's decoder is a's permuted, b's encoder agrees for latents
+    0-1 only (latent 2's encoder row is replaced by one orthogonal to every row of a, latent 3's rotated to cosine
+    0.6 with its own)."""
+    dec_a = torch.eye(4)
+    enc_a = torch.eye(4, 6)
+    order = torch.tensor([2, 0, 3, 1])  # b's row j is a's latent order[j]
+    dec_b = dec_a[order]
+    enc_b = enc_a[order].clone()
+    enc_b[0] = torch.eye(6)[4]  # latent 2: an encoder row unlike any of a's
+    enc_b[2] = 0.6 * enc_a[3] + 0.8 * torch.eye(6)[5]  # latent 3: cosine 0.6 with its own encoder row
+    assert shared_share(match(dec_a, dec_b)) == 1.0  # by decoders alone every latent is shared
+    assert shared_both_share((enc_a, enc_b), (dec_a, dec_b)) == 0.5  # latents 0 and 1
+    assert shared_both_share((enc_a, enc_b), (dec_a, dec_b), threshold=0.5) == 0.75  # latent 3's 0.6 passes
+    with pytest.raises(ValueError, match="same latents"):
+        shared_both_share((enc_a[:3], enc_b[:3]), (dec_a, dec_b))
 
 
 def test_signs_count():

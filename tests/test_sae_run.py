@@ -36,6 +36,7 @@ def test_sae_run_holds_every_model_member_times_seed_at_each_checkpoint(source, 
     pairs = run.table("sae_agreement")
     assert len(pairs) == 2 * 2 * 3  # per model member and checkpoint, 3 pairs of seeds
     assert pairs.shared.between(0, 1).all() and pairs.mean_cosine.between(-1, 1).all()
+    assert (pairs.shared_both <= pairs.shared + 1e-12).all()  # encoder and decoder: never more than decoder alone
     curve = run.table("sae_agreement_curve")
     assert (curve.sort_values("threshold").groupby(["source_member", "source_step"]).shared.apply(
         lambda s: bool((np.diff(s.to_numpy()) <= 1e-12).all()))).all()  # non-increasing in the threshold
@@ -49,6 +50,8 @@ def test_sae_run_holds_every_model_member_times_seed_at_each_checkpoint(source, 
     for row in clean[clean.source_step == 200].itertuples():
         assert row.value == pytest.approx(recorded[row.source_member], rel=1e-5)
     assert done.stdout.count("of latents shared across 3 seeds") == 2
+    flowed = " ".join(done.stdout.split())  # the console wraps long lines
+    assert flowed.count("with encoder and decoder each matched above 0.7 (Paulo & Belrose's criterion)") == 2
     page = write_report(run.path).read_text()
     assert "SAE features across seeds" in page and "fig-sae-agreement" in page
 

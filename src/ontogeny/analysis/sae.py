@@ -26,9 +26,15 @@ def agreement_summary(run: Run, random_state: int = 0) -> list[str]:
         ids = members.index[members.source_step == step]
         quality = last[last.member.isin(ids)].groupby("name").value.median()
         what = "random init" if step == 0 else "trained"
+        both = ""
+        if "shared_both" in rows:  # runs made before it was recorded lack it
+            both_ci = multibootstrap(rows.groupby("source_member").shared_both.mean().to_numpy(),
+                                     random_state=random_state)
+            both = (f"; {both_ci.estimate:.0%} [{both_ci.low:.0%}, {both_ci.high:.0%}] with encoder and decoder each "
+                    f"matched above {THRESHOLD} (Paulo & Belrose's criterion)")
         lines.append(f"sae [step {step}, {what}]: {ci.estimate:.0%} [{ci.low:.0%}, {ci.high:.0%}] of latents shared "
-                     f"across {n_seeds} seeds (one-to-one match at cosine >= {THRESHOLD}; mean over seed pairs, 95% CI "
-                     f"over {len(per_model)} model members); median FVE {quality.get('sae/fve', np.nan):.3f}, L0 "
+                     f"across {n_seeds} seeds (decoders matched one to one at cosine >= {THRESHOLD}; mean over seed "
+                     f"pairs, 95% CI over {len(per_model)} model members){both}; median FVE {quality.get('sae/fve', np.nan):.3f}, L0 "
                      f"{quality.get('sae/l0', np.nan):.1f}, dead {quality.get('sae/dead', np.nan):.0%}, loss "
                      f"recovered {quality.get('sae/loss_recovered', np.nan):.0%}")
     if "sae_stability" in run.tables():

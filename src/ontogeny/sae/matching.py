@@ -1,9 +1,10 @@
 """Cross-seed agreement of SAE dictionaries: match two decoders' directions one to one and count the close pairs.
 
 Two SAEs trained on the same activations from different seeds learn overlapping but not identical dictionaries
-(Paulo & Belrose 2025, "Sparse autoencoders trained on the same data learn different features"): they align latents
-one to one with the Hungarian algorithm and count a latent as shared when its partner's cosine passes 0.7 (for
-encoder and decoder both; here the decoder directions alone, which is what a dictionary is).
+(Paulo & Belrose 2025, "Sparse autoencoders trained on the same data learn different features"). Their released
+code (SrGonao/sae_overlap) aligns the encoder rows and the decoder rows one to one, each by its own Hungarian
+assignment on signed cosines, and counts a latent as shared when both of its matched cosines exceed 0.7
+(`shared_both_share`); `shared_share` is the decoder directions alone, which is what a dictionary is.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def shared_share(cosines: Tensor | np.ndarray, threshold: float = 0.7) -> float:
     if values.size == 0:
         raise ValueError("no matched pairs: both dictionaries need at least one direction")
     return float((values >= threshold).mean())
+
+
+def shared_both_share(encoders: tuple[Tensor, Tensor], decoders: tuple[Tensor, Tensor],
+                      threshold: float = 0.7) -> float:
+    """Paulo & Belrose's criterion: the share of a's latents whose encoder row and decoder row are each matched (two
+    separate one-to-one assignments, see `matching`) at a cosine above `threshold`. encoders: (a [W, d_in], b
+    [W', d_in]), the latents' encoder vectors; decoders: (a [W, d_out], b [W', d_out])."""
+    by_encoder, by_decoder = matching(*encoders), matching(*decoders)
+    if not np.array_equal(by_encoder[0], by_decoder[0]):
+        raise ValueError("encoders and decoders must hold the same latents (one row each, the same widths)")
+    return float(((by_encoder[2] > threshold) & (by_decoder[2] > threshold)).mean())
 
 
 def agreement_curve(cosines: Tensor | np.ndarray, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ split, and S SAE seeds per model member train together as one ensemble (members 
 run holds per SAE member its training curves (`sae/mse`, `sae/fve`, `sae/l0`, `sae/dead`), the model's loss with the
 site replaced by the reconstruction (`sae/downstream_loss`, beside `sae/clean_loss`, `sae/zero_loss` and
 `sae/loss_recovered`), its weights, and the cross-seed agreement of the decoders: `sae_agreement` (each pair of
-seeds of one model member: share of latents matched one to one at cosine >= 0.7), `sae_agreement_curve` (that share
-over thresholds) and `sae_stability` (per seed, the share of its latents at each checkpoint matched in its SAE at the
+seeds of one model member: `shared`, the share of latents whose decoder directions match one to one at cosine
+>= 0.7; `shared_both`, Paulo & Belrose's criterion, encoder and decoder each matched above 0.7),
+`sae_agreement_curve` (the decoder share over thresholds) and `sae_stability` (per seed, the share of its latents at each checkpoint matched in its SAE at the
 last checkpoint). Everything is trained before anything is written, so a failure leaves no run behind.
 """
 
@@ -26,7 +27,7 @@ from ..rebuild import run_ensembles, save_member_weights
 from ..seeds import generator
 from ..store import Run, ShardWriter, write_table
 from ..store.create import check_out, create_run
-from .matching import agreement_curve, match, shared_share
+from .matching import agreement_curve, match, shared_both_share, shared_share
 from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names
 
@@ -155,7 +156,9 @@ def _train(model, loss: str, probe, site: str, rows, step: int, group, *, seeds:
                              "l1": l1 if kind == "relu-l1" else None, "rows": x.shape[1]}
                             for e, (m, s) in enumerate(ids)])
     decoders = sae.W_dec.detach().view(n_models, seeds, sae.width, d_out)
+    encoders = sae.W_enc.detach().transpose(1, 2).reshape(n_models, seeds, sae.width, -1)  # a latent's row
     return {"members": members, "scalars": pd.DataFrame(scalars), "sae": sae, "decoders": decoders,
+            "encoders": encoders,
             "source_step": step, "source_members": [m.member for m in group]}
 
 
@@ -195,15 +198,17 @@ def agreement_tables(trained: list[dict]) -> dict[str, pd.DataFrame]:
     last = max(t["source_step"] for t in trained)
     final = {(m, t["source_step"]): t["decoders"][i] for t in trained for i, m in enumerate(t["source_members"])}
     for t in trained:
-        decoders = t["decoders"]  # [M, S, W, d]
+        decoders, encoders = t["decoders"], t["encoders"]  # [M, S, W, d_out], [M, S, W, d_in]
         for i, member in enumerate(t["source_members"]):
             cosines = []
             for a in range(decoders.shape[1]):
                 for b in range(a + 1, decoders.shape[1]):
                     matched = match(decoders[i, a], decoders[i, b]).numpy()
                     cosines.append(matched)
+                    both = shared_both_share((encoders[i, a], encoders[i, b]), (decoders[i, a], decoders[i, b]),
+                                             THRESHOLD)
                     pairs.append({"source_member": member, "source_step": t["source_step"], "seed_a": a,
-                                  "seed_b": b, "shared": shared_share(matched, THRESHOLD),
+                                  "seed_b": b, "shared": shared_share(matched, THRESHOLD), "shared_both": both,
                                   "mean_cosine": float(matched.mean())})
             curve = np.mean([agreement_curve(c, THRESHOLDS) for c in cosines], axis=0)
             curves += [{"source_member": member, "source_step": t["source_step"], "threshold": float(h),
