@@ -10,8 +10,9 @@ Run by hand, not in CI (the numbers depend on the machine and its load):
     python benchmarks/language_speed.py --profile                 # plus a torch.profiler table of each side
 
 Recipes: `syntax-drops` (masked LM on the grammar task, 4 layers, d_model 64, 4 heads, d_mlp 256, 64 sentences of
-up to 18 tokens per step; 2 layers, d_mlp 128 and 13 tokens before 2026-12-07) and `icl-markov` (causal LM on in-context Markov chains, k = 3, 64 positions, 2 layers,
-d_model 32, 1 head, d_mlp 64, 32 sequences per step); both pre-LN, AdamW at the recipe's lr.
+up to 18 tokens per step; 2 layers, d_mlp 128 and 13 tokens before 2026-12-07) and `icl-markov` (causal LM on
+in-context Markov chains, k = 3, 64 positions, 2 layers, d_model 32, 1 head, d_mlp 64, 32 sequences per step); both
+pre-LN, AdamW at the recipe's lr.
 
 1. Seed-steps/s. The ontogeny side is `EnsembleTrainer(expand(spec)).time_steps(n)`: training steps only, no
    recording. The baseline is how reference code trains: per seed one `nn.Embedding` + learned positions +

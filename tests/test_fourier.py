@@ -9,7 +9,8 @@ import torch
 import ontogeny as og
 from ontogeny import MLPModel
 from ontogeny.analysis.fourier import (fourier_basis, fourier_rows, frequency_power, key_frequencies,
-                                       neuron_frequency_share, run_fourier, split_logits)
+                                       neuron_frequencies, neuron_frequency_share, readout_activations, run_fourier,
+                                       split_logits)
 from ontogeny.analysis.summary import grid_labels
 from ontogeny.models import EnsembleMLP, EnsembleTransformer, TransformerModel
 from ontogeny.report import render_report
@@ -103,6 +104,11 @@ def test_constructed_fourier_mlp_gives_its_frequencies_and_the_expected_losses()
     (row,) = fourier_rows(model, P, positions, [None])
     assert row["key_frequencies"] == "2, 5, 9" and row["n_key_frequencies"] == 3
     assert row["key_share"] == pytest.approx(1.0) and row["neuron_frequency_share"] == pytest.approx(1.0, abs=1e-6)
+    assert row["neuron_key_frequencies"] == "2, 5, 9"  # Nanda et al.'s rule: each neuron's own frequency
+    # a squared neuron puts 1/5 of its variance at twice its frequency (cos^2 terms): 0.8 explained, under 0.85
+    _, explained = neuron_frequencies(readout_activations(model, P))
+    torch.testing.assert_close(explained, torch.full_like(explained, 0.8), atol=1e-4, rtol=0)
+    assert row["neurons_clustered"] == 0.0
     assert row["train_loss"] < 0.1 and row["test_loss"] < 0.1
     assert row["restricted_loss"] == pytest.approx(row["train_loss"], rel=1e-3)  # all of it is key frequencies
     assert row["restricted_train_loss"] == pytest.approx(row["train_loss"], rel=1e-3)
@@ -111,6 +117,22 @@ def test_constructed_fourier_mlp_gives_its_frequencies_and_the_expected_losses()
     (dropped,) = fourier_rows(model, P, positions, [[2, 5]])
     assert dropped["key_frequencies"] == "2, 5, 9" and dropped["ablated_frequencies"] == "2, 5"
     assert row["train_loss"] < dropped["restricted_loss"] < dropped["excluded_loss"] < math.log(P)
+
+
+def test_neuron_frequencies_by_hand():
+    """Nanda et al.'s rule on planted neurons over (a, b): a product term, linear terms in a and b, a ReLU of a
+    sum (its harmonics take a share, its own frequency the most) and a dead neuron."""
+    p = 23
+    a, b = torch.meshgrid(torch.arange(p, dtype=torch.float64), torch.arange(p, dtype=torch.float64), indexing="ij")
+    w = 2 * math.pi / p
+    neurons = torch.stack([torch.cos(w * 3 * (a + b)), torch.cos(w * 5 * a) + torch.sin(w * 5 * b),
+                           torch.relu(torch.cos(w * 7 * a) + torch.cos(w * 7 * b)), torch.full_like(a, 0.3)], -1)
+    frequency, explained = neuron_frequencies(neurons[None])  # [1, 4]
+    assert frequency.tolist() == [[3, 5, 7, -1]]
+    assert explained[0, :2].tolist() == pytest.approx([1.0, 1.0]) and 0.5 < explained[0, 2] < 0.99
+    assert math.isnan(explained[0, 3])
+    # a wave of frequency 20 > p // 2 is frequency 3 again (20 = 23 - 3): the basis folds it
+    assert neuron_frequencies(torch.cos(w * 20 * a)[None, ..., None])[0].tolist() == [[3]]
 
 
 def test_transformer_embedding_is_read_from_the_number_tokens_of_w_e():

@@ -6,7 +6,13 @@ and reads out logits of the form sum_w cos(w (a + b - c)). Three measures follow
 
 - key frequencies: the embedding's power per frequency of the Fourier basis over Z_p (constant, then cos / sin of
   2 pi k x / p, each normalized); the key ones are the fewest, strongest first, that carry `share` of its
-  non-constant power (the rule is ours; the paper's code takes each MLP neuron's best-fitting frequency instead).
+  non-constant power (the rule is ours). Beside them, `neuron_key_frequencies` by the paper's rule (its released
+  code: transformers.py `calculate_key_freqs`, and its analysis notebook): each readout neuron's activation at the
+  read position over all p^2 inputs, centred, in the 2D Fourier basis; a neuron's frequency is the k whose terms
+  (cos / sin of w_k a, of w_k b, and their products) explain most of its variance; the key frequencies are the
+  distinct neuron frequencies, with no threshold (k = 1..p // 2, as the notebook; dead neurons left out).
+  `neurons_clustered` is the share of live neurons whose frequency explains more than 0.85 (the paper's cutoff for
+  its neuron clusters).
 - restricted loss: keep, in the logits over all p^2 inputs, only their components along cos(w (a + b)) and
   sin(w (a + b)) for the key w (per output c) plus their mean over inputs, and take the cross entropy; as the
   paper's released code (progress-measures-paper, transformers.py: the trig loss, with its bias correction, on all
@@ -31,8 +37,10 @@ from ..store import Run
 from ..tasks.modular import modular_table
 
 KEY_SHARE = 0.9  # key frequencies carry at least this share of the embedding's non-constant Fourier power
+CLUSTERED = 0.85  # Nanda et al.: a neuron belongs to its frequency's cluster when that frequency explains > 85%
 
-COLUMNS = ["member", "step", "key_frequencies", "n_key_frequencies", "key_share", "neuron_frequency_share",
+COLUMNS = ["member", "step", "key_frequencies", "n_key_frequencies", "key_share", "neuron_key_frequencies",
+           "neurons_clustered", "neuron_frequency_share",
            "ablated_frequencies", "train_loss", "test_loss", "restricted_loss", "restricted_train_loss",
            "excluded_loss", "uniform_loss"]
 
@@ -94,6 +102,36 @@ def key_frequencies(power: torch.Tensor, share: float = KEY_SHARE) -> list[int]:
     covered = torch.cumsum(spectrum[order], 0) / total  # [K]
     count = int((covered < share * (1 - 1e-12)).sum()) + 1  # the first prefix that reaches the share
     return sorted(int(k) + 1 for k in order[:count])
+
+
+def neuron_frequencies(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each neuron's frequency by Nanda et al.'s rule: activations [M, p, p, N] over the inputs (a, b) -> (frequency
+    [M, N] int64 in 1..p // 2, -1 for a neuron that never varies; the share of its variance that frequency's terms
+    explain [M, N] float64)."""
+    p = activations.shape[1]
+    centred = activations.double() - activations.double().mean(dim=(1, 2), keepdim=True)
+    basis, frequency = fourier_basis(p)  # [p, p]
+    power = torch.einsum("fa,mabn,gb->mfgn", basis, centred, basis).pow(2)  # [M, p, p, N]
+    rows = (frequency[None] == torch.arange(1, p // 2 + 1)[:, None]) | (frequency[None] == 0)  # [K, p]: {const, k}
+    rows = rows.double()
+    block = torch.einsum("mfgn,kf,kg->mkn", power, rows, rows) - power[:, None, 0, 0]  # const x const is ~0
+    total = power.sum(dim=(1, 2))  # [M, N]
+    explained = block / total[:, None].clamp_min(1e-300)  # [M, K, N]
+    best = explained.max(dim=1)
+    live = total > 1e-20 * total.amax(dim=1, keepdim=True).clamp_min(1e-300)
+    return torch.where(live, best.indices + 1, -1), torch.where(live, best.values, torch.nan)
+
+
+def readout_activations(model: torch.nn.Module, p: int) -> torch.Tensor:
+    """The readout neurons' activations (`model.readout_units()`: the last MLP layer) at the read position over all
+    p^2 inputs (a slowest): [M, p, p, N]."""
+    _, x, _ = modular_table(p, "+")
+    site = model.readout_units()[0]
+    with torch.no_grad():
+        acts = model.read(x, [site])[site]  # [M, p*p, (T,) N]
+    if acts.dim() == 4:
+        acts = acts[:, :, -1]  # the '=' position, where the answer is read
+    return acts.reshape(acts.shape[0], p, p, acts.shape[-1])
 
 
 def sum_directions(p: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,11 +198,15 @@ def fourier_rows(model: torch.nn.Module, p: int, train_positions: list[torch.Ten
                "restricted_train_loss": member_losses(restricted, y, train_positions),
                "excluded_loss": member_losses(excluded, y, train_positions)}
     per_neuron = model.embedding_is_neurons  # an MLP's embedding columns are its hidden neurons
+    neuron_frequency, explained = neuron_frequencies(readout_activations(model, p))  # [M, N] each
     rows = []
     for m, key in enumerate(keys):
         spectrum = power[m, 1:]
+        live = neuron_frequency[m] > 0
         rows.append({"key_frequencies": ", ".join(map(str, key)), "n_key_frequencies": len(key),
                      "key_share": float(spectrum[[k - 1 for k in key]].sum() / spectrum.sum().clamp_min(1e-300)),
+                     "neuron_key_frequencies": ", ".join(map(str, sorted(set(neuron_frequency[m, live].tolist())))),
+                     "neurons_clustered": float((explained[m, live] > CLUSTERED).double().mean()),
                      "neuron_frequency_share": float(sparsity[m]) if per_neuron else float("nan"),
                      "ablated_frequencies": ", ".join(map(str, ablated[m])),
                      **{name: values[m] for name, values in columns.items()}, "uniform_loss": math.log(p)})

@@ -34,7 +34,8 @@ def agreement_summary(run: Run, random_state: int = 0) -> list[str]:
                     f"matched above {THRESHOLD} (Paulo & Belrose's criterion)")
         lines.append(f"sae [step {step}, {what}]: {ci.estimate:.0%} [{ci.low:.0%}, {ci.high:.0%}] of latents shared "
                      f"across {n_seeds} seeds (decoders matched one to one at cosine >= {THRESHOLD}; mean over seed "
-                     f"pairs, 95% CI over {len(per_model)} model members){both}; median FVE {quality.get('sae/fve', np.nan):.3f}, L0 "
+                     f"pairs, 95% CI over {len(per_model)} model members){both}; median FVE "
+                     f"{quality.get('sae/fve', np.nan):.3f}, L0 "
                      f"{quality.get('sae/l0', np.nan):.1f}, dead {quality.get('sae/dead', np.nan):.0%}, loss "
                      f"recovered {quality.get('sae/loss_recovered', np.nan):.0%}")
     if "sae_stability" in run.tables():

@@ -8,8 +8,9 @@ site replaced by the reconstruction (`sae/downstream_loss`, beside `sae/clean_lo
 `sae/loss_recovered`), its weights, and the cross-seed agreement of the decoders: `sae_agreement` (each pair of
 seeds of one model member: `shared`, the share of latents whose decoder directions match one to one at cosine
 >= 0.7; `shared_both`, Paulo & Belrose's criterion, encoder and decoder each matched above 0.7),
-`sae_agreement_curve` (the decoder share over thresholds) and `sae_stability` (per seed, the share of its latents at each checkpoint matched in its SAE at the
-last checkpoint). Everything is trained before anything is written, so a failure leaves no run behind.
+`sae_agreement_curve` (the decoder share over thresholds) and `sae_stability` (per seed, the share of its latents at
+each checkpoint matched in its SAE at the last checkpoint). Everything is trained before anything is written, so a
+failure leaves no run behind.
 """
 
 from __future__ import annotations

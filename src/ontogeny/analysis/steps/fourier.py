@@ -55,8 +55,13 @@ def summary_line(rows: pd.DataFrame, share: float) -> str:
             f"train {last.train_loss:.3g}, test {last.test_loss:.3g}")
     below = {name: _first_below(by_step[name], uniform / 2) for name in ("restricted_loss", "test_loss")}
     line += (f"; below log p / 2 first at step {_text(below['restricted_loss'])} (restricted) and "
-             f"{_text(below['test_loss'])} (test)")
-    return line + " (medians over members)"
+             f"{_text(below['test_loss'])} (test) (medians over members)")
+    final = rows[rows.step == rows.step.max()]
+    if "neuron_key_frequencies" in final and final.neuron_key_frequencies.notna().any():
+        counts = final.neuron_key_frequencies.fillna("").map(lambda text: len([k for k in text.split(", ") if k]))
+        line += (f"; Nanda et al.'s rule (the neurons' own frequencies) {counts.median():g} key frequencies, "
+                 f"{final.neurons_clustered.median():.0%} of neurons above 85% explained (medians)")
+    return line
 
 
 def _first_below(curve: pd.Series, level: float) -> float:
