@@ -17,6 +17,10 @@ def test_run_a_tiny_recipe_and_read_it_back(tmp_path):
                     "--set", "model.width=48", "--set", "steps=300", "--set", "record.every=50", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "memorization" in done.stdout and "generalization" in done.stdout
+    # stdout is a pipe here, as in a log file or a CI job: plain progress lines, with the total, not a silent bar
+    lines = [line for line in done.stdout.splitlines() if " steps (" in line]
+    assert "] 0/300 steps (0%) of 2 members" in lines[0]
+    assert "] 300/300 steps (100%) of 2 members" in lines[-1] and "ensemble 0: ok 2 diverged 0" in lines[-1]
     run = og.open(out)
     assert run.spec.task.p == 13 and run.spec.seeds == (0, 1)
     assert list(run.members().status) == ["ok", "ok"]

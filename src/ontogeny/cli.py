@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,23 +21,27 @@ console = Console(width=None if sys.stdout.isatty() else 120)  # pipes and logs 
 
 
 class ProgressDisplay:
-    """A rich progress bar over all steps of all ensembles: steps/s, members ok/diverged, accuracy ranges."""
+    """A rich progress bar over all steps of all ensembles: steps/s, members ok/diverged, accuracy ranges. Output
+    that is no terminal (a log file, a CI job) gets one plain line every `plain_seconds` instead, and at the end."""
 
-    def __init__(self):
+    def __init__(self, plain_seconds: float = 10.0):
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
                             TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console)
         self.task, self.steps, self.started, self.done_before = None, 0, time.monotonic(), 0
+        self.plain, self.plain_seconds, self.last_line = not console.is_terminal, plain_seconds, -math.inf
+        self.total, self.done, self.status = 0, 0, ""
 
     def start(self, n_ensembles: int, steps: int, members) -> None:
-        self.steps, self.n_members = steps, len(members)
+        self.steps, self.n_members, self.total = steps, len(members), n_ensembles * steps
+        if self.plain:
+            self._line()
+            return
         self.bar.start()
-        self.task = self.bar.add_task(f"{len(members)} members", total=n_ensembles * steps, speed="", status="")
+        self.task = self.bar.add_task(f"{len(members)} members", total=self.total, speed="", status="")
 
     def step(self, ensemble: int, step: int) -> None:
-        done = ensemble * self.steps + step
-        elapsed = time.monotonic() - self.started
-        self.bar.update(self.task, completed=done, speed=f"{done / max(elapsed, 1e-9):.0f} steps/s")
+        self._update(ensemble * self.steps + step)
 
     def checkpoint(self, ensemble: int, step: int, scalars: dict, trainer) -> None:
         n_diverged = sum(s is not None for s in trainer.diverged_step)
@@ -44,15 +49,35 @@ class ProgressDisplay:
         for name in ("train/acc", "test/acc"):
             if name in scalars:
                 parts.append(f"{name} {scalars[name].min():.2f}-{scalars[name].max():.2f}")
-        self.bar.update(self.task, completed=ensemble * self.steps + step, status="  ".join(parts))
+        self._update(ensemble * self.steps + step, "  ".join(parts))
 
     def overall(self, steps_done: int, *, running: int, failed: int) -> None:
         """Progress of a distributed run: steps recorded over all ensembles, tasks running and failed."""
-        elapsed = time.monotonic() - self.started
-        self.bar.update(self.task, completed=steps_done, speed=f"{steps_done / max(elapsed, 1e-9):.0f} steps/s",
-                        status=f"tasks running {running}" + (f", failed {failed}" if failed else ""))
+        self._update(steps_done, f"tasks running {running}" + (f", failed {failed}" if failed else ""))
+
+    def _update(self, done: int, status: str | None = None) -> None:
+        self.done, self.status = done, self.status if status is None else status
+        if self.plain:
+            if time.monotonic() - self.last_line >= self.plain_seconds:
+                self._line()
+            return
+        speed = f"{done / max(time.monotonic() - self.started, 1e-9):.0f} steps/s"
+        self.bar.update(self.task, completed=done, speed=speed, **({} if status is None else {"status": status}))
+
+    def _line(self) -> None:
+        """One plain progress line: steps done of the total, speed, time left, the latest status."""
+        self.last_line, elapsed = time.monotonic(), time.monotonic() - self.started
+        rate = self.done / max(elapsed, 1e-9)
+        left = f", about {(self.total - self.done) / rate:,.0f} s left" if 0 < self.done < self.total else ""
+        console.print(f"[{time.strftime('%H:%M:%S')}] {self.done:,}/{self.total:,} steps "
+                      f"({self.done / max(self.total, 1):.0%}) of {self.n_members} members, {rate:.0f} steps/s"
+                      f"{left}" + (f"; {self.status}" if self.status else ""), markup=False, highlight=False)
 
     def stop(self) -> None:
+        if self.plain:
+            if self.total:
+                self._line()
+            return
         self.bar.stop()
 
 
