@@ -147,3 +147,25 @@ def test_a_logged_name_a_probe_set_writes_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="probe set named 'train'"):
         OntogenyCallback(tmp_path / "other", member={"seed": 1}, probes={"train": (x, y)})
+
+
+def test_the_lightning_example_records_two_seeds_into_one_run(tmp_path):
+    """examples/lightning_module.py as the README runs it: one process per seed, the same run directory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("lightning", reason="the lightning extra: pip install 'ontogeny[lightning]'")
+    example = Path(__file__).resolve().parents[1] / "examples" / "lightning_module.py"
+    out = tmp_path / "lightning"
+    procs = [subprocess.Popen([sys.executable, str(example), str(out), "--seed", str(seed), "--steps", "50"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    run = og.open(out)
+    assert sorted(run.members().seed) == [0, 1]
+    scalars = run.scalars()
+    assert {"train/loss", "test/acc", "batch_loss"} <= set(scalars.name)
+    assert sorted(scalars[scalars.name == "test/loss"].step.unique())[-1] == 50  # log-spaced up to 50
+    assert len(run.examples(member=0, step=50)) == 59 * 59  # every pair: train and test probe sets
