@@ -46,6 +46,20 @@ def test_targets_are_the_output_and_its_eos_only():
             assert len(output) == len(declarative) and output[0] in declarative
 
 
+def test_a_subject_rc_sweep_is_one_ensemble_with_each_member_on_its_own_corpus():
+    spec = load_spec("hierarchy-data-quick", ["sweep.task.complexity=[0.0]", "sweep.task.subject_rc=[0.0, 1.0]",
+                                              "task.n_train=400", "task.n_test=40", "task.n_gen=20"])
+    (group,) = ensembles(expand(spec))
+    task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
+    x = task.batch(0).x  # [M, B, T]
+    assert sorted(m.spec.task.subject_rc for m in group) == [0.0, 0.0, 1.0, 1.0]
+    for i, member in enumerate(group):  # each member's batch is its own config's corpus
+        alone = make_task([member.spec.task], [member.data_seed], spec.record.max_probe_examples)
+        assert torch.equal(x[i], alone.batch(0).x)
+    first = [m.spec.task.subject_rc for m in group].index(1.0)
+    assert not torch.equal(x[0], x[first])
+
+
 def test_loss_on_all_scores_every_token_after_bos_in_training_only(tmp_path):
     output_only = make_task([PLAIN], [0], 10_000)
     task = make_task([QuestionFormationTask(**SMALL, loss_on="all")], [0], 10_000)

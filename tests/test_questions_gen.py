@@ -116,7 +116,22 @@ def test_complexity_is_the_share_of_center_embedded_declaratives(complexity):
     assert not train.center_embedded[~declarative].any()  # plain questions cannot carry a subject RC
 
 
+@pytest.mark.parametrize("subject_rc, complexity", [(0.0, 0.0), (0.3, 0.0), (0.6, 0.5), (1.0, 1.0)])
+def test_subject_rc_is_qin_et_al_s_share_of_declaratives_with_a_subject_relative_clause(subject_rc, complexity):
+    train = sample(QuestionGrammar(subject_rc=subject_rc, complexity=complexity), "train", 5000, seed=4)
+    declarative = train.kind == "decl"
+    assert abs(train.subject_rc[declarative].mean() - subject_rc) < 0.04  # down to none at all
+    assert abs(train.center_embedded[declarative].mean() - subject_rc * complexity) < 0.04
+    assert not train.subject_rc[~declarative].any()  # questions stay ambiguous
+    assert not train.center_embedded[declarative & ~train.subject_rc].any()
+    # without the knob about half of the declaratives carry one at complexity 0 (the templates' own mix)
+    mixed = sample(QuestionGrammar(), "train", 5000, seed=4)
+    assert 0.4 < mixed.subject_rc[mixed.kind == "decl"].mean() < 0.6
+
+
 @pytest.mark.parametrize("grammar", [QuestionGrammar(diversity=1, quest_share=0.0),
+                                     QuestionGrammar(diversity=2, subject_rc=0.5),
+                                     QuestionGrammar(diversity=1, subject_rc=0.0),
                                      QuestionGrammar(diversity=3, complexity=0.3),
                                      QuestionGrammar(diversity=7, complexity=0.3, disambiguating=0.2),
                                      QuestionGrammar(diversity=12), QuestionGrammar(diversity=30, complexity=0.5)])
@@ -172,6 +187,8 @@ def test_rule_scores_and_member_labels():
     ({"diversity": 21}, "diversity", "<= 20"),  # complexity 0: the 10 center-embedded templates are out of reach
     ({"diversity": 1, "complexity": 0.3}, "diversity", "center-embedded"),
     ({"diversity": 2, "complexity": 0.3, "disambiguating": 0.2}, "diversity", "depth-1 subject-RC"),
+    ({"subject_rc": 1.5}, "subject_rc", "[0, 1], or -1"),
+    ({"diversity": 1, "subject_rc": 0.5}, "diversity", "depth-1 subject-RC"),
 ])
 def test_check_names_each_bad_knob(knobs, field, text):
     grammar = QuestionGrammar(**knobs)

@@ -60,6 +60,7 @@ class QuestionFormationTask(TaskSpec):
     complexity: float = QuestionGrammar.complexity
     diversity: int = QuestionGrammar.diversity
     disambiguating: float = QuestionGrammar.disambiguating
+    subject_rc: float = QuestionGrammar.subject_rc  # Qin et al.'s complexity (-1: off; questions_gen.py)
     quest_share: float = QuestionGrammar.quest_share
     kind: str = QuestionGrammar.kind  # "question" | "tense"
     loss_on: str = "output"  # training loss on the "output" only, or on "all" tokens (an LM of the whole example)
@@ -69,12 +70,12 @@ class QuestionFormationTask(TaskSpec):
     batch_size: int = 64
     split_seed: int = 0
 
-    member_fields = frozenset({"complexity", "diversity", "disambiguating"})  # each member's own corpus
+    member_fields = frozenset({"complexity", "diversity", "disambiguating", "subject_rc"})  # each member's own corpus
 
     def grammar(self) -> QuestionGrammar:
         return QuestionGrammar(n_nouns=self.n_nouns, n_verbs=self.n_verbs, n_auxiliaries=self.n_auxiliaries,
                                n_prepositions=self.n_prepositions, complexity=self.complexity,
-                               diversity=self.diversity, disambiguating=self.disambiguating,
+                               diversity=self.diversity, disambiguating=self.disambiguating, subject_rc=self.subject_rc,
                                quest_share=self.quest_share, kind=self.kind)
 
     def check(self, check: Check) -> None:

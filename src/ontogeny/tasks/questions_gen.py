@@ -32,6 +32,10 @@ Splits:
             `complexity`, else depth 1); otherwise its template is uniform over the allowed no-subject-RC templates.
             So `complexity` is the share of center-embedded sentences among the training sentences free to carry a
             subject RC (every declarative and every disambiguating question), not among all training sentences.
+            `subject_rc` >= 0 is Qin et al. 2025's complexity instead (their "center-embedded" is any relative
+            clause on the subject): a declarative has a subject RC with probability subject_rc (center-embedded with
+            probability `complexity`, else depth 1), else none; at -1 (the default) a non-center declarative's
+            template is uniform over the allowed ones, of which about half carry a subject RC.
     test    an independent draw from the training distribution (the same allowed templates; it may repeat
             training sentences, since the language is small).
     gen     questions only, template uniform over every subject-RC template of the grammar (depth 1 and 2),
@@ -168,6 +172,7 @@ class QuestionGrammar:
     complexity: float = 0.0  # share of center-embedded (RC2) templates among training sentences free to have one
     diversity: int = 0  # number of distinct templates in training (0: every template the shares can reach)
     disambiguating: float = 0.0  # share of training questions with a subject relative clause
+    subject_rc: float = -1.0  # Qin et al.'s complexity: share of training declaratives with a subject RC (-1: off)
     quest_share: float = 0.5  # share of training examples that are questions (tense: present examples)
     kind: str = "question"  # "question" | "tense" (module docstring)
 
@@ -186,6 +191,10 @@ class QuestionGrammar:
             if not isinstance(value, (int, float, np.floating, np.integer)) or not 0 <= value <= 1:
                 problems.append((name, f"must be in [0, 1] (got {value!r})"))
                 shares_ok = False
+        if not (self.subject_rc == -1 or 0 <= self.subject_rc <= 1):
+            problems.append(("subject_rc", f"must be in [0, 1], or -1 to leave the template mix (got "
+                                           f"{self.subject_rc!r})"))
+            shares_ok = False
         d = self.diversity
         if not isinstance(d, (int, np.integer)) or d < 0:
             problems.append(("diversity", f"must be an integer >= 0 (got {d!r})"))
@@ -277,8 +286,9 @@ class QuestionGrammar:
 # ---- which templates training may use ----------------------------------------------------------------------------
 
 _GROUPS = {"plain": _DEPTH == 0, "rc": _DEPTH == 1, "center": _DEPTH == 2, "not-center": _DEPTH < 2}
-_GROUP_WHY = {"plain": "one without subject RC (questions)", "center": "a center-embedded one (complexity > 0)",
-              "rc": "a depth-1 subject-RC one (disambiguating questions, complexity < 1)",
+_GROUP_WHY = {"plain": "one without subject RC (questions; declaratives with subject_rc < 1)",
+              "center": "a center-embedded one (complexity > 0)",
+              "rc": "a depth-1 subject-RC one (disambiguating questions or subject_rc > 0, complexity < 1)",
               "not-center": "a non-center one (declaratives, complexity < 1)"}
 
 
@@ -291,15 +301,16 @@ def _draws(grammar: QuestionGrammar) -> tuple[bool, bool, bool]:
 def _needs(grammar: QuestionGrammar) -> list[str]:
     """Return the template groups that a positive share needs, in the order they are moved to the front."""
     declarative, plain, disambiguating = _draws(grammar)
-    free = declarative or disambiguating  # sentences whose subject may carry an RC
+    chosen = grammar.subject_rc >= 0  # declaratives' subject RCs set by subject_rc (Qin et al.'s knob)
+    with_rc = disambiguating or (declarative and (not chosen or grammar.subject_rc > 0))  # may carry a subject RC
     needs = []
-    if plain:
+    if plain or (declarative and chosen and grammar.subject_rc < 1):
         needs.append("plain")
-    if free and grammar.complexity > 0:
+    if with_rc and grammar.complexity > 0:
         needs.append("center")
-    if disambiguating and grammar.complexity < 1:
+    if (disambiguating or (declarative and chosen and grammar.subject_rc > 0)) and grammar.complexity < 1:
         needs.append("rc")
-    if declarative and grammar.complexity < 1:
+    if declarative and not chosen and grammar.complexity < 1:
         needs.append("not-center")
     return needs
 
@@ -311,14 +322,11 @@ def _least_diversity(needs: list[str]) -> int:
 
 def _pool(grammar: QuestionGrammar) -> np.ndarray:
     """Return the indices of the templates the shares let training reach (sorted)."""
-    declarative, plain, disambiguating = _draws(grammar)
     reach = np.zeros(len(_TEXT), dtype=bool)
-    if plain or (declarative and grammar.complexity < 1):
-        reach |= _GROUPS["plain"]
-    if (declarative or disambiguating) and grammar.complexity < 1:
-        reach |= _GROUPS["rc"]
-    if (declarative or disambiguating) and grammar.complexity > 0:
-        reach |= _GROUPS["center"]
+    for group in _needs(grammar):
+        reach |= _GROUPS[group]
+    if "not-center" in _needs(grammar):
+        reach |= _GROUPS["plain"] | _GROUPS["rc"]  # a declarative's template is uniform over both
     return np.flatnonzero(reach)
 
 
@@ -382,6 +390,10 @@ def _training_draw(grammar: QuestionGrammar, rng: np.random.Generator, n: int,
     group = np.where(question & ~disambiguating, 0, np.where(center, 1, np.where(question, 2, 3)))  # [n]
     template = np.zeros(n, dtype=np.int64)
     draw = rng.random(n)
+    if grammar.subject_rc >= 0:  # Qin et al.: a declarative has a subject RC with probability subject_rc
+        with_rc = rng.random(n) < grammar.subject_rc  # drawn last: without the knob the streams are as before
+        declarative = ~question
+        group = np.where(declarative & ~with_rc, 0, np.where(declarative & ~center, 2, group))
     for code, name in enumerate(("plain", "center", "rc", "not-center")):
         rows = group == code
         choices = allowed[_GROUPS[name][allowed]]
