@@ -59,9 +59,9 @@ import numpy as np
 
 from ..seeds import stream_seed
 
-__all__ = ["PROMPT_WORDS", "RARE", "SHARE_BINS", "SPECIALS", "TOKENIZERS", "Letters", "Lexicon", "Prompts", "Vocabulary",
-           "WordTables", "WordTokenizer", "build", "inside_shares", "piece_shares", "render", "sample", "train_bpe",
-           "word_tables"]
+__all__ = ["PROMPT_WORDS", "RARE", "SHARE_BINS", "SPECIALS", "TOKENIZERS", "Letters", "Lexicon", "Prompts",
+           "Vocabulary", "WordTables", "WordTokenizer", "build", "inside_shares", "piece_shares", "render", "sample",
+           "train_bpe", "word_tables"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # token ids 0, 1, 2
 PAD, BOS, EOS = 0, 1, 2
