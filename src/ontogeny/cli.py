@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,6 +80,22 @@ class ProgressDisplay:
                 self._line()
             return
         self.bar.stop()
+
+
+@contextmanager
+def step_progress(command: str):
+    """A progress callback (name, number, total) on standard error, so standard output keeps the results (and
+    --json stays JSON): a status line that updates on a terminal, else one plain line per step."""
+    errors = Console(stderr=True)
+    started = time.monotonic()
+    if not errors.is_terminal:
+        yield lambda name, number, total: errors.print(
+            f"[{time.strftime('%H:%M:%S')}] {command}: {name} ({number}/{total}), {time.monotonic() - started:.0f} s "
+            "so far", markup=False, highlight=False)
+        return
+    with errors.status(f"{command}: starting") as status:
+        yield lambda name, number, total: status.update(
+            f"{command}: {name} ({number}/{total}), {time.monotonic() - started:.0f} s so far")
 
 
 @app.command("run")
@@ -165,7 +182,8 @@ def analyze_command(
     from .store import open_run
 
     try:
-        result = analyze(open_run(run_dir), what=what.split(",") if what else None)
+        with step_progress("analyze") as progress:
+            result = analyze(open_run(run_dir), what=what.split(",") if what else None, progress=progress)
     except (OntogenyError, ValueError) as err:
         _fail(str(err))
     if json_:

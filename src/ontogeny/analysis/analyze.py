@@ -115,18 +115,19 @@ class Analysis:
 
 
 def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random_state: int = 0,
-            write: bool = True) -> Analysis:
+            write: bool = True, progress: Callable[[str, int, int], None] | None = None) -> Analysis:
     """Run the steps named in `what` (default every registered step but those run on request) on `run`; write their
-    tables into it."""
+    tables into it. `progress(step name, its number from 1, the number of steps)` is called as each step starts."""
     asked = tuple(what or ())
     unknown = [name for name in asked if name not in ANALYSES]
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)} (known: {', '.join(ANALYSES.names())})")
     with run.pinned():  # a run still being written is read as it stood when the analysis began
-        return _analyze(run, asked, random_state, write)
+        return _analyze(run, asked, random_state, write, progress)
 
 
-def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool) -> Analysis:
+def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool,
+             progress: Callable[[str, int, int], None] | None) -> Analysis:
     result = Analysis()
     if run.has_spec:
         run.spec  # noqa: B018 (reading it checks it against the hash it was trained under: an edited spec is refused)
@@ -142,7 +143,10 @@ def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool) -
     context = Context(run, scalars[scalars.member.isin(members.member)], members, random_state)
     steps = [ANALYSES.get(name) for name in asked] or [
         step for step in map(ANALYSES.get, ANALYSES.names()) if not step.on_request]
-    for step in _ordered(steps):
+    ordered = _ordered(steps)
+    for number, step in enumerate(ordered, 1):
+        if progress:
+            progress(step.name, number, len(ordered))
         missing = step.missing(context)
         if missing:
             if step.name in asked:
