@@ -250,6 +250,8 @@ def test_report_command_writes_the_file_and_prints_its_path(parity_bare, tmp_pat
     done = CliRunner().invoke(app, ["report", str(parity_bare), "-o", str(out)])
     assert done.exit_code == 0, done.output
     assert done.stdout.strip() == str(out) and out.stat().st_size > 1_000_000
+    progress = [line for line in done.stderr.splitlines() if "] report: " in line]  # a line per section, no terminal
+    assert "report: glance (1/13)" in progress[0] and "report: inside (13/13)" in progress[-1]
 
 
 def test_report_command_refuses_a_bad_run_dir_in_one_line(tmp_path):

@@ -351,7 +351,8 @@ def report_command(
     from .report import write_report
 
     try:
-        path = write_report(run_dir, output)
+        with step_progress("report") as progress:
+            path = write_report(run_dir, output, progress=progress)
     except OntogenyError as err:
         _fail(str(err))
     print(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,17 +354,25 @@ def inside_section(run: Run, configs: pd.Series) -> Section | None:
                    "(`ontogeny analyze RUN --what sharpness,components,fourier`).", blocks)
 
 
-def render_report(run: Run, *, head_extra: str = "") -> str:
-    """The whole report of `run` as one HTML string (plotly.js inlined once); `head_extra` goes in <head>."""
+def render_report(run: Run, *, head_extra: str = "", progress: Callable[[str, int, int], None] | None = None) -> str:
+    """The whole report of `run` as one HTML string (plotly.js inlined once); `head_extra` goes in <head>;
+    `progress(section, its number from 1, the number of sections)` is called as each section starts."""
     summary = data.summary(run)
     members = run.members()
     configs = grid_labels(members).set_axis(members.member)
     names = data.scalar_names(run)
-    sections = [glance_section(run, summary), curves_section(run, names, configs), hidden_section(run, summary),
-                phase_section(run, summary), seeds_section(run, summary), maps_section(run),
-                language_section(run, names), rules_section(run, names), experiments_section(run), scaling_section(run),
-                sae_section(run),
-                dynamics_section(run, names, configs), inside_section(run, configs)]
+    builders = {"glance": lambda: glance_section(run, summary), "curves": lambda: curves_section(run, names, configs),
+                "hidden": lambda: hidden_section(run, summary), "phase": lambda: phase_section(run, summary),
+                "seeds": lambda: seeds_section(run, summary), "maps": lambda: maps_section(run),
+                "language": lambda: language_section(run, names), "rules": lambda: rules_section(run, names),
+                "experiments": lambda: experiments_section(run), "scaling": lambda: scaling_section(run),
+                "sae": lambda: sae_section(run), "dynamics": lambda: dynamics_section(run, names, configs),
+                "inside": lambda: inside_section(run, configs)}
+    sections = []
+    for number, (name, build) in enumerate(builders.items(), 1):
+        if progress:
+            progress(name, number, len(builders))
+        sections.append(build())
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(
@@ -389,10 +398,12 @@ def run_name(run: Run) -> str:
     return f"{run.path.name} ({what})" if what else run.path.name
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); return its path."""
+def write_report(run_dir: str | Path, out: str | Path | None = None, *,
+                 progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Write the report of the run in `run_dir` to `out` (default `run_dir/report.html`); return its path.
+    `progress` as `render_report`'s."""
     with Run(run_dir) as run:
-        page = render_report(run)
+        page = render_report(run, progress=progress)
     path = Path(out) if out is not None else Layout(run_dir).report
     try:
         write_file(path, page)  # atomic: a full disk leaves the old report (or none), never half of one
