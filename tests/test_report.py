@@ -250,8 +250,22 @@ def test_report_command_writes_the_file_and_prints_its_path(parity_bare, tmp_pat
     done = CliRunner().invoke(app, ["report", str(parity_bare), "-o", str(out)])
     assert done.exit_code == 0, done.output
     assert done.stdout.strip() == str(out) and out.stat().st_size > 1_000_000
-    progress = [line for line in done.stderr.splitlines() if "] report: " in line]  # a line per section, no terminal
+    assert done.stderr == ""  # under PLAIN_PROGRESS_AFTER seconds: no progress lines
+
+
+def test_report_and_analyze_say_the_step_under_way_in_a_log(parity_bare, tmp_path, monkeypatch):
+    import ontogeny.cli
+
+    monkeypatch.setattr(ontogeny.cli, "PLAIN_PROGRESS_AFTER", 0.0)  # as if the command had run long
+    done = CliRunner().invoke(app, ["report", str(parity_bare), "-o", str(tmp_path / "r.html")])
+    progress = [line for line in done.stderr.splitlines() if "] report: " in line]  # no terminal: a line each
     assert "report: glance (1/13)" in progress[0] and "report: inside (13/13)" in progress[-1]
+    assert done.stdout.strip() == str(tmp_path / "r.html")  # the results stay alone on standard output
+    copy = shutil.copytree(parity_bare, tmp_path / "run")  # analyze writes tables: leave the shared fixture bare
+    done = CliRunner().invoke(app, ["analyze", str(copy), "--what", "grokking,seeds", "--json"])
+    progress = [line for line in done.stderr.splitlines() if "] analyze: " in line]
+    assert [line.split("analyze: ")[1].split(",")[0] for line in progress] == ["grokking (1/2)", "seeds (2/2)"]
+    assert json.loads(done.stdout)["summary"]  # --json stays JSON
 
 
 def test_report_command_refuses_a_bad_run_dir_in_one_line(tmp_path):

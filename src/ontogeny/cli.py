@@ -82,16 +82,22 @@ class ProgressDisplay:
         self.bar.stop()
 
 
+PLAIN_PROGRESS_AFTER = 5.0  # seconds before a command that is not on a terminal starts printing its progress lines
+
+
 @contextmanager
 def step_progress(command: str):
     """A progress callback (name, number, total) on standard error, so standard output keeps the results (and
-    --json stays JSON): a status line that updates on a terminal, else one plain line per step."""
+    --json stays JSON): a status line that updates on a terminal, else one plain line per step once the command
+    has run PLAIN_PROGRESS_AFTER seconds (a quick command, or a quick refusal, stays one line)."""
     errors = Console(stderr=True)
     started = time.monotonic()
     if not errors.is_terminal:
-        yield lambda name, number, total: errors.print(
-            f"[{time.strftime('%H:%M:%S')}] {command}: {name} ({number}/{total}), {time.monotonic() - started:.0f} s "
-            "so far", markup=False, highlight=False)
+        def line(name, number, total):
+            if time.monotonic() - started >= PLAIN_PROGRESS_AFTER:
+                errors.print(f"[{time.strftime('%H:%M:%S')}] {command}: {name} ({number}/{total}), "
+                             f"{time.monotonic() - started:.0f} s so far", markup=False, highlight=False)
+        yield line
         return
     with errors.status(f"{command}: starting") as status:
         yield lambda name, number, total: status.update(
