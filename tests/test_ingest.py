@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import ontogeny as og
+from ontogeny.exceptions import IngestError
 from ontogeny.analysis import analyze
 from ontogeny.cli import app
 
@@ -250,7 +251,6 @@ def test_a_damaged_checkpoint_mid_suite_is_refused_before_anything_is_written(su
 
 def test_a_checkpoint_that_fails_only_when_loaded_keeps_the_revisions_before_it_and_says_how_to_go_on(
         suites, tmp_path, monkeypatch):
-    from ontogeny.exceptions import IngestError
     from ontogeny.suites.sources import DirectorySource
 
     seed0, _, probe = suites
@@ -283,3 +283,61 @@ def test_a_full_disk_is_one_line_and_the_same_command_goes_on(suites, ingested, 
     run = og.ingest(str(seed0), probe, out=tmp_path / "run", members=[str(seed1)], context=16)
     pd.testing.assert_frame_equal(run.examples(), ingested.examples())
     pd.testing.assert_frame_equal(run.members(), ingested.members())
+
+
+LENS_BUILDER = """
+import warnings
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+def build():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3 points to its TransformerBridge
+        return HookedTransformer(HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=12, d_head=4, n_heads=4,
+                                                         d_mlp=32, d_vocab=20, act_fn="relu", device="cpu"))
+
+class Tupled(HookedTransformer):
+    def forward(self, tokens):  # (logits, cache): not logits or an output object with .logits
+        return super().forward(tokens), None
+
+def tupled():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return Tupled(build().cfg)
+"""
+
+
+def test_transformer_lens_checkpoints_are_ingested_with_their_own_losses(tmp_path, monkeypatch):
+    (tmp_path / "lens_builder.py").write_text(LENS_BUILDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lens_builder
+
+    states, expected = tmp_path / "states", {}
+    states.mkdir()
+    tokens = torch.as_tensor(np.random.default_rng(0).integers(0, 20, size=(4, 12)))
+    for step in (0, 50):
+        torch.manual_seed(step)
+        model = lens_builder.build()
+        torch.save(model.state_dict(), states / f"step{step}.pt")  # holds a 0-dim buffer (attn.IGNORE)
+        with torch.no_grad():
+            expected[step] = model(tokens, return_type="loss").item()
+    np.save(tmp_path / "probe.npy", tokens.numpy())
+    run = og.ingest(str(states), tmp_path / "probe.npy", out=tmp_path / "run", build="lens_builder:build")
+    losses = run.scalars(name="probe/loss").set_index("step").value
+    assert losses[0] == pytest.approx(expected[0], rel=1e-5) and losses[50] == pytest.approx(expected[50], rel=1e-5)
+    assert run.members().chance_loss[0] == pytest.approx(np.log(20))  # its d_vocab_out
+    assert run.revisions().weights_sha256.nunique() == 2 and run.revisions().config_sha256.nunique() == 1
+    with pytest.raises(IngestError, match="the first checkpoint cannot score it .*nothing was ingested"):
+        og.ingest(str(states), tmp_path / "probe.npy", out=tmp_path / "bad", build="lens_builder:tupled")
+    assert not (tmp_path / "bad").exists()  # no half-made run
+
+
+def test_transformer_lens_checkpoint_lists_are_read_by_name():
+    from ontogeny.suites.sources import open_source
+
+    source = open_source("tl:stanford-gpt2-small-a")  # TransformerLens's list, read without the hub
+    assert source.revisions()[:3] == ["step0", "step10", "step20"] and len(source.revisions()) == 609
+    for name, reason in (("tl:gpt2", "not checkpointed"), ("tl:no-such-model", "not found")):
+        with pytest.raises(IngestError, match=f"{name}: TransformerLens lists no checkpoints for it .*{reason}"):
+            open_source(name)

@@ -82,6 +82,25 @@ def member_models(run: Run, steps: list[int] | None = None, *,
             yield ensemble, step
 
 
+def member_model(run: Run, member: int, step: int, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Member `member` of `run` at `step` as a plain PyTorch model of its own (`models.plain`: nn.Linear, nn.Embedding,
+    nn.LayerNorm), outputs equal to the member's in the ensemble; a transformer has `.as_hooked_transformer()`.
+
+    Only this member's weights are read. ValueError (one line) for a member the run does not have, or a step at
+    which it saved no weights."""
+    if not run.has_spec:
+        raise ValueError(f"{run.path}: made by {run.producer.get('kind', '?')!r}, not `ontogeny run`: its models cannot "
+                         "be rebuilt without the spec")
+    spec = run.spec
+    found = [m for m in expand(spec) if m.member == member]
+    if not found:
+        raise ValueError(f"{run.path}: no member {member} (members 0..{len(expand(spec)) - 1})")
+    task = make_task([found[0].spec.task], [found[0].data_seed], spec.record.max_probe_examples)
+    alone = RebuiltEnsemble(run, found, task, _build(found, task).to(device))
+    alone.load(step)
+    return alone.model.member_module(0).eval()
+
+
 def load_member_weights(model: nn.Module, paths: list) -> list[torch.Tensor] | None:
     """Stack each member's saved weights (one safetensors file per member) into the ensemble's parameters; return
     AdamW's preconditioner saved with them, stacked the same way, or None where it was not saved."""

@@ -10,6 +10,7 @@ from torch import nn
 from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import (activation, fan_in_std, init_generators, member_constant, member_dot, member_lookup,
                      member_normal, shared_input_matmul)
+from .plain import MemberMLP
 from .sites import HookedEnsemble, Site
 
 
@@ -110,6 +111,10 @@ class EnsembleMLP(HookedEnsemble):
         else:
             out = torch.bmm(h, take(self.w_out))  # [M, B, n_outputs]
         return out if self.b_out is None else out + take(self.b_out)[:, None]
+
+    def member_module(self, index: int) -> MemberMLP:
+        """Member `index` as a plain `nn.Sequential` (`MemberMLP`)."""
+        return MemberMLP(self, self._member_index(index))
 
     def readout_units(self) -> tuple[str, str, torch.Tensor]:
         """The last hidden layer's units map linearly to the logits through w_out [M, width, outputs]."""

@@ -55,6 +55,15 @@ class HookedEnsemble(nn.Module):
 
     default_site: str = ""  # the site an SAE reads unless told otherwise
 
+    def member_module(self, index: int) -> nn.Module:
+        """Member `index` alone as a plain PyTorch model with the same outputs (see models/plain.py)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to take one member out (member_module)")
+
+    def _member_index(self, index: int) -> int:
+        if not 0 <= index < self.n_members:
+            raise IndexError(f"member index {index} is outside the ensemble's {self.n_members} members")
+        return index
+
     def _declare_sites(self, sites: list[Site], aliases: dict[str, str],
                        transcoders: dict[str, tuple[str, str]]) -> None:
         """`aliases`: {short name: site}; `transcoders`: {an MLP's site: (its input site, its output site)}."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..spec import MODELS, Check, ModelSpec, Sizes
 from .layers import (activation, embed_tokens, fan_in_std, init_generators, member_constant, member_lookup,
                      member_normal)
+from .plain import MemberTransformer
 from .sites import HookedEnsemble, Site
 
 
@@ -302,6 +303,10 @@ class EnsembleTransformer(HookedEnsemble):
         spec = self.spec
         return self.n_members * x.shape[-1] * max(spec.d_model, spec.d_mlp, spec.n_heads * x.shape[-1],
                                                   self.n_outputs)
+
+    def member_module(self, index: int) -> MemberTransformer:
+        """Member `index` as a plain transformer (`MemberTransformer`, with `as_hooked_transformer()`)."""
+        return MemberTransformer(self, self._member_index(index))
 
     def forward_with_patterns(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits at every position [M, B, T, n_outputs] (language tasks) and each layer's attention pattern

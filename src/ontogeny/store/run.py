@@ -121,6 +121,12 @@ class Run:
         """One row per saved weights file: member, step, path (relative to the run directory), sha256."""
         return self._streamed("checkpoints", {}, relation=False)
 
+    def model(self, member: int, step: int, *, device: str = "cpu"):
+        """Member `member` at `step` as a plain PyTorch model of its own (see `ontogeny.rebuild.member_model`)."""
+        from ..rebuild import member_model  # the models live above the store: imported only when asked for
+
+        return member_model(self, member, step, device=device)
+
     def scalars(self, member: Filter = None, step: Filter = None, name: Filter = None, *,
                 relation: bool = False) -> pd.DataFrame | duckdb.DuckDBPyRelation:
         """Rows (member, step, name, value) matching the filters (a value or a list each), sorted by them.

@@ -25,7 +25,7 @@ from ..record.evaluate import Evaluator, Probe, scalar_rows
 from ..probe_sets import ProbeSet, causal_lm
 from ..store import Run, ShardWriter
 from ..store.create import join_run, one_line_when_disk_full
-from .sources import Source, config_hash, open_source, step_of, weights_hash
+from .sources import Source, config_hash, model_config, open_source, step_of, weights_hash
 
 SPLIT = "probe"
 BUCKETS = ("frequent", "medium", "rare")  # tokens by how often they occur in the probe, a third of occurrences each
@@ -119,8 +119,10 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
 
 def _check_probe(model, tokens: torch.Tensor, probe) -> None:
     """IngestError unless the model (a suite's first checkpoint) can read the probe: sequences no longer than its
-    positions, token ids inside its vocabulary."""
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    positions, token ids inside its vocabulary, and one sequence scored and the weights hashed as the ingest will
+    (so that a model it cannot handle fails here, before anything is written)."""
+    config = model_config(model)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_ctx", None)
     if isinstance(positions, int) and tokens.shape[1] > positions:
         raise IngestError(f"--context {tokens.shape[1]}: the probe's sequences are longer than the model's "
                           f"{positions} positions (give --context {positions} or less)")
@@ -128,12 +130,24 @@ def _check_probe(model, tokens: torch.Tensor, probe) -> None:
     if low < 0 or (vocab is not None and high >= vocab):
         raise IngestError(f"{probe}: token id {low if low < 0 else high} is outside the model's vocabulary "
                           f"(0..{'?' if vocab is None else vocab - 1})")
+    try:
+        with torch.inference_mode():
+            _single_causal_lm(model, tokens[:1])
+        weights_hash(model), config_hash(model)
+    except Exception as err:  # noqa: BLE001 (whatever the model raises: one line, and no run left behind)
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise IngestError(f"{probe}: the first checkpoint cannot score it ({type(err).__name__}: {message}); "
+                          "nothing was ingested") from None
 
 
 def _vocab_size(model) -> int | None:
-    """How many tokens the model scores (its output embedding's rows), None when it does not say."""
+    """How many tokens the model scores (its output embedding's rows, or TransformerLens's d_vocab_out), None when
+    it does not say."""
     embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return embeddings.weight.shape[0] if embeddings is not None else None
+    if embeddings is not None:
+        return embeddings.weight.shape[0]
+    vocab = getattr(getattr(model, "cfg", None), "d_vocab_out", None)
+    return vocab if isinstance(vocab, int) and vocab > 0 else None
 
 
 def _chance_loss(model) -> float | None:

@@ -1,5 +1,7 @@
 """Where a checkpoint suite's models come from: the Hugging Face hub (one revision per step, as Pythia), a local
-directory of `step*/` folders written by `save_pretrained`, or state-dict files plus a function that builds the model.
+directory of `step*/` folders written by `save_pretrained`, state-dict files plus a function that builds the model
+(a Hugging Face model, a TransformerLens `HookedTransformer` or any causal LM), or the checkpoints TransformerLens
+lists for a model (`tl:NAME`).
 
 Every source lists its revisions with their training steps and loads one revision as an evaluation-mode model. A
 revision's step is read from its name (`step1000`, `step-1000`, `step_1000`): the one convention suites use.
@@ -11,6 +13,7 @@ import hashlib
 import importlib
 import json
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -23,7 +26,7 @@ STEP = re.compile(r"step[-_]?(\d+)")
 # Pythia's 154 checkpoints (Biderman et al. 2023): step 0, log-spaced 1..512, then every 1000 steps to 143000.
 PYTHIA_REVISIONS = ["step0", *(f"step{2**i}" for i in range(10)), *(f"step{s}" for s in range(1000, 143001, 1000))]
 # Config fields that change between saves without changing the model.
-VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
+VOLATILE_CONFIG = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "device")
 
 
 def step_of(name: str) -> int | None:
@@ -101,6 +104,58 @@ class HubSource(Source):
             return AutoTokenizer.from_pretrained(self.name)
         except (OSError, ValueError) as err:
             raise IngestError(f"{self.name}: cannot load its tokenizer ({_first_line(err)})") from None
+
+
+class LensSource(Source):
+    """A model whose checkpoints TransformerLens lists (`tl:stanford-gpt2-small-a`, `tl:pythia-160m`, ...): one
+    revision per listed step, loaded with `HookedTransformer.from_pretrained_no_processing` (the weights as trained,
+    not folded or centred) through the Hugging Face cache."""
+
+    PREFIX = "tl:"
+
+    def __init__(self, source: str):
+        self.name, self.model = source, source[len(self.PREFIX):]
+        lens = _transformer_lens()
+        try:
+            self.official = lens.loading_from_pretrained.get_official_model_name(self.model)
+            labels, kind = lens.loading_from_pretrained.get_checkpoint_labels(self.official)
+        except Exception as err:  # noqa: BLE001 (unknown name, not checkpointed, hub unreachable)
+            reason = _first_line(err).split(" Valid official model names")[0]  # not its list of every model
+            raise IngestError(f"{source}: TransformerLens lists no checkpoints for it ({reason})") from None
+        if kind != "step":
+            raise IngestError(f"{source}: its checkpoints are labelled by tokens seen, not by steps")
+        self._revisions = [f"step{label}" for label in labels]
+
+    def revisions(self) -> list[str]:
+        return list(self._revisions)
+
+    def load(self, revision: str) -> nn.Module:
+        lens = _transformer_lens()
+        try:
+            model = lens.HookedTransformer.from_pretrained_no_processing(
+                self.official, checkpoint_value=step_of(revision), device="cpu")
+        except Exception as err:  # noqa: BLE001 (no network and no cache, a damaged file)
+            raise IngestError(f"{self.name}@{revision}: cannot load ({_first_line(err)})") from None
+        return model.eval()
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.official)
+        except (OSError, ValueError) as err:
+            raise IngestError(f"{self.name}: cannot load its tokenizer ({_first_line(err)})") from None
+
+
+def _transformer_lens():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # it and its dependencies warn on import
+            import transformer_lens
+            import transformer_lens.loading_from_pretrained  # noqa: F401
+    except ImportError:
+        raise IngestError("tl: sources need TransformerLens: pip install transformer_lens") from None
+    return transformer_lens
 
 
 class DirectorySource(Source):
@@ -194,8 +249,11 @@ def _whole(model: nn.Module, info: dict, where: str) -> nn.Module:
 
 
 def open_source(source: str, build: str | None = None) -> Source:
-    """A local directory (of `step*/` folders, or with `build` of state dicts) or else a hub model id."""
+    """A local directory (of `step*/` folders, or with `build` of state dicts), `tl:NAME` (a model TransformerLens
+    lists checkpoints of), or else a hub model id."""
     path = Path(source)
+    if source.startswith(LensSource.PREFIX) and build is None:
+        return LensSource(source)
     if build is not None:
         if not path.is_dir():
             raise IngestError(f"{source}: --build needs a directory of step*.pt / step*.safetensors state dicts")
@@ -235,17 +293,25 @@ def weights_hash(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshaped first: a 0-dim tensor (TransformerLens's attn.IGNORE) has no byte view of its own
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def config_hash(model: nn.Module) -> str:
-    """sha256 of the model's Hugging Face config (without fields that change between saves), '' without one."""
-    config = getattr(model, "config", None)
+    """sha256 of the model's config, Hugging Face's or TransformerLens's (without fields that change between saves),
+    '' without one."""
+    config = model_config(model)
     if config is None:
         return ""
     data = {k: v for k, v in config.to_dict().items() if k not in VOLATILE_CONFIG}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_config(model: nn.Module):
+    """A Hugging Face model's `config` or a TransformerLens model's `cfg`, None for other models."""
+    config = getattr(model, "config", None)
+    return config if config is not None else getattr(model, "cfg", None)
 
 
 def _first_line(err: BaseException) -> str:
