@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -310,6 +311,31 @@ def sae_command(
     for line in agreement_summary(run):
         console.print(line, markup=False, highlight=False)
     console.print(f"wrote {run.path}; next: ontogeny report {run.path}", markup=False, highlight=False)
+
+
+NEXT = {"tensorboard": "tensorboard --logdir {out}",
+        "mlflow": "MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {out}",
+        "wandb": "wandb sync --sync-all {out}/wandb"}
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    out: Annotated[Optional[Path], typer.Argument(help="Where to write (default: beside the run, RUN-TRACKER).")]
+    = None,
+    to: Annotated[str, typer.Option("--to", help="tensorboard, mlflow or wandb (offline).")] = "tensorboard",
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export at OUT.")] = False,
+) -> None:
+    """Write a run's curves for a tracker: one tracker run per member, its settings as config."""
+    from .integrations.trackers import export
+
+    try:
+        with step_progress("export") as progress:
+            path = export(run_dir, to, out, overwrite=overwrite, progress=progress)
+    except OntogenyError as err:
+        _fail(str(err))
+    members = json.loads((path / ".ontogeny-export.json").read_text())["members"]
+    print(f"wrote {members} members to {path}; next: {NEXT[to].format(out=path)}")
 
 
 @app.command("check")
