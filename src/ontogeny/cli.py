@@ -181,16 +181,24 @@ def analyze_command(
                                                      "ones run on request, e.g. sharpness; an unknown name lists "
                                                      "the known ones).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary and tables as JSON.")] = False,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="A step's setting, STEP.KEY=VALUE (e.g. "
+                                                                         "llc.lr=3e-3); repeatable.")] = None,
 ) -> None:
     """Find transitions, per-example dynamics and seed statistics; write them into the run as tables."""
-    import json
-
     from .analysis import analyze
     from .store import open_run
 
+    options: dict[str, dict[str, str]] = {}
+    for item in settings or []:
+        key, equals, value = item.partition("=")
+        step, dot, name = key.partition(".")
+        if not (equals and dot and step and name):
+            _fail(f"--set {item}: expected STEP.KEY=VALUE, e.g. llc.lr=3e-3")
+        options.setdefault(step, {})[name] = value
     try:
         with step_progress("analyze") as progress:
-            result = analyze(open_run(run_dir), what=what.split(",") if what else None, progress=progress)
+            result = analyze(open_run(run_dir), what=what.split(",") if what else None, progress=progress,
+                             options=options)
     except (OntogenyError, ValueError) as err:
         _fail(str(err))
     if json_:

@@ -77,6 +77,7 @@ class Context:
     members: pd.DataFrame  # the analyzable members, with a `config` label per grid point
     random_state: int
     results: dict[str, StepResult] = field(default_factory=dict)
+    options: dict[str, dict[str, str]] = field(default_factory=dict)  # per step: {"llc": {"lr": "1e-3"}}
 
     @cached_property
     def scalar_names(self) -> set[str]:
@@ -115,19 +116,21 @@ class Analysis:
 
 
 def analyze(run: Run, what: tuple[str, ...] | list[str] | None = None, *, random_state: int = 0,
-            write: bool = True, progress: Callable[[str, int, int], None] | None = None) -> Analysis:
+            write: bool = True, progress: Callable[[str, int, int], None] | None = None,
+            options: dict[str, dict[str, str]] | None = None) -> Analysis:
     """Run the steps named in `what` (default every registered step but those run on request) on `run`; write their
-    tables into it. `progress(step name, its number from 1, the number of steps)` is called as each step starts."""
+    tables into it. `progress(step name, its number from 1, the number of steps)` is called as each step starts.
+    `options` are settings of single steps, {step: {key: value}} (e.g. {"llc": {"lr": "3e-3"}})."""
     asked = tuple(what or ())
-    unknown = [name for name in asked if name not in ANALYSES]
+    unknown = [name for name in (*asked, *(options or {})) if name not in ANALYSES]
     if unknown:
         raise ValueError(f"unknown analyses {sorted(unknown)} (known: {', '.join(ANALYSES.names())})")
     with run.pinned():  # a run still being written is read as it stood when the analysis began
-        return _analyze(run, asked, random_state, write, progress)
+        return _analyze(run, asked, random_state, write, progress, options or {})
 
 
 def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool,
-             progress: Callable[[str, int, int], None] | None) -> Analysis:
+             progress: Callable[[str, int, int], None] | None, options: dict[str, dict[str, str]]) -> Analysis:
     result = Analysis()
     if run.has_spec:
         run.spec  # noqa: B018 (reading it checks it against the hash it was trained under: an edited spec is refused)
@@ -140,7 +143,7 @@ def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool,
     if members.empty:
         result.summary.append("no member left to analyze")
         return result
-    context = Context(run, scalars[scalars.member.isin(members.member)], members, random_state)
+    context = Context(run, scalars[scalars.member.isin(members.member)], members, random_state, options=options)
     steps = [ANALYSES.get(name) for name in asked] or [
         step for step in map(ANALYSES.get, ANALYSES.names()) if not step.on_request]
     ordered = _ordered(steps)

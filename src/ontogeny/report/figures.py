@@ -158,6 +158,23 @@ def sharpness_figure(table: pd.DataFrame, configs: pd.Series) -> go.Figure:
                        "al. 2021, 2022); checkpoints with saved weights, power iteration")
 
 
+def llc_figure(table: pd.DataFrame, configs: pd.Series) -> go.Figure:
+    """The local learning coefficient per member over training (devinterp's SGLD estimate)."""
+    fig = go.Figure()
+    labels = list(dict.fromkeys(configs.sort_index()))
+    frame = table.rename(columns={"llc": "value"})
+    for i, label in enumerate(labels):
+        rows = frame[frame.member.isin(configs.index[configs == label])]
+        for trace in member_traces(rows, PALETTE[i % len(PALETTE)], label if len(labels) > 1 else "member", label):
+            fig.add_trace(trace)
+    fig.update_yaxes(title_text="local learning coefficient")
+    fig.update_xaxes(type="log", title_text=STEP_AXIS)
+    first = table.iloc[0]
+    return base_layout(fig, "Local learning coefficient per member", "devinterp's SGLD estimate at each checkpoint "
+                       f"with saved weights (lr {first.lr:g}, n_beta {first.n_beta_used:.3g}, localization "
+                       f"{first.localization:g}); its scale depends on these settings: compare curves made alike")
+
+
 def compare_figure(runs: list[tuple[str, pd.DataFrame]], name: str) -> go.Figure:
     """One scalar `name` of several runs on one plot: each run's members, median and min-max band."""
     fig = go.Figure()

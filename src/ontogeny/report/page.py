@@ -28,7 +28,7 @@ from ..store import Run
 from ..store.create import os_reason, write_file
 from ..store.layout import Layout
 from . import data
-from .figures import MAX_PANELS, curve_figure, norm_figure, sharpness_figure
+from .figures import MAX_PANELS, curve_figure, llc_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
 from .figures_effects import effects_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
@@ -348,10 +348,12 @@ def inside_section(run: Run, configs: pd.Series) -> Section | None:
                                   "components"))
     if "fourier" in tables:
         blocks.append(figure_html(fourier_figure(run.table("fourier"), configs), "fourier"))
+    if "llc" in tables:
+        blocks.append(figure_html(llc_figure(run.table("llc"), configs), "llc"))
     if not blocks:
         return None
     return Section("inside", "Inside the models", "Recomputed from the saved weights by the analyses run on request "
-                   "(`ontogeny analyze RUN --what sharpness,components,fourier`).", blocks)
+                   "(`ontogeny analyze RUN --what sharpness,components,fourier,llc`).", blocks)
 
 
 def render_report(run: Run, *, head_extra: str = "", progress: Callable[[str, int, int], None] | None = None) -> str:
