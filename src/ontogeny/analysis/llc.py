@@ -4,9 +4,11 @@ devinterp's SGLD sampler (`pip install ontogeny[llc]`), the developmental-interp
 devinterp samples around a model's weights with SGLD localized to them, and estimates
 LLC = n_beta * (mean sampled loss - loss at the weights). Each member is taken out of its ensemble as a plain model
 (`member_module`) and sampled on its own training examples. The estimate depends on the sampler's step size (lr),
-inverse temperature (n_beta) and localization (gamma); the defaults are those of devinterp's modular-addition
-example (lr 3e-3, n_beta 2, gamma 5; chosen there by its epsilon-beta sweep), and every row records the settings
-it was made with. Beside each estimate, the diagnostics devinterp's guides ask for: several chains (their spread),
+inverse temperature (n_beta) and localization (gamma), and every row records the settings it was made with. The
+defaults: devinterp's own n_beta (batch_size / ln batch_size), a strong localization (100) that keeps the chains
+near the checkpoint, and lr 1e-3, the middle of the range where the estimate moved least on a grokking member
+(0.074-0.100 for lr 3e-4..3e-3; 0.05-19 with other n_beta and gamma). Beside each estimate, the diagnostics
+devinterp's guides ask for: several chains (their spread),
 whether each chain's loss trace has levelled off, a negative estimate (the weights are not a local minimum at
 this step size), and at each member's last checkpoint the estimate at a third and three times the step size.
 """

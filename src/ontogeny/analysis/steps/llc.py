@@ -51,7 +51,7 @@ def _line(config: str, rows, checks, settings) -> str:
     if len(by_lr) > 1:
         spread = by_lr.max() / by_lr.min() if by_lr.min() > 0 else np.inf
         values = " / ".join(f"{v:.3g}" for v in by_lr)
-        lrs = " / ".join(f"{lr:g}" for lr in by_lr.index)
+        lrs = " / ".join(f"{lr:.3g}" for lr in by_lr.index)
         verdict = ("stable" if spread <= 1.25 else
                    "depends on the step size: compare values made with the same settings only")
         line += f"; at the last checkpoint, lr {lrs} give {values}: {verdict}"
