@@ -28,6 +28,14 @@ def _expected(run, member: int) -> dict[tuple[str, int], float]:
     return {(name, int(step)): value for name, step, value in zip(rows.name, rows.step, rows.value)}
 
 
+def _tensorboard_events(directory: Path) -> list[tuple[str, int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(tag, e.step, e.value) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
+
+
 def test_tensorboard_holds_every_curve_and_the_members_settings(run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -36,7 +44,7 @@ def test_tensorboard_holds_every_curve_and_the_members_settings(run, tmp_path):
     for member in (0, 1):
         events = EventAccumulator(str(out / f"member-{member:05d}"), size_guidance={"scalars": 0})
         events.Reload()
-        read = {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+        read = {(tag, step): value for tag, step, value in _tensorboard_events(out / f"member-{member:05d}")}
         assert read == pytest.approx(_expected(run, member), rel=1e-6)
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         settings = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
@@ -126,22 +134,17 @@ def test_an_export_replaces_only_an_export_and_leaves_nothing_when_it_fails(run,
         export(run.path, "tensorboard", tmp_path / "mine", overwrite=True)
     with pytest.raises(StoreError, match="which this command reads"):
         export(run.path, "tensorboard", run.path / "tb")
-    with pytest.raises(StoreError, match="--to neptune: not a tracker"):
+    with pytest.raises(StoreError, match="neptune: not a tracker"):
         export(run.path, "neptune", tmp_path / "x")
 
-    def broken(name, config, scalars):
-        raise OSError("disk full")
+    class Broken(trackers.TensorBoard):
+        def open(self, name, config):
+            raise OSError("disk full")
 
-    monkeypatch.setitem(trackers.WRITERS, "tensorboard", lambda root, run: _yielding(broken))
+    monkeypatch.setitem(trackers.SINKS, "tensorboard", Broken)
     with pytest.raises(OSError):
         export(run.path, "tensorboard", tmp_path / "half")
     assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half*"))
-
-
-def _yielding(value):
-    from contextlib import nullcontext
-
-    return nullcontext(value)
 
 
 def test_the_export_command(run, tmp_path):
@@ -158,6 +161,68 @@ def test_a_tracker_that_is_not_installed_is_named_in_one_line(run, tmp_path, mon
     import sys
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
-    with pytest.raises(StoreError, match=r"--to wandb: needs wandb, which is not installed .*ontogeny\[trackers\]"):
+    with pytest.raises(StoreError, match=r"wandb: needs wandb, which is not installed .*ontogeny\[trackers\]"):
         export(run.path, "wandb", tmp_path / "wb")
     assert not (tmp_path / "wb").exists()
+
+
+def test_a_run_sends_its_curves_while_it_trains_and_a_resumed_run_goes_on_without_repeats(tmp_path):
+    out = tmp_path / "live"
+    trained = og.run("grokking", overrides=["task.p=23", "steps=40", "seeds=2"], out=out, trackers=["tensorboard"],
+                     commit_seconds=0)
+    og.run(out=out, resume=True, extend_to=80, trackers=["tensorboard"], commit_seconds=0)
+    for member in (0, 1):
+        events = _tensorboard_events(tmp_path / "live-tensorboard" / f"member-{member:05d}")
+        keys = [(tag, step) for tag, step, _ in events]
+        assert len(keys) == len(set(keys))  # each value sent once, across the two sessions
+        # the extension retires step 40 (no checkpoint of the longer schedule): the tracker keeps what it was sent
+        sent = {(t, s): v for t, s, v in events if s != 40}
+        assert sent == pytest.approx(_expected(og.open(trained.path), member), rel=1e-6)
+        assert max(step for _, step, _ in events) == 80 and 40 not in set(og.open(trained.path).scalars().step)
+
+
+def test_a_follower_sends_only_what_was_committed_since_its_last_poll(run, tmp_path):
+    follower = trackers.Follower(run.path, "tensorboard", tmp_path / "tb", members=[1])
+    assert follower.poll() == len(run.scalars(member=1)) and follower.poll() == 0
+    follower.close()
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir() if not p.name.startswith(".")) == ["member-00001"]
+    again = trackers.Follower(run.path, "tensorboard", tmp_path / "tb")  # a later session: member 0 only is new
+    assert again.poll() == len(run.scalars(member=0))
+    again.close()
+
+
+def test_a_recorder_sends_its_own_member_to_mlflow(tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    model = torch.nn.Linear(4, 3)
+    with og.Recorder(tmp_path / "mine", member={"seed": 0}, probes={"test": (x, y)}, every=[0, 5, 10],
+                     trackers=["mlflow"]) as rec:
+        for step in range(11):
+            rec.log(step, {"train_batch/loss": 1.0 / (step + 1)})
+            rec.step(step, model)
+    run = og.open(tmp_path / "mine")
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = MlflowClient(tracking_uri=(tmp_path / "mine-mlflow").as_uri())
+            (experiment,) = client.search_experiments(filter_string="name = 'mine'")
+            (tracked,) = client.search_runs([experiment.experiment_id])
+            read = {(name, m.step): m.value for name in {n for n, _ in _expected(run, 0)}
+                    for m in client.get_metric_history(tracked.info.run_id, mlflow_key(name))}
+    finally:
+        os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+    assert read == pytest.approx(_expected(run, 0), rel=1e-6) and len(read) == len(run.scalars())
+
+
+def test_a_tracker_that_cannot_receive_rows_is_refused_before_anything_is_trained(tmp_path, monkeypatch):
+    import sys
+
+    with pytest.raises(StoreError, match="neptune: not a tracker"):
+        og.run("grokking", overrides=["task.p=23", "steps=10"], out=tmp_path / "a", trackers=["neptune"])
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(StoreError, match="needs mlflow, which is not installed"):
+        og.Recorder(tmp_path / "b", member={"seed": 0}, trackers=["mlflow"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

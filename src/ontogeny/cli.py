@@ -129,6 +129,9 @@ def run_command(
                                                                 "(a fraction packs several on one GPU).")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print the plan (ensembles, members, memory, estimated time) "
                                                       "and train nothing.")] = False,
+    tracker: Annotated[Optional[list[str]], typer.Option(help="Send the curves to tensorboard, mlflow or wandb while "
+                                                             "training (beside the run, RUN-TRACKER); repeatable.")]
+    = None,
 ) -> None:
     """Train every member of a spec as ensembles and record them into a run directory."""
     from .analysis.summary import member_summary
@@ -155,7 +158,7 @@ def run_command(
             result = run(spec, overrides=set_, out=resume or out, resume=resume is not None, overwrite=overwrite,
                          extend_to=extend_to, device=device, commit_seconds=commit_seconds, backend=backend,
                          address=address, max_parallel=max_parallel, max_members=max_members,
-                         gpus_per_task=gpus_per_task, progress=display)
+                         gpus_per_task=gpus_per_task, progress=display, trackers=tracker or ())
     except KeyboardInterrupt:
         display.stop()
         where = resume or out or "runs/<name>"

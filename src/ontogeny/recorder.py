@@ -14,7 +14,9 @@ processes never touch each other's files. Rows are committed at every evaluation
 `commit()`; call `commit()` when you save your own checkpoint, and after a restart reopen with `resume_step=` the last
 step whose rows your checkpoint covers: the member's rows after it are dropped and your loop records them again, so
 the run ends with no duplicates and no gaps. A `resume_step` past what the commits covered (a checkpoint saved
-without a commit) is refused, naming the lost steps, unless `accept_gap=True`.
+without a commit) is refused, naming the lost steps, unless `accept_gap=True`. `trackers=["tensorboard"]` (or
+"mlflow", "wandb") sends this member's committed curves to a tracker while the loop runs, beside the run
+(integrations/trackers.py).
 """
 
 from __future__ import annotations
@@ -50,8 +52,13 @@ class Recorder:
     def __init__(self, run_dir: str | Path, member: dict[str, Any], probes: dict[str, Any] | None = None, *,
                  every: LogSpaced | Sequence[int] | None = None, loss: LossFunction | None = None,
                  chance_loss: float | None = None, loss_kind: str | None = None, resume_step: int | None = None,
-                 accept_gap: bool = False, commit_seconds: float = 30.0, examples: bool = True):
+                 accept_gap: bool = False, commit_seconds: float = 30.0, examples: bool = True,
+                 trackers: Sequence[str] = ()):
         config = _config(member)
+        if trackers:  # before the member is claimed: a tracker that cannot receive rows leaves nothing behind
+            from .integrations.trackers import check_trackers
+
+            check_trackers(trackers)
         # for age of acquisition (the chance-level loss) and cartography (whether exp(-loss) is a probability)
         self.loss_columns = {"chance_loss": chance_loss,
                              "loss_kind": loss_kind or ("cross_entropy" if loss is None else None)}
@@ -85,6 +92,7 @@ class Recorder:
             self.writer.put("tokens", pd.concat(tokens, ignore_index=True))
         self.commit()
         self._evaluator: Evaluator | None = None
+        self._followers = self._follow(trackers)
 
     @property
     def member(self) -> int:
@@ -166,6 +174,8 @@ class Recorder:
             self.commit()
         finally:
             self.writer.close()
+            for follower in self._followers:
+                follower.close()
 
     def __enter__(self) -> Recorder:
         return self
@@ -178,6 +188,18 @@ class Recorder:
         return Run(self.layout.root)
 
     # ---- helpers ----
+
+    def _follow(self, trackers: Sequence[str]) -> list:
+        """This member's tracker followers (other processes send their own members)."""
+        if not trackers:
+            return []
+        from .integrations.trackers import Follower
+
+        try:
+            return [Follower(self.layout.root, to, members=[self.member_id]).start() for to in trackers]
+        except BaseException:
+            self.writer.close()
+            raise
 
     def _evaluator_for(self, model: nn.Module) -> Evaluator:
         if self._evaluator is None:

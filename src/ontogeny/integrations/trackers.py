@@ -2,8 +2,11 @@
 runs (`ontogeny[trackers]`; each library is imported only when asked for).
 
 One tracker run per member, named `member-00003`, with the member's settings as its config (seeds, grid point,
-status) and every scalar the run recorded at its own steps (probe sets, subsets, weight norms...). The export is
-written into a temporary directory and moved into place at the end, so an interrupted export leaves nothing.
+status) and every scalar the run recorded at its own steps (probe sets, subsets, weight norms...). `export` writes a
+finished (or stopped) run into a temporary directory and moves it into place at the end, so an interrupted export
+leaves nothing. `Follower` sends a run's rows while it is being written (`og.run(trackers=...)`,
+`og.Recorder(trackers=...)`): every few seconds it reads what was committed since and logs it, and it remembers per
+member the last step it sent (`.ontogeny-sent-member-00003.json`), so a resumed run goes on where its tracker runs stopped.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,16 +29,17 @@ from ..store import Run, open_run
 from ..store.create import check_out
 
 MARKER = ".ontogeny-export.json"  # says what wrote the directory, so that --overwrite replaces only an export
+FOLLOWED = ".ontogeny-sent-{member}.json"  # per member: the last step a follower sent (files: MLflow reads every
+# directory of its store as an experiment)
 
 
 def export(run_dir: str | Path, to: str, out: str | Path | None = None, *, overwrite: bool = False,
            progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Write every member of the run at `run_dir` to tracker `to` (tensorboard | mlflow | wandb) under `out`
     (default: beside the run, `RUN-to`); return `out`. `progress(member, number, total)` after each member."""
-    if to not in WRITERS:
-        raise StoreError(f"--to {to}: not a tracker (choose {', '.join(WRITERS)})")
+    _check_tracker(to)
     run = open_run(run_dir)
-    out = Path(out) if out is not None else run.path.with_name(f"{run.path.name}-{to}")
+    out = default_out(run, to, out)
     check_out(out, [run.path])
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -47,22 +52,134 @@ def export(run_dir: str | Path, to: str, out: str | Path | None = None, *, overw
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
-        with WRITERS[to](temp, run) as write:
+        with _imported(to):
+            sink = SINKS[to](temp, run)
+        try:
             for number, row in enumerate(members.itertuples(index=False), 1):
-                name = f"member-{row.member:05d}"
-                write(name, member_config(row._asdict(), run), scalars[scalars.member == row.member])
+                name = member_name(row.member)
+                tracked = sink.open(name, member_config(row._asdict(), run))
+                for step, values in curves(scalars[scalars.member == row.member]):
+                    tracked.log(step, values)
+                tracked.close()
                 if progress:
                     progress(name, number, len(members))
+        finally:
+            sink.close()
         (temp / MARKER).write_text(json.dumps({"run": str(run.path), "tracker": to, "members": len(members)}))
         if out.exists():
             shutil.rmtree(out)
         temp.rename(out)
-    except ImportError as err:
-        raise StoreError(f"--to {to}: needs {err.name or to}, which is not installed "
-                         "(pip install 'ontogeny[trackers]')") from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return out
+
+
+class Follower:
+    """Sends the rows a run commits to tracker `to` while it is written: every `every` seconds on a thread, and once
+    more at `close()`. `members`: only these (a recorder sends its own member; other processes send theirs)."""
+
+    def __init__(self, run_dir: str | Path, to: str, out: str | Path | None = None, *, every: float = 10.0,
+                 members: list[int] | None = None):
+        _check_tracker(to)
+        self.run = Run(run_dir)
+        self.to, self.every, self.members = to, every, members
+        self.out = default_out(self.run, to, out)
+        check_out(self.out, [self.run.path])
+        marker = self.out / MARKER
+        if self.out.exists() and any(self.out.iterdir()) and not marker.is_file():
+            raise StoreError(f"{self.out}: not empty and not a tracker directory of ontogeny's (choose another)")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            marker.write_text(json.dumps({"run": str(self.run.path), "tracker": to, "live": True}))
+        with _imported(to):
+            self.sink = SINKS[to](self.out, self.run)
+        self.tracked: dict[int, object] = {}
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"ontogeny-{to}", daemon=True)
+
+    def start(self) -> Follower:
+        self._thread.start()
+        return self
+
+    def poll(self) -> int:
+        """Send what was committed since the last poll; return the number of rows sent."""
+        run = Run(self.run.path)  # a fresh reader: the commits made since
+        scalars, members = run.scalars(), run.members().set_index("member")
+        if self.members is not None:
+            scalars = scalars[scalars.member.isin(self.members)]
+        sent = 0
+        for member, rows in scalars.groupby("member"):
+            member = int(member)
+            done = self._sent_through(member)
+            rows = rows[rows.step > done]
+            if rows.empty or member not in members.index:
+                continue
+            if member not in self.tracked:
+                config = member_config({"member": member, **members.loc[member].to_dict()}, run)
+                self.tracked[member] = self.sink.open(member_name(member), config)
+            for step, values in curves(rows):
+                self.tracked[member].log(step, values)
+            self.tracked[member].flush()
+            self._record(member, int(rows.step.max()))
+            sent += len(rows)
+        return sent
+
+    def close(self) -> None:
+        """Stop the thread, send the last rows, close the tracker runs."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            if self.error is None:
+                self.poll()
+        finally:
+            for tracked in self.tracked.values():
+                tracked.close()
+            self.sink.close()
+        if self.error is not None:
+            warnings.warn(f"{self.to}: stopped sending rows ({self.error}); the run is whole, and `ontogeny export "
+                          f"{self.run.path} --to {self.to}` writes them all", RuntimeWarning, stacklevel=2)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.poll()
+            except Exception as err:  # noqa: BLE001 (a tracker's failure must not stop the training it watches)
+                self.error = err
+                return
+
+    def _sent_through(self, member: int) -> float:
+        path = self.out / FOLLOWED.format(member=member_name(member))
+        return json.loads(path.read_text())["step"] if path.is_file() else -math.inf
+
+    def _record(self, member: int, step: int) -> None:
+        path = self.out / FOLLOWED.format(member=member_name(member))
+        temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps({"step": step}))
+        os.replace(temp, path)
+
+
+@contextmanager
+def following(run_dir: str | Path, trackers: list[str] | tuple[str, ...], *, members: list[int] | None = None,
+              every: float = 10.0) -> Iterator[list[Follower]]:
+    """Followers of `run_dir` for each of `trackers` (beside the run, `RUN-tracker`) for the length of the block."""
+    followers = []
+    try:
+        for to in trackers:
+            followers.append(Follower(run_dir, to, members=members, every=every).start())
+        yield followers
+    finally:
+        for follower in followers:
+            follower.close()
+
+
+def default_out(run: Run, to: str, out: str | Path | None) -> Path:
+    return Path(out) if out is not None else run.path.with_name(f"{run.path.name}-{to}")
+
+
+def member_name(member: int) -> str:
+    return f"member-{member:05d}"
 
 
 def member_config(row: dict, run: Run) -> dict[str, object]:
@@ -81,24 +198,62 @@ def curves(scalars: pd.DataFrame) -> Iterator[tuple[int, dict[str, float]]]:
         yield int(step), dict(zip(rows.name, rows.value.astype(float)))
 
 
+def check_trackers(names) -> None:
+    """StoreError (one line) for a name that is not a tracker, or a tracker whose library is not installed: checked
+    before a run starts, so that nothing is trained for a tracker that cannot receive it."""
+    for to in names:
+        _check_tracker(to)
+        with _imported(to):
+            __import__({"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}[to])
+
+
+def _check_tracker(to: str) -> None:
+    if to not in SINKS:
+        raise StoreError(f"{to}: not a tracker (choose {', '.join(SINKS)})")
+
+
 @contextmanager
-def _tensorboard(root: Path, run: Run):
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
+def _imported(to: str):
+    try:
+        yield
+    except ImportError as err:
+        raise StoreError(f"{to}: needs {err.name or to}, which is not installed "
+                         "(pip install 'ontogeny[trackers]')") from None
 
-    def write(name: str, config: dict, scalars: pd.DataFrame) -> None:
-        writer = SummaryWriter(str(root / name))
-        try:
-            for summary in hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                    for k, v in config.items()}, {}):
-                writer.file_writer.add_summary(summary)  # the HParams tab's table of members
-            for step, values in curves(scalars):
-                for tag, value in values.items():
-                    writer.add_scalar(tag, value, step)
-        finally:
-            writer.close()
 
-    yield write
+# ---- one class per tracker: open(name, config) -> a tracked run with log(step, values), flush(), close() ----
+
+
+class TensorBoard:
+    def __init__(self, root: Path, run: Run):
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        self.root, self._writer, self._hparams = root, SummaryWriter, hparams
+
+    def open(self, name: str, config: dict) -> TensorBoard._Tracked:
+        writer = self._writer(str(self.root / name))
+        for summary in self._hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                      for k, v in config.items()}, {}):
+            writer.file_writer.add_summary(summary)  # the HParams tab's table of members
+        return TensorBoard._Tracked(writer)
+
+    def close(self) -> None:
+        pass
+
+    class _Tracked:
+        def __init__(self, writer):
+            self.writer = writer
+
+        def log(self, step: int, values: dict[str, float]) -> None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+        def flush(self) -> None:
+            self.writer.flush()
+
+        def close(self) -> None:
+            self.writer.close()
 
 
 MLFLOW_KEY_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. ")
@@ -110,28 +265,54 @@ def mlflow_key(name: str) -> str:
     return "".join(c if c in MLFLOW_KEY_CHARACTERS else "." if c == "/" else "_" for c in name)
 
 
-@contextmanager
-def _mlflow(root: Path, run: Run):
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
+class MLflow:
+    def __init__(self, root: Path, run: Run):
+        from mlflow.tracking import MlflowClient
 
-    with _allow_file_store():
-        client = MlflowClient(tracking_uri=root.resolve().as_uri())
-        experiment = client.create_experiment(run.path.name)
+        with _allow_file_store():
+            self.client = MlflowClient(tracking_uri=root.resolve().as_uri())
+            found = self.client.get_experiment_by_name(run.path.name)
+            try:
+                self.experiment = found.experiment_id if found else self.client.create_experiment(run.path.name)
+            except Exception:  # noqa: BLE001 (another process made it first)
+                self.experiment = self.client.get_experiment_by_name(run.path.name).experiment_id
+        self.run = run
 
-        def write(name: str, config: dict, scalars: pd.DataFrame) -> None:
-            stamp = int(time.time() * 1000)
-            tracked = client.create_run(experiment, run_name=name, tags={"ontogeny.run": str(run.path)})
+    def open(self, name: str, config: dict) -> MLflow._Tracked:
+        from mlflow.entities import Param
+
+        with _allow_file_store():
+            tracked = self.client.create_run(self.experiment, run_name=name, tags={"ontogeny.run": str(self.run.path)})
             params = [Param(k, str(v)[:6000]) for k, v in config.items()]
-            metrics = [Metric(mlflow_key(key), value, stamp, step) for step, values in curves(scalars)
-                       for key, value in values.items()]
-            for start in range(0, len(params), 100):  # MLflow's limits per call: 100 params, 1,000 metrics
-                client.log_batch(tracked.info.run_id, params=params[start:start + 100])
-            for start in range(0, len(metrics), 1000):
-                client.log_batch(tracked.info.run_id, metrics=metrics[start:start + 1000])
-            client.set_terminated(tracked.info.run_id)
+            for start in range(0, len(params), 100):  # MLflow's limit per call
+                self.client.log_batch(tracked.info.run_id, params=params[start:start + 100])
+        return MLflow._Tracked(self.client, tracked.info.run_id)
 
-        yield write
+    def close(self) -> None:
+        pass
+
+    class _Tracked:
+        def __init__(self, client, run_id: str):
+            self.client, self.run_id, self.pending = client, run_id, []
+
+        def log(self, step: int, values: dict[str, float]) -> None:
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            self.pending += [Metric(mlflow_key(key), value, stamp, step) for key, value in values.items()]
+            if len(self.pending) >= 1000:
+                self.flush()
+
+        def flush(self) -> None:
+            with _allow_file_store():
+                for start in range(0, len(self.pending), 1000):  # MLflow's limit per call
+                    self.client.log_batch(self.run_id, metrics=self.pending[start:start + 1000])
+            self.pending = []
+
+        def close(self) -> None:
+            self.flush()
+            with _allow_file_store():
+                self.client.set_terminated(self.run_id)
 
 
 @contextmanager
@@ -151,20 +332,33 @@ def _allow_file_store():
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = before
 
 
-@contextmanager
-def _wandb(root: Path, run: Run):
-    import wandb
+class WandB:
+    def __init__(self, root: Path, run: Run):
+        import wandb
 
-    def write(name: str, config: dict, scalars: pd.DataFrame) -> None:
-        tracked = wandb.init(dir=str(root), mode="offline", project=run.path.name, name=name, config=config,
-                             reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
-        try:
-            for step, values in curves(scalars):
-                tracked.log(values, step=step)
-        finally:
-            tracked.finish()
+        self.wandb, self.root, self.project = wandb, root, run.path.name
 
-    yield write
+    def open(self, name: str, config: dict) -> WandB._Tracked:
+        wandb = self.wandb
+        tracked = wandb.init(dir=str(self.root), mode="offline", project=self.project, name=name, config=config,
+                             reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
+        return WandB._Tracked(tracked)
+
+    def close(self) -> None:
+        pass
+
+    class _Tracked:
+        def __init__(self, tracked):
+            self.tracked = tracked
+
+        def log(self, step: int, values: dict[str, float]) -> None:
+            self.tracked.log(values, step=step)
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.tracked.finish()
 
 
-WRITERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}
+SINKS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}

@@ -6,6 +6,7 @@ and the training state together. The whole run is held under the run lock while 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
         out: str | Path | None = None, resume: bool = False, overwrite: bool = False, extend_to: int | None = None,
         device: str | None = None, commit_seconds: float = 30.0, backend: str = "sequential",
         address: str | None = None, max_parallel: int | None = None, max_members: int | None = None,
-        gpus_per_task: float | None = None, progress=None):
+        gpus_per_task: float | None = None, progress=None, trackers: list[str] | tuple[str, ...] = ()):
     """Train every member of `spec` into the run directory `out` (default `runs/<spec.name>`); return its `Run`.
 
     With `resume=True`, `out` must hold a stopped run: it continues from each ensemble's last commit, with the spec
@@ -40,7 +41,8 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
     members (default: as many as fit a worker's memory; see train/plan.py).
     `progress`, if given, gets `start(n_ensembles, steps, members)`, then `step(ensemble, step)` and
     `checkpoint(ensemble, step, scalars, trainer)` calls (sequential) or `overall(steps_done, running, failed)`
-    calls (Ray).
+    calls (Ray). `trackers` ("tensorboard", "mlflow", "wandb") get the committed curves while the run trains, one
+    tracker run per member, beside the run (`RUN-tensorboard`; see integrations/trackers.py).
     """
     if commit_seconds < 0:
         raise SpecError(f"--commit-seconds must be >= 0 (got {commit_seconds})")
@@ -54,6 +56,10 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
         out = Path(out).absolute()  # the workers' working directory may differ from ours
     if extend_to is not None and not resume:
         raise ResumeError("--extend-to continues a run: use it with --resume DIR")
+    if trackers:
+        from ..integrations.trackers import check_trackers
+
+        check_trackers(trackers)
     with one_line_when_disk_full(out or "the run directory", "run the same command again"):
         if resume:
             out, spec, lock = _reopen(spec, out, overrides, device, extend_to, backend)
@@ -67,19 +73,29 @@ def run(spec: Spec | str | Path | None = None, *, overrides: list[str] | dict | 
             _list_members(out, plan.groups)
             if progress:
                 progress.start(len(plan.groups), spec.steps, members)
-            if backend == "ray":
-                from .ray_backend import train_on_ray
+            with _following(out, trackers):
+                if backend == "ray":
+                    from .ray_backend import train_on_ray
 
-                train_on_ray(out, plan, commit_seconds=commit_seconds, address=address, max_parallel=max_parallel,
-                             gpus_per_task=gpus_per_task if gpus_per_task is not None
-                             else float(spec.device.startswith("cuda")), progress=progress)
-            else:
-                for index, group in enumerate(plan.groups):
-                    train_ensemble(out, index, group, commit_seconds, progress)
+                    train_on_ray(out, plan, commit_seconds=commit_seconds, address=address,
+                                 max_parallel=max_parallel, gpus_per_task=gpus_per_task if gpus_per_task is not None
+                                 else float(spec.device.startswith("cuda")), progress=progress)
+                else:
+                    for index, group in enumerate(plan.groups):
+                        train_ensemble(out, index, group, commit_seconds, progress)
             update_meta(out, finished=now())
     finally:
         lock.release()
     return open_run(out)
+
+
+def _following(out: Path, trackers):
+    """Tracker followers of the run for the length of the training (none without trackers: no import)."""
+    if not trackers:
+        return contextlib.nullcontext()
+    from ..integrations.trackers import following
+
+    return following(out, list(trackers))
 
 
 def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = None, max_members: int | None = None,
