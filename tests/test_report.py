@@ -1,6 +1,7 @@
 """The run report and the runs server, without a browser: sections present only with their data, size bounds,
 the `report` command, and the server's pages, cache and refusals. (test_report_browser.py renders them.)"""
 
+import html
 import json
 import re
 import shutil
@@ -12,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import ontogeny as og
 from ontogeny.analysis import analyze
+from ontogeny.analysis.compare import compare_runs
 from ontogeny.cli import app
 from ontogeny.report import data, render_report, serve, write_report
 from ontogeny.report.serve import make_server
@@ -353,6 +356,34 @@ def test_server_compares_two_runs_and_refuses_unknown_paths(served):
         assert fetch(base + bad)[0] == 404, bad
     assert fetch(f"{base}/run/broken/")[0] == 503  # its spec cannot be read: an error page, the server goes on
     assert fetch(base + "/")[0] == 200
+
+
+def test_the_compare_page_gives_the_interval_and_verdict_of_the_command(served, grok_run):
+    base, runs = served
+    (runs / "grok-again").symlink_to(grok_run)
+    status, page = fetch(f"{base}/compare?a=grok&b=grok-again&name=test/acc")
+    rows = compare_runs(og.open(grok_run), og.open(grok_run), metric="test/acc")  # the metric and its subsets
+    assert status == 200 and "id='verdicts'" in page and len(rows) > 1
+    for row in rows.itertuples():
+        assert html.escape(row.verdict) in page and f"[{row.low:+.4g}, {row.high:+.4g}]" in page
+    status, page = fetch(f"{base}/compare?a=grok&b=parity&name=test/acc")
+    assert status == 200 and "No comparison of final values: runs that cannot be compared" in page
+
+
+def test_a_run_whose_members_all_ended_is_finished_whatever_made_it(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    for name, close in (("done", True), ("killed", False)):
+        rec = og.Recorder(runs / name, member={"seed": 0}, probes={"test": (x, y)}, every=[0])
+        rec.step(0, torch.nn.Linear(4, 3))
+        if close:
+            rec.close()
+        else:
+            rec.commit()
+            rec.writer.close()  # the process died: the member stays `running`
+    monkeypatch.setattr(serve, "STALE_SECONDS", 0)  # both quiet for longer than the staleness limit
+    directory = serve.RunsDirectory(runs)
+    assert directory.status("done")["state"] == "finished" and directory.status("killed")["state"] == "stopped"
 
 
 def test_server_refuses_requests_for_another_host(served):

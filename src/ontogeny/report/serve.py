@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import plotly.offline
 
-from ..exceptions import StoreError
+from ..analysis.compare import compare_runs
+from ..exceptions import OntogenyError, StoreError
 from ..store import Run
 from ..store.layout import COMMITS, REPORT, Layout
 from . import data
@@ -96,7 +97,9 @@ class RunsDirectory:
                                  "started": meta.get("started"), "finished": meta.get("finished")}
             self._statuses[name] = cached
         status = dict(cached[1])
-        status["state"] = "finished" if status["finished"] else \
+        # ontogeny run marks the run finished; every other producer (recorder, callbacks, ingest, SAE) its members
+        settled = status["members"] > 0 and status["ok"] + status["diverged"] == status["members"]
+        status["state"] = "finished" if status["finished"] or settled else \
             "running" if time.time() - newest < STALE_SECONDS else "stopped"
         return status
 
@@ -149,8 +152,26 @@ def compare_page(runs: RunsDirectory, first: str, second: str, name: str) -> str
     missing = [label for label, frame in frames if frame.empty]
     note = f"<p>No scalar {html.escape(name)!s} in: {html.escape(', '.join(missing))}</p>" if missing else ""
     return _page(f"compare {first} and {second}", f"{_back_link()}<h1>Compare</h1>"
-                 f"{_compare_form(runs, first, second, name)}{note}<div class='figure'>{body}</div>",
-                 refresh=running, plotly=True)
+                 f"{_compare_form(runs, first, second, name)}{note}"
+                 f"{_verdicts(runs, first, second, name) if not missing and first != second else ''}"
+                 f"<div class='figure'>{body}</div>", refresh=running, plotly=True)
+
+
+def _verdicts(runs: RunsDirectory, first: str, second: str, name: str) -> str:
+    """The final values compared as `ontogeny compare` does: B - A per subset, 95% t interval, exact p, verdict."""
+    try:
+        with Run(runs.path / first) as run_a, Run(runs.path / second) as run_b:
+            rows = compare_runs(run_a, run_b, metric=name)
+    except (OntogenyError, ValueError) as err:
+        return f"<p class='note'>No comparison of final values: {html.escape(str(err))}</p>"
+    head = "".join(f"<th>{h}</th>" for h in ("where", "metric", "A", "B", "B - A", "95% interval", "p", "verdict"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            row.where or "-", row.metric, f"{row.a:.4g}", f"{row.b:.4g}", f"{row.difference:+.4g}",
+            f"[{row.low:+.4g}, {row.high:+.4g}]", f"{row.p_value:.3g}", row.verdict)) + "</tr>"
+        for row in rows.itertuples())
+    return (f"<h2>Final values, B = {html.escape(second)} minus A = {html.escape(first)}</h2>"
+            f"<table id='verdicts'><tr>{head}</tr>{body}</table>")
 
 
 def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
