@@ -65,7 +65,7 @@ def test_unknown_kinds_list_the_known_ones():
     with pytest.raises(SpecError, match=r"task.name: unknown task 'nope' \(known: modular, .*sparse_parity"):
         load_spec("grokking", {"task.name": "nope"})
     assert {"mlp", "transformer"} <= set(MODELS.names())
-    assert {"components", "counting", "examples", "fourier", "grokking", "hidden", "interventions", "language", "maps",
-            "rules", "sae", "scaling", "seeds", "sharpness", "signature", "solutions", "suite", "transitions",
+    assert {"components", "counting", "examples", "fourier", "grokking", "hidden", "interventions", "language", "llc",
+            "maps", "rules", "sae", "scaling", "seeds", "sharpness", "signature", "solutions", "suite", "transitions",
             "weight_maps"} == set(
         ANALYSES.names())

@@ -402,3 +402,19 @@ def test_server_refuses_requests_for_another_host(served):
     assert serve.host_allowed("[::1]:8765", serve.allowed_hosts("127.0.0.1"))
     assert serve.host_allowed("192.168.1.7:80", serve.allowed_hosts("0.0.0.0"))
     assert not serve.host_allowed("evil.example.com", serve.allowed_hosts("0.0.0.0"))
+
+
+def test_member_lines_are_one_trace_with_gaps_and_a_large_run_draws_a_sample_of_them():
+    from ontogeny.report.figures import MAX_MEMBER_LINES, member_traces
+
+    frame = pd.DataFrame({"member": [0, 0, 2, 2, 2], "step": [0, 9, 0, 9, 99], "value": [1.0, 0.5, 1.0, np.inf, 0.1]})
+    (trace,) = member_traces(frame, "#1f77b4", "test/acc", "test/acc")
+    assert np.array_equal(np.asarray(trace.x), [1, 10, np.nan, 1, 10, 100], equal_nan=True)  # a gap between members
+    assert np.allclose(np.asarray(trace.y), [1, 0.5, np.nan, 1, np.nan, 0.1], equal_nan=True)
+    assert np.array_equal(np.asarray(trace.customdata)[:, 0], [0, 0, np.nan, 2, 2, 2], equal_nan=True)
+    many = pd.DataFrame({"member": np.repeat(np.arange(250), 2), "step": np.tile([0, 10], 250), "value": 0.5})
+    (trace,) = member_traces(many, "#1f77b4", "test/acc", "test/acc")
+    drawn = np.unique(np.asarray(trace.customdata)[:, 0])
+    drawn = drawn[np.isfinite(drawn)]
+    assert len(drawn) == MAX_MEMBER_LINES and drawn[0] == 0 and drawn[-1] == 249
+    assert f"({MAX_MEMBER_LINES} of 250 drawn)" in trace.name

@@ -16,6 +16,7 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 SPLIT_COLOURS = {"train": PALETTE[0], "test": PALETTE[1]}
 STEP_AXIS = "training step + 1 (log scale; step 0 at 1)"
 MAX_PANELS = 12  # grid points drawn as curve panels; more are named in the subtitle and left out
+MAX_MEMBER_LINES = 100  # member lines per group of a figure; a 10,000-member run's page stays a few MB
 
 
 def rgba(colour: str, alpha: float) -> str:
@@ -54,18 +55,30 @@ def band_traces(steps, low, high, middle, colour: str, name: str, group: str, *,
 
 def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *, show_legend: bool = True,
                   suffix: str = " per member") -> list[go.Scatter]:
-    """One thin line per member of `frame` (member, step, value); diverged members stop where they diverged."""
-    traces = []
-    for i, (member, rows) in enumerate(frame.groupby("member", sort=True)):
-        values = rows.value.to_numpy(dtype=float)
-        traces.append(go.Scatter(x=rows.step.to_numpy() + 1, y=np.where(np.isfinite(values), values, np.nan),
-                                 mode="lines",
-                                 line={"color": rgba(colour, 0.45), "width": 1}, legendgroup=group,
-                                 name=f"{name}{suffix}", showlegend=show_legend and i == 0,
-                                 customdata=rows.step.to_numpy(),
-                                 hovertemplate=f"{name} member {member}<br>step %{{customdata}}<br>"
-                                               "%{y:.4g}<extra></extra>"))
-    return traces
+    """Thin lines, one per member of `frame` (member, step, value), as one trace with gaps between members (a trace
+    per member costs plotly ~1 ms each and bloats the page); diverged members stop where they diverged. Past
+    MAX_MEMBER_LINES members, that many spread evenly over the member ids are drawn and the legend says so (the
+    median and band beside them still cover every member)."""
+    members = np.sort(frame.member.unique())
+    if len(members) > MAX_MEMBER_LINES:
+        drawn = members[np.linspace(0, len(members) - 1, MAX_MEMBER_LINES).round().astype(int)]
+        frame = frame[frame.member.isin(drawn)]
+        suffix = f"{suffix} ({MAX_MEMBER_LINES} of {len(members):,} drawn)"
+    if frame.empty:
+        return []
+    frame = frame.sort_values(["member", "step"], kind="stable")
+    values = frame.value.to_numpy(dtype=float)
+    breaks = np.flatnonzero(np.diff(frame.member.to_numpy())) + 1  # where one member's line ends and the next begins
+    x = np.insert((frame.step.to_numpy() + 1).astype(float), breaks, np.nan)
+    y = np.insert(np.where(np.isfinite(values), values, np.nan), breaks, np.nan)
+    ids = np.insert(frame.member.to_numpy().astype(float), breaks, np.nan)
+    # float32 halves the page (plotly writes numpy arrays as typed binary), and is exact for steps below 2^24
+    return [go.Scatter(x=x.astype(np.float32), y=y.astype(np.float32), mode="lines",
+                       line={"color": rgba(colour, 0.45), "width": 1}, legendgroup=group,
+                       name=f"{name}{suffix}", showlegend=show_legend, connectgaps=False,
+                       customdata=np.stack([ids, x - 1], axis=1).astype(np.float32),
+                       hovertemplate=f"{name} member %{{customdata[0]:.0f}}<br>step %{{customdata[1]:.0f}}<br>"
+                                     "%{y:.4g}<extra></extra>")]
 
 
 def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs: pd.Series,
@@ -77,14 +90,16 @@ def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs
     n_rows = -(-len(labels) // n_cols)
     fig = make_subplots(rows=n_rows, cols=n_cols, shared_yaxes=True, subplot_titles=labels if len(labels) > 1
                         else None, horizontal_spacing=0.04, vertical_spacing=0.12 if n_rows > 1 else 0.1)
+    splits = dict.fromkeys(n.split("/")[0] for n in frame.name.unique() if n.endswith(f"/{metric}"))
+    by_curve = {name: rows for name, rows in frame[frame.name.isin([f"{s}/{metric}" for s in splits])]
+                .assign(config=frame.member.map(configs)).groupby(["config", "name"], sort=False)}  # one pass
     for panel, label in enumerate(labels):
         row, col = panel // n_cols + 1, panel % n_cols + 1
         members = configs.index[configs == label]
-        splits = dict.fromkeys(n.split("/")[0] for n in frame.name.unique() if n.endswith(f"/{metric}"))
         for index, split in enumerate(sorted(splits, key=lambda s: (s not in SPLIT_COLOURS, s))):
             name = f"{split}/{metric}"
-            rows = frame[(frame.name == name) & frame.member.isin(members)]
-            if rows.empty:
+            rows = by_curve.get((label, name))
+            if rows is None or rows.empty:
                 continue
             colour, show = SPLIT_COLOURS.get(split, PALETTE[(2 + index) % len(PALETTE)]), panel == 0
             for trace in member_traces(rows, colour, name, name, show_legend=show):

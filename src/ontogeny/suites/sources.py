@@ -48,15 +48,18 @@ class Source:
 
     def check(self, revisions: list[str]) -> None:
         """Raise IngestError naming the first of `revisions` that does not exist, or whose files are cut short or
-        have a damaged header (local files only: headers are read, not tensors, so this costs little)."""
+        have a damaged header (local files only: headers are read, not tensors, so this costs little), or differ
+        from the sha256 the suite ships in a `SHA256SUMS` file (then every listed file is read once)."""
         known = set(self.revisions())
         missing = [r for r in revisions if r not in known]
         if missing:
             raise IngestError(f"{self.name}: no revision {missing[0]} (revisions: {', '.join(sorted(known, key=step_of)[:8])}"
                               f"{', ...' if len(known) > 8 else ''})")
+        sums = shipped_hashes(Path(self.path)) if hasattr(self, "path") else {}
         for revision in revisions:
             for path in self.files(revision):
                 check_file(path)
+                check_hash(path, sums)
 
     def files(self, revision: str) -> list[Path]:
         """The local files a revision loads from (none for remote sources)."""
@@ -265,6 +268,42 @@ def open_source(source: str, build: str | None = None) -> Source:
     except ImportError:
         raise IngestError("ingesting a Hugging Face suite needs transformers: pip install 'ontogeny[hf]'") from None
     return DirectorySource(path) if path.is_dir() else HubSource(source)
+
+
+SUMS_FILE = "SHA256SUMS"  # `sha256sum` output beside a suite's checkpoints: "<hex>  <path relative to the suite>"
+
+
+def shipped_hashes(root: Path) -> dict[Path, str]:
+    """{file: sha256} from the suite's SHA256SUMS, {} when it ships none; IngestError for a line that is not
+    `<64 hex digits> <path>`."""
+    sums = root / SUMS_FILE
+    if not sums.is_file():
+        return {}
+    hashes = {}
+    for number, line in enumerate(sums.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().removeprefix("*")  # sha256sum marks binary mode with '*'
+        if len(digest) != 64 or not all(c in "0123456789abcdefABCDEF" for c in digest) or not name:
+            raise IngestError(f"{sums}:{number}: not '<sha256> <path>' ({line.strip()[:80]!r})")
+        hashes[(root / name).resolve()] = digest.lower()
+    return hashes
+
+
+def check_hash(path: Path, hashes: dict[Path, str]) -> None:
+    """IngestError if `path` is listed in `hashes` with another sha256 than its bytes have (damage inside the
+    tensors, which loads without an error and scores as garbage)."""
+    expected = hashes.get(path.resolve())
+    if expected is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise IngestError(f"{path}: its sha256 is not the one the suite's {SUMS_FILE} lists (the file is damaged); "
+                          "nothing was ingested")
 
 
 def check_file(path: Path) -> None:
