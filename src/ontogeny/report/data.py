@@ -83,17 +83,35 @@ def summary(run: Run) -> pd.DataFrame:
     return table.join(extra, on="member")
 
 
-def curves(run: Run, names: list[str], max_steps: int = MAX_CURVE_STEPS) -> tuple[pd.DataFrame, int]:
-    """Rows (member, step, name, value) of the scalars `names`, at most `max_steps` steps per curve.
+def curves(run: Run, names: list[str], max_steps: int = MAX_CURVE_STEPS,
+           members: list[int] | None = None) -> tuple[pd.DataFrame, int]:
+    """Rows (member, step, name, value) of the scalars `names` (of `members` only, if given), at most `max_steps`
+    steps per curve.
 
     Returns the frame and the number of distinct steps the run holds (more than `max_steps`: downsampled).
     """
-    frame = run.scalars(name=names)
-    all_steps = frame.step.unique()
+    frame = run.scalars(name=names, member=members)
+    all_steps = frame.step.unique() if members is None else curve_steps(run, names)
     kept = log_even(all_steps, max_steps)
     if len(kept) < len(all_steps):
         frame = frame[frame.step.isin(kept)]
     return frame.reset_index(drop=True), len(all_steps)
+
+
+def curve_steps(run: Run, names: list[str]) -> np.ndarray:
+    """The distinct steps at which any of the scalars `names` was recorded, sorted."""
+    return run.sql("SELECT DISTINCT step FROM scalars WHERE list_contains($names, name) ORDER BY step",
+                   {"names": list(names)}).step.to_numpy()
+
+
+def drawn_members(configs: pd.Series, per_group: int) -> list[int]:
+    """At most `per_group` members of each grid point (`configs`: member -> label), spread evenly over their ids:
+    the members whose own lines a large run's figures draw."""
+    drawn = []
+    for _, group in configs.groupby(configs, sort=False):
+        ids = np.sort(group.index.to_numpy())
+        drawn.extend(int(m) for m in ids[even_rows(len(ids), per_group)])
+    return sorted(drawn)
 
 
 def spread(frame: pd.DataFrame) -> pd.DataFrame:
@@ -105,6 +123,22 @@ def spread(frame: pd.DataFrame) -> pd.DataFrame:
     out = grouped.agg(n="count", median="median", min="min", max="max")
     out["q25"], out["q75"] = grouped.quantile(0.25), grouped.quantile(0.75)
     return out.reset_index()
+
+
+def grid_spread(run: Run, names: list[str], configs: pd.Series, steps: np.ndarray) -> pd.DataFrame:
+    """`spread` of the scalars `names` at `steps` per grid point (`configs`: member -> label), computed inside
+    DuckDB: a run of 10,000 members never loads its curves into pandas for it."""
+    labels = pd.DataFrame({"member": configs.index.to_numpy(dtype=np.int64), "config": configs.to_numpy(dtype=str)})
+    run.connection.register("report_configs", labels)
+    try:
+        return run.sql(
+            "SELECT c.config, s.name, s.step, count(*) AS n, median(s.value) AS median, min(s.value) AS min, "
+            "max(s.value) AS max, quantile_cont(s.value, 0.25) AS q25, quantile_cont(s.value, 0.75) AS q75 "
+            "FROM scalars s JOIN report_configs c USING (member) WHERE list_contains($names, s.name) "
+            "AND list_contains($steps, s.step) AND isfinite(s.value) GROUP BY ALL ORDER BY ALL",
+            {"names": list(names), "steps": [int(step) for step in steps]})
+    finally:
+        run.connection.unregister("report_configs")
 
 
 def example_steps(run: Run) -> np.ndarray:

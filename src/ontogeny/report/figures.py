@@ -54,16 +54,18 @@ def band_traces(steps, low, high, middle, colour: str, name: str, group: str, *,
 
 
 def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *, show_legend: bool = True,
-                  suffix: str = " per member") -> list[go.Scatter]:
+                  suffix: str = " per member", total: int | None = None) -> list[go.Scatter]:
     """Thin lines, one per member of `frame` (member, step, value), as one trace with gaps between members (a trace
     per member costs plotly ~1 ms each and bloats the page); diverged members stop where they diverged. Past
     MAX_MEMBER_LINES members, that many spread evenly over the member ids are drawn and the legend says so (the
-    median and band beside them still cover every member)."""
+    median and band beside them still cover every member). `total`: the group's members when `frame` holds only
+    those picked to be drawn."""
     members = np.sort(frame.member.unique())
     if len(members) > MAX_MEMBER_LINES:
-        drawn = members[np.linspace(0, len(members) - 1, MAX_MEMBER_LINES).round().astype(int)]
-        frame = frame[frame.member.isin(drawn)]
-        suffix = f"{suffix} ({MAX_MEMBER_LINES} of {len(members):,} drawn)"
+        members = members[np.linspace(0, len(members) - 1, MAX_MEMBER_LINES).round().astype(int)]
+        total, frame = total or len(frame.member.unique()), frame[frame.member.isin(members)]
+    if total is not None and total > len(members):
+        suffix = f"{suffix} ({len(members)} of {total:,} drawn)"
     if frame.empty:
         return []
     frame = frame.sort_values(["member", "step"], kind="stable")
@@ -102,7 +104,7 @@ def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs
             if rows is None or rows.empty:
                 continue
             colour, show = SPLIT_COLOURS.get(split, PALETTE[(2 + index) % len(PALETTE)]), panel == 0
-            for trace in member_traces(rows, colour, name, name, show_legend=show):
+            for trace in member_traces(rows, colour, name, name, show_legend=show, total=len(members)):
                 fig.add_trace(trace, row=row, col=col)
             band = spread[(spread.name == name) & (spread.config == label)]
             for trace in band_traces(band.step, band["min"], band["max"], band["median"], colour, name, name,

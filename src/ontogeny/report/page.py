@@ -28,7 +28,7 @@ from ..store import Run
 from ..store.create import os_reason, write_file
 from ..store.layout import Layout
 from . import data
-from .figures import MAX_PANELS, curve_figure, llc_figure, norm_figure, sharpness_figure
+from .figures import MAX_MEMBER_LINES, MAX_PANELS, curve_figure, llc_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure
 from .figures_effects import effects_figure
 from .figures_examples import cartography_figure, onset_histogram, raster_figure
@@ -133,9 +133,10 @@ def curves_section(run: Run, names: list[str], configs: pd.Series) -> Section | 
     wanted = split_curves(names)
     if not wanted:
         return None
-    frame, n_steps = data.curves(run, wanted)
+    # only the members whose own lines are drawn are read; the bands come from every member, inside DuckDB
+    frame, n_steps = data.curves(run, wanted, members=data.drawn_members(configs, MAX_MEMBER_LINES))
     frame["config"] = frame.member.map(configs)
-    spread = data.spread(frame)
+    spread = data.grid_spread(run, wanted, configs, np.unique(frame.step))
     transitions = run.table("transitions") if "transitions" in run.tables() else None
     note = "band: min-max over the seeds of each grid point"
     if transitions is not None:
