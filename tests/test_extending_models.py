@@ -14,6 +14,7 @@ from ontogeny.sae import train_run_saes
 from ontogeny.spec import MODELS, Check, ModelSpec, Sizes
 
 
+# --8<-- [start:model]
 class EnsembleGatedMLP(HookedEnsemble):
     """M gated MLPs on float features: units = relu(x @ W_a) * (x @ W_b), logits = units @ W_out.
 
@@ -56,6 +57,7 @@ class GatedMLPModel(ModelSpec):
 
     def build(self, task, init_seeds, init_scales=None):
         return EnsembleGatedMLP(self, task.n_inputs, task.n_outputs, init_seeds, init_scales)
+# --8<-- [end:model]
 
 
 @pytest.fixture(scope="module")

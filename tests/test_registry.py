@@ -14,6 +14,7 @@ from ontogeny.spec import MODELS, TASKS, Check, Sizes, TaskSpec, load_spec
 from ontogeny.tasks.base import Batch, EvalSplit, Task
 
 
+# --8<-- [start:task]
 class FirstBit(Task):
     """Copy the first of n bits: a task with a fixed train set of 64 examples and 64 test examples."""
 
@@ -51,6 +52,7 @@ class FirstBitTask(TaskSpec):
     @classmethod
     def build(cls, tasks, data_seeds, max_probe_examples):
         return FirstBit(tasks, data_seeds, max_probe_examples)
+# --8<-- [end:task]
 
 
 def test_a_task_registered_in_its_own_file_runs_end_to_end(tmp_path):

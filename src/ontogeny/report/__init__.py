@@ -1,5 +1,5 @@
 """The run report: one self-contained HTML file per run (page.py), and a local server to browse runs (serve.py)."""
 
-from .page import render_report, write_report
+from .page import ReportContext, Section, figure_html, render_report, report_section, table_html, write_report
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["ReportContext", "Section", "figure_html", "render_report", "report_section", "table_html", "write_report"]

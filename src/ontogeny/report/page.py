@@ -357,25 +357,54 @@ def inside_section(run: Run, configs: pd.Series) -> Section | None:
                    "(`ontogeny analyze RUN --what sharpness,components,fourier,llc`).", blocks)
 
 
+@dataclass
+class ReportContext:
+    """What a report section reads: the run, its per-member summary, its scalar names, each member's grid point."""
+
+    run: Run
+    summary: pd.DataFrame  # one row per member (data.summary)
+    names: list[str]  # the run's scalar names
+    configs: pd.Series  # member -> grid point label
+
+
+SECTIONS: dict[str, Callable[[ReportContext], Section | None]] = {}  # in page order
+
+
+def report_section(key: str) -> Callable:
+    """Decorator registering `build(context: ReportContext) -> Section | None` as the report section `key` (its
+    anchor); sections appear in the order they were registered, ontogeny's own first, and one that returns None
+    (nothing to show for this run) is left out."""
+    def register(build: Callable[[ReportContext], Section | None]) -> Callable[[ReportContext], Section | None]:
+        if key in SECTIONS and SECTIONS[key] is not build:
+            raise ValueError(f"two report sections named {key!r}")
+        SECTIONS[key] = build
+        return build
+    return register
+
+
+for _key, _build in {
+        "glance": lambda c: glance_section(c.run, c.summary), "curves": lambda c: curves_section(c.run, c.names,
+                                                                                                 c.configs),
+        "hidden": lambda c: hidden_section(c.run, c.summary), "phase": lambda c: phase_section(c.run, c.summary),
+        "seeds": lambda c: seeds_section(c.run, c.summary), "maps": lambda c: maps_section(c.run),
+        "language": lambda c: language_section(c.run, c.names), "rules": lambda c: rules_section(c.run, c.names),
+        "experiments": lambda c: experiments_section(c.run), "scaling": lambda c: scaling_section(c.run),
+        "sae": lambda c: sae_section(c.run), "dynamics": lambda c: dynamics_section(c.run, c.names, c.configs),
+        "inside": lambda c: inside_section(c.run, c.configs)}.items():
+    report_section(_key)(_build)
+
+
 def render_report(run: Run, *, head_extra: str = "", progress: Callable[[str, int, int], None] | None = None) -> str:
     """The whole report of `run` as one HTML string (plotly.js inlined once); `head_extra` goes in <head>;
     `progress(section, its number from 1, the number of sections)` is called as each section starts."""
-    summary = data.summary(run)
     members = run.members()
-    configs = grid_labels(members).set_axis(members.member)
-    names = data.scalar_names(run)
-    builders = {"glance": lambda: glance_section(run, summary), "curves": lambda: curves_section(run, names, configs),
-                "hidden": lambda: hidden_section(run, summary), "phase": lambda: phase_section(run, summary),
-                "seeds": lambda: seeds_section(run, summary), "maps": lambda: maps_section(run),
-                "language": lambda: language_section(run, names), "rules": lambda: rules_section(run, names),
-                "experiments": lambda: experiments_section(run), "scaling": lambda: scaling_section(run),
-                "sae": lambda: sae_section(run), "dynamics": lambda: dynamics_section(run, names, configs),
-                "inside": lambda: inside_section(run, configs)}
+    context = ReportContext(run, data.summary(run), data.scalar_names(run),
+                            grid_labels(members).set_axis(members.member))
     sections = []
-    for number, (name, build) in enumerate(builders.items(), 1):
+    for number, (name, build) in enumerate(SECTIONS.items(), 1):
         if progress:
-            progress(name, number, len(builders))
-        sections.append(build())
+            progress(name, number, len(SECTIONS))
+        sections.append(build(context))
     sections = [s for s in sections if s is not None]
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     body = "".join(
