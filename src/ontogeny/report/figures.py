@@ -69,18 +69,20 @@ def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *, sh
     if frame.empty:
         return []
     frame = frame.sort_values(["member", "step"], kind="stable")
-    values = frame.value.to_numpy(dtype=float)
-    breaks = np.flatnonzero(np.diff(frame.member.to_numpy())) + 1  # where one member's line ends and the next begins
+    values, labels = frame.value.to_numpy(dtype=float), frame.member.to_numpy()
+    breaks = np.flatnonzero(labels[1:] != labels[:-1]) + 1  # where one member's line ends and the next begins
     x = np.insert((frame.step.to_numpy() + 1).astype(float), breaks, np.nan)
     y = np.insert(np.where(np.isfinite(values), values, np.nan), breaks, np.nan)
-    ids = np.insert(frame.member.to_numpy().astype(float), breaks, np.nan)
-    # float32 halves the page (plotly writes numpy arrays as typed binary), and is exact for steps below 2^24
+    numeric = np.issubdtype(labels.dtype, np.number)
+    if numeric:  # float32 halves the page (plotly writes numpy arrays as typed binary); exact below 2^24
+        custom = np.stack([np.insert(labels.astype(float), breaks, np.nan), x - 1], axis=1).astype(np.float32)
+    else:  # labels such as "3 neuron 0.12" (one line per component)
+        custom = np.stack([np.insert(labels.astype(object), breaks, ""), x - 1], axis=1)
     return [go.Scatter(x=x.astype(np.float32), y=y.astype(np.float32), mode="lines",
                        line={"color": rgba(colour, 0.45), "width": 1}, legendgroup=group,
-                       name=f"{name}{suffix}", showlegend=show_legend, connectgaps=False,
-                       customdata=np.stack([ids, x - 1], axis=1).astype(np.float32),
-                       hovertemplate=f"{name} member %{{customdata[0]:.0f}}<br>step %{{customdata[1]:.0f}}<br>"
-                                     "%{y:.4g}<extra></extra>")]
+                       name=f"{name}{suffix}", showlegend=show_legend, connectgaps=False, customdata=custom,
+                       hovertemplate=f"{name} member %{{customdata[0]{':.0f' if numeric else ''}}}<br>"
+                                     "step %{customdata[1]:.0f}<br>%{y:.4g}<extra></extra>")]
 
 
 def curve_figure(frame: pd.DataFrame, spread: pd.DataFrame, metric: str, configs: pd.Series,
