@@ -49,7 +49,7 @@ def plain_scores(model, tokens: torch.Tensor, batch: int) -> tuple[torch.Tensor,
 
 
 def ontogeny_scores(model, tokens: torch.Tensor, batch: int):
-    from ontogeny.record.evaluate import Evaluator, Probe
+    from ontogeny.evaluation.evaluate import Evaluator, Probe
     from ontogeny.probe_sets import ProbeSet, causal_lm
 
     class NullWriter:

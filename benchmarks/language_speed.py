@@ -26,7 +26,7 @@ pre-LN, AdamW at the recipe's lr.
    noisy shared machine hurts both sides alike. Rows with 2 threads mean nothing while other processes keep the
    cores busy (see ensemble_speed.py); each row prints the 1-minute load at its start and end.
 
-2. Probe cost. At every checkpoint `EnsembleTrainer.train()` calls `TrainingRecorder.record`: the evaluator's
+2. Probe cost. At every checkpoint `EnsembleTrainer.train()` calls `CheckpointRows.record`: the evaluator's
    passes over the task's eval splits (per-token losses; minimal pairs for the grammar) and their `examples` rows,
    weight norms, and `task.measures` (strategy distances; attention patterns and their UAS for the grammar). A real
    `train()` of the recipe (same model, members and probe sets) runs PREFIX_STEPS steps under a denser schedule
@@ -55,8 +55,8 @@ import torch
 from torch import nn
 
 from ontogeny.models.transformer import TransformerModel
-from ontogeny.record.evaluate import Evaluator
-from ontogeny.record.schedule import checkpoint_steps
+from ontogeny.evaluation.evaluate import Evaluator
+from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import load_spec
 from ontogeny.store import ShardWriter
 from ontogeny.store.create import create_run
@@ -64,7 +64,7 @@ from ontogeny.tasks import IGNORE
 from ontogeny.tasks.language import LanguageTask
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
-from ontogeny.train.recorder import TrainingRecorder
+from ontogeny.train.checkpoint_rows import CheckpointRows
 
 RECIPES = ("syntax-drops", "icl-markov")
 PROBE_AIM = 0.15  # probes at every checkpoint should cost at most this share of the training steps
@@ -259,10 +259,10 @@ def attribution(seconds: dict[str, list[float]]):
                 seconds[name].append(time.perf_counter() - start)
         return timed_call
 
-    with mock.patch.object(TrainingRecorder, "record", wall("record", TrainingRecorder.record)), \
+    with mock.patch.object(CheckpointRows, "record", wall("record", CheckpointRows.record)), \
             mock.patch.object(LanguageTask, "measures", wall("measures", LanguageTask.measures)), \
             mock.patch.object(Evaluator, "losses", wall("evaluate", Evaluator.losses)), \
-            mock.patch.object(TrainingRecorder, "save_weights", wall("save_weights", TrainingRecorder.save_weights)), \
+            mock.patch.object(CheckpointRows, "save_weights", wall("save_weights", CheckpointRows.save_weights)), \
             mock.patch.object(EnsembleTrainer, "commit", wall("commit", EnsembleTrainer.commit)):
         yield
 
@@ -272,7 +272,7 @@ def probe_cost(recipe: str, n_members: int) -> dict:
     denser schedule, scaled to the recipe's own steps and checkpoints.
 
     Returns seconds per checkpoint of `measures` alone, of the evaluator's passes and of all of
-    `TrainingRecorder.record` (measures and evaluation included); seconds per training step (the rest of the run);
+    `CheckpointRows.record` (measures and evaluation included); seconds per training step (the rest of the run);
     and each part's share of the recipe's training time. Commits and the final weights are charged once per
     COMMIT_SECONDS of training and once, as `train()` pays them."""
     spec = load_spec(recipe, [f"seeds={n_members}"])

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ontogeny.record.schedule import checkpoint_steps
+from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import load_spec
 from ontogeny.train.malloc import reuse_freed_memory
 

@@ -18,7 +18,7 @@ temporary run directory through a `ShardWriter`:
 
 Inside each run the main thread's time is split (by wrapping the functions, not by editing them) into training
 steps, the probes' forward pass (`Evaluator.losses`), the per-example rows (`Evaluator._example_rows`, which includes
-any wait for the shard writer), the rest of `TrainingRecorder.record`, and commits; the shard writer's worker thread is
+any wait for the shard writer), the rest of `CheckpointRows.record`, and commits; the shard writer's worker thread is
 charged with the CPU seconds it spends encoding Parquet. This split, within one run, is the robust number on a
 shared machine; the differences between the three runs (what a user sees end to end) are printed too, but the
 machine's load can change a lot between runs. Resident memory is sampled at every checkpoint, and the process's
@@ -47,7 +47,7 @@ from unittest import mock
 import pyarrow.parquet as pq
 import torch
 
-from ontogeny.record.schedule import checkpoint_steps
+from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import Record, load_spec
 from ontogeny.store import ShardWriter
 from ontogeny.store.create import create_run
@@ -55,8 +55,8 @@ from ontogeny.store import writer as writer_module
 from ontogeny.train import loop
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
-from ontogeny.record.evaluate import Evaluator
-from ontogeny.train.recorder import TrainingRecorder
+from ontogeny.evaluation.evaluate import Evaluator
+from ontogeny.train.checkpoint_rows import CheckpointRows
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 VARIANTS = ("train", "scalars", "examples")
@@ -111,9 +111,9 @@ def attribution(seconds: dict[str, float]):
                 seconds["encode_cpu"] += time.thread_time() - start  # float += is atomic enough under the GIL
         return timed
 
-    with mock.patch.object(TrainingRecorder, "record", wall("record", TrainingRecorder.record)), \
+    with mock.patch.object(CheckpointRows, "record", wall("record", CheckpointRows.record)), \
             mock.patch.object(Evaluator, "_example_rows", wall("example_rows", Evaluator._example_rows)), \
-            mock.patch.object(TrainingRecorder, "save_weights", wall("save_weights", TrainingRecorder.save_weights)), \
+            mock.patch.object(CheckpointRows, "save_weights", wall("save_weights", CheckpointRows.save_weights)), \
             mock.patch.object(Evaluator, "losses", wall("probes", Evaluator.losses)), \
             mock.patch.object(EnsembleTrainer, "commit", wall("commit", EnsembleTrainer.commit)), \
             mock.patch.object(writer_module, "write_parquet", cpu(writer_module.write_parquet)):
@@ -221,7 +221,7 @@ def report(results: dict[str, list[dict]], args, steps: int) -> None:
     train = median(main_variant, "steps")
     parts = [("probes' forward pass (Evaluator.losses)", median(main_variant, "probes")),
              ("per-example rows, main thread", median(main_variant, "example_rows")),
-             ("rest of TrainingRecorder.record (scalars)", median(main_variant, "record") - median(main_variant, "probes")
+             ("rest of CheckpointRows.record (scalars)", median(main_variant, "record") - median(main_variant, "probes")
               - median(main_variant, "example_rows")),
              ("commits and weights", median(main_variant, "commit") + median(main_variant, "save_weights")),
              ("Parquet encoding, worker thread CPU", median(main_variant, "encode_cpu"))]

@@ -32,7 +32,7 @@ def page() -> str:
         lines += [f"### {name}", "", f"{ABOUT[name]}. Columns: {columns}.", ""]
     lines += ["## Analysis tables", "", "Written by `ontogeny analyze` (steps marked on request run only when named "
               "with `--what`):", ""]
-    for name in ANALYSES.names():
+    for name in sorted(ANALYSES.names()):  # registration order depends on what was imported first
         step = ANALYSES.get(name)
         doc = " ".join((inspect.getdoc(step.function) or "").split())
         lines.append(f"- **{name}**{' (on request)' if step.on_request else ''}: {doc}")

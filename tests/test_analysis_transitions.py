@@ -51,7 +51,7 @@ def test_smooth_power_law_losses_have_no_transitions(t0):
 
 
 def test_clean_step_is_found_at_the_exact_checkpoint():
-    # a log-then-linear schedule like record.schedule: 0, log-spaced, then every 500 steps
+    # a log-then-linear schedule like evaluation.schedule: 0, log-spaced, then every 500 steps
     steps = np.array(sorted({0, *[round(2 ** (i / 4)) for i in range(40)], *range(1000, 20001, 500)}))
     for jump_at in (38, 181, 1000, 5000):
         values = np.where(steps >= jump_at, 0.2, 1.0)

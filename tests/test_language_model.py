@@ -10,7 +10,7 @@ from torch import nn
 
 from ontogeny import TransformerModel
 from ontogeny.models.transformer import EnsembleTransformer
-from ontogeny.record import probes
+from ontogeny.evaluation import probes
 from ontogeny.tasks import IGNORE
 from ontogeny.tasks.language import attention_uas, dependency_relations, kl_from_references
 from ontogeny.tasks.markov import in_context_references, sample_chains

@@ -10,11 +10,11 @@ import ontogeny as og
 from ontogeny.exceptions import SpecError
 from ontogeny.models import make_model
 from ontogeny.models.transformer import TransformerModel
-from ontogeny.record.evaluate import Evaluator
+from ontogeny.evaluation.evaluate import Evaluator
 from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
 from ontogeny.tasks.questions import QuestionFormationTask
-from ontogeny.train.recorder import sequence_adapter, sequence_probe
+from ontogeny.train.checkpoint_rows import sequence_adapter, sequence_probe
 from ontogeny.tasks.questions_gen import BOS, DECL, EOS, PAD, QUEST, sample
 from ontogeny.members import ensembles, expand
 

@@ -10,7 +10,7 @@ import ontogeny as og
 from ontogeny.analysis.components import run_components
 from ontogeny.models import make_model
 from ontogeny.rebuild import member_models, run_ensembles
-from ontogeny.record.probes import example_losses
+from ontogeny.evaluation.probes import example_losses
 
 SWEEP = ["task.p=23", "steps=60", "seeds=2", "record.weights_every=60", "sweep.model.width=[16,24]"]
 
@@ -69,7 +69,7 @@ def test_runs_not_made_from_a_spec_cannot_be_rebuilt(scalar_run):
         next(run_ensembles(og.open(path)))
 
 
-LOWER = ("analysis", "sae", "report", "store", "models", "tasks", "record", "members.py", "rebuild.py")
+LOWER = ("analysis", "sae", "report", "store", "models", "tasks", "evaluation", "members.py", "rebuild.py")
 
 
 def test_analysis_and_the_layers_below_training_import_nothing_from_it():
@@ -89,3 +89,40 @@ def test_analysis_and_the_layers_below_training_import_nothing_from_it():
                 if "ontogeny.train" in name:
                     offenders.append(f"{path.relative_to(root)}: {name}")
     assert not offenders
+
+
+# Run.model(member, step) is a convenience of the store's reader that calls ontogeny.rebuild when asked: the one
+# dependency that points up, deferred to the call
+DEFERRED_UP = {("ontogeny.store.run", "ontogeny.rebuild")}
+
+
+def test_the_import_graph_has_no_cycle():
+    """Every import of every ontogeny module, those inside functions included (a deferred import hides a cycle, it
+    does not remove it), but not those for type annotations only."""
+    import graphlib
+
+    root = pathlib.Path(og.__file__).parent
+    modules = {".".join(("ontogeny", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.dump(block.test) for n in ast.walk(block)}
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                name = ".".join([*base, node.module] if node.module else base)
+                # `from . import data` imports the submodule, not the package's __init__
+                names = [f"{name}.{a.name}" if f"{name}.{a.name}" in modules else name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            targets.update(n for n in names if n in modules and n != module and (module, n) not in DEFERRED_UP)
+        graph[module] = targets
+    graphlib.TopologicalSorter(graph).prepare()  # CycleError names the modules of a cycle

@@ -14,7 +14,7 @@ _LAZY = {
     "SparseParityTask": (".tasks", "SparseParityTask"),
     "MLPModel": (".models", "MLPModel"), "TransformerModel": (".models", "TransformerModel"),
     "Run": (".store", "Run"), "open": (".store", "open_run"),
-    "log_spaced": (".record.schedule", "log_spaced"),
+    "log_spaced": (".evaluation.schedule", "log_spaced"),
     "ProbeSet": (".probe_sets", "ProbeSet"), "Recorder": (".recorder", "Recorder"),
     "ingest": (".suites", "ingest"), "run": (".train.run", "run"), "train_saes": (".sae", "train_run_saes"),
     "analysis": (".analysis", None),  # og.analysis.analyze, og.analysis.TransitionDetector, ...

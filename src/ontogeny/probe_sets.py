@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .exceptions import StoreError
-from .record.evaluate import tensor_batches
+from .evaluation.evaluate import tensor_batches
 
 LossFunction = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor | None]]
 

@@ -36,8 +36,8 @@ from torch import nn
 
 from .exceptions import StoreError
 from .probe_sets import LossFunction, ProbeSet, causal_lm, cross_entropy
-from .record.evaluate import Evaluator, Probe, scalar_rows
-from .record.schedule import LogSpaced, log_spaced
+from .evaluation.evaluate import Evaluator, Probe, scalar_rows
+from .evaluation.schedule import LogSpaced, log_spaced
 from .store import Run, ShardWriter
 from .store.create import join_run
 from .store.layout import MEMBERS_LOCK

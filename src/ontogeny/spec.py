@@ -23,6 +23,7 @@ import tomli_w
 
 from .exceptions import SpecError
 from .registry import Registry
+from .validation import validate
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 MAX_SEEDS = 100_000  # per list: far beyond any machine's memory for the smallest model, refused before building it
@@ -281,8 +282,6 @@ def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine:
                             key=f"sweep.{key}")
         sweep_pairs.append((key, tuple(values)))
     spec = dataclasses.replace(spec, sweep=tuple(sweep_pairs))
-    from .validation import validate  # here, not at the top: validation needs these dataclasses
-
     validate(spec, source, check_machine=check_machine)
     for point in spec.grid() if spec.sweep else []:  # every grid point must be a valid spec too
         try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
+from typing import TYPE_CHECKING
 
 from .exceptions import SpecError
-from .store.layout import SAFE_NAME_RULE, is_safe_name
-from .spec import Spec
+from .names import SAFE_NAME_RULE, is_safe_name
+
+if TYPE_CHECKING:  # only annotations: spec.py imports this module
+    from .spec import Spec
 
 MAX_STEPS = 10**12
 MAX_CHECKPOINTS = 10**6

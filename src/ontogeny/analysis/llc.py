@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..rebuild import member_models
-from ..record.probes import example_losses
+from ..evaluation.probes import example_losses
 from ..store import Run
 
 

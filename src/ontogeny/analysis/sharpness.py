@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from ..rebuild import run_ensembles
-from ..record import probes
+from ..evaluation import probes
 from ..store import Run
 
 

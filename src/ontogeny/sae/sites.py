@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.sites import HookedEnsemble, Site
-from ..record.probes import example_losses
+from ..evaluation.probes import example_losses
 from ..tasks.base import IGNORE
 
 CHUNK_FLOATS = 1 << 23  # activations one forward chunk may hold (32 MiB): examples run in chunks of this size

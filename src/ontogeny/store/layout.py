@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import StoreError
+from ..names import SAFE_NAME_RULE, is_safe_name
+
 
 FORMAT = "ontogeny-run/2"  # the marker's value; --overwrite removes nothing without it
 META = "meta.json"
@@ -43,15 +44,6 @@ WRITER_LOCK = "lock"
 TEMP_SUFFIX = ".tmp"
 
 # One safe path component: a run name or writer name never climbs out of its parent or hides as a dotfile.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-SAFE_NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-
-def is_safe_name(name: str) -> bool:
-    """Whether `name` is one path component that may name a run or a writer (see SAFE_NAME_RULE)."""
-    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None and name not in (".", "..")
-
-
 class Layout:
     """The paths of one run directory."""
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..exceptions import IngestError
-from ..record.evaluate import Evaluator, Probe, scalar_rows
+from ..evaluation.evaluate import Evaluator, Probe, scalar_rows
 from ..probe_sets import ProbeSet, causal_lm
 from ..store import Run, ShardWriter
 from ..store.create import join_run, one_line_when_disk_full

@@ -15,13 +15,13 @@ import pandas as pd
 import torch
 
 from ..models import make_model
-from ..record import probes
-from ..record.schedule import checkpoint_steps, weight_steps
+from ..evaluation import probes
+from ..evaluation.schedule import checkpoint_steps, weight_steps
 from ..store.layout import Layout
 from ..tasks import IGNORE, Batch, make_task
 from ..members import Member, member_rows
 from .optim import EnsembleOptimizer, clip_grads, grad_norms
-from .recorder import TrainingRecorder
+from .checkpoint_rows import CheckpointRows
 
 EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
 
@@ -103,12 +103,12 @@ class EnsembleTrainer:
     def train(self, writer, run_dir: Path, *, commit_seconds: float = 30.0, on_step=None, on_checkpoint=None) -> None:
         """Train to `spec.steps`, recording at checkpoints and committing/saving state as described above.
 
-        `on_step(step)` is called after every step, `on_checkpoint(step, recorder.last, trainer)` at checkpoints.
+        `on_step(step)` is called after every step, `on_checkpoint(step, rows.last, trainer)` at checkpoints.
         """
         steps, record = self.spec.steps, self.spec.record
         checkpoints = set(checkpoint_steps(record, steps))
         save_weights_at = weight_steps(record, sorted(checkpoints))
-        recorder = TrainingRecorder(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
+        rows = CheckpointRows(writer, run_dir, [m.member for m in self.members], self.task.eval_splits(),
                                     self.task.loss, examples=record.examples, device=self.device,
                                     eval_rows=self._eval_rows(), measures=self.task.measures)
         last_commit = time.monotonic()
@@ -120,13 +120,13 @@ class EnsembleTrainer:
             norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
             if at_checkpoint:
                 factor = self.spec.optim.lr_factor(step, steps)
-                recorder.record(step, self.model, batch, loss.detach(), correct, norms,
+                rows.record(step, self.model, batch, loss.detach(), correct, norms,
                                 self.optimizer.lr * factor)
                 if step in save_weights_at:
-                    recorder.save_weights(step, self.model, self.optimizer.preconditioner())
+                    rows.save_weights(step, self.model, self.optimizer.preconditioner())
                 self.recorded_through = step
                 if on_checkpoint:
-                    on_checkpoint(step, recorder.last, self)
+                    on_checkpoint(step, rows.last, self)
                 if step == steps or time.monotonic() - last_commit >= commit_seconds:
                     self.commit(writer)
                     last_commit = time.monotonic()

@@ -16,6 +16,7 @@ from ..exceptions import OntogenyError, SpecError, StoreError
 from ..store.commits import read_commits
 from ..store.layout import Layout
 from ..members import Member
+from .ensemble import WORKER_EXIT_SECONDS, train_ensemble, writer_name
 from .plan import Plan
 
 POLL_SECONDS = 0.5
@@ -66,7 +67,6 @@ def _train_task(out: str, ensembles: list[tuple[int, list[Member]]], commit_seco
     import torch
 
     from .malloc import reuse_freed_memory
-    from .run import WORKER_EXIT_SECONDS, train_ensemble
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # Ray's share of the CPUs
     with reuse_freed_memory():  # a worker process of ours while the task runs
@@ -128,15 +128,11 @@ def _check_cluster(ray, out: Path, gpus_per_task: float) -> None:
 
 
 def _finished(out: Path, index: int) -> bool:
-    from .run import writer_name
-
     return bool(_last_info(out, writer_name(index)).get("finished"))
 
 
 def _steps_done(out: Path, plan: Plan) -> int:
     """Training steps recorded so far, summed over the ensembles (from their last commits)."""
-    from .run import writer_name
-
     return sum(_last_info(out, writer_name(i)).get("step", 0) for i in range(len(plan.groups)))
 
 

@@ -10,7 +10,6 @@ import contextlib
 import os
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from ..exceptions import ResumeError, SpecError
@@ -20,8 +19,7 @@ from ..store.commits import read_commits
 from ..store.create import create_run, now, one_line_when_disk_full, update_meta, write_file
 from ..store.layout import TEMP_SUFFIX, WEIGHTS, Layout
 from ..store.lock import FileLock
-from ..tasks.base import TokenSplit
-from .loop import EnsembleTrainer
+from .ensemble import WORKER_EXIT_SECONDS, load_state, train_ensemble, writer_name
 from ..members import Member, ensembles, expand, member_rows
 from .plan import Plan, make_plan, time_plan, worker_memory
 
@@ -107,10 +105,6 @@ def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = No
     plan = make_plan(expand(spec), max_members=max_members, memory_budget=worker_memory(spec.device),
                      parallel=max_parallel)
     return plan, time_plan(plan) if time_it else None
-
-
-def writer_name(index: int) -> str:
-    return f"ensemble-{index:04d}"
 
 
 # ---- starting, resuming, extending ----------------------------------------------------------------------------
@@ -199,7 +193,7 @@ def _what_changed(layout: Layout, spec: Spec) -> str:
         state = read_commits(layout.writer(name))[0].state if name in layout.writer_names() else None
         if state is None:
             continue
-        old = _load_state(layout.writer(name) / state.file)["spec"]
+        old = load_state(layout.writer(name) / state.file)["spec"]
         new = group[0].spec.to_dict()
         changes = [f"{key}: {old_value!r} -> {new_value!r}" for key, old_value, new_value in _diff(old, new)]
         return f" ({'; '.join(changes)})" if changes else ""
@@ -237,9 +231,6 @@ def _plan(out: Path, spec: Spec, members: list[Member], max_members: int | None,
     return plan
 
 
-WORKER_EXIT_SECONDS = 120.0  # how long a writer held by a stopping worker is waited for
-
-
 def _list_members(out: Path, groups: list[list[Member]]) -> None:
     """Give every ensemble's writer its members (status running) before training, so readers see them all.
 
@@ -250,61 +241,3 @@ def _list_members(out: Path, groups: list[list[Member]]) -> None:
             if not writer.has_table("members"):
                 writer.put("members", member_rows(group, {}, finished=False))
                 writer.commit()
-
-
-def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: float, progress, *,
-                   wait_seconds: float = 0.0) -> None:
-    """Train one ensemble through its writer, continuing from its last commit (nothing if it finished)."""
-    with ShardWriter(out, writer_name(index), wait_seconds=wait_seconds) as writer:
-        trainer = EnsembleTrainer(group, device=group[0].spec.device)
-        if writer.state_path is not None:
-            trainer.load_state_dict(_load_state(writer.state_path))
-            if trainer.trained_toward < trainer.spec.steps:  # the run was extended
-                stale = trainer.extend(writer)
-                trainer.commit(writer)
-                for path in stale:
-                    (out / path).unlink(missing_ok=True)
-        if trainer.finished:
-            return
-        if not writer.has_table("subsets"):
-            writer.put("subsets", _subsets(trainer))
-            if any(isinstance(split, TokenSplit) for split in trainer.task.eval_splits()):
-                writer.put("tokens", _tokens(trainer))
-        trainer.train(writer, out, commit_seconds=commit_seconds,
-                      on_step=progress and (lambda step: progress.step(index, step)),
-                      on_checkpoint=progress and (lambda step, s, t: progress.checkpoint(index, step, s, t)))
-
-
-def _load_state(path: Path) -> dict:
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ResumeError(f"{path}: damaged training state ({reason}); run `ontogeny check`") from None
-
-
-def _subsets(trainer: EnsembleTrainer) -> pd.DataFrame:
-    """The named eval subsets of an ensemble's task: split, example, subset."""
-    rows = {"split": [], "example": [], "subset": []}
-    for split in trainer.task.eval_splits():
-        for subset, mask in split.subsets.items():
-            ids = split.example[mask].tolist()
-            rows["split"] += [split.name] * len(ids)
-            rows["example"] += ids
-            rows["subset"] += [subset] * len(ids)
-    return pd.DataFrame(rows)
-
-
-
-def _tokens(trainer: EnsembleTrainer) -> pd.DataFrame:
-    """Which token each example of a language task's per-token splits is: split, example, sequence, position,
-    token, text."""
-    frames = []
-    for split in trainer.task.eval_splits():
-        if isinstance(split, TokenSplit):
-            sequence, position = split.scored()
-            token = split.y[sequence, position]
-            frames.append(pd.DataFrame({"split": split.name, "example": split.example.numpy(),
-                                        "sequence": sequence.numpy(), "position": position.numpy().astype("int32"),
-                                        "token": token.numpy(), "text": [split.words[t] for t in token.tolist()]}))
-    return pd.concat(frames, ignore_index=True)

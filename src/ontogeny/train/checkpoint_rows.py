@@ -1,5 +1,5 @@
 """At a checkpoint of the trainer: training-step quantities (train metrics, norms, lr) beside the shared evaluation
-of the probe sets (record/evaluate.py), and the members' weights."""
+of the probe sets (evaluation/evaluate.py), and the members' weights."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from ..rebuild import save_member_weights
-from ..record import probes
-from ..record.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
+from ..evaluation import probes
+from ..evaluation.evaluate import Evaluator, Probe, ensemble_adapter, scalar_rows, tensor_batches
 from ..tasks import IGNORE, Batch, EvalSplit, PairSplit, SequenceSplit, TokenSplit
 
 
-class TrainingRecorder:
+class CheckpointRows:
     """Turns one ensemble's measurements into `scalars`, `examples` and `checkpoints` rows."""
 
     def __init__(self, writer, run_dir: Path, member_ids: list[int], splits: list[EvalSplit], loss_kind: str,
