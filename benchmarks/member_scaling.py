@@ -14,8 +14,8 @@ one thread (`OMP_NUM_THREADS=1`). The ontogeny side is the command a user types,
 baseline, in this process, is how reference code does it: `nn.Sequential` + `torch.optim.SGD` per seed, one seed
 after another, evaluating the same 1,000 examples at the same checkpoints. One seed after another costs the same
 per seed at any number of seeds, so it is timed on `--baseline-seeds` seeds and scaled to each size (said so in
-the table). FLOP/s count training only, 2.0 MFLOP per member-step (forward and backward, 6 * 32 * (40 * 256 + 256)), as issue
-16 does; the next column adds the evaluations' forward passes (2 * 1,000 * (40 * 256 + 256) per member and
+the table). FLOP/s count training only, 2.0 MFLOP per member-step (forward and backward, 6 * 32 * (40 * 256 +
+256)); the next column adds the evaluations' forward passes (2 * 1,000 * (40 * 256 + 256) per member and
 checkpoint), which the run performs too. The roofline is this process's best single-thread float32 GEMM rate on
 square matrices of 256 to 1,024.
 """
