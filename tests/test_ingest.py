@@ -191,20 +191,26 @@ def test_bad_input_is_one_line_and_writes_nothing(suites, tmp_path):
         assert not out.exists()
 
 
-def test_token_id_probes_and_state_dict_suites(suites, tmp_path, monkeypatch):
+def _state_dict_suite(seed0, tmp_path, monkeypatch, save, suffix):
+    """The suite's steps 0 and 64 as state dicts (`save(weights, path)`), a `tiny_builder:build` module that makes
+    the model, and a token-id probe: (states directory, probe path)."""
     from transformers import AutoModelForCausalLM
 
-    seed0, _, _ = suites
     states = tmp_path / "states"
     states.mkdir()
     for step in (0, 64):
-        torch.save(AutoModelForCausalLM.from_pretrained(seed0 / f"step{step}").state_dict(), states / f"step{step}.pt")
+        save(AutoModelForCausalLM.from_pretrained(seed0 / f"step{step}").state_dict(), states / f"step{step}{suffix}")
     (tmp_path / "tiny_builder.py").write_text(
         "from transformers import AutoConfig, AutoModelForCausalLM\n"
         f"def build():\n    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained({str(seed0 / 'step0')!r}))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     probe = tmp_path / "probe.npy"
     np.save(probe, np.random.default_rng(0).integers(0, 10, size=(3, 12)))
+    return states, probe
+
+
+def test_token_id_probes_and_state_dict_suites(suites, tmp_path, monkeypatch):
+    states, probe = _state_dict_suite(suites[0], tmp_path, monkeypatch, torch.save, ".pt")
     run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     assert sorted(set(run.examples().step)) == [0, 64] and len(run.examples(step=0)) == 3 * 11
 
@@ -348,34 +354,24 @@ def test_a_suite_that_ships_sha256sums_is_checked_against_them_before_anything_i
     import hashlib
 
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
 
-    seed0, _, _ = suites
-    states = tmp_path / "states"
-    states.mkdir()
-    for step in (0, 64):
-        weights = AutoModelForCausalLM.from_pretrained(seed0 / f"step{step}").state_dict()
-        save_file({k: v.contiguous() for k, v in weights.items()},
-                  states / f"step{step}.safetensors")
-    (tmp_path / "tiny_st_builder.py").write_text(
-        "from transformers import AutoConfig, AutoModelForCausalLM\n"
-        f"def build():\n    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained({str(seed0 / 'step0')!r}))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    probe = tmp_path / "probe.npy"
-    np.save(probe, np.random.default_rng(0).integers(0, 10, size=(3, 12)))
+    def save(weights, path):
+        save_file({k: v.contiguous() for k, v in weights.items()}, path)
+
+    states, probe = _state_dict_suite(suites[0], tmp_path, monkeypatch, save, ".safetensors")
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(states.iterdir()))
     (states / "SHA256SUMS").write_text(sums)
     data = bytearray((states / "step64.safetensors").read_bytes())
     data[-100] ^= 0x10  # one bit inside the last tensor: it still loads, and would score as other weights
     (states / "step64.safetensors").write_bytes(bytes(data))
     with pytest.raises(IngestError, match=r"step64.safetensors: its sha256 is not the one the suite's SHA256SUMS"):
-        og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_st_builder:build")
+        og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     assert not (tmp_path / "run").exists()
     (states / "SHA256SUMS").write_text("not a hash  step0.safetensors\n")
     with pytest.raises(IngestError, match=r"SHA256SUMS:1: not '<sha256> <path>'"):
-        og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_st_builder:build")
+        og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     data[-100] ^= 0x10
     (states / "step64.safetensors").write_bytes(bytes(data))
     (states / "SHA256SUMS").write_text(sums)
-    run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_st_builder:build")
+    run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     assert sorted(set(run.examples().step)) == [0, 64]
