@@ -66,6 +66,7 @@ def test_mlflow_holds_one_run_per_member_with_its_params_and_curves(run, tmp_pat
             for member in (0, 1):
                 info = tracked[f"member-{member:05d}"]
                 assert info.data.params["init_seed"] == str(member) and info.info.status == "FINISHED"
+                assert info.data.params["task.p"] == "23" and info.data.params["optim.lr"] == "0.01"  # spec keys
                 read = {(name, m.step): m.value for name in {n for n, _ in _expected(run, member)}
                         for m in client.get_metric_history(info.info.run_id, mlflow_key(name))}
                 assert read == pytest.approx(_expected(run, member), rel=1e-6)

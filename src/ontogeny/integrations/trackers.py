@@ -54,17 +54,14 @@ def export(run_dir: str | Path, to: str, out: str | Path | None = None, *, overw
     try:
         with _imported(to):
             sink = SINKS[to](temp, run)
-        try:
-            for number, row in enumerate(members.itertuples(index=False), 1):
-                name = member_name(row.member)
-                tracked = sink.open(name, member_config(row._asdict(), run))
-                for step, values in curves(scalars[scalars.member == row.member]):
-                    tracked.log(step, values)
-                tracked.close()
-                if progress:
-                    progress(name, number, len(members))
-        finally:
-            sink.close()
+        for number, row in enumerate(members.to_dict("records"), 1):  # dotted setting names kept ("optim.lr")
+            name = member_name(row["member"])
+            tracked = sink.open(name, member_config(row, run))
+            for step, values in curves(scalars[scalars.member == row["member"]]):
+                tracked.log(step, values)
+            tracked.close()
+            if progress:
+                progress(name, number, len(members))
         (temp / MARKER).write_text(json.dumps({"run": str(run.path), "tracker": to, "members": len(members)}))
         if out.exists():
             shutil.rmtree(out)
@@ -136,7 +133,6 @@ class Follower:
         finally:
             for tracked in self.tracked.values():
                 tracked.close()
-            self.sink.close()
         if self.error is not None:
             warnings.warn(f"{self.to}: stopped sending rows ({self.error}); the run is whole, and `ontogeny export "
                           f"{self.run.path} --to {self.to}` writes them all", RuntimeWarning, stacklevel=2)
@@ -221,7 +217,8 @@ def _imported(to: str):
                          "(pip install 'ontogeny[trackers]')") from None
 
 
-# ---- one class per tracker: open(name, config) -> a tracked run with log(step, values), flush(), close() ----
+# ---- one class per tracker, made with (directory, run): open(name, config) -> a tracked run with log(step, values),
+# flush() and close() ----
 
 
 class TensorBoard:
@@ -237,9 +234,6 @@ class TensorBoard:
                                       for k, v in config.items()}, {}):
             writer.file_writer.add_summary(summary)  # the HParams tab's table of members
         return TensorBoard._Tracked(writer)
-
-    def close(self) -> None:
-        pass
 
     class _Tracked:
         def __init__(self, writer):
@@ -287,9 +281,6 @@ class MLflow:
             for start in range(0, len(params), 100):  # MLflow's limit per call
                 self.client.log_batch(tracked.info.run_id, params=params[start:start + 100])
         return MLflow._Tracked(self.client, tracked.info.run_id)
-
-    def close(self) -> None:
-        pass
 
     class _Tracked:
         def __init__(self, client, run_id: str):
@@ -343,9 +334,6 @@ class WandB:
         tracked = wandb.init(dir=str(self.root), mode="offline", project=self.project, name=name, config=config,
                              reinit="create_new", settings=wandb.Settings(silent=True, console="off"))
         return WandB._Tracked(tracked)
-
-    def close(self) -> None:
-        pass
 
     class _Tracked:
         def __init__(self, tracked):
