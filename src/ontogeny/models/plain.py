@@ -30,6 +30,11 @@ class Square(nn.Module):
         return x * x
 
 
+def member_slice(param: Tensor | None, index: int) -> Tensor | None:
+    """Member `index`'s slice of an ensemble parameter [M, ...] (None for a parameter the model does not have)."""
+    return None if param is None else param[index].detach()
+
+
 def activation_module(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "gelu": nn.GELU, "square": Square}[name]()
 
@@ -94,14 +99,14 @@ class MemberTransformer(nn.Module):
         super().__init__()
         spec = ensemble.spec
         self.spec, self.objective, self.pad_token = spec, ensemble.objective, ensemble.pad_token
-        w_e, w_pos = ensemble.W_E[index].detach(), ensemble.W_pos[index].detach()
-        self.embed = nn.Embedding.from_pretrained(w_e.clone(), freeze=False)
-        self.pos_embed = nn.Embedding.from_pretrained(w_pos.clone(), freeze=False)
+
+        def take(param):
+            return member_slice(param, index)
+
+        self.embed = nn.Embedding.from_pretrained(take(ensemble.W_E).clone(), freeze=False)
+        self.pos_embed = nn.Embedding.from_pretrained(take(ensemble.W_pos).clone(), freeze=False)
         blocks = []
         for block in ensemble.blocks:
-            def take(param):
-                return None if param is None else param[index].detach()
-
             attn = MemberAttention(spec.n_heads, *(take(w) for w in (block.W_Q, block.W_K, block.W_V, block.W_O)))
             mlp = nn.Sequential(linear(take(block.W_in), take(block.b_in)), activation_module(spec.activation),
                                 linear(take(block.W_out), take(block.b_out)))
@@ -110,10 +115,8 @@ class MemberTransformer(nn.Module):
                                       layer_norm(take(block.ln_mlp_gain), take(block.ln_mlp_bias), spec.d_model),
                                       mlp))
         self.blocks = nn.ModuleList(blocks)
-        final = ensemble.ln_final_gain
-        self.ln_final = layer_norm(None if final is None else final[index].detach(),
-                                   None if final is None else ensemble.ln_final_bias[index].detach(), spec.d_model)
-        self.unembed = linear(ensemble.W_U[index].detach(), None)
+        self.ln_final = layer_norm(take(ensemble.ln_final_gain), take(ensemble.ln_final_bias), spec.d_model)
+        self.unembed = linear(take(ensemble.W_U), None)
 
     def forward(self, tokens: Tensor) -> Tensor:
         positions = tokens.shape[-1]
@@ -139,7 +142,7 @@ class MemberMLP(nn.Sequential):
 
     def __init__(self, ensemble, index: int):
         def take(param):
-            return None if param is None else param[index].detach()
+            return member_slice(param, index)
 
         spec = ensemble.spec
         if ensemble.vocab_size:
