@@ -108,6 +108,15 @@ class ProbeSet:
         return batches
 
 
+def subset_rows(splits: Sequence[tuple[str, Any, dict[str, Any]]]) -> pd.DataFrame:
+    """The `subsets` table of named splits: rows (split, example, subset) from (split name, example ids [N],
+    {subset: mask [N]}) per split; what every producer puts (probe sets of a recorder or an ingest, a task's
+    evaluation splits)."""
+    rows = [(name, int(i), subset) for name, ids, subsets in splits
+            for subset, mask in subsets.items() for i in np.asarray(ids)[np.asarray(mask, dtype=bool)]]
+    return pd.DataFrame(rows, columns=["split", "example", "subset"])
+
+
 def cross_entropy(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The default loss: cross entropy of `model(x)` logits [B, C] against y [B]; correct = top-1 is y."""
     if isinstance(batch, dict) or not isinstance(batch, tuple | list) or len(batch) != 2:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .exceptions import StoreError
-from .probe_sets import LossFunction, ProbeSet, causal_lm, cross_entropy
+from .probe_sets import LossFunction, ProbeSet, causal_lm, cross_entropy, subset_rows
 from .evaluation.evaluate import Evaluator, Probe, scalar_rows
 from .evaluation.schedule import LogSpaced, log_spaced
 from .store import Run, ShardWriter
@@ -86,7 +86,7 @@ class Recorder:
                 self.writer.drop(table, after=resume_step)
             self._through = resume_step
         self.writer.put("members", self._members_row(config, "running"))
-        self.writer.put("subsets", self._subsets())
+        self.writer.put("subsets", subset_rows([(n, p.ids, p.subsets) for n, p in self.probes.items()]))
         tokens = [p.token_table for p in self.probes.values() if p.token_table is not None]
         if tokens:
             self.writer.put("tokens", pd.concat(tokens, ignore_index=True))
@@ -250,11 +250,6 @@ class Recorder:
         for column in ("init_seed", "data_seed", "diverged_step"):
             frame[column] = frame[column].astype("Int64")
         return frame
-
-    def _subsets(self) -> pd.DataFrame:
-        rows = [(name, int(i), subset) for name, probe in self.probes.items()
-                for subset, mask in probe.subsets.items() for i in probe.ids[mask.numpy()]]
-        return pd.DataFrame(rows, columns=["split", "example", "subset"])
 
     def _check_probes(self) -> None:
         recorded = self.layout.read_meta()["producer"].get("probes", {})

@@ -22,7 +22,7 @@ import torch
 
 from ..exceptions import IngestError
 from ..evaluation.evaluate import Evaluator, Probe, scalar_rows
-from ..probe_sets import ProbeSet, causal_lm
+from ..probe_sets import ProbeSet, causal_lm, subset_rows
 from ..store import Run, ShardWriter
 from ..store.create import join_run, one_line_when_disk_full
 from .sources import Source, config_hash, model_config, open_source, step_of, weights_hash
@@ -89,7 +89,7 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
             chance = _chance_loss(source.load(done.revision.iloc[-1]))
         chance = None if chance is None or pd.isna(chance) else float(chance)
         writer.put("members", _member_row(member, source, "running", chance))
-        writer.put("subsets", _subsets(probe_set))
+        writer.put("subsets", subset_rows([(SPLIT, probe_set.ids, probe_set.subsets)]))
         writer.put("tokens", probe_set.token_table)
         writer.commit()
         for revision in todo:
@@ -225,11 +225,6 @@ def _frequency_buckets(tokens: torch.Tensor) -> dict[str, np.ndarray]:
     for bucket, part in zip(BUCKETS, np.array_split(order, 3)):
         buckets[part] = bucket
     return {bucket: ids[buckets == bucket] for bucket in BUCKETS}
-
-
-def _subsets(probe_set: ProbeSet) -> pd.DataFrame:
-    rows = [(SPLIT, int(i), name) for name, mask in probe_set.subsets.items() for i in probe_set.ids[mask.numpy()]]
-    return pd.DataFrame(rows, columns=["split", "example", "subset"])
 
 
 def _member_row(member: int, source: Source, status: str, chance: float | None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import torch
 
 from ..exceptions import ResumeError
 from ..members import Member
+from ..probe_sets import subset_rows
 from ..store import ShardWriter
 from ..tasks.base import TokenSplit
 from .loop import EnsembleTrainer
@@ -36,7 +37,8 @@ def train_ensemble(out: Path, index: int, group: list[Member], commit_seconds: f
         if trainer.finished:
             return
         if not writer.has_table("subsets"):
-            writer.put("subsets", _subsets(trainer))
+            writer.put("subsets", subset_rows([(split.name, split.example, split.subsets)
+                                               for split in trainer.task.eval_splits()]))
             if any(isinstance(split, TokenSplit) for split in trainer.task.eval_splits()):
                 writer.put("tokens", _tokens(trainer))
         trainer.train(writer, out, commit_seconds=commit_seconds,
@@ -51,18 +53,6 @@ def load_state(path: Path) -> dict:
     except Exception as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ResumeError(f"{path}: damaged training state ({reason}); run `ontogeny check`") from None
-
-
-def _subsets(trainer: EnsembleTrainer) -> pd.DataFrame:
-    """The named eval subsets of an ensemble's task: split, example, subset."""
-    rows = {"split": [], "example": [], "subset": []}
-    for split in trainer.task.eval_splits():
-        for subset, mask in split.subsets.items():
-            ids = split.example[mask].tolist()
-            rows["split"] += [split.name] * len(ids)
-            rows["example"] += ids
-            rows["subset"] += [subset] * len(ids)
-    return pd.DataFrame(rows)
 
 
 def _tokens(trainer: EnsembleTrainer) -> pd.DataFrame:
