@@ -90,3 +90,16 @@ def test_llc_settings_from_the_command_line(run):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "lr 0.0005 / 0.001 give" in result.output
+
+
+def test_a_language_task_without_a_fixed_training_set_is_sampled_on_its_training_batches(tmp_path):
+    from ontogeny.analysis.llc import run_llc, training_examples
+    from ontogeny.rebuild import run_ensembles
+
+    run = og.run("icl-markov", overrides=["steps=10", "seeds=2", "record.weights_every=10"], out=tmp_path / "run")
+    ensemble = next(run_ensembles(run))
+    x, y = training_examples(ensemble.task, 1, 100)
+    first = ensemble.task.batch(0).member(1)
+    assert len(x) == 100 and torch.equal(x[:len(first.x)], first.x[:100]) and x.shape[1:] == first.x.shape[1:]
+    table, _ = run_llc(run, LLCSettings(chains=1, draws=20, batch_size=16, examples=64, step_size_factors=()))
+    assert sorted(zip(table.member, table.step)) == [(0, 0), (0, 10), (1, 0), (1, 10)] and table.llc.notna().all()

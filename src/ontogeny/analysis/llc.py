@@ -45,6 +45,7 @@ class LLCSettings:
     burnin: int = 0
     batch_size: int = 64
     seed: int = 0
+    examples: int = 2048  # training examples drawn from the task's batches where it has no fixed training set
     step_size_factors: tuple[float, ...] = (1 / 3, 3.0)  # at the last checkpoint: lr x each
 
     @classmethod
@@ -64,7 +65,7 @@ class LLCSettings:
         settings = replace(cls(), **values)
         if settings.n_beta < 0:
             raise ValueError(f"llc.n_beta: must be positive (or 0 for devinterp's default), got {settings.n_beta}")
-        for key in ("lr", "chains", "draws", "batch_size"):
+        for key in ("lr", "chains", "draws", "batch_size", "examples"):
             if getattr(settings, key) <= 0:
                 raise ValueError(f"llc.{key}: must be positive, got {getattr(settings, key)}")
         return settings
@@ -80,12 +81,10 @@ def run_llc(run: Run, settings: LLCSettings = LLCSettings(), *, members: list[in
     `progress(member, step)` after each estimate."""
     rows, checks = [], []
     for ensemble, step in member_models(run, steps):
-        (train,) = [s for s in ensemble.task.eval_splits() if s.name == "train"]
         for index, member in enumerate(ensemble.ids):
             if members is not None and member not in members:
                 continue
-            mask = train.member_mask[index] if train.member_mask is not None else slice(None)
-            x, y = train.x[mask], train.y[mask]
+            x, y = training_examples(ensemble.task, index, settings.examples)
             model = ensemble.model.member_module(index)
             estimate = estimate_llc(model, x, y, ensemble.task.loss, settings)
             rows.append({"member": member, "step": step, **estimate, **_recorded(settings)})
@@ -96,19 +95,37 @@ def run_llc(run: Run, settings: LLCSettings = LLCSettings(), *, members: list[in
         return table, pd.DataFrame(columns=["member", "step", "lr", "llc"])
     last = table.loc[table.groupby("member").step.idxmax()]
     for ensemble, step in member_models(run, sorted(set(last.step))):
-        (train,) = [s for s in ensemble.task.eval_splits() if s.name == "train"]
         for index, member in enumerate(ensemble.ids):
             if member not in set(last[last.step == step].member):
                 continue
-            mask = train.member_mask[index] if train.member_mask is not None else slice(None)
+            x, y = training_examples(ensemble.task, index, settings.examples)
             model = ensemble.model.member_module(index)
             chosen = float(last[last.member == member].llc.iloc[0])
             checks.append({"member": member, "step": step, "lr": settings.lr, "llc": chosen})
             for factor in settings.step_size_factors:
                 other = replace(settings, lr=settings.lr * factor)
-                estimate = estimate_llc(model, train.x[mask], train.y[mask], ensemble.task.loss, other)
+                estimate = estimate_llc(model, x, y, ensemble.task.loss, other)
                 checks.append({"member": member, "step": step, "lr": other.lr, "llc": estimate["llc"]})
     return table, pd.DataFrame(checks).sort_values(["member", "lr"]).reset_index(drop=True)
+
+
+def training_examples(task, index: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member `index`'s training examples (x, y): its `train` evaluation split where the task has a fixed training
+    set, else the task's first training batches until `n` examples (a language task draws fresh sequences)."""
+    train = [split for split in task.eval_splits() if split.name == "train"]
+    if train:
+        mask = train[0].member_mask[index] if train[0].member_mask is not None else slice(None)
+        return train[0].x[mask], train[0].y[mask]
+    xs, ys, step = [], [], 0
+    while sum(len(x) for x in xs) < n:
+        batch = task.batch(step).member(index)
+        weight = batch.weight
+        # examples with weight 0 are padding, not data (a language task's weights are per token: its targets say)
+        keep = weight.reshape(-1) > 0 if weight is not None and weight.numel() == len(batch.x) else slice(None)
+        xs.append(batch.x[keep])
+        ys.append(batch.y[keep])
+        step += 1
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
 def _recorded(settings: LLCSettings) -> dict[str, object]:
