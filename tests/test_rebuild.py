@@ -39,7 +39,10 @@ def test_every_ensemble_of_a_sweep_is_rebuilt_with_its_own_shape_and_recorded_lo
 def test_saes_train_on_every_ensemble_of_a_sweep(sweep_run, tmp_path):
     from ontogeny.sae import train_run_saes
 
-    run = train_run_saes(sweep_run, tmp_path / "sae", seeds=2, steps=10, k=2, control=False)
+    lines = []
+    run = train_run_saes(sweep_run, tmp_path / "sae", seeds=2, steps=10, k=2, control=False, progress=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["step 60 (1/2)", "step 60 (2/2)"]  # one per ensemble x step
+    assert "s so far" in lines[0] and "s left" in lines[1]
     members = run.members()
     assert sorted(set(members.source_member)) == [0, 1, 2, 3] and set(members.width) == {64, 96}  # 4x each width
 

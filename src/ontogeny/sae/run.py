@@ -15,6 +15,7 @@ failure leaves no run behind.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ import pandas as pd
 import torch
 
 from ..analysis.sae import THRESHOLD
+from ..members import ensembles, expand
 from ..rebuild import run_ensembles, save_member_weights
 from ..seeds import generator
 from ..store import Run, ShardWriter, write_table
@@ -62,6 +64,7 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
         if not ok:
             raise ValueError(f"{name} {value}: must be {rule}")
     tables, members = [], []
+    total, started = len(list(ensembles(expand(run.spec)))) * len(steps_at), time.monotonic()
     for ensemble in run_ensembles(run):
         model, task, group = ensemble.model, ensemble.task, ensemble.members
         chosen = site or default_site(model)
@@ -76,7 +79,10 @@ def train_run_saes(source: str | Path | Run, out: str | Path, *, at: list[int] |
             except ValueError as err:
                 raise ValueError(f"--at {step}: {str(err).split(': ', 1)[1]}") from None
             if progress:
-                progress(f"step {step}: {len(group)} members x {seeds} SAE seeds at {chosen}")
+                done, elapsed = len(tables), time.monotonic() - started
+                left = f", about {elapsed / done * (total - done):,.0f} s left" if done else ""
+                progress(f"step {step} ({done + 1}/{total}): {len(group)} members x {seeds} SAE seeds at {chosen}, "
+                         f"{elapsed:,.0f} s so far{left}")
             trained = _train(model, task.loss, probe, chosen, rows, step, group, seeds=seeds, kind=kind, width=width,
                              k=k, l1=l1, steps=steps, batch_size=batch_size, lr=lr)
             tables.append(trained)
