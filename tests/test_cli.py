@@ -65,3 +65,19 @@ def test_usage_errors_are_one_line_too(tmp_path):
         done = ontogeny(*args)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith("error: ") and words in done.stderr
+
+
+def test_ctrl_c_outside_a_commands_own_handling_says_so(monkeypatch, capsys):
+    """Click turns a Ctrl-C during a command's start (its imports, say) into Abort; it used to end silently."""
+    import pytest
+
+    from ontogeny import cli, spec
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spec, "recipe_names", interrupted)
+    monkeypatch.setattr(sys, "argv", ["ontogeny", "recipes"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"

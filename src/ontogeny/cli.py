@@ -163,7 +163,7 @@ def run_command(
         display.stop()
         where = resume or out or "runs/<name>"
         print(f"interrupted; continue with: ontogeny run --resume {where}", file=sys.stderr)
-        raise typer.Exit(130)
+        sys.exit(130)  # not typer.Exit(130): that is how typer reports a Ctrl-C nobody handled (see main)
     except OntogenyError as err:
         display.stop()
         _fail(str(err))
@@ -447,12 +447,15 @@ def main() -> None:
         from click import exceptions
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer's answer to a Ctrl-C outside a command's own handling (during its imports, say)
+            print("interrupted", file=sys.stderr)
     except exceptions.NoArgsIsHelpError:  # the help was printed while the error was made
         code = 2
     except exceptions.ClickException as err:
         print(f"error: {' '.join(err.format_message().split())}", file=sys.stderr)
         code = err.exit_code
-    except typer.Abort:
+    except typer.Abort:  # click's answer to end of input at a prompt (and older typers' to Ctrl-C)
+        print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code or 0)
 
