@@ -169,3 +169,25 @@ def test_the_lightning_example_records_two_seeds_into_one_run(tmp_path):
     assert {"train/loss", "test/acc", "batch_loss"} <= set(scalars.name)
     assert sorted(scalars[scalars.name == "test/loss"].step.unique())[-1] == 50  # log-spaced up to 50
     assert len(run.examples(member=0, step=50)) == 59 * 59  # every pair: train and test probe sets
+
+
+def test_trainer_logs_are_named_as_transformers_names_them_for_trackers(tmp_path):
+    """eval_loss -> eval/loss, loss -> train/loss (Transformers' rewrite_logs); a name a probe set writes itself is left
+    out with a warning instead of stopping the training."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ontogeny.integrations.hf import OntogenyCallback
+
+    with pytest.raises(ValueError, match="a probe set named 'eval' would write eval/loss"):
+        OntogenyCallback(tmp_path / "refused", member={"seed": 0}, probes={"eval": (torch.zeros(2, 3), [0, 1])})
+    probes = {"test": (torch.randn(8, 3), torch.randint(0, 2, (8,)))}
+    callback = OntogenyCallback(tmp_path / "run", member={"seed": 0}, probes=probes)
+    callback.recorder = og.Recorder(tmp_path / "run", member={"seed": 0}, probes=probes, every=[0])
+    logs = {"loss": 1.5, "eval_loss": 2.5, "learning_rate": 0.1, "epoch": 0.5, "test_loss": 9.0, "note": "text"}
+    with pytest.warns(UserWarning, match="not recording the Trainer's test/loss: a probe set writes that name"):
+        callback.on_log(None, SimpleNamespace(global_step=3), None, logs=logs)
+    callback.recorder.close()
+    logged = og.open(tmp_path / "run").scalars(step=3).set_index("name").value.to_dict()
+    assert logged == {"eval/loss": 2.5, "train/epoch": 0.5, "train/learning_rate": 0.1, "train/loss": 1.5}

@@ -6,16 +6,22 @@ trainer = Trainer(model, args, train_dataset=data,
 ```
 
 At every scheduled `global_step` (the number of optimizer updates done) the model is evaluated on the probe sets;
-every `on_log` number becomes a `train/<name>` scalar; every checkpoint save commits the rows, and a Trainer resumed
+every `on_log` number becomes a scalar named as Transformers' own tracker callbacks name it (their `rewrite_logs`:
+`eval_loss` -> `eval/loss`, `test_loss` -> `test/loss`, `loss` -> `train/loss`); every checkpoint save commits the rows, and a Trainer resumed
 from a checkpoint continues the member from that checkpoint's step, so the run has no duplicates.
+
+The one naming rule of ontogeny's producers: a name you chose (`og.Recorder.log`, Lightning's `self.log`) is kept as
+you wrote it; a name a framework chose (the Trainer's logs) is put in the `split/metric` form ontogeny's own runs use.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 try:
     from transformers import TrainerCallback
+    from transformers.integrations.integration_utils import rewrite_logs
 except ImportError as err:  # pragma: no cover (the extra is installed wherever this module is used)
     raise ImportError("ontogeny.integrations.hf needs Hugging Face transformers: pip install 'ontogeny[hf]'") from err
 
@@ -26,9 +32,10 @@ class OntogenyCallback(TrainerCallback):
     """Records one member (this training run) of the ontogeny run `run_dir`; arguments as `og.Recorder`."""
 
     def __init__(self, run_dir, member: dict[str, Any], probes: dict[str, Any] | None = None, **recorder_options):
-        if "train" in (probes or {}):
-            raise ValueError("probes: a probe set named 'train' would write train/loss, which the Trainer's logs "
-                             "already are here; name it e.g. 'train_probe'")
+        for taken in ("train", "eval"):
+            if taken in (probes or {}):
+                raise ValueError(f"probes: a probe set named {taken!r} would write {taken}/loss, which the Trainer's "
+                                 f"logs already are here; name it e.g. '{taken}_probe'")
         self.run_dir, self.member, self.probes, self.options = run_dir, member, probes, recorder_options
         self.recorder: Recorder | None = None
 
@@ -49,9 +56,13 @@ class OntogenyCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.recorder is not None and logs:
-            numbers = {f"train/{k}": float(v) for k, v in logs.items()
+            numbers = {k: float(v) for k, v in rewrite_logs(logs).items()
                        if isinstance(v, int | float) and not isinstance(v, bool)}
-            self.recorder.log(state.global_step, numbers)
+            taken = sorted(self.recorder.probe_metrics.intersection(numbers))
+            if taken:  # e.g. test/loss from trainer.evaluate(metric_key_prefix="test") beside a probe set `test`
+                warnings.warn(f"not recording the Trainer's {', '.join(taken)}: a probe set writes that name",
+                              stacklevel=2)
+            self.recorder.log(state.global_step, {k: v for k, v in numbers.items() if k not in taken})
 
     def on_save(self, args, state, control, **kwargs):
         if self.recorder is not None:
