@@ -224,7 +224,7 @@ def test_a_killed_ingest_run_again_equals_an_uninterrupted_one(suites, ingested,
     seed0, seed1, probe = suites
     out, scored = tmp_path / "run", []
 
-    def kill(member, step, done, speed):
+    def kill(member, step, done, total, speed):
         scored.append(step)
         if len(scored) == after:
             raise Killed
@@ -375,3 +375,13 @@ def test_a_suite_that_ships_sha256sums_is_checked_against_them_before_anything_i
     (states / "SHA256SUMS").write_text(sums)
     run = og.ingest(str(states), probe, out=tmp_path / "run", build="tiny_builder:build")
     assert sorted(set(run.examples().step)) == [0, 64]
+
+
+def test_ingest_lines_say_how_many_revisions_of_how_many_and_how_long_is_left(suites, tmp_path):
+    seed0, _, probe = suites
+    done = CliRunner().invoke(app, ["ingest", str(seed0), "--probe", str(probe), "--out", str(tmp_path / "run"),
+                                    "--context", "16", "--revisions", "step0,step1,step2"])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.output.splitlines() if " step " in line and "revisions" in line]
+    assert [line.split(": ")[1].split(",")[0] for line in lines] == ["1/3 revisions", "2/3 revisions", "3/3 revisions"]
+    assert "s left for it" in lines[1] and "left" not in lines[2]

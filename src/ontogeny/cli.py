@@ -268,8 +268,13 @@ def ingest_command(
     except ImportError:
         pass
 
-    def report(member: str, step: int, done: int, speed: float) -> None:
-        console.print(f"{member} step {step}: {done} revisions, {speed:,.0f} tokens/s", markup=False,
+    started: dict[str, tuple[float, int]] = {}  # member -> (when its first revision of this session ended, done then)
+
+    def report(member: str, step: int, done: int, total: int, speed: float) -> None:
+        first, done_then = started.setdefault(member, (time.monotonic(), done))
+        rate = (done - done_then) / max(time.monotonic() - first, 1e-9)  # revisions per second since then
+        left = f", about {(total - done) / rate:,.0f} s left for it" if rate > 0 and done < total else ""
+        console.print(f"{member} step {step}: {done}/{total} revisions, {speed:,.0f} tokens/s{left}", markup=False,
                       highlight=False)
 
     try:

@@ -33,12 +33,12 @@ BUCKETS = ("frequent", "medium", "rare")  # tokens by how often they occur in th
 
 def ingest(source: str, probe: str | Path, *, out: str | Path, revisions: Sequence[str] | None = None,
            members: Sequence[str] = (), build: str | None = None, context: int = 128, batch_size: int = 8,
-           progress: Callable[[str, int, int, float], None] | None = None) -> Run:
+           progress: Callable[[str, int, int, int, float], None] | None = None) -> Run:
     """Ingest `source` (and `members`, one member each) at `revisions` (default: all) scored on `probe`; return the run.
 
     `probe` is a text file (tokenized with the suite's own tokenizer, cut into sequences of `context` tokens) or
-    token ids [sequences, positions] in a .npy, .pt or .parquet file. `progress(member, step, done, tokens_per_second)`
-    is called after each revision.
+    token ids [sequences, positions] in a .npy, .pt or .parquet file. `progress(member, step, done, total,
+    tokens_per_second)` is called after each revision (done and total: that member's revisions).
     """
     if batch_size < 1:
         raise IngestError(f"--batch-size {batch_size}: must be at least 1")
@@ -112,7 +112,8 @@ def _ingest_member(root: Path, member: int, source: Source, wanted: list[str], p
             writer.put("revisions", table)
             writer.commit()  # one commit per revision: a killed ingest resumes at the next one
             if progress:
-                progress(source.name, step, len(table), len(probe_set.ids) / (time.perf_counter() - started))
+                total = len(done) + len(todo)  # this member's revisions: ingested before, and asked for now
+                progress(source.name, step, len(table), total, len(probe_set.ids) / (time.perf_counter() - started))
         writer.put("members", _member_row(member, source, "ok", chance))
         writer.commit()
 
