@@ -129,3 +129,20 @@ def test_the_import_graph_has_no_cycle():
             targets.update(n for n in names if n in modules and n != module and (module, n) not in DEFERRED_UP)
         graph[module] = targets
     graphlib.TopologicalSorter(graph).prepare()  # CycleError names the modules of a cycle
+
+
+def test_only_the_store_imports_the_stores_modules():
+    """Producers, readers and reports use what `ontogeny.store` exports, never its modules (create, layout, lock...)."""
+    root = pathlib.Path(og.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.is_relative_to(root / "store"):
+            continue
+        package = ".".join(("ontogeny", *path.relative_to(root).parent.parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                name = ".".join([*base, node.module])
+                if name.startswith("ontogeny.store."):
+                    offenders.append(f"{path.relative_to(root)}: {name}")
+    assert not offenders

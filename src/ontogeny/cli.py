@@ -359,7 +359,7 @@ def check_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
 ) -> None:
     """Verify every file of a run against its commit logs and recorded hashes; exit 1 if anything is damaged."""
-    from .store.check import check_run
+    from .store import check_run
 
     report = check_run(run_dir)
     for line in report.problems:

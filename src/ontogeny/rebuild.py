@@ -19,9 +19,7 @@ from torch import nn
 
 from .members import Member, ensembles, expand
 from .models import make_model
-from .store import Run
-from .store.create import write_bytes
-from .store.layout import Layout
+from .store import Layout, Run, write_bytes
 from .tasks import make_task
 
 

@@ -38,10 +38,7 @@ from .exceptions import StoreError
 from .probe_sets import LossFunction, ProbeSet, causal_lm, cross_entropy, subset_rows
 from .evaluation.evaluate import Evaluator, Probe, scalar_rows
 from .evaluation.schedule import LogSpaced, log_spaced
-from .store import Run, ShardWriter
-from .store.create import join_run
-from .store.layout import MEMBERS_LOCK
-from .store.lock import FileLock
+from .store import MEMBERS_LOCK, FileLock, Run, ShardWriter, join_run
 
 CONFIG_COLUMN = "recorder.config"  # the member's settings as canonical JSON: how a restarted process finds itself
 

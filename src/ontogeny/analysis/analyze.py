@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..registry import Registry
-from ..store import Run, write_table
-from ..store.create import one_line_when_disk_full
+from ..store import Run, one_line_when_disk_full, write_table
 from ._common import log_step
 from .summary import grid_labels
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import StoreError
-from ..store import Run, open_run
-from ..store.create import check_out
+from ..store import Run, check_out, open_run
 
 MARKER = ".ontogeny-export.json"  # says what wrote the directory, so that --overwrite replaces only an export
 FOLLOWED = ".ontogeny-sent-{member}.json"  # per member: the last step a follower sent (files: MLflow reads every

@@ -24,9 +24,7 @@ from ..analysis.sae import agreement_summary
 from ..analysis.summary import grid_labels, split_curves
 from ..exceptions import StoreError
 from ..spec import changed_keys
-from ..store import Run
-from ..store.create import os_reason, write_file
-from ..store.layout import Layout
+from ..store import Layout, Run, os_reason, write_file
 from . import data
 from .figures import MAX_MEMBER_LINES, MAX_PANELS, curve_figure, llc_figure, norm_figure, sharpness_figure
 from .figures_components import components_figure

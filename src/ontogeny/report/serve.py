@@ -23,8 +23,7 @@ import plotly.offline
 
 from ..analysis.compare import compare_runs
 from ..exceptions import OntogenyError, StoreError
-from ..store import Run
-from ..store.layout import COMMITS, REPORT, Layout
+from ..store import COMMITS, REPORT, Layout, Run
 from . import data
 from .figures import compare_figure
 from .page import PLOT_CONFIG, STYLE, render_report

@@ -28,8 +28,7 @@ from ..analysis.sae import THRESHOLD
 from ..members import ensembles, expand
 from ..rebuild import run_ensembles, save_member_weights
 from ..seeds import generator
-from ..store import Run, ShardWriter, write_table
-from ..store.create import check_out, create_run
+from ..store import Run, ShardWriter, check_out, create_run, write_table
 from .matching import agreement_curve, match, shared_both_share, shared_share
 from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names

@@ -23,8 +23,7 @@ import torch
 from ..exceptions import IngestError
 from ..evaluation.evaluate import Evaluator, Probe, scalar_rows
 from ..probe_sets import ProbeSet, causal_lm, subset_rows
-from ..store import Run, ShardWriter
-from ..store.create import join_run, one_line_when_disk_full
+from ..store import Run, ShardWriter, join_run, one_line_when_disk_full
 from .sources import Source, config_hash, model_config, open_source, step_of, weights_hash
 
 SPLIT = "probe"

@@ -17,7 +17,7 @@ import torch
 from ..models import make_model
 from ..evaluation import probes
 from ..evaluation.schedule import checkpoint_steps, weight_steps
-from ..store.layout import Layout
+from ..store import Layout
 from ..tasks import IGNORE, Batch, make_task
 from ..members import Member, member_rows
 from .optim import EnsembleOptimizer, clip_grads, grad_norms

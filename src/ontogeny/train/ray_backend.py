@@ -13,8 +13,7 @@ import uuid
 from pathlib import Path
 
 from ..exceptions import OntogenyError, SpecError, StoreError
-from ..store.commits import read_commits
-from ..store.layout import Layout
+from ..store import Layout, read_commits
 from ..members import Member
 from .ensemble import WORKER_EXIT_SECONDS, train_ensemble, writer_name
 from .plan import Plan

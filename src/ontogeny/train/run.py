@@ -14,11 +14,8 @@ import torch
 
 from ..exceptions import ResumeError, SpecError
 from ..spec import Spec, from_dict, load_spec, spec_hash
-from ..store import ShardWriter, open_run
-from ..store.commits import read_commits
-from ..store.create import create_run, now, one_line_when_disk_full, update_meta, write_file
-from ..store.layout import TEMP_SUFFIX, WEIGHTS, Layout
-from ..store.lock import FileLock
+from ..store import (TEMP_SUFFIX, WEIGHTS, FileLock, Layout, ShardWriter, create_run, now, one_line_when_disk_full,
+                     open_run, read_commits, update_meta, write_file)
 from .ensemble import WORKER_EXIT_SECONDS, load_state, train_ensemble, writer_name
 from ..members import Member, ensembles, expand, member_rows
 from .plan import Plan, make_plan, time_plan, worker_memory
