@@ -61,10 +61,7 @@ class RebuiltEnsemble:
 
 def run_ensembles(run: Run, *, device: str | torch.device = "cpu") -> Iterator[RebuiltEnsemble]:
     """Each ensemble of `run` (one made by `ontogeny run`, from its spec) with its model at init, on `device`."""
-    if not run.has_spec:
-        raise ValueError(f"{run.path}: made by {run.producer.get('kind', '?')!r}, not `ontogeny run`: its models cannot "
-                         "be rebuilt without the spec")
-    spec = run.spec
+    spec = _spec(run)
     for group in ensembles(expand(spec)):
         task = make_task([m.spec.task for m in group], [m.data_seed for m in group], spec.record.max_probe_examples)
         yield RebuiltEnsemble(run, group, task, _build(group, task).to(device))
@@ -86,10 +83,7 @@ def member_model(run: Run, member: int, step: int, *, device: str | torch.device
 
     Only this member's weights are read. ValueError (one line) for a member the run does not have, or a step at
     which it saved no weights."""
-    if not run.has_spec:
-        raise ValueError(f"{run.path}: made by {run.producer.get('kind', '?')!r}, not `ontogeny run`: its models cannot "
-                         "be rebuilt without the spec")
-    spec = run.spec
+    spec = _spec(run)
     found = [m for m in expand(spec) if m.member == member]
     if not found:
         raise ValueError(f"{run.path}: no member {member} (members 0..{len(expand(spec)) - 1})")
@@ -128,6 +122,14 @@ def save_member_weights(writer, run_dir: Path, member_ids, step: int, params: di
         rows["path"].append(relative.as_posix())
         rows["sha256"].append(hashlib.sha256(data).hexdigest())
     writer.append("checkpoints", rows)
+
+
+def _spec(run: Run):
+    """The spec the run was trained from; ValueError (one line) for a run another producer made."""
+    if not run.has_spec:
+        raise ValueError(f"{run.path}: made by {run.producer.get('kind', '?')!r}, not `ontogeny run`: its models "
+                         "cannot be rebuilt without the spec")
+    return run.spec
 
 
 def _build(group: list[Member], task) -> nn.Module:

@@ -6,7 +6,8 @@ status) and every scalar the run recorded at its own steps (probe sets, subsets,
 finished (or stopped) run into a temporary directory and moves it into place at the end, so an interrupted export
 leaves nothing. `Follower` sends a run's rows while it is being written (`og.run(trackers=...)`,
 `og.Recorder(trackers=...)`): every few seconds it reads what was committed since and logs it, and it remembers per
-member the last step it sent (`.ontogeny-sent-member-00003.json`), so a resumed run goes on where its tracker runs stopped.
+member the last step it sent (`.ontogeny-sent-member-00003.json`), so a resumed run goes on where its tracker runs
+stopped.
 """
 
 from __future__ import annotations
