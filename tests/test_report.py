@@ -257,9 +257,9 @@ def test_report_command_writes_the_file_and_prints_its_path(parity_bare, tmp_pat
 
 
 def test_report_and_analyze_say_the_step_under_way_in_a_log(parity_bare, tmp_path, monkeypatch):
-    import ontogeny.cli
+    import ontogeny.display
 
-    monkeypatch.setattr(ontogeny.cli, "PLAIN_PROGRESS_AFTER", 0.0)  # as if the command had run long
+    monkeypatch.setattr(ontogeny.display, "PLAIN_PROGRESS_AFTER", 0.0)  # as if the command had run long
     done = CliRunner().invoke(app, ["report", str(parity_bare), "-o", str(tmp_path / "r.html")])
     progress = [line for line in done.stderr.splitlines() if "] report: " in line]  # no terminal: a line each
     assert "report: glance (1/13)" in progress[0] and "report: inside (13/13)" in progress[-1]
