@@ -114,20 +114,10 @@ def drawn_members(configs: pd.Series, per_group: int) -> list[int]:
     return sorted(drawn)
 
 
-def spread(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (config, name, step) across members: n, median, q25, q75, min, max of `value` (finite values only);
-    grouped by config only where `frame` has a config column."""
-    finite = frame[np.isfinite(frame.value)]
-    keys = ["config", "name", "step"] if "config" in frame else ["name", "step"]
-    grouped = finite.groupby(keys).value
-    out = grouped.agg(n="count", median="median", min="min", max="max")
-    out["q25"], out["q75"] = grouped.quantile(0.25), grouped.quantile(0.75)
-    return out.reset_index()
-
-
 def grid_spread(run: Run, names: list[str], configs: pd.Series, steps: np.ndarray) -> pd.DataFrame:
-    """`spread` of the scalars `names` at `steps` per grid point (`configs`: member -> label), computed inside
-    DuckDB: a run of 10,000 members never loads its curves into pandas for it."""
+    """Per (config, name, step) of the scalars `names` at `steps`, across a grid point's members (`configs`: member
+    -> label): n, median, min, max, q25, q75 of the finite values, computed inside DuckDB (a run of 10,000 members
+    never loads its curves into pandas for it)."""
     labels = pd.DataFrame({"member": configs.index.to_numpy(dtype=np.int64), "config": configs.to_numpy(dtype=str)})
     run.connection.register("report_configs", labels)
     try:

@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .data import even_rows
+
 # Okabe & Ito's colour-blind safe palette.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 SPLIT_COLOURS = {"train": PALETTE[0], "test": PALETTE[1]}
@@ -61,8 +63,8 @@ def member_traces(frame: pd.DataFrame, colour: str, name: str, group: str, *, sh
     median and band beside them still cover every member). `total`: the group's members when `frame` holds only
     those picked to be drawn."""
     members = np.sort(frame.member.unique())
-    if len(members) > MAX_MEMBER_LINES:
-        members = members[np.linspace(0, len(members) - 1, MAX_MEMBER_LINES).round().astype(int)]
+    if len(members) > MAX_MEMBER_LINES:  # the rule data.drawn_members follows for a run's curves
+        members = members[even_rows(len(members), MAX_MEMBER_LINES)]
         total, frame = total or len(frame.member.unique()), frame[frame.member.isin(members)]
     if total is not None and total > len(members):
         suffix = f"{suffix} ({len(members)} of {total:,} drawn)"

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
+import pandas as pd
 import plotly.offline
 
 from ..analysis.compare import compare_runs
@@ -26,7 +27,7 @@ from ..exceptions import OntogenyError, StoreError
 from ..store import COMMITS, REPORT, Layout, Run
 from . import data
 from .figures import compare_figure
-from .page import PLOT_CONFIG, STYLE, render_report
+from .page import PLOT_CONFIG, STYLE, render_report, table_html
 
 STALE_SECONDS = 600  # an unfinished run with no new file for this long is shown as stopped, not running
 REFRESH_SECONDS = 5
@@ -163,14 +164,13 @@ def _verdicts(runs: RunsDirectory, first: str, second: str, name: str) -> str:
             rows = compare_runs(run_a, run_b, metric=name)
     except (OntogenyError, ValueError) as err:
         return f"<p class='note'>No comparison of final values: {html.escape(str(err))}</p>"
-    head = "".join(f"<th>{h}</th>" for h in ("where", "metric", "A", "B", "B - A", "95% interval", "p", "verdict"))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            row.where or "-", row.metric, f"{row.a:.4g}", f"{row.b:.4g}", f"{row.difference:+.4g}",
-            f"[{row.low:+.4g}, {row.high:+.4g}]", f"{row.p_value:.3g}", row.verdict)) + "</tr>"
-        for row in rows.itertuples())
+    table = pd.DataFrame({
+        "where": rows["where"].replace("", "-"), "metric": rows.metric, "A": rows.a.map("{:.4g}".format),
+        "B": rows.b.map("{:.4g}".format), "B - A": rows.difference.map("{:+.4g}".format),
+        "95% interval": [f"[{low:+.4g}, {high:+.4g}]" for low, high in zip(rows.low, rows.high)],
+        "p": rows.p_value.map("{:.3g}".format), "verdict": rows.verdict})
     return (f"<h2>Final values, B = {html.escape(second)} minus A = {html.escape(first)}</h2>"
-            f"<table id='verdicts'><tr>{head}</tr>{body}</table>")
+            f"<div id='verdicts'>{table_html(table)}</div>")
 
 
 def make_server(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
