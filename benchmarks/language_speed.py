@@ -54,7 +54,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from ontogeny.models.transformer import TransformerModel
+from ontogeny.models.transformer import TransformerSpec
 from ontogeny.evaluation.evaluate import Evaluator
 from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import load_spec
@@ -91,7 +91,7 @@ def ontogeny_trainer(recipe: str, n_members: int) -> EnsembleTrainer:
 class PlainLM(nn.Module):
     """One pre-LN transformer LM from PyTorch's own layers: logits at every position."""
 
-    def __init__(self, spec: TransformerModel, vocab_size: int, n_positions: int, n_outputs: int, objective: str,
+    def __init__(self, spec: TransformerSpec, vocab_size: int, n_positions: int, n_outputs: int, objective: str,
                  pad_token: int | None):
         super().__init__()
         d = spec.d_model

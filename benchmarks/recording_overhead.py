@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ontogeny.evaluation.schedule import checkpoint_steps
-from ontogeny.spec import Record, load_spec
+from ontogeny.spec import RecordSpec, load_spec
 from ontogeny.store import ShardWriter
 from ontogeny.store.create import create_run
 from ontogeny.store import writer as writer_module
@@ -75,7 +75,7 @@ def peak_rss_mib() -> float:
 
 def steps_for(every: int, per_octave: int, n_checkpoints: int) -> int:
     """The smallest step count whose schedule has at least `n_checkpoints` checkpoints."""
-    record, steps = Record(every=every, per_octave=per_octave), every
+    record, steps = RecordSpec(every=every, per_octave=per_octave), every
     while len(checkpoint_steps(record, steps)) < n_checkpoints:
         steps += every
     return steps

@@ -1,14 +1,16 @@
 """The public API is exactly the curated names."""
 
+import pytest
+
 import ontogeny
 
 
 def test_exported_names_are_exactly_the_intended_ones():
     assert ontogeny.__all__ == sorted(ontogeny.__all__)
     assert set(ontogeny.__all__) == {
-        "MLPModel", "ModularTask", "MultitaskParityTask", "OntogenyError", "Optim", "ProbeSet", "Record", "Recorder",
-        "ResumeError", "Run",
-        "SparseParityTask", "Spec", "SpecError", "StoreError", "TransformerModel", "analysis", "ingest", "load_spec",
+        "MLPSpec", "ModularSpec", "MultitaskParitySpec", "OntogenyError", "OptimSpec", "ProbeSet", "RecordSpec",
+        "Recorder", "ResumeError", "Run",
+        "SparseParitySpec", "Spec", "SpecError", "StoreError", "TransformerSpec", "analysis", "ingest", "load_spec",
         "log_spaced", "open",
         "recipe_names", "run", "train_saes",
     }
@@ -35,3 +37,8 @@ def test_analysis_api():
         "ANALYSES", "Analysis", "ExampleDynamics", "GrokkingAnalysis", "HiddenTransitions", "SolutionTypes",
         "TransitionDetector", "VarianceDecomposition", "analyze", "compare", "compare_runs", "multibootstrap",
     }
+
+
+def test_a_renamed_spec_class_says_its_new_name():
+    with pytest.raises(AttributeError, match=r"ontogeny.ModularTask is now ontogeny.ModularSpec"):
+        ontogeny.ModularTask

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ontogeny as og
-from ontogeny import MLPModel
+from ontogeny import MLPSpec
 from ontogeny.analysis.components import (class_selectivity, early_selectivity_vs_final_loss, unit_importance,
                                           unit_roles)
 from ontogeny.models import EnsembleMLP
@@ -15,7 +15,7 @@ from ontogeny.report import render_report
 
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_importance_equals_the_loss_rise_of_ablating_each_unit_by_hand(ablation):
-    model = EnsembleMLP(MLPModel(width=6, activation="square"), n_outputs=4, init_seeds=[0, 1], vocab_size=5,
+    model = EnsembleMLP(MLPSpec(width=6, activation="square"), n_outputs=4, init_seeds=[0, 1], vocab_size=5,
                         n_positions=2)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 5, (30, 2), generator=gen), torch.randint(0, 4, (30,), generator=gen)
@@ -87,11 +87,11 @@ def test_components_step_end_to_end_and_its_one_line_refusals(tmp_path):
 def test_transformer_heads_and_neurons_equal_ablating_their_weights_by_hand():
     """Zeroing a head's output at the read position = zeroing its rows of W_O (one layer, last position read);
     zeroing a ReLU neuron = zeroing its column of W_in and its bias."""
-    from ontogeny import TransformerModel
+    from ontogeny import TransformerSpec
     from ontogeny.analysis.components import component_importance
     from ontogeny.models import EnsembleTransformer
 
-    spec = TransformerModel(d_model=8, n_heads=2, d_mlp=6)
+    spec = TransformerSpec(d_model=8, n_heads=2, d_mlp=6)
     model = EnsembleTransformer(spec, vocab_size=6, n_positions=3, n_outputs=5, init_seeds=[0, 1])
     gen = torch.Generator().manual_seed(4)
     x, y = torch.randint(0, 6, (20, 3), generator=gen), torch.randint(0, 5, (20,), generator=gen)
@@ -132,7 +132,7 @@ def test_components_step_on_a_transformer_run(tmp_path):
 
 def test_hinge_importance_equals_ablating_each_unit_by_hand():
     """The one-output (sparse parity) path of the readout ablation."""
-    model = EnsembleMLP(MLPModel(width=6), n_outputs=1, init_seeds=[0, 1], n_inputs=4)
+    model = EnsembleMLP(MLPSpec(width=6), n_outputs=1, init_seeds=[0, 1], n_inputs=4)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(20, 4, generator=gen), torch.randint(0, 2, (20,), generator=gen).float() * 2 - 1
     found = unit_importance(model, x, y, "hinge", {"all": torch.ones(20, dtype=torch.bool)}, "mean")["all"]

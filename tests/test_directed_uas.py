@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ontogeny.tasks import make_task
-from ontogeny.tasks.grammar import GrammarTask
+from ontogeny.tasks.grammar import GrammarSpec
 from ontogeny.tasks.language import NOT_A_WORD, OFFSETS, directed_hits, offset_hits
 
 X = NOT_A_WORD
@@ -56,7 +56,7 @@ def _published_offset(heads: list[int], offset: int) -> list[bool]:
 
 
 def test_matches_the_published_procedure_on_random_maps():
-    task = make_task([GrammarTask(objective="masked", n_train=200, n_test=60, n_probe=60)], [0], 10_000)
+    task = make_task([GrammarSpec(objective="masked", n_train=200, n_test=60, n_probe=60)], [0], 10_000)
     heads = task.parse_heads  # [S, T]
     rng = np.random.default_rng(0)
     pattern = torch.from_numpy(rng.dirichlet(np.ones(heads.shape[1]), size=(2, len(heads), 3, heads.shape[1])))
@@ -78,7 +78,7 @@ def test_matches_the_published_procedure_on_random_maps():
 
 @pytest.mark.parametrize("objective", ["masked", "causal"])
 def test_a_head_that_reads_the_gold_tree_scores_every_word_but_the_roots(objective):
-    task = make_task([GrammarTask(objective=objective, n_train=200, n_test=300, n_probe=300)], [0], 10_000)
+    task = make_task([GrammarSpec(objective=objective, n_train=200, n_test=300, n_probe=300)], [0], 10_000)
     heads = task.parse_heads
     positions = heads.shape[1]
     gold = torch.nn.functional.one_hot(heads.clamp_min(0), positions).float()  # [S, T, T]: dep -> head

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import ontogeny as og
-from ontogeny import MLPModel
+from ontogeny import MLPSpec
 from ontogeny.analysis.fourier import (fourier_basis, fourier_rows, frequency_power, key_frequencies,
                                        neuron_frequencies, neuron_frequency_share, readout_activations, run_fourier,
                                        split_logits)
 from ontogeny.analysis.summary import grid_labels
-from ontogeny.models import EnsembleMLP, EnsembleTransformer, TransformerModel
+from ontogeny.models import EnsembleMLP, EnsembleTransformer, TransformerSpec
 from ontogeny.report import render_report
 from ontogeny.report.figures_fourier import fourier_figure
 from ontogeny.tasks.modular import modular_table, train_positions
@@ -25,7 +25,7 @@ def gromov_mlp(p: int, frequencies: list[int], scale: float) -> EnsembleMLP:
     cos(w a + phi_i) and b as cos(w b + psi_j), squares their sum and reads out cos(w c + phi_i + psi_j); summed
     over the grid phi_i, psi_j = 2 pi i / 4, every term of the square but cos(w (a + b) + phi + psi) cancels."""
     width = len(frequencies) * PHASES**2
-    model = EnsembleMLP(MLPModel(width=width, activation="square", bias=False), n_outputs=p, init_seeds=[0],
+    model = EnsembleMLP(MLPSpec(width=width, activation="square", bias=False), n_outputs=p, init_seeds=[0],
                         vocab_size=p + 1, n_positions=3)
     x = torch.arange(p, dtype=torch.float64)
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_neuron_frequencies_by_hand():
 
 def test_transformer_embedding_is_read_from_the_number_tokens_of_w_e():
     p = 11
-    model = EnsembleTransformer(TransformerModel(d_model=8, n_heads=2, d_mlp=16), vocab_size=p + 1, n_positions=3,
+    model = EnsembleTransformer(TransformerSpec(d_model=8, n_heads=2, d_mlp=16), vocab_size=p + 1, n_positions=3,
                                 n_outputs=p, init_seeds=[0, 1])
     x = torch.arange(p, dtype=torch.float32)
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontogeny import TransformerModel
+from ontogeny import TransformerSpec
 from ontogeny.models.transformer import EnsembleTransformer
 from ontogeny.evaluation import probes
 from ontogeny.tasks import IGNORE
@@ -19,7 +19,7 @@ VOCAB, POSITIONS, PAD = 9, 6, 0
 
 
 def build(objective, seeds, layer_norm=True, n_layers=2, d_model=16):
-    spec = TransformerModel(d_model=d_model, n_heads=2, d_mlp=24, n_layers=n_layers, layer_norm=layer_norm)
+    spec = TransformerSpec(d_model=d_model, n_heads=2, d_mlp=24, n_layers=n_layers, layer_norm=layer_norm)
     return EnsembleTransformer(spec, vocab_size=VOCAB, n_positions=POSITIONS, n_outputs=VOCAB, init_seeds=seeds,
                                objective=objective, pad_token=PAD)
 

@@ -17,7 +17,7 @@ from ontogeny.models import make_model
 from ontogeny.seeds import stream_seed
 from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
-from ontogeny.tasks.grammar import BOS, MASK, PAD, GrammarTask
+from ontogeny.tasks.grammar import BOS, MASK, PAD, GrammarSpec
 from ontogeny.tasks.grammar_gen import sample
 
 TINY_MODEL = ["model.d_model=16", "model.n_heads=2", "model.d_mlp=32"]
@@ -116,7 +116,7 @@ def test_uas_on_attention_set_by_hand(objective):
     """Attention set by hand from the generator's own trees (not the task's): every word looks at its gold head (the
     root at its first dependent): UAS 1 for the masked LM, which sees both sides; every word looks at the word
     before it: the share computed directly from the trees, for both (a causal input is shifted by <bos>)."""
-    spec = GrammarTask(objective=objective, n_train=50, n_test=30, n_probe=30)
+    spec = GrammarSpec(objective=objective, n_train=50, n_test=30, n_probe=30)
     task = make_task([spec], [0], 10_000)
     test = sample(spec.grammar(), 30, stream_seed("grammar-test", 0))  # the task's held-out sentences
     shift = 1 if objective == "causal" else 0
@@ -190,7 +190,7 @@ def test_causal_inputs_start_with_bos():
 
 
 def test_members_with_their_own_data_seed_get_their_own_batches():
-    spec = GrammarTask(n_train=200, n_test=10, n_probe=5)
+    spec = GrammarSpec(n_train=200, n_test=10, n_probe=5)
     shared, split = make_task([spec] * 2, [3, 3], 1000), make_task([spec] * 2, [3, 4], 1000)
     assert shared.batch(0).x.dim() == 2 and split.batch(0).x.dim() == 3
     assert torch.equal(split.batch(5).x[0], shared.batch(5).x)  # member 0's data does not depend on member 1's

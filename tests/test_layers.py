@@ -5,7 +5,7 @@ import ctypes
 import pytest
 import torch
 
-from ontogeny import MLPModel
+from ontogeny import MLPSpec
 from ontogeny.models import EnsembleMLP
 from ontogeny.models.layers import member_dot, shared_input_matmul
 from ontogeny.train.malloc import _glibc, reuse_freed_memory
@@ -30,7 +30,7 @@ def test_hand_written_backwards_pass_gradcheck():
 @pytest.mark.parametrize("depth", [1, 2])
 def test_one_output_mlp_on_a_shared_batch_matches_plain_modules(depth):
     """The parity path (shared +-1 batch, one hinge output): every member's gradient is its plain module's."""
-    ensemble = EnsembleMLP(MLPModel(width=16, depth=depth), n_outputs=1, init_seeds=[0, 1, 2], n_inputs=7)
+    ensemble = EnsembleMLP(MLPSpec(width=16, depth=depth), n_outputs=1, init_seeds=[0, 1, 2], n_inputs=7)
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 2, (32, 7), generator=gen).float() * 2 - 1
     y = torch.randint(0, 2, (32,), generator=gen).float() * 2 - 1
@@ -48,10 +48,10 @@ def test_evaluation_in_member_chunks_equals_the_training_forward(inputs):
     """Without gradients a CPU forward runs 8 members at a time; every member's logits stay bit for bit the same."""
     gen = torch.Generator().manual_seed(2)
     if inputs == "tokens":
-        model = EnsembleMLP(MLPModel(width=16), n_outputs=5, init_seeds=list(range(19)), vocab_size=6, n_positions=3)
+        model = EnsembleMLP(MLPSpec(width=16), n_outputs=5, init_seeds=list(range(19)), vocab_size=6, n_positions=3)
         x = torch.randint(0, 6, (19, 11, 3), generator=gen)
     else:
-        model = EnsembleMLP(MLPModel(width=16, depth=2), n_outputs=1, init_seeds=list(range(19)), n_inputs=7)
+        model = EnsembleMLP(MLPSpec(width=16, depth=2), n_outputs=1, init_seeds=list(range(19)), n_inputs=7)
         x = torch.randn(11, 7, generator=gen) if inputs == "shared" else torch.randn(19, 11, 7, generator=gen)
     with torch.no_grad():
         chunked = model(x)

@@ -9,7 +9,7 @@ from ontogeny.exceptions import SpecError
 from ontogeny.members import expand
 from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
-from ontogeny.tasks.letters import LetterCountingTask
+from ontogeny.tasks.letters import LetterCountingSpec
 from ontogeny.tasks.letters_gen import QUESTION, SHARE_BINS
 from ontogeny.train.loop import EnsembleTrainer
 
@@ -19,7 +19,7 @@ TINY = ["model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "steps=20", "se
 
 
 def test_only_the_count_token_is_scored():
-    task = make_task([LetterCountingTask(n_words=300, n_train_words=240, n_test=40)], [0], 10_000)
+    task = make_task([LetterCountingSpec(n_words=300, n_train_words=240, n_test=40)], [0], 10_000)
     batch = task.batch(3)
     assert batch.x.shape == (64, task.n_positions) and batch.y.shape == batch.x.shape
     scored = batch.y != IGNORE
@@ -31,8 +31,8 @@ def test_only_the_count_token_is_scored():
 
 
 def test_subsets_follow_the_tokenizer():
-    chars = make_task([LetterCountingTask(vocab_size=10, n_words=300, n_train_words=240, n_test=200)], [0], 10_000)
-    bpe = make_task([LetterCountingTask(vocab_size=24, n_words=300, n_train_words=240, n_test=200)], [0], 10_000)
+    chars = make_task([LetterCountingSpec(vocab_size=10, n_words=300, n_train_words=240, n_test=200)], [0], 10_000)
+    bpe = make_task([LetterCountingSpec(vocab_size=24, n_words=300, n_train_words=240, n_test=200)], [0], 10_000)
     one_piece_per_letter = chars.eval_splits()[0].subsets
     assert "present_inside_token" not in one_piece_per_letter  # no merges: every letter is a piece of its own
     test = bpe.eval_splits()[0]
@@ -44,7 +44,7 @@ def test_subsets_follow_the_tokenizer():
 
 
 def test_piece_share_subsets_split_the_inside_prompts():
-    task = make_task([LetterCountingTask(vocab_size=200, word_zipf=1.5, n_test=1000)], [0], 10_000)
+    task = make_task([LetterCountingSpec(vocab_size=200, word_zipf=1.5, n_test=1000)], [0], 10_000)
     for split in task.eval_splits():
         subsets = split.subsets
         bins = torch.stack([subsets[name] for name in SHARE_BINS if name in subsets])

@@ -192,11 +192,11 @@ def test_weight_statistics_by_hand_and_the_weight_map_step(tmp_path):
     import torch
 
     import ontogeny as og
-    from ontogeny import TransformerModel
+    from ontogeny import TransformerSpec
     from ontogeny.analysis.weight_stats import STATISTICS, weight_statistics
     from ontogeny.models.transformer import EnsembleTransformer
 
-    model = EnsembleTransformer(TransformerModel(d_model=16, n_heads=2, d_mlp=32, layer_norm=True), vocab_size=7,
+    model = EnsembleTransformer(TransformerSpec(d_model=16, n_heads=2, d_mlp=32, layer_norm=True), vocab_size=7,
                                 n_positions=3, n_outputs=5, init_seeds=[0, 1])
     with torch.no_grad():
         model.blocks[0].b_in.add_(torch.randn_like(model.blocks[0].b_in))

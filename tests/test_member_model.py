@@ -9,7 +9,7 @@ from torch import nn
 
 import ontogeny as og
 from ontogeny.members import expand
-from ontogeny.models import EnsembleMLP, EnsembleTransformer, MLPModel, TransformerModel
+from ontogeny.models import EnsembleMLP, EnsembleTransformer, MLPSpec, TransformerSpec
 from ontogeny.tasks import make_task
 
 
@@ -33,7 +33,7 @@ def _close(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
 
 
 def _transformer(objective, layer_norm, activation="relu", members=3, vocab=11, outputs=11):
-    spec = TransformerModel(n_layers=2, d_model=16, n_heads=4, d_mlp=24, layer_norm=layer_norm, activation=activation)
+    spec = TransformerSpec(n_layers=2, d_model=16, n_heads=4, d_mlp=24, layer_norm=layer_norm, activation=activation)
     model = EnsembleTransformer(spec, vocab_size=vocab, n_positions=7, n_outputs=outputs, init_seeds=list(range(members)),
                                 objective=objective, pad_token=0 if objective == "masked" else None)
     _jiggle(model)
@@ -66,8 +66,8 @@ def test_a_member_equals_its_slice_of_the_ensemble_for_every_model_kind():
                 expected = ensemble(tokens)
                 for index in range(3):
                     assert _close(ensemble.member_module(index)(tokens), expected[index])
-    for spec, kwargs, x in ((MLPModel(width=12, depth=3), {"vocab_size": 11, "n_positions": 7}, tokens),
-                            (MLPModel(width=12, depth=2, bias=False, activation="square"), {"n_inputs": 9},
+    for spec, kwargs, x in ((MLPSpec(width=12, depth=3), {"vocab_size": 11, "n_positions": 7}, tokens),
+                            (MLPSpec(width=12, depth=2, bias=False, activation="square"), {"n_inputs": 9},
                              torch.randn(5, 9))):
         ensemble = EnsembleMLP(spec, n_outputs=4, init_seeds=[0, 1, 2], **kwargs).eval()
         with torch.no_grad():

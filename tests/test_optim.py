@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontogeny import MLPModel, Optim
+from ontogeny import MLPSpec, OptimSpec
 from ontogeny.models import EnsembleMLP
 from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms
 
@@ -27,8 +27,8 @@ def plain_mlp(ensemble: EnsembleMLP, m: int) -> nn.Sequential:
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_ensemble_matches_separate_torch_optimizers(name):
     seeds, lrs, decays = [0, 1, 2], [1e-2, 3e-3, 1e-3], [0.0, 0.1, 1.0]
-    spec = Optim(name=name, betas=(0.9, 0.98), momentum=0.9)
-    ensemble = EnsembleMLP(MLPModel(width=16), n_outputs=3, init_seeds=seeds, n_inputs=5)
+    spec = OptimSpec(name=name, betas=(0.9, 0.98), momentum=0.9)
+    ensemble = EnsembleMLP(MLPSpec(width=16), n_outputs=3, init_seeds=seeds, n_inputs=5)
     plains = [plain_mlp(ensemble, m) for m in range(3)]
     optimizer = EnsembleOptimizer(list(ensemble.parameters()), spec, lr=lrs, weight_decay=decays)
     if name == "adamw":
@@ -56,7 +56,7 @@ def test_ensemble_matches_separate_torch_optimizers(name):
 
 
 def test_per_member_clipping_matches_clip_grad_norm():
-    ensemble = EnsembleMLP(MLPModel(width=8), n_outputs=2, init_seeds=[3, 4], n_inputs=4)
+    ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[3, 4], n_inputs=4)
     plains = [plain_mlp(ensemble, m) for m in range(2)]
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
     logits = ensemble(x)
@@ -73,10 +73,10 @@ def test_per_member_clipping_matches_clip_grad_norm():
 
 
 def test_frozen_member_keeps_its_exact_values_and_others_are_untouched():
-    ensemble = EnsembleMLP(MLPModel(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
-    twin = EnsembleMLP(MLPModel(width=8), n_outputs=2, init_seeds=[0], n_inputs=4)
-    opt = EnsembleOptimizer(list(ensemble.parameters()), Optim(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1])
-    twin_opt = EnsembleOptimizer(list(twin.parameters()), Optim(), lr=[1e-2], weight_decay=[0.1])
+    ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
+    twin = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0], n_inputs=4)
+    opt = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1])
+    twin_opt = EnsembleOptimizer(list(twin.parameters()), OptimSpec(), lr=[1e-2], weight_decay=[0.1])
     frozen = ensemble.w_in[1].detach().clone()
     x = torch.randn(8, 4)
     for _ in range(5):
@@ -91,8 +91,8 @@ def test_frozen_member_keeps_its_exact_values_and_others_are_untouched():
 
 
 def test_lr_schedule():
-    spec = Optim(warmup_steps=10, schedule="cosine")
+    spec = OptimSpec(warmup_steps=10, schedule="cosine")
     assert spec.lr_factor(0, 110) == pytest.approx(0.1)
     assert spec.lr_factor(10, 110) == pytest.approx(1.0)
     assert spec.lr_factor(60, 110) == pytest.approx(0.5)
-    assert Optim(schedule="linear").lr_factor(75, 100) == pytest.approx(0.25)
+    assert OptimSpec(schedule="linear").lr_factor(75, 100) == pytest.approx(0.25)

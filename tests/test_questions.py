@@ -9,19 +9,19 @@ import torch
 import ontogeny as og
 from ontogeny.exceptions import SpecError
 from ontogeny.models import make_model
-from ontogeny.models.transformer import TransformerModel
+from ontogeny.models.transformer import TransformerSpec
 from ontogeny.evaluation.evaluate import Evaluator
 from ontogeny.spec import load_spec
 from ontogeny.tasks import IGNORE, make_task
-from ontogeny.tasks.questions import QuestionFormationTask
+from ontogeny.tasks.questions import QuestionFormationSpec
 from ontogeny.train.checkpoint_rows import sequence_adapter, sequence_probe
 from ontogeny.tasks.questions_gen import BOS, DECL, EOS, PAD, QUEST, sample
 from ontogeny.members import ensembles, expand
 
 SMALL = {"n_train": 300, "n_test": 24, "n_gen": 20, "batch_size": 16}
-PLAIN = QuestionFormationTask(**SMALL)
-CENTER = QuestionFormationTask(**SMALL, complexity=0.8)
-TINY_MODEL = TransformerModel(n_layers=1, d_model=16, n_heads=2, d_mlp=32, layer_norm=True)
+PLAIN = QuestionFormationSpec(**SMALL)
+CENTER = QuestionFormationSpec(**SMALL, complexity=0.8)
+TINY_MODEL = TransformerSpec(n_layers=1, d_model=16, n_heads=2, d_mlp=32, layer_norm=True)
 
 
 def test_targets_are_the_output_and_its_eos_only():
@@ -62,7 +62,7 @@ def test_a_subject_rc_sweep_is_one_ensemble_with_each_member_on_its_own_corpus()
 
 def test_loss_on_all_scores_every_token_after_bos_in_training_only(tmp_path):
     output_only = make_task([PLAIN], [0], 10_000)
-    task = make_task([QuestionFormationTask(**SMALL, loss_on="all")], [0], 10_000)
+    task = make_task([QuestionFormationSpec(**SMALL, loss_on="all")], [0], 10_000)
     batch, narrow = task.batch(3), output_only.batch(3)
     assert torch.equal(batch.x, narrow.x)
     for x, y in zip(batch.x, batch.y):
@@ -197,7 +197,7 @@ class RuleModel(torch.nn.Module):
 
 
 def test_rule_score_on_predictions_set_by_hand():
-    spec = QuestionFormationTask(**{**SMALL, "n_gen": 300})
+    spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300})
     task = make_task([spec], [0], 10_000)
     measured = task.measures(RuleModel(spec.grammar()))
     assert set(measured) == {f"{prefix}/{rule}" for prefix in ("rule", "rule_any")
@@ -292,7 +292,7 @@ class TenseRuleModel(torch.nn.Module):
 
 
 def test_tense_rule_score_reads_the_main_verb():
-    spec = QuestionFormationTask(**{**SMALL, "n_gen": 300}, kind="tense")
+    spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300}, kind="tense")
     task = make_task([spec], [0], 10_000)
     assert set(task.eval_splits()[0].subsets) == {"present", "past", "subject_rc"}
     measured = task.measures(TenseRuleModel(spec.grammar()))

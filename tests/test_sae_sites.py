@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontogeny import TransformerModel
+from ontogeny import TransformerSpec
 from ontogeny.models import make_model
 from ontogeny.models.transformer import EnsembleTransformer
 from ontogeny.sae import sites
@@ -66,7 +66,7 @@ def _perturb(model, seeds):
 
 def _causal_padded(seeds):
     """A causal LM on right-padded sequences, its targets the next token (IGNORE past each sequence's end)."""
-    spec = TransformerModel(d_model=16, n_heads=2, d_mlp=24, n_layers=2, layer_norm=True, activation="gelu")
+    spec = TransformerSpec(d_model=16, n_heads=2, d_mlp=24, n_layers=2, layer_norm=True, activation="gelu")
     model = EnsembleTransformer(spec, vocab_size=9, n_positions=6, n_outputs=9, init_seeds=list(seeds),
                                 objective="causal", pad_token=PAD)
     _perturb(model, seeds)

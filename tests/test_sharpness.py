@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 import ontogeny as og
-from ontogeny import MLPModel
+from ontogeny import MLPSpec
 from ontogeny.analysis.sharpness import top_eigenvalues
 from ontogeny.models import EnsembleMLP
 from ontogeny.report import render_report
@@ -39,14 +39,14 @@ x_shared = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
 def test_top_eigenvalue_of_each_member_matches_its_full_hessian(case):
     gen = torch.Generator().manual_seed(1)
     if case == "relu-hinge":  # the fused ReLU head: its hand-written backward must be twice differentiable
-        ensemble = EnsembleMLP(MLPModel(width=7), n_outputs=1, init_seeds=[0, 1, 2], n_inputs=5)
+        ensemble = EnsembleMLP(MLPSpec(width=7), n_outputs=1, init_seeds=[0, 1, 2], n_inputs=5)
         y = torch.randint(0, 2, (12,), generator=gen).float() * 2 - 1
         plain = [plain_mlp(ensemble, m) for m in range(3)]
 
         def loss_of_output(out):
             return torch.relu(1 - out[..., 0] * y).mean(-1)
     else:
-        ensemble = EnsembleMLP(MLPModel(width=7, activation="gelu"), n_outputs=3, init_seeds=[0, 1, 2], n_inputs=5)
+        ensemble = EnsembleMLP(MLPSpec(width=7, activation="gelu"), n_outputs=3, init_seeds=[0, 1, 2], n_inputs=5)
         y = torch.randint(0, 3, (12,), generator=gen)
         plain = [plain_mlp(ensemble, m) for m in range(3)]
 
@@ -64,7 +64,7 @@ def test_top_eigenvalue_of_each_member_matches_its_full_hessian(case):
 
 def test_preconditioned_top_eigenvalue_is_that_of_d_h_d():
     """Adam's preconditioned sharpness: the top eigenvalue of P^-1 H, i.e. of D H D with D = P^(-1/2)."""
-    ensemble = EnsembleMLP(MLPModel(width=5, activation="gelu"), n_outputs=3, init_seeds=[0, 1], n_inputs=5)
+    ensemble = EnsembleMLP(MLPSpec(width=5, activation="gelu"), n_outputs=3, init_seeds=[0, 1], n_inputs=5)
     y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(2))
     gen = torch.Generator().manual_seed(3)
     scale = [torch.rand(p.shape, generator=gen) + 0.5 for p in ensemble.parameters()]  # [M, ...] each

@@ -3,7 +3,7 @@
 import pytest
 
 from ontogeny.exceptions import SpecError
-from ontogeny import MLPModel, ModularTask
+from ontogeny import MLPSpec, ModularSpec
 from ontogeny.spec import from_dict, load_spec, recipe_names
 
 
@@ -17,7 +17,7 @@ def test_every_recipe_loads_and_names_its_source():
 
 def test_overrides_and_seed_counts():
     spec = load_spec("grokking", ["task.p=23", "seeds=3", "optim.betas=[0.8, 0.9]", "model.activation=relu"])
-    assert spec.task == ModularTask(p=23, op="+", train_fraction=0.4, split_seed=0)
+    assert spec.task == ModularSpec(p=23, op="+", train_fraction=0.4, split_seed=0)
     assert spec.seeds == (0, 1, 2)
     assert spec.optim.betas == (0.8, 0.9)
     assert spec.model.activation == "relu"
@@ -47,7 +47,7 @@ def test_sweep_grid_in_declaration_order(tmp_path):
 def test_switching_the_model_by_override():
     spec = load_spec("grokking", ["model.name=transformer", "model.d_model=32", "model.n_heads=2"])
     assert spec.model.d_model == 32 and spec.model.n_heads == 2
-    assert isinstance(load_spec("grokking").model, MLPModel)
+    assert isinstance(load_spec("grokking").model, MLPSpec)
 
 
 @pytest.mark.parametrize("text, key, words", [

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ontogeny.tasks as tasks_module
-from ontogeny import ModularTask, MultitaskParityTask, SparseParityTask
+from ontogeny import ModularSpec, MultitaskParitySpec, SparseParitySpec
 from ontogeny.tasks.modular import MODULAR_OPS
 from ontogeny.spec import SpecError, load_spec
 from ontogeny.tasks import Batch, EvalSplit, Task, make_task
@@ -35,9 +35,10 @@ def assert_batches_equal(left: Batch, right: Batch) -> None:
 
 
 def test_public_api():
-    assert sorted(tasks_module.__all__) == sorted(["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
-                                           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SequenceSplit", "SparseParityTask", "Task", "TokenSplit",
-                                           "make_task"])
+    assert sorted(tasks_module.__all__) == sorted([
+        "IGNORE", "Batch", "EvalSplit", "GrammarSpec", "LetterCountingSpec", "MarkovICLSpec", "ModularSpec",
+        "MultitaskParitySpec", "PairSplit", "QuestionFormationSpec", "SequenceSplit", "SparseParitySpec", "Task",
+        "TokenSplit", "make_task"])
 
 
 # ---- modular --------------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def test_public_api():
 @pytest.mark.parametrize("op", MODULAR_OPS)
 def test_modular_labels_match_brute_force(op):
     p = 7
-    task = make_task([ModularTask(p=p, op=op)], [0], BIG)
+    task = make_task([ModularSpec(p=p, op=op)], [0], BIG)
     assert (task.vocab_size, task.n_positions, task.n_outputs, task.loss) == (p + 1, 3, p, "cross_entropy")
     split = task.eval_splits()[0]
     pairs = [(a, b) for a in range(p) for b in range(p) if op != "/" or b != 0]
@@ -58,7 +59,7 @@ def test_modular_labels_match_brute_force(op):
 
 def test_modular_division_is_multiplication_by_inverse():
     p = 11
-    split = make_task([ModularTask(p=p, op="/")], [0], BIG).eval_splits()[0]
+    split = make_task([ModularSpec(p=p, op="/")], [0], BIG).eval_splits()[0]
     a, b = split.x[:, 0], split.x[:, 1]
     assert (b != 0).all()
     assert torch.equal(split.y * b % p, a)  # (a / b) * b = a
@@ -69,7 +70,7 @@ def test_modular_division_is_multiplication_by_inverse():
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.9])
 def test_modular_masks_disjoint_covering_and_sized(fraction):
     p = 13
-    train, test = make_task([ModularTask(p=p, train_fraction=fraction)], [0], BIG).eval_splits()
+    train, test = make_task([ModularSpec(p=p, train_fraction=fraction)], [0], BIG).eval_splits()
     assert train.x is test.x and train.y is test.y and train.example is test.example  # one forward pass serves both
     assert train.member_mask.shape == (1, p * p)
     assert not (train.member_mask & test.member_mask).any()
@@ -80,16 +81,16 @@ def test_modular_masks_disjoint_covering_and_sized(fraction):
 
 def test_modular_train_sets_nest_across_fractions():
     fractions = [0.2, 0.4, 0.6, 0.8]
-    task = make_task([ModularTask(p=17, train_fraction=f, split_seed=3) for f in fractions], [0] * 4, BIG)
+    task = make_task([ModularSpec(p=17, train_fraction=f, split_seed=3) for f in fractions], [0] * 4, BIG)
     mask = task.eval_splits()[0].member_mask  # [4, N]
     for smaller, larger in zip(mask[:-1], mask[1:]):
         assert not (smaller & ~larger).any()
-    other = make_task([ModularTask(p=17, train_fraction=0.2, split_seed=4)], [0], BIG).eval_splits()[0].member_mask
+    other = make_task([ModularSpec(p=17, train_fraction=0.2, split_seed=4)], [0], BIG).eval_splits()[0].member_mask
     assert not torch.equal(other[0], mask[0])  # another split seed, another split
 
 
 def test_modular_member_data_independent_of_ensemble():
-    member = ModularTask(p=11, train_fraction=0.4, split_seed=2, batch_size=8)
+    member = ModularSpec(p=11, train_fraction=0.4, split_seed=2, batch_size=8)
     alone = make_task([member], [5], BIG)
     others = [dataclasses.replace(member, train_fraction=0.4, split_seed=s) for s in (0, 1)]
     crowd = make_task([others[0], member, others[1]], [1, 5, 9], BIG)
@@ -103,19 +104,19 @@ def test_modular_member_data_independent_of_ensemble():
 
 
 def test_modular_minibatches_cover_each_epoch_and_resume():
-    task = make_task([ModularTask(p=7, train_fraction=0.5, batch_size=4)], [0], BIG)  # 24 train: 6 steps per epoch
+    task = make_task([ModularSpec(p=7, train_fraction=0.5, batch_size=4)], [0], BIG)  # 24 train: 6 steps per epoch
     train_ids = set(task.eval_splits()[0].example[task.eval_splits()[0].member_mask[0]].tolist())
     epoch = torch.cat([task.batch(s).member(0).x for s in range(6)])  # [24, 3]
     assert set((epoch[:, 0] * 7 + epoch[:, 1]).tolist()) == train_ids
     assert not torch.equal(task.batch(0).x, task.batch(6).x)  # a new permutation per epoch
     expected = {s: task.batch(s) for s in (0, 5, 6, 13, 100)}
-    fresh = make_task([ModularTask(p=7, train_fraction=0.5, batch_size=4)], [0], BIG)
+    fresh = make_task([ModularSpec(p=7, train_fraction=0.5, batch_size=4)], [0], BIG)
     for s in (100, 13, 0, 6, 5, 13):  # out of order, as after a resume
         assert_batches_equal(fresh.batch(s), expected[s])
 
 
 def test_modular_full_batch_padding():
-    specs = [ModularTask(p=11, train_fraction=f) for f in (0.3, 0.6)]
+    specs = [ModularSpec(p=11, train_fraction=f) for f in (0.3, 0.6)]
     task = make_task(specs, [0, 1], BIG)
     batch = task.batch(0)
     counts = [round(0.3 * 121), round(0.6 * 121)]
@@ -134,7 +135,7 @@ def test_modular_full_batch_padding():
 
 
 def test_modular_probe_cap_is_a_fixed_sample():
-    spec = ModularTask(p=13, train_fraction=0.5)
+    spec = ModularSpec(p=13, train_fraction=0.5)
     full = make_task([spec], [0], BIG).eval_splits()[0]
     capped = make_task([spec], [0], 50).eval_splits()[0]
     assert len(capped.example) == 50 and capped.member_mask.shape == (1, 50)
@@ -148,7 +149,7 @@ def test_modular_probe_cap_is_a_fixed_sample():
 
 
 def test_sparse_parity_labels_are_product_of_secret_bits():
-    task = make_task([SparseParityTask(n=12, k=3, n_test=64, batch_size=16)], [0], BIG)
+    task = make_task([SparseParitySpec(n=12, k=3, n_test=64, batch_size=16)], [0], BIG)
     assert task.secret.dtype == torch.int64 and task.secret.shape == (3,)
     assert torch.equal(task.secret, task.secret.sort().values)
     (test,) = task.eval_splits()
@@ -159,11 +160,11 @@ def test_sparse_parity_labels_are_product_of_secret_bits():
     for x, y in ((test.x, test.y), (batch.member(0).x, batch.member(0).y)):
         expected = [float(torch.prod(torch.tensor([row[i] for i in task.secret.tolist()]))) for row in x.tolist()]
         assert y.tolist() == expected
-    assert len(make_task([SparseParityTask(n=12, n_test=64)], [0], 10).eval_splits()[0].example) == 10
+    assert len(make_task([SparseParitySpec(n=12, n_test=64)], [0], 10).eval_splits()[0].example) == 10
 
 
 def test_sparse_parity_online_independent_of_ensemble_and_resume_safe():
-    spec = SparseParityTask(n=10, k=2, batch_size=8)
+    spec = SparseParitySpec(n=10, k=2, batch_size=8)
     alone = make_task([spec], [3], BIG)
     crowd = make_task([spec] * 3, [0, 3, 8], BIG)
     steps = [0, 99, 100, 250, 5, 100]  # crosses blocks, goes back
@@ -177,7 +178,7 @@ def test_sparse_parity_online_independent_of_ensemble_and_resume_safe():
 
 
 def test_sparse_parity_fixed_train_set():
-    spec = SparseParityTask(n=10, k=3, n_train=40, batch_size=8, n_test=20)
+    spec = SparseParitySpec(n=10, k=3, n_train=40, batch_size=8, n_test=20)
     task = make_task([spec, spec], [0, 1], BIG)
     train, test = task.eval_splits()
     assert (train.name, test.name) == ("train", "test") and train.member_mask is None
@@ -195,7 +196,7 @@ def test_sparse_parity_fixed_train_set():
 
 
 def test_multitask_inputs_and_labels():
-    spec = MultitaskParityTask(n_tasks=5, n=12, k=3, batch_size=64, n_test_per_task=10)
+    spec = MultitaskParitySpec(n_tasks=5, n=12, k=3, batch_size=64, n_test_per_task=10)
     task = make_task([spec], [0], BIG)
     assert task.n_inputs == 17 and task.n_outputs == 2 and task.loss == "cross_entropy"
     assert task.subtask_bits.shape == (5, 3) and task.subtask_bits.dtype == torch.int64
@@ -212,7 +213,7 @@ def test_multitask_inputs_and_labels():
 
 
 def test_multitask_test_subsets_partition():
-    spec = MultitaskParityTask(n_tasks=12, n=10, k=2, n_test_per_task=6)
+    spec = MultitaskParitySpec(n_tasks=12, n=10, k=2, n_test_per_task=6)
     (test,) = make_task([spec], [0], BIG).eval_splits()
     assert torch.equal(test.example, torch.arange(72))
     assert sorted(test.subsets) == [f"task{i:02d}" for i in range(12)]
@@ -226,7 +227,7 @@ def test_multitask_test_subsets_partition():
 
 
 def test_multitask_zipf_frequencies():
-    spec = MultitaskParityTask(n_tasks=6, n=8, k=2, zipf_exponent=1.4, batch_size=500)
+    spec = MultitaskParitySpec(n_tasks=6, n=8, k=2, zipf_exponent=1.4, batch_size=500)
     task = make_task([spec], [0], BIG)
     rank = torch.arange(1, 7, dtype=torch.float64)
     assert torch.allclose(task.task_probs, rank**-1.4 / (rank**-1.4).sum())
@@ -236,7 +237,7 @@ def test_multitask_zipf_frequencies():
 
 
 def test_multitask_independent_of_ensemble_and_resume_safe():
-    spec = MultitaskParityTask(n_tasks=4, n=8, k=2, batch_size=32, n_test_per_task=5)
+    spec = MultitaskParitySpec(n_tasks=4, n=8, k=2, batch_size=32, n_test_per_task=5)
     alone = make_task([spec], [2], BIG)
     crowd = make_task([spec] * 3, [7, 2, 0], BIG)
     expected = {s: alone.batch(s) for s in (0, 150, 99, 100)}
@@ -247,8 +248,8 @@ def test_multitask_independent_of_ensemble_and_resume_safe():
 
 
 def test_multitask_fixed_train_sets_nest_and_epochs_do_not_depend_on_the_ensemble():
-    small, large = (MultitaskParityTask(n_tasks=4, n=8, k=2, batch_size=32, n_train=n) for n in (100, 5000))
-    fresh = MultitaskParityTask(n_tasks=4, n=8, k=2, batch_size=32)
+    small, large = (MultitaskParitySpec(n_tasks=4, n=8, k=2, batch_size=32, n_train=n) for n in (100, 5000))
+    fresh = MultitaskParitySpec(n_tasks=4, n=8, k=2, batch_size=32)
     crowd = make_task([fresh, small, large], [0, 3, 3], BIG)  # fresh samples beside two fixed sets
     alone = make_task([small], [3], BIG)
     assert torch.equal(crowd._train_x[:100], alone._train_x)  # a smaller set is a prefix of a larger one
@@ -270,13 +271,13 @@ def test_multitask_fixed_train_sets_nest_and_epochs_do_not_depend_on_the_ensembl
 @pytest.mark.parametrize(
     "first, other",
     [
-        (ModularTask(), ModularTask(p=13)),
-        (ModularTask(), ModularTask(batch_size=16)),
-        (ModularTask(), SparseParityTask()),
-        (SparseParityTask(), SparseParityTask(split_seed=1)),
-        (SparseParityTask(), SparseParityTask(k=4)),
-        (MultitaskParityTask(), MultitaskParityTask(split_seed=1)),
-        (MultitaskParityTask(), MultitaskParityTask(zipf_exponent=1.0)),
+        (ModularSpec(), ModularSpec(p=13)),
+        (ModularSpec(), ModularSpec(batch_size=16)),
+        (ModularSpec(), SparseParitySpec()),
+        (SparseParitySpec(), SparseParitySpec(split_seed=1)),
+        (SparseParitySpec(), SparseParitySpec(k=4)),
+        (MultitaskParitySpec(), MultitaskParitySpec(split_seed=1)),
+        (MultitaskParitySpec(), MultitaskParitySpec(zipf_exponent=1.0)),
     ],
 )
 def test_make_task_rejects_members_differing_in_shared_fields(first, other):
@@ -285,23 +286,23 @@ def test_make_task_rejects_members_differing_in_shared_fields(first, other):
 
 
 def test_make_task_allows_member_fields_and_checks_lengths():
-    task = make_task([ModularTask(p=7), ModularTask(p=7, train_fraction=0.5, split_seed=9)], [0, 0], BIG)
+    task = make_task([ModularSpec(p=7), ModularSpec(p=7, train_fraction=0.5, split_seed=9)], [0, 0], BIG)
     assert isinstance(task, Task) and task.n_members == 2
     assert all(isinstance(split, EvalSplit) for split in task.eval_splits())
     with pytest.raises(ValueError):
-        make_task([ModularTask(p=7)], [0, 1], BIG)
+        make_task([ModularSpec(p=7)], [0, 1], BIG)
 
 
 def test_members_of_one_data_order_share_one_batch():
     """Drawn once, not once per member: the model then runs a layer as one product for all (shared_input_matmul)."""
-    spec = SparseParityTask(n=12, k=3, batch_size=16)
+    spec = SparseParitySpec(n=12, k=3, batch_size=16)
     shared, alone = make_task([spec] * 4, [3] * 4, BIG), make_task([spec], [3], BIG)
     mixed = make_task([spec] * 2, [3, 4], BIG)
     for step in (0, 99, 100):
         assert shared.batch(step).x.shape == (16, 12) and shared.batch(step).y.shape == (16,)
         assert torch.equal(shared.batch(step).x, alone.batch(step).x)
         assert torch.equal(mixed.batch(step).member(0).x, alone.batch(step).x)
-    modular = [ModularTask(p=11, train_fraction=0.4, batch_size=0)] * 3
+    modular = [ModularSpec(p=11, train_fraction=0.4, batch_size=0)] * 3
     assert make_task(modular, [0, 1, 2], BIG).batch(0).x.shape == (48, 3)  # full batch: data seeds do not matter
     split = [dataclasses.replace(modular[0], split_seed=s) for s in (0, 1)]
     assert make_task(split, [0, 0], BIG).batch(0).x.shape == (2, 48, 3)  # other training sets: per member

@@ -7,16 +7,16 @@ import torch
 from torch import nn
 
 from ontogeny.models.transformer import EnsembleTransformer
-from ontogeny import TransformerModel
+from ontogeny import TransformerSpec
 
 VOCAB, POSITIONS, OUTPUTS = 11, 3, 7
 
 
-def small_spec(**changes) -> TransformerModel:
-    return TransformerModel(**{"d_model": 24, "n_heads": 3, "d_mlp": 32, **changes})
+def small_spec(**changes) -> TransformerSpec:
+    return TransformerSpec(**{"d_model": 24, "n_heads": 3, "d_mlp": 32, **changes})
 
 
-def build(spec: TransformerModel, seeds: list[int], scales: list[float] | None = None) -> EnsembleTransformer:
+def build(spec: TransformerSpec, seeds: list[int], scales: list[float] | None = None) -> EnsembleTransformer:
     return EnsembleTransformer(spec, vocab_size=VOCAB, n_positions=POSITIONS, n_outputs=OUTPUTS,
                                init_seeds=seeds, init_scales=scales)
 
@@ -29,7 +29,7 @@ def member_weights(model: EnsembleTransformer, member: int) -> dict[str, torch.T
     return {name: param[member] for name, param in model.named_parameters()}
 
 
-def reference(spec: TransformerModel, w: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, list]:
+def reference(spec: TransformerSpec, w: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, list]:
     """One member, the obvious way: full causal attention at every position, then the last position's logits."""
     n_heads, (batch, positions) = spec.n_heads, x.shape
 

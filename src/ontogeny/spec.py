@@ -92,7 +92,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class Optim:
+class OptimSpec:
     """The optimizer and its learning-rate schedule (linear warmup, then constant, cosine or linear decay)."""
 
     name: str = "adamw"  # adamw | sgd
@@ -118,7 +118,7 @@ class Optim:
 
 
 @dataclass(frozen=True)
-class Record:
+class RecordSpec:
     """Checkpoint schedule: `per_octave` log-spaced steps up to `every`, then every `every` steps, and the last."""
 
     every: int = 100
@@ -146,8 +146,8 @@ class Spec:
     device: str = "cpu"
     task: TaskSpec = field(default_factory=lambda: TASKS.get("modular")())
     model: ModelSpec = field(default_factory=lambda: MODELS.get("mlp")())
-    optim: Optim = field(default_factory=Optim)
-    record: Record = field(default_factory=Record)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    record: RecordSpec = field(default_factory=RecordSpec)
     sweep: tuple[tuple[str, tuple], ...] = ()  # (dotted key, values) pairs; their product is the grid
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def from_dict(data: dict[str, Any], *, source: str | None = None, check_machine:
         except LookupError as err:
             raise SpecError(str(err), source=source, key=f"{section}.name") from None
         sections[section] = _build(cls, table, section, source)
-    for section, cls in (("optim", Optim), ("record", Record)):
+    for section, cls in (("optim", OptimSpec), ("record", RecordSpec)):
         sections[section] = _build(cls, _table(data.pop(section, {}), section, source), section, source)
     sweep = _flatten(_table(data.pop("sweep", {}), "sweep", source))
     for key in ("seeds", "data_orders"):

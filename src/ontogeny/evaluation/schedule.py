@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..spec import Record
+from ..spec import RecordSpec
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,14 @@ def log_spaced(per_octave: int = 4, until: int = 1000, then_every: int = 1000) -
     return LogSpaced(per_octave, until, then_every)
 
 
-def checkpoint_steps(record: Record, total_steps: int) -> list[int]:
+def checkpoint_steps(record: RecordSpec, total_steps: int) -> list[int]:
     """Return sorted checkpoint steps: 0, then `per_octave` log-spaced steps per doubling below `every`,
     then every multiple of `every`, and always the last step `total_steps`."""
     schedule = LogSpaced(record.per_octave, until=min(record.every, total_steps), then_every=record.every)
     return sorted({*schedule.steps(total_steps - 1), total_steps})
 
 
-def weight_steps(record: Record, checkpoints: list[int]) -> set[int]:
+def weight_steps(record: RecordSpec, checkpoints: list[int]) -> set[int]:
     """Checkpoint steps at which weights are saved: multiples of `weights_every` and the last step."""
     every = record.weights_every
     return {s for s in checkpoints if every and s % every == 0} | {checkpoints[-1]}

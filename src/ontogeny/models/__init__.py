@@ -8,8 +8,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..spec import ModelSpec
-from .mlp import EnsembleMLP, MLPModel
-from .transformer import EnsembleTransformer, TransformerModel
+from .mlp import EnsembleMLP, MLPSpec
+from .transformer import EnsembleTransformer, TransformerSpec
 
 
 def make_model(spec: ModelSpec, task, init_seeds: list[int], init_scales: list[float] | None = None) -> nn.Module:
@@ -17,4 +17,4 @@ def make_model(spec: ModelSpec, task, init_seeds: list[int], init_scales: list[f
     return spec.build(task, init_seeds, init_scales)
 
 
-__all__ = ["EnsembleMLP", "EnsembleTransformer", "MLPModel", "TransformerModel", "make_model"]
+__all__ = ["EnsembleMLP", "EnsembleTransformer", "MLPSpec", "TransformerSpec", "make_model"]

@@ -19,7 +19,7 @@ EVAL_MEMBERS = 8  # members per forward pass when evaluating without gradients
 
 @MODELS.register("mlp")
 @dataclass(frozen=True)
-class MLPModel(ModelSpec):
+class MLPSpec(ModelSpec):
     """An MLP: per-position token embeddings (or raw inputs) -> `depth` hidden layers -> outputs."""
 
     name: str = "mlp"
@@ -59,7 +59,7 @@ class EnsembleMLP(HookedEnsemble):
 
     default_site = "hidden"
 
-    def __init__(self, spec: MLPModel, *, n_outputs: int, init_seeds: list[int], vocab_size: int | None = None,
+    def __init__(self, spec: MLPSpec, *, n_outputs: int, init_seeds: list[int], vocab_size: int | None = None,
                  n_positions: int = 0, n_inputs: int = 0, init_scales: list[float] | None = None):
         super().__init__()
         self.spec, self.n_members, self.vocab_size = spec, len(init_seeds), vocab_size

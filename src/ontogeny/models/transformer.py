@@ -1,6 +1,6 @@
 """Ensemble-native transformer: M members in one module, every parameter shaped [M, ...].
 
-With `layer_norm = false` and the defaults of `TransformerModel` this is Nanda et al. 2023's grokking transformer
+With `layer_norm = false` and the defaults of `TransformerSpec` this is Nanda et al. 2023's grokking transformer
 (learned positions, no attention or unembedding biases, ReLU MLP, no LayerNorm); with `layer_norm = true` it is a
 pre-LN transformer. The task decides what it outputs: on classification tasks the loss reads the last position
 only, so the last layer computes its queries, MLP and unembedding there alone; on language tasks it outputs at
@@ -25,7 +25,7 @@ from .sites import HookedEnsemble, Site
 
 @MODELS.register("transformer")
 @dataclass(frozen=True)
-class TransformerModel(ModelSpec):
+class TransformerSpec(ModelSpec):
     """A decoder-only transformer that reads the output at the last position."""
 
     name: str = "transformer"
@@ -86,7 +86,7 @@ def _layer_norm(x: Tensor, gain: Tensor | None, bias: Tensor | None) -> Tensor:
 class _Block(nn.Module):
     """One attention + MLP layer of every member (pre-LN when the spec asks for LayerNorm)."""
 
-    def __init__(self, spec: TransformerModel, generators: list[torch.Generator], init_scales: Tensor, layer: int):
+    def __init__(self, spec: TransformerSpec, generators: list[torch.Generator], init_scales: Tensor, layer: int):
         super().__init__()
         n_members, d, d_mlp = len(generators), spec.d_model, spec.d_mlp
         self.n_heads, self.activation = spec.n_heads, spec.activation
@@ -111,7 +111,7 @@ class _Block(nn.Module):
         self.site_resid = Site(f"resid.{layer}", rows, layer)
 
     @staticmethod
-    def _layer_norm_params(spec: TransformerModel, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+    def _layer_norm_params(spec: TransformerSpec, n_members: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
         if not spec.layer_norm:
             return None, None
         return member_constant(n_members, (spec.d_model,), 1.0), member_constant(n_members, (spec.d_model,), 0.0)
@@ -187,7 +187,7 @@ class EnsembleTransformer(HookedEnsemble):
     Weights are N(0, (init_scale / sqrt(fan_in))^2) with fan_in = d for W_E and W_pos; biases 0, gains 1.
     """
 
-    def __init__(self, spec: TransformerModel, *, vocab_size: int, n_positions: int, n_outputs: int,
+    def __init__(self, spec: TransformerSpec, *, vocab_size: int, n_positions: int, n_outputs: int,
                  init_seeds: list[int], init_scales: list[float] | None = None, objective: str | None = None,
                  pad_token: int | None = None):
         super().__init__()

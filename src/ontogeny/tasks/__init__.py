@@ -11,15 +11,15 @@ import dataclasses
 
 from ..spec import TaskSpec
 from .base import IGNORE, Batch, EvalSplit, PairSplit, SequenceSplit, Task, TokenSplit
-from .grammar import GrammarTask
-from .letters import LetterCountingTask
-from .markov import MarkovICLTask
-from .modular import ModularTask
-from .parity import MultitaskParityTask, SparseParityTask
-from .questions import QuestionFormationTask
+from .grammar import GrammarSpec
+from .letters import LetterCountingSpec
+from .markov import MarkovICLSpec
+from .modular import ModularSpec
+from .parity import MultitaskParitySpec, SparseParitySpec
+from .questions import QuestionFormationSpec
 
-__all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarTask", "LetterCountingTask", "MarkovICLTask", "ModularTask",
-           "MultitaskParityTask", "PairSplit", "QuestionFormationTask", "SequenceSplit", "SparseParityTask", "Task",
+__all__ = ["IGNORE", "Batch", "EvalSplit", "GrammarSpec", "LetterCountingSpec", "MarkovICLSpec", "ModularSpec",
+           "MultitaskParitySpec", "PairSplit", "QuestionFormationSpec", "SequenceSplit", "SparseParitySpec", "Task",
            "TokenSplit", "make_task"]
 
 

@@ -28,7 +28,7 @@ PAD, MASK, BOS = 0, 1, 2  # grammar_gen.SPECIALS
 
 @TASKS.register("grammar")
 @dataclass(frozen=True)
-class GrammarTask(TaskSpec):
+class GrammarSpec(TaskSpec):
     """A masked or causal LM on a generated grammar with agreement attractors and optional center embedding."""
 
     name: str = "grammar"
@@ -110,7 +110,7 @@ def bert_mask(words: torch.Tensor, rate: float, vocab_size: int,
 class GrammarLM(LanguageTask):
     """The grammar task for an ensemble: members share the corpus and evaluation sets and differ by data seed."""
 
-    def __init__(self, spec: GrammarTask, data_seeds: list[int]):
+    def __init__(self, spec: GrammarSpec, data_seeds: list[int]):
         self.spec, self.data_seeds, self.n_members = spec, list(data_seeds), len(data_seeds)
         self._orders: dict[int, EpochOrder] = {}
         grammar = spec.grammar()

@@ -25,7 +25,7 @@ from .letters_gen import PAD, RARE, SHARE_BINS, Letters, build, sample
 
 @TASKS.register("letter_counting")
 @dataclass(frozen=True)
-class LetterCountingTask(TaskSpec):
+class LetterCountingSpec(TaskSpec):
     """Count a letter in a pseudo-word tokenized by characters or by BPE with `vocab_size` pieces."""
 
     name: str = "letter_counting"
@@ -98,7 +98,7 @@ class LetterCounting(LanguageTask):
 
     objective, pad_token = "causal", PAD
 
-    def __init__(self, spec: LetterCountingTask, data_seeds: list[int]):
+    def __init__(self, spec: LetterCountingSpec, data_seeds: list[int]):
         self.spec, self.data_seeds, self.n_members = spec, list(data_seeds), len(data_seeds)
         self.lexicon = build(spec.knobs(), spec.split_seed)
         self.vocab_size = self.n_outputs = spec.sizes(None).vocab_size  # the spec's fixed size (pieces may be fewer)

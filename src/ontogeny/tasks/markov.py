@@ -30,7 +30,7 @@ from .language import LanguageTask
 
 @TASKS.register("markov_icl")
 @dataclass(frozen=True)
-class MarkovICLTask(TaskSpec):
+class MarkovICLSpec(TaskSpec):
     """Causal LM on sequences from random Markov chains over `k` states (Dirichlet(alpha) transition rows)."""
 
     name: str = "markov_icl"
@@ -111,7 +111,7 @@ class MarkovICL(LanguageTask):
 
     objective = "causal"
 
-    def __init__(self, spec: MarkovICLTask, data_seeds: list[int], max_probe_examples: int):
+    def __init__(self, spec: MarkovICLSpec, data_seeds: list[int], max_probe_examples: int):
         self.spec, self.data_seeds, self.n_members = spec, list(data_seeds), len(data_seeds)
         self.vocab_size = self.n_outputs = spec.k
         self.n_positions = spec.length

@@ -20,7 +20,7 @@ MODULAR_OPS = ("+", "-", "*", "/", "a^2+b^2")
 
 @TASKS.register("modular")
 @dataclass(frozen=True)
-class ModularTask(TaskSpec):
+class ModularSpec(TaskSpec):
     """`a op b mod p` over all p*p pairs (pairs with b=0 dropped for '/'); a `train_fraction` share is trained on."""
 
     name: str = "modular"
@@ -148,7 +148,7 @@ class ModularArithmetic(Task):
     loss = "cross_entropy"
     n_positions = 3
 
-    def __init__(self, tasks: list[ModularTask], data_seeds: list[int], max_probe_examples: int):
+    def __init__(self, tasks: list[ModularSpec], data_seeds: list[int], max_probe_examples: int):
         spec = tasks[0]
         self.p, self.op, self.batch_size = spec.p, spec.op, spec.batch_size
         self.vocab_size, self.n_outputs, self.n_members = spec.p + 1, spec.p, len(tasks)

@@ -24,7 +24,7 @@ TRAIN_BLOCK = 4096  # examples of a fixed multitask training set drawn from one 
 
 @TASKS.register("sparse_parity")
 @dataclass(frozen=True)
-class SparseParityTask(TaskSpec):
+class SparseParitySpec(TaskSpec):
     """Parity of k secret bits out of n (Barak et al. 2022); labels are +-1."""
 
     name: str = "sparse_parity"
@@ -53,7 +53,7 @@ class SparseParityTask(TaskSpec):
 
 @TASKS.register("multitask_parity")
 @dataclass(frozen=True)
-class MultitaskParityTask(TaskSpec):
+class MultitaskParitySpec(TaskSpec):
     """Multitask sparse parity (Michaud et al. 2023): one-hot control bits pick one of `n_tasks` parities."""
 
     name: str = "multitask_parity"
@@ -156,7 +156,7 @@ class SparseParity(Task):
     loss = "hinge"
     n_outputs = 1
 
-    def __init__(self, tasks: list[SparseParityTask], data_seeds: list[int], max_probe_examples: int):
+    def __init__(self, tasks: list[SparseParitySpec], data_seeds: list[int], max_probe_examples: int):
         spec = tasks[0]
         self.n_inputs, self.batch_size, self.n_members = spec.n, spec.batch_size, len(tasks)
         self.secret = random_subsets(generator("split", spec.split_seed), spec.n, spec.k, 1)[0]  # [k]
@@ -208,7 +208,7 @@ class MultitaskParity(Task):
     loss = "cross_entropy"
     n_outputs = 2
 
-    def __init__(self, tasks: list[MultitaskParityTask], data_seeds: list[int], max_probe_examples: int):
+    def __init__(self, tasks: list[MultitaskParitySpec], data_seeds: list[int], max_probe_examples: int):
         self.spec = spec = tasks[0]
         self.n_tasks, self.n, self.batch_size, self.n_members = spec.n_tasks, spec.n, spec.batch_size, len(tasks)
         self.n_inputs = spec.n_tasks + spec.n
@@ -232,7 +232,7 @@ class MultitaskParity(Task):
                             for n, seed in (pairs[:1] if one_order else pairs)]
         self._splits = [self._test_split(spec, max_probe_examples)]
 
-    def _training_set(self, spec: MultitaskParityTask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _training_set(self, spec: MultitaskParitySpec, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed training set's first `size` examples: x [size, n_tasks + n] float32, y [size] int64, drawn in
         blocks of TRAIN_BLOCK from their own streams, so a smaller set is exactly a prefix of a larger one."""
         tasks, bits = [], []
@@ -262,7 +262,7 @@ class MultitaskParity(Task):
         probs = torch.stack([self.task_probs if w is None else self.task_probs * w for w in weights])  # [S, T]
         return (probs / probs.sum(1, keepdim=True)).cumsum(1)
 
-    def _test_split(self, spec: MultitaskParityTask, max_probe_examples: int) -> EvalSplit:
+    def _test_split(self, spec: MultitaskParitySpec, max_probe_examples: int) -> EvalSplit:
         per_task = spec.n_test_per_task
         if spec.n_tasks * per_task > max_probe_examples:
             per_task = max(max_probe_examples // spec.n_tasks, 1)

@@ -49,7 +49,7 @@ GEN_CHUNK = 256  # gen sequences per forward pass of the rule score
 
 @TASKS.register("question_formation")
 @dataclass(frozen=True)
-class QuestionFormationTask(TaskSpec):
+class QuestionFormationSpec(TaskSpec):
     """Question formation (or copying) as a causal LM scored on the output; knobs as `QuestionGrammar`'s."""
 
     name: str = "question_formation"
@@ -111,7 +111,7 @@ def causal_output_io(examples: Examples, loss_on: str = "output") -> tuple[torch
     return tokens[:, :-1].clone(), tokens[:, 1:].masked_fill(~scored, IGNORE)
 
 
-def _config_key(spec: QuestionFormationTask) -> int:
+def _config_key(spec: QuestionFormationSpec) -> int:
     """A number in [0, 1e9) naming the task spec's values, so a test example's id means one sentence in every
     ensemble of a run, whichever configs share an ensemble (a hash: ids stay apart unless two collide, ~1e-9)."""
     values = [float(getattr(spec, f.name)) if f.type == "float" else getattr(spec, f.name) for f in fields(spec)]
@@ -124,7 +124,7 @@ class QuestionFormation(LanguageTask):
     objective = "causal"
     pad_token = PAD
 
-    def __init__(self, tasks: list[QuestionFormationTask], data_seeds: list[int]):
+    def __init__(self, tasks: list[QuestionFormationSpec], data_seeds: list[int]):
         spec = tasks[0]
         self.specs, self.data_seeds, self.n_members = list(tasks), list(data_seeds), len(tasks)
         grammar = spec.grammar()
@@ -137,7 +137,7 @@ class QuestionFormation(LanguageTask):
         self._orders: dict[int, EpochOrder] = {}
         self._splits = [self._test_split(configs), self._gen_split(grammar)]
 
-    def _test_split(self, configs: list[QuestionFormationTask]) -> SequenceSplit:
+    def _test_split(self, configs: list[QuestionFormationSpec]) -> SequenceSplit:
         copy, transform = configs[0].grammar().markers
         xs, ys, ids, kinds, subject_rc = [], [], [], [], []
         member_mask = torch.zeros(self.n_members, len(configs) * self.specs[0].n_test, dtype=torch.bool)  # [M, N]

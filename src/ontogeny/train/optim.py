@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..spec import Optim
+from ..spec import OptimSpec
 
 
 def _per_member(values, like: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ def _view(vector: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 class EnsembleOptimizer:
     """AdamW or SGD over ensemble parameters `[M, ...]` with `lr`, `weight_decay` of shape [M]."""
 
-    def __init__(self, params: list[torch.Tensor], spec: Optim, *, lr: list[float], weight_decay: list[float]):
+    def __init__(self, params: list[torch.Tensor], spec: OptimSpec, *, lr: list[float], weight_decay: list[float]):
         self.params, self.spec = list(params), spec
         self.lr = _per_member(lr, self.params[0])  # [M]
         self.weight_decay = _per_member(weight_decay, self.params[0])  # [M]
