@@ -3,7 +3,6 @@
 the code between the `--8<--` markers, so what they show is what runs here."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import ontogeny as og
@@ -15,12 +14,11 @@ from ontogeny.report.page import SECTIONS
 
 def write_my_run(path):
     # --8<-- [start:producer]
-    from ontogeny.store import ShardWriter
-    from ontogeny.store.create import create_run
+    from ontogeny.store import ShardWriter, create_run, member_row, members_frame
 
     create_run(path, {"kind": "my-simulator", "version": "0.1"}).release()  # the run directory and its marker
-    members = pd.DataFrame({"member": [0, 1, 2, 3], "ensemble": 0, "init_seed": [0, 1, 2, 3], "data_seed": 0,
-                            "status": "ok", "diverged_step": None, "optim.lr": [0.1, 0.1, 0.3, 0.3]})
+    members = members_frame([member_row(m, "ok", ensemble=0, init_seed=m, data_seed=0, **{"optim.lr": lr})
+                             for m, lr in enumerate([0.1, 0.1, 0.3, 0.3])])
     steps = np.array([0, 10, 100, 1000])
     with ShardWriter(path, "simulator") as writer:  # one writer per process; each commit is all or nothing
         writer.put("members", members)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from ontogeny.exceptions import LockedError, StoreError
+from ontogeny import store
 from ontogeny.store import ShardWriter, open_run, write_table
 from ontogeny.store import parquet as parquet_module
 from ontogeny.store import writer as writer_module
@@ -435,3 +436,18 @@ def test_missing_directory_or_marker_raises_store_error(tmp_path):
         ShardWriter(tmp_path / "nowhere")
     with pytest.raises(StoreError, match="marker"):
         ShardWriter(tmp_path)
+
+
+def test_members_rows_have_one_shape_whichever_producer_builds_them(tmp_path):
+    # a producer without seeds (ingest of a hub model) and one with them (the trainer) give the same column types
+    bare = store.members_frame([store.member_row(0, "running", source="hub/model")])
+    seeded = store.members_frame([store.member_row(1, "ok", ensemble=0, init_seed=3, data_seed=4, lr=0.1)])
+    for frame in (bare, seeded):
+        assert [str(frame[c].dtype) for c in ("init_seed", "data_seed", "diverged_step")] == ["Int64"] * 3
+    assert bare.ensemble.tolist() == [0] and seeded.ensemble.tolist() == [0]  # alone: its own ensemble
+    create_run(tmp_path / "r", {"kind": "test"}).release()
+    with ShardWriter(tmp_path / "r", background=False) as writer:
+        writer.put("members", pd.concat([bare, seeded], ignore_index=True))
+        writer.commit()
+    members = open_run(tmp_path / "r").members()
+    assert members.init_seed.isna().tolist() == [True, False] and members.status.tolist() == ["running", "ok"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .spec import Spec
+from .store import member_row, members_frame
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,6 @@ def member_rows(members: list[Member], diverged: dict[int, int | None], *, finis
         status = "diverged" if step is not None else ("ok" if finished else "running")
         loss = {} if task is None else {"loss_kind": task.loss,
                                          "chance_loss": 1.0 if task.loss == "hinge" else math.log(task.n_outputs)}
-        rows.append({"member": m.member, "ensemble": m.ensemble, "init_seed": m.init_seed, "data_seed": m.data_seed,
-                     "status": status, "diverged_step": step, **loss, **hyperparameters(m.spec)})
-    frame = pd.DataFrame(rows)
-    frame["diverged_step"] = frame["diverged_step"].astype("Int64")
-    return frame
+        rows.append(member_row(m.member, status, ensemble=m.ensemble, init_seed=m.init_seed, data_seed=m.data_seed,
+                               diverged_step=step, **loss, **hyperparameters(m.spec)))
+    return members_frame(rows)

@@ -38,7 +38,7 @@ from .exceptions import StoreError
 from .probe_sets import LossFunction, ProbeSet, causal_lm, cross_entropy, subset_rows
 from .evaluation.evaluate import Evaluator, Probe, scalar_rows
 from .evaluation.schedule import LogSpaced, log_spaced
-from .store import MEMBERS_LOCK, FileLock, Run, ShardWriter, join_run
+from .store import Run, claim_member, join_run, member_row, members_frame
 
 CONFIG_COLUMN = "recorder.config"  # the member's settings as canonical JSON: how a restarted process finds itself
 
@@ -68,7 +68,10 @@ class Recorder:
         self.layout = join_run(run_dir, {"kind": "recorder", "probes": {n: len(p.ids) for n, p in
                                                                           self.probes.items()}})
         self._check_probes()
-        self.member_id, self.writer = self._claim(config)
+        self.member_id, self.writer = claim_member(  # its own id again after a restart, a new one otherwise
+            self.layout.root, json.dumps(config, sort_keys=True),
+            lambda member: self._members_row(config, "running", member), column=CONFIG_COLUMN,
+            wanted=config.get("member"))
         self._finished = False
         if resume_step is None and self.writer.has_rows():
             self.writer.close()
@@ -211,42 +214,16 @@ class Recorder:
         if time.monotonic() - self._last_commit >= self.commit_seconds:
             self.commit()
 
-    def _claim(self, config: dict[str, Any]) -> tuple[int, ShardWriter]:
-        """This process's member id and writer: its own again after a restart, a new one otherwise."""
-        text = json.dumps(config, sort_keys=True)
-        with FileLock(self.layout.root / MEMBERS_LOCK, f"{self.layout.root}: member ids", wait=True):
-            members = Run(self.layout.root).members()
-            known = members.set_index("member")[CONFIG_COLUMN].to_dict() if CONFIG_COLUMN in members else {}
-            wanted = config.get("member")
-            if wanted is not None:
-                if wanted in known and known[wanted] != text:
-                    raise StoreError(f"{self.layout.root}: member {wanted} is already recorded with "
-                                     f"{known[wanted]}; this process gives {text}")
-                member_id = int(wanted)
-            else:
-                same = [m for m, other in known.items() if other == text]
-                member_id = same[0] if same else int(max(known, default=-1)) + 1
-            writer = ShardWriter(self.layout.root, f"member-{member_id:05d}")
-            if member_id not in known:  # claim the id before the lock is released
-                writer.put("members", self._members_row(config, "running", member_id))
-                writer.commit()
-        return member_id, writer
-
     def _members_row(self, config: dict[str, Any] | None, status: str, member_id: int | None = None) -> pd.DataFrame:
         if config is None:
             config = json.loads(self._config_text)
         self._config_text = json.dumps(config, sort_keys=True)
         member_id = self.member_id if member_id is None else member_id
-        settings = {k: v for k, v in config.items() if k != "member"}
+        settings = {k: v for k, v in config.items() if k not in ("member", "init_seed", "data_seed")}
         seed = config.get("init_seed", config.get("seed"))
-        row = {"member": member_id, "ensemble": member_id,
-               "init_seed": _int(seed), "data_seed": _int(config.get("data_seed")),
-               "status": status, "diverged_step": None, **self.loss_columns, **settings,
-               CONFIG_COLUMN: self._config_text}
-        frame = pd.DataFrame([row])
-        for column in ("init_seed", "data_seed", "diverged_step"):
-            frame[column] = frame[column].astype("Int64")
-        return frame
+        row = member_row(member_id, status, init_seed=_int(seed), data_seed=_int(config.get("data_seed")),
+                         **self.loss_columns, **settings, **{CONFIG_COLUMN: self._config_text})
+        return members_frame([row])
 
     def _check_probes(self) -> None:
         recorded = self.layout.read_meta()["producer"].get("probes", {})

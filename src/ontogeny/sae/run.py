@@ -28,7 +28,7 @@ from ..analysis.sae import THRESHOLD
 from ..members import ensembles, expand
 from ..rebuild import run_ensembles, save_member_weights
 from ..seeds import generator
-from ..store import Run, ShardWriter, check_out, create_run, write_table
+from ..store import Run, ShardWriter, check_out, create_run, member_row, members_frame, write_table
 from .matching import agreement_curve, match, shared_both_share, shared_share
 from .model import KINDS, EnsembleSAE, train_saes
 from .sites import collect, default_site, downstream_loss, row_index, site_names
@@ -229,16 +229,15 @@ def agreement_tables(trained: list[dict]) -> dict[str, pd.DataFrame]:
 
 def _write(run: Run, out: str | Path, trained: list[dict], members: list[pd.DataFrame], *, overwrite: bool,
            producer: dict) -> Run:
-    table = pd.concat(members, ignore_index=True)
-    table.insert(0, "member", np.arange(len(table)))
+    settings = pd.concat(members, ignore_index=True).drop(columns="sae_member").to_dict("records")
+    table = members_frame([member_row(member, "ok", **row) for member, row in enumerate(settings)])
     offsets = np.cumsum([0] + [len(t["members"]) for t in trained])  # ensemble i's SAE member e is offsets[i] + e
     agreement = agreement_tables(trained)
     lock = create_run(out, producer, overwrite=overwrite, reads=[run.path])
     try:
         root = Path(out)
         with ShardWriter(root, background=False) as writer:
-            writer.put("members", table.drop(columns="sae_member").assign(status="ok", diverged_step=pd.NA).astype(
-                {"diverged_step": "Int64"}))
+            writer.put("members", table)
             for offset, t in zip(offsets, trained):
                 for (e, name), rows in t["scalars"].groupby(["sae_member", "name"]):
                     writer.append("scalars", {"member": int(offset + e), "step": rows.step.to_numpy(), "name": name,

@@ -23,7 +23,7 @@ import torch
 from ..exceptions import IngestError
 from ..evaluation.evaluate import Evaluator, Probe, scalar_rows
 from ..probe_sets import ProbeSet, causal_lm, subset_rows
-from ..store import Run, ShardWriter, join_run, one_line_when_disk_full
+from ..store import Run, ShardWriter, join_run, member_row, members_frame, one_line_when_disk_full
 from .sources import Source, config_hash, model_config, open_source, step_of, weights_hash
 
 SPLIT = "probe"
@@ -229,12 +229,8 @@ def _frequency_buckets(tokens: torch.Tensor) -> dict[str, np.ndarray]:
 
 def _member_row(member: int, source: Source, status: str, chance: float | None) -> pd.DataFrame:
     seed = re.search(r"seed[-_]?(\d+)", Path(source.name).name)
-    frame = pd.DataFrame([{"member": member, "ensemble": member, "init_seed": int(seed.group(1)) if seed else None,
-                           "data_seed": None, "status": status, "diverged_step": None, "source": source.name,
-                           "loss_kind": "cross_entropy", "chance_loss": chance}])
-    for column in ("init_seed", "data_seed", "diverged_step"):
-        frame[column] = frame[column].astype("Int64")
-    return frame
+    return members_frame([member_row(member, status, init_seed=int(seed.group(1)) if seed else None,
+                                     source=source.name, loss_kind="cross_entropy", chance_loss=chance)])
 
 
 def _check_revisions(revisions: list[str]) -> None:
