@@ -19,13 +19,8 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from ontogeny.analysis.scaling import (
-    member_outcomes,
-    power_law_fits,
-    repeat_members,
-    repeat_table,
-    synthetic_scaling_scalars,
-)
+from ontogeny.analysis.scaling import member_outcomes, power_law_fits, repeat_members, repeat_table
+from ontogeny.analysis.synthetic import synthetic_scaling_scalars
 
 WIDTHS = np.array([16, 32, 64, 128, 256])
 

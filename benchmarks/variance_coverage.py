@@ -9,7 +9,8 @@ coverage is the share of simulations whose interval holds the true share. Monte 
 
 import argparse
 
-from ontogeny.analysis.bootstrap import VarianceDecomposition, synthetic_crossed
+from ontogeny.analysis.bootstrap import VarianceDecomposition
+from ontogeny.analysis.synthetic import synthetic_crossed
 
 TRUTH = {"first": 1.0, "second": 1.0, "interaction": 0.5, "residual": 0.5}
 DESIGNS = [(8, 6, 1), (8, 6, 2), (16, 12, 2)]  # init seeds, data orders, replicates

@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ontogeny.analysis.bootstrap import (
-    VarianceDecomposition,
-    compare,
-    multibootstrap,
-    synthetic_crossed,
-)
+from ontogeny.analysis.bootstrap import VarianceDecomposition, compare, multibootstrap
+from ontogeny.analysis.synthetic import synthetic_crossed
 
 
 def exact_distribution(values):

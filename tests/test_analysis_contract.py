@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ontogeny.analysis.bootstrap import VarianceDecomposition, synthetic_crossed
+from ontogeny.analysis.bootstrap import VarianceDecomposition
+from ontogeny.analysis.synthetic import synthetic_crossed
 from ontogeny.analysis.dynamics import ExampleDynamics
 from ontogeny.analysis.grokking import GrokkingAnalysis
-from ontogeny.analysis.hidden import HiddenTransitions, synthetic_hidden
+from ontogeny.analysis.hidden import HiddenTransitions
+from ontogeny.analysis.synthetic import synthetic_hidden
 from ontogeny.analysis.solutions import SolutionTypes
-from ontogeny.analysis.transitions import TransitionDetector, synthetic_curves
+from ontogeny.analysis.transitions import TransitionDetector
+from ontogeny.analysis.synthetic import synthetic_curves
 
 
 def transition_data():

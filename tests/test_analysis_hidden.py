@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ontogeny.analysis.hidden import HiddenTransitions, onset_groups, synthetic_hidden
+from ontogeny.analysis.hidden import HiddenTransitions, onset_groups
+from ontogeny.analysis.synthetic import synthetic_hidden
 
 
 def test_smooth_aggregate_of_sharp_drops():

@@ -4,12 +4,9 @@ import numpy as np
 import pytest
 
 from ontogeny.analysis.transitions import (
-    RELAXATION_RISE_DECADES,
-    TRANSITION_COLUMNS,
-    TransitionDetector,
-    breakpoint_scores,
-    synthetic_curves,
+    RELAXATION_RISE_DECADES, TRANSITION_COLUMNS, TransitionDetector, breakpoint_scores
 )
+from ontogeny.analysis.synthetic import synthetic_curves
 
 
 def found_steps(detector, n_curves):

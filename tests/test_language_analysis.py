@@ -10,14 +10,9 @@ import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES, Context
 from ontogeny.analysis.language import (
-    onset_order,
-    stage_summary,
-    strategy_stages,
-    structure_line,
-    structure_onsets,
-    synthetic_language_scalars,
-    uas_matrix,
+    onset_order, stage_summary, strategy_stages, structure_line, structure_onsets, uas_matrix
 )
+from ontogeny.analysis.synthetic import synthetic_language_scalars
 from ontogeny.analysis.steps.language import language
 from ontogeny.report.figures_language import onset_figure, strategy_figure, structure_figure, uas_figure
 

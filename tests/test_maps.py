@@ -7,12 +7,8 @@ import pytest
 from scipy import stats
 
 import ontogeny as og
-from ontogeny.analysis.maps import (
-    TrainingMap,
-    map_features,
-    median_delay,
-    piecewise_regimes,
-)
+from ontogeny.analysis.maps import TrainingMap, map_features, median_delay
+from ontogeny.analysis.synthetic import piecewise_regimes
 from ontogeny.analysis.steps.maps import _describe
 from ontogeny.report.figures_maps import map_figure
 

@@ -10,17 +10,9 @@ import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.rules import (
-    GAP,
-    RARE_GAP,
-    counting_summary,
-    label_of,
-    rule_curves,
-    rule_members,
-    rule_pairs,
-    rule_summary,
-    synthetic_counting_scalars,
-    synthetic_rule_scalars,
+    GAP, RARE_GAP, counting_summary, label_of, rule_curves, rule_members, rule_pairs, rule_summary
 )
+from ontogeny.analysis.synthetic import synthetic_counting_scalars, synthetic_rule_scalars
 from ontogeny.analysis.signature import (
     _auc,
     auxiliary_rows,

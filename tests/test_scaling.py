@@ -9,21 +9,10 @@ import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.scaling import (
-    DATA_KEY,
-    effective_data,
-    fit_r_star,
-    grid_points,
-    member_outcomes,
-    muennighoff_epochs,
-    power_law,
-    power_law_fits,
-    repeat_members,
-    repeat_table,
-    scaling_axes,
-    seed_counts,
-    synthetic_scaling_scalars,
-    weighted_medians,
+    DATA_KEY, effective_data, fit_r_star, grid_points, member_outcomes, muennighoff_epochs, power_law, power_law_fits,
+    repeat_members, repeat_table, scaling_axes, seed_counts, weighted_medians
 )
+from ontogeny.analysis.synthetic import synthetic_scaling_scalars
 from ontogeny.analysis.steps.scaling import _repeat_line
 from ontogeny.report.figures_scaling import effective_epochs_figure, loss_data_figure
 

@@ -193,21 +193,6 @@ def _components(anova: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def synthetic_crossed(n_first: int, n_second: int, n_replicates: int = 1, *, first: float = 1.0,
-                      second: float = 1.0, interaction: float = 0.5, residual: float = 0.5,
-                      factors: tuple[str, str] = ("init_seed", "data_seed"), outcome: str = "outcome",
-                      random_state=None) -> pd.DataFrame:
-    """A crossed table with known variance components (the arguments are variances): one row per
-    (level of factor 0, level of factor 1, replicate) with the outcome = sum of independent normal effects."""
-    rng = np.random.default_rng(random_state)
-    effects = (rng.normal(0, np.sqrt(first), (n_first, 1, 1)) + rng.normal(0, np.sqrt(second), (1, n_second, 1))
-               + rng.normal(0, np.sqrt(interaction), (n_first, n_second, 1))
-               + rng.normal(0, np.sqrt(residual), (n_first, n_second, n_replicates)))
-    index = np.indices((n_first, n_second, n_replicates)).reshape(3, -1)
-    return pd.DataFrame({factors[0]: index[0], factors[1]: index[1], "replicate": index[2],
-                         outcome: effects.ravel()})
-
-
 class VarianceDecomposition:
     """Shares of an outcome's variance due to init seed, data order, their interaction and residual.
 

@@ -92,28 +92,3 @@ class HiddenTransitions:
                 "center_step": to_step(center), "low_step": to_step(center - scale),
                 "high_step": to_step(center + scale)}).rename_axis("group")
         return self
-
-
-def synthetic_hidden(n_curves: int = 20, n_steps: int = 200, *, spread_decades: float = 2.0,
-                     n_groups: int | None = None, width: float = 0.03, noise: float = 0.02, max_step: float = 1e5,
-                     random_state=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sub-curves that each drop sharply from 1 to 0 (a sigmoid of `width` decades in log10(1 + step)) at known
-    times, with Gaussian noise. Onsets are uniform over `spread_decades` centred in the log-step range, or, with
-    `n_groups`, tight clusters (0.03 decades) at n_groups evenly spaced times over that span (one: its middle).
-
-    Returns (steps [S] log-spaced integers, curves [N, S], true_onsets [N] steps of the midpoints).
-    """
-    rng = np.random.default_rng(random_state)
-    raw = np.round(np.geomspace(1, max_step, n_steps))
-    steps = np.maximum.accumulate(raw - np.arange(n_steps)) + np.arange(n_steps)  # strictly increasing
-    x = log_step(steps)
-    middle = (x[0] + x[-1]) / 2
-    if n_groups is None:
-        centers = rng.uniform(middle - spread_decades / 2, middle + spread_decades / 2, n_curves)
-    else:
-        means = np.linspace(middle - spread_decades / 2, middle + spread_decades / 2, n_groups) if n_groups > 1 \
-            else np.array([middle])
-        centers = means[np.arange(n_curves) % n_groups] + rng.normal(0, 0.03, n_curves)
-    curves = 1 - 1 / (1 + np.exp(-(x[None, :] - centers[:, None]) / width))  # [N, S]
-    curves += rng.normal(0, noise, curves.shape)
-    return steps.astype(np.int64), curves, step_from_log(centers)

@@ -292,34 +292,3 @@ def _stretches(states: pd.DataFrame) -> pd.DataFrame:
                          step[np.minimum(ends, len(states) - 1)], last_of_member[starts])
     return pd.DataFrame({"member": member[starts], "state": state[starts], "entry": step[starts],
                          "length": ends - starts, "dwell": exit_step - step[starts]})
-
-
-def piecewise_regimes(n_members: int = 8, *, detour_members: Sequence[int] = (1, 4, 6), detour_steps: int = 150,
-                      every: int = 10, n_steps: int = 800, noise: float = 0.25, jitter: int = 20,
-                      random_state=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Synthetic ground truth for maps: (scalars, truth). Every member goes through three regimes A -> B -> C with
-    distinct metric levels (A until about step 150, B until about 400, C to the end, each change jittered by up
-    to `jitter` steps); the `detour_members` pass through a fourth regime D between A and B, which postpones
-    everything after it by `detour_steps`. Losses and norms are log-normal, accuracies Gaussian, with standard
-    deviation `noise` on the log10 / raw scale. truth: member, step, regime (0 A, 1 B, 2 C, 3 D)."""
-    rng = np.random.default_rng(random_state)
-    # log10 train/loss, log10 test/loss, train/acc, test/acc, log10 weight_norm, log10 grad_norm per regime
-    levels = np.array([[0.5, 0.5, 0.1, 0.1, 1.0, -1.0],   # A: untrained
-                       [-2.0, 1.0, 1.0, 0.1, 1.8, -2.0],  # B: memorized
-                       [-3.0, -2.0, 1.0, 1.0, 1.3, -3.0],  # C: generalized
-                       [-0.5, 0.5, 0.6, 0.1, 2.5, -0.5]])  # D: the detour
-    names = ["train/loss", "test/loss", "train/acc", "test/acc", "weight_norm", "grad_norm"]
-    logged = np.array([True, True, False, False, True, True])
-    steps = np.arange(0, n_steps + 1, every)
-    frames, truth = [], []
-    for member in range(n_members):
-        a_end = 150 + rng.integers(-jitter, jitter + 1)
-        d_steps = detour_steps if member in detour_members else 0
-        b_end = 400 + rng.integers(-jitter, jitter + 1) + d_steps
-        regime = np.where(steps < a_end, 0, np.where(steps < a_end + d_steps, 3, np.where(steps < b_end, 1, 2)))
-        values = levels[regime] + noise * rng.standard_normal((len(steps), len(names)))  # [S, D]
-        values = np.where(logged, 10.0 ** values, values)
-        for j, name in enumerate(names):
-            frames.append(pd.DataFrame({"member": member, "step": steps, "name": name, "value": values[:, j]}))
-        truth.append(pd.DataFrame({"member": member, "step": steps, "regime": regime}))
-    return pd.concat(frames, ignore_index=True), pd.concat(truth, ignore_index=True)

@@ -1,12 +1,12 @@
 """A corpus of synthetic training curves of known kinds, for holding TransitionDetector to precision, recall and
 false-transition targets (tests/test_analysis_transitions.py, benchmarks/transition_fidelity.py).
 
-It is made independently of the detector's own `synthetic_curves`: about 150 log-spaced checkpoints from step 0 to
-1e5; kinds with transitions (sigmoids whose 10-90% rise spans 0.05 to 0.7 decades; two of them at least 0.8
-decades apart, each half the change) and smooth kinds (power laws, exponential relaxations, flat noise, and power
-laws with AR(1) noise of lag-1 correlation 0.5, as real plateaus show); noise of 0.5% to 25% of the curve's
-change, white except on the last kind (`rho` puts correlated noise on every kind). A detection matches a true
-transition when their midpoints lie within 0.15 decades of log10(1 + step).
+It is made independently of `synthetic.synthetic_curves` (the tuned-on curves): about 150 log-spaced checkpoints
+from step 0 to 1e5; kinds with transitions (sigmoids whose 10-90% rise spans 0.05 to 0.7 decades; two of them at
+least 0.8 decades apart, each half the change) and smooth kinds (power laws, exponential relaxations, flat noise,
+and power laws with AR(1) noise of lag-1 correlation 0.5, as real plateaus show); noise of 0.5% to 25% of the
+curve's change, white except on the last kind (`rho` puts correlated noise on every kind). A detection matches a
+true transition when their midpoints lie within 0.15 decades of log10(1 + step).
 
 `held_out_corpus` is a second corpus, built after the detector was tuned on the first, to check that it did not
 fit the first one's choices: three checkpoint schedules (150 log-spaced to 1e5, 60 log-spaced to 3e4, and 40

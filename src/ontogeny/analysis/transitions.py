@@ -278,50 +278,6 @@ class _PrefixSumL2(rpt.base.BaseCost):
         return self.squares[end] - self.squares[start] - sum(t * t for t in totals) / (end - start)
 
 
-def synthetic_curves(n_curves: int, n_steps: int, *, n_transitions: int = 1, noise: float = 0.05,
-                     kind: str = "sigmoid", power_law: float = 0.0, max_step: float = 1e5,
-                     random_state=None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Curves with known transitions, like ruptures' `pw_constant`.
-
-    Returns (steps [S] integer log-spaced checkpoints from 1 to max_step, values [C, S], true_steps: one array
-    per curve of its transition midpoints). `kind` "sigmoid" gives logistic changes of width 0.02-0.1 decades,
-    "step" gives jumps (their true step is the first checkpoint after the change). Transitions are at least 0.5
-    decades apart and from the ends; jumps are 0.3-1.0 in size with random sign; Gaussian noise of scale
-    `noise` is added, and `power_law` > 0 adds the smooth background power_law * (1 + step)^-0.5.
-    """
-    rng = np.random.default_rng(random_state)
-    raw = np.round(np.geomspace(1, max_step, n_steps))
-    steps = np.maximum.accumulate(raw - np.arange(n_steps)) + np.arange(n_steps)  # strictly increasing integers
-    x = log_step(steps)
-    values = np.empty((n_curves, n_steps))
-    true_steps = []
-    for curve in range(n_curves):
-        centers = _spaced_centers(rng, x[0] + 0.5, x[-1] - 0.5, n_transitions, gap=0.5)
-        sizes = rng.uniform(0.3, 1.0, n_transitions) * rng.choice([-1.0, 1.0], n_transitions)
-        level = np.full(n_steps, rng.uniform(0.0, 1.0))
-        for center, size in zip(centers, sizes):
-            if kind == "sigmoid":
-                level += size / (1 + np.exp(-(x - center) / rng.uniform(0.02, 0.1)))
-            elif kind == "step":
-                level += size * (x >= center)
-            else:
-                raise ValueError(f"kind must be 'sigmoid' or 'step', got {kind!r}")
-        if kind == "step":
-            true_steps.append(steps[np.searchsorted(x, centers)].astype(float))
-        else:
-            true_steps.append(step_from_log(centers))
-        values[curve] = level + power_law * (1 + steps) ** -0.5 + rng.normal(0.0, noise, n_steps)
-    return steps.astype(np.int64), values, true_steps
-
-
-def _spaced_centers(rng, low: float, high: float, count: int, *, gap: float) -> np.ndarray:
-    """`count` sorted uniform draws in [low, high], consecutive ones at least `gap` apart."""
-    free = high - low - gap * max(count - 1, 0)
-    if free < 0:
-        raise ValueError(f"cannot fit {count} transitions {gap} decades apart in [{low:.2f}, {high:.2f}]")
-    return np.sort(rng.uniform(0.0, free, count)) + low + gap * np.arange(count)
-
-
 def breakpoint_scores(true, found, margin: float, *, log_steps: bool = True) -> tuple[float, float]:
     """Precision and recall of found change steps against true ones (Truong et al. 2020, ruptures' metric).
 
