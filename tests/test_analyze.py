@@ -158,3 +158,15 @@ def test_a_run_still_being_written_is_analyzed_as_it_stood(tmp_path, monkeypatch
         assert run.members().status.tolist() == ["ok"]  # a whole table is read in its newer version
         assert run.scalars().step.max() == 32
     assert run.scalars().step.max() == 64
+
+
+def test_steps_run_in_name_order_each_after_the_steps_it_reads_and_a_circle_is_refused():
+    from ontogeny.analysis.analyze import Step, _ordered
+
+    def step(name, after=()):
+        return Step(name, lambda context: None, after=after)
+
+    steps = [step("c"), step("a", after=("d",)), step("d", after=("b", "absent")), step("b")]
+    assert [s.name for s in _ordered(steps)] == ["b", "c", "d", "a"]
+    with pytest.raises(ValueError, match="analysis steps read each other in a circle: (a -> b -> a|b -> a -> b)"):
+        _ordered([step("a", after=("b",)), step("b", after=("a",))])

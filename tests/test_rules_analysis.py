@@ -5,6 +5,7 @@ figures_rules.py), on synthetic scalars and states with planted answers, and one
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 import ontogeny as og
 from ontogeny.analysis import analyze
@@ -18,7 +19,6 @@ from ontogeny.analysis.signature import (
     auxiliary_rows,
     fit_and_score,
     probe_accuracy,
-    ridge_fit,
     signature_prediction,
     transfer_rows,
 )
@@ -103,15 +103,17 @@ def test_rule_pairs_are_equal_accuracy_and_different_rules():
 # ---- the probe ------------------------------------------------------------------------------------------------
 
 
-def test_ridge_matches_least_squares_on_the_augmented_system():
+def test_the_probe_is_ridge_on_standardized_features_as_least_squares_on_the_augmented_system_gives():
     rng = np.random.default_rng(0)
-    x, y, alpha = rng.normal(size=(40, 5)), rng.normal(size=40), 3.0
-    weights, intercept = ridge_fit(x, y, alpha=alpha)
-    centred = x - x.mean(0)
-    augmented = np.vstack([centred, np.sqrt(alpha) * np.eye(5)])
-    reference = np.linalg.lstsq(augmented, np.r_[y - y.mean(), np.zeros(5)], rcond=None)[0]
-    np.testing.assert_allclose(weights, reference, atol=1e-10)
-    assert intercept == pytest.approx(y.mean() - x.mean(0) @ weights)
+    scales, alpha = np.array([0.05, 0.3, 1, 3, 10]), 20.0  # unstandardized, the penalty would fall unevenly
+    x = rng.normal(size=(40, 5)) * scales + 7
+    y = (((x - 7) / scales) @ rng.normal(size=5) > 0).astype(float)
+    scored = rng.normal(size=(60, 5)) * scales + 7
+    z = (x - x.mean(0)) / x.std(0)
+    weights = np.linalg.lstsq(np.vstack([z, np.sqrt(alpha) * np.eye(5)]), np.r_[y - y.mean(), np.zeros(5)],
+                              rcond=None)[0]
+    reference = ((scored - x.mean(0)) / x.std(0)) @ weights + y.mean() >= 0.5  # the intercept is the mean label
+    assert fit_and_score(x, y, scored, reference, alpha=alpha) == 1.0
 
 
 def planted_states(n_sentences: int, d: int, strength: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,6 +172,7 @@ def test_auc_against_counting_pairs():
     scores, positive = rng.integers(0, 5, 30).astype(float), rng.random(30) < 0.4
     pairs = [(a > b) + 0.5 * (a == b) for a in scores[positive] for b in scores[~positive]]
     assert _auc(scores, positive) == pytest.approx(np.mean(pairs))
+    assert _auc(scores, positive) == pytest.approx(roc_auc_score(positive, scores))
 
 
 def test_signature_prediction_separating_and_random():

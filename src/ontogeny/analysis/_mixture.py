@@ -1,8 +1,7 @@
-"""Gaussian mixtures with diagonal covariance, fitted by EM, with the number of components chosen by BIC.
-
-Small and dependency-free (numpy + scipy) for the few dozen points the analyses cluster: seeds' outcomes or
-onset times. Follows the usual recipe (Bishop 2006, ch. 9; Fraley & Raftery 2002 for BIC-selected mixtures):
-k-means++ seeding, several restarts, a variance floor against collapse onto a single point.
+"""Gaussian mixtures: scikit-learn's, with the number of components chosen by BIC (Fraley & Raftery 2002) and a
+variance floor against collapse onto a single point; and, written here, mixtures whose components share one
+diagonal variance, fitted to hundreds of bootstrap samples at once (scikit-learn fits one sample per call, and its
+tied covariance is a full matrix).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.mixture import GaussianMixture
 
 
 @dataclass(frozen=True)
@@ -30,76 +30,35 @@ class Mixture:
         return len(self.weights)
 
 
-def _log_densities(points, means, variances) -> np.ndarray:
-    """log N(point | mean, diag(variance)) for every point and component: [N, D] -> [N, K]."""
-    diff = points[:, None, :] - means[None, :, :]  # [N, K, D]
-    return -0.5 * ((diff**2 / variances[None]).sum(-1) + np.log(2 * np.pi * variances).sum(-1)[None])
-
-
-def _seed_means(points, n_components: int, rng) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): spread-out initial means [K, D]."""
-    chosen = [int(rng.integers(len(points)))]
-    for _ in range(1, n_components):
-        distance = ((points[:, None, :] - points[chosen][None]) ** 2).sum(-1).min(axis=1)  # [N]
-        total = distance.sum()
-        probability = distance / total if total > 0 else np.full(len(points), 1 / len(points))
-        chosen.append(int(rng.choice(len(points), p=probability)))
-    return points[chosen].astype(float)
-
-
-def fit_mixture(points, n_components: int, *, variance_floor, random_state=None, n_init: int = 5,
-                max_iter: int = 300, tol: float = 1e-9) -> Mixture:
-    """Best of `n_init` EM runs of a diagonal Gaussian mixture on points [N, D]; `variance_floor` (scalar or [D])
-    is added to every variance, so a component cannot collapse onto one point."""
+def fit_mixture(points, n_components: int, *, variance_floor: float, random_state=None, n_init: int = 5) -> Mixture:
+    """Best of `n_init` EM runs of a diagonal Gaussian mixture on points [N, D] (scikit-learn's, k-means seeded);
+    `variance_floor` is added to every variance, so a component cannot collapse onto one point."""
     points = np.asarray(points, dtype=float)
     points = points[:, None] if points.ndim == 1 else points
-    n_points, n_dims = points.shape
-    if not 1 <= n_components <= n_points:
-        raise ValueError(f"cannot fit {n_components} components to {n_points} points")
-    floor = np.broadcast_to(np.asarray(variance_floor, dtype=float), (n_dims,))
-    rng = np.random.default_rng(random_state)
-    best = None
-    for _ in range(n_init if n_components > 1 else 1):
-        means = _seed_means(points, n_components, rng)
-        variances = np.tile(points.var(axis=0) + floor, (n_components, 1))
-        weights = np.full(n_components, 1 / n_components)
-        previous = -np.inf
-        for _ in range(max_iter):
-            joint = _log_densities(points, means, variances) + np.log(weights)[None]  # [N, K]
-            total = logsumexp(joint, axis=1)  # [N]
-            log_likelihood = float(total.sum())
-            responsibility = np.exp(joint - total[:, None])  # E-step
-            mass = responsibility.sum(axis=0) + 1e-12  # [K]
-            weights = mass / n_points  # M-step
-            means = responsibility.T @ points / mass[:, None]
-            variances = responsibility.T @ points**2 / mass[:, None] - means**2
-            variances = np.maximum(variances, 0.0) + floor
-            if log_likelihood - previous <= tol * n_points:
-                break
-            previous = log_likelihood
-        joint = _log_densities(points, means, variances) + np.log(weights)[None]
-        log_likelihood = float(logsumexp(joint, axis=1).sum())
-        if best is None or log_likelihood > best[0]:
-            best = (log_likelihood, weights, means, variances, joint.argmax(axis=1))
-    log_likelihood, weights, means, variances, labels = best
-    n_parameters = 2 * n_components * n_dims + n_components - 1
-    bic = -2 * log_likelihood + n_parameters * np.log(n_points)
+    if not 1 <= n_components <= len(points):
+        raise ValueError(f"cannot fit {n_components} components to {len(points)} points")
+    if isinstance(random_state, np.random.Generator):  # scikit-learn takes an int or a legacy RandomState
+        random_state = int(random_state.integers(2**32))
+    fit = GaussianMixture(n_components, covariance_type="diag", reg_covar=float(variance_floor), n_init=n_init,
+                          random_state=random_state).fit(points)
     # number the components by their mean along the first axis, so labels are reproducible and ordered
-    order = np.argsort(means[:, 0], kind="stable")
+    order = np.argsort(fit.means_[:, 0], kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(n_components)
-    return Mixture(weights[order], means[order], variances[order], rank[labels], log_likelihood, float(bic))
+    return Mixture(fit.weights_[order], fit.means_[order], fit.covariances_[order], rank[fit.predict(points)],
+                   float(fit.score(points) * len(points)), float(fit.bic(points)))
 
 
 def select_mixture(points, max_components: int, *, variance_floor, random_state=None,
                    min_size: int = 1) -> tuple[Mixture, list[float]]:
     """Fit 1..max_components components and keep the lowest BIC among fits whose every occupied component holds
-    at least `min_size` points. Returns (the chosen mixture, BIC per number of components, NaN if skipped)."""
+    at least `min_size` points, and no more components than distinct points. Returns (the chosen mixture, BIC per
+    number of components, NaN if skipped)."""
     points = np.asarray(points, dtype=float)
-    n_points = len(points)
+    n_distinct = len(np.unique(points, axis=0))  # tied onsets (one checkpoint) cannot seed more components
     bics, best = [], None
     for n_components in range(1, max_components + 1):
-        if n_components > n_points:
+        if n_components > n_distinct:
             bics.append(float("nan"))
             continue
         mixture = fit_mixture(points, n_components, variance_floor=variance_floor, random_state=random_state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 import numpy as np
@@ -180,20 +181,18 @@ def _log_area(frame: pd.DataFrame) -> float:
 
 
 def _ordered(steps: list[Step]) -> list[Step]:
-    """The steps in name order, each after the steps it reads (when those run too)."""
-    chosen = {step.name: step for step in sorted(steps, key=lambda s: s.name)}
-    done: list[Step] = []
-
-    def visit(step: Step) -> None:
-        if step in done:
-            return
-        for name in step.after:
-            if name in chosen:
-                visit(chosen[name])
-        done.append(step)
-
-    for step in chosen.values():
-        visit(step)
+    """The steps in name order, each after the steps it reads (when those run too): the first ready name each time."""
+    chosen = {step.name: step for step in steps}
+    sorter = TopologicalSorter({name: [a for a in step.after if a in chosen] for name, step in chosen.items()})
+    try:
+        sorter.prepare()
+    except CycleError as err:
+        raise ValueError(f"analysis steps read each other in a circle: {' -> '.join(err.args[1])}") from None
+    ready, done = [], []
+    while sorter.is_active():
+        ready = sorted([*ready, *sorter.get_ready()])
+        done.append(chosen[ready.pop(0)])
+        sorter.done(done[-1].name)
     return done
 
 

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE
 from .bootstrap import multibootstrap
-
-
-def ridge_fit(features, target, *, alpha: float = 1.0) -> tuple[np.ndarray, float]:
-    """Ridge regression with an unpenalized intercept, closed form: (weights [d], intercept) minimizing
-    |target - features w - b|^2 + alpha |w|^2, from features [N, d] and target [N] (centred, then solved)."""
-    features, target = np.asarray(features, dtype=float), np.asarray(target, dtype=float)
-    mean_x, mean_y = features.mean(0), target.mean()
-    x = features - mean_x
-    weights = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (target - mean_y))  # [d]
-    return weights, float(mean_y - mean_x @ weights)
 
 
 def probe_accuracy(features, labels, sentences, *, alpha: float = 1.0, random_state=None) -> float:
@@ -31,8 +24,7 @@ def probe_accuracy(features, labels, sentences, *, alpha: float = 1.0, random_st
     of a random half of the `sentences` [N] (ids; a sentence's rows stay on one side, so its two auxiliaries never
     straddle the split), scored on the other half; prediction 1 where the fit is >= 0.5.
 
-    Closed-form ridge on standardized features (the fit's own mean and scale), written by hand: the project has no
-    scikit-learn. NaN with fewer than 2 sentences."""
+    Ridge on standardized features (the fit's own mean and scale). NaN with fewer than 2 sentences."""
     features, labels = np.asarray(features, dtype=float), np.asarray(labels, dtype=float)
     sentences = np.asarray(sentences)
     if features.ndim != 2 or labels.shape != (len(features),) or sentences.shape != labels.shape:
@@ -47,13 +39,10 @@ def probe_accuracy(features, labels, sentences, *, alpha: float = 1.0, random_st
 
 
 def fit_and_score(fit_features, fit_labels, score_features, score_labels, *, alpha: float = 1.0) -> float:
-    """Accuracy on the score rows of a ridge probe fit on the fit rows (features standardized with the fit rows'
-    mean and scale; prediction 1 where the fit is >= 0.5)."""
-    fit_features, score_features = np.asarray(fit_features, dtype=float), np.asarray(score_features, dtype=float)
-    mean, scale = fit_features.mean(0), fit_features.std(0)
-    scale = np.where(scale > 0, scale, 1.0)  # a constant feature carries nothing; leave it at 0 after centring
-    weights, intercept = ridge_fit((fit_features - mean) / scale, fit_labels, alpha=alpha)
-    predicted = (score_features - mean) / scale @ weights + intercept >= 0.5
+    """Accuracy on the score rows of a ridge probe fit on the fit rows (scikit-learn's ridge with an unpenalized
+    intercept, features standardized with the fit rows' mean and scale; prediction 1 where the fit is >= 0.5)."""
+    probe = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(fit_features, fit_labels)
+    predicted = probe.predict(np.asarray(score_features, dtype=float)) >= 0.5
     return float(np.mean(predicted == (np.asarray(score_labels) >= 0.5)))
 
 
@@ -185,7 +174,8 @@ def _signature(states: np.ndarray, deep_states: np.ndarray, plain: dict, transfe
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (the Mann-Whitney probability that a positive outscores a negative, ties 1/2)."""
+    """Area under the ROC curve, as the Mann-Whitney probability that a positive outscores a negative (ties 1/2):
+    equal to scikit-learn's roc_auc_score (tested) at a tenth of its cost, which counts in 2,000 bootstrap draws."""
     ranks = rankdata(scores)
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
@@ -195,10 +185,9 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() == 0 or rb.std() == 0:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # undefined; scipy would warn and give NaN
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def signature_prediction(signature, hierarchical_share, *, n_boot: int = 2000, ci: float = 0.95,
