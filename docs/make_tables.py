@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 
 from ontogeny.analysis.analyze import ANALYSES
+from ontogeny.sae.run import TABLES as SAE_TABLES
 from ontogeny.store.schema import MEMBER_SETTINGS, STREAMED, WRITER_TABLES, read_schema
 
 PAGE = Path(__file__).parent / "reference" / "tables.md"
@@ -35,7 +36,10 @@ def page() -> str:
     for name in sorted(ANALYSES.names()):  # registration order depends on what was imported first
         step = ANALYSES.get(name)
         doc = " ".join((inspect.getdoc(step.function) or "").split())
-        lines.append(f"- **{name}**{' (on request)' if step.on_request else ''}: {doc}")
+        writes = f" Writes {', '.join(f'`{t}`' for t in step.writes)}." if step.writes else ""
+        lines.append(f"- **{name}**{' (on request)' if step.on_request else ''}: {doc}{writes}")
+    lines += ["", f"An `ontogeny sae` run also holds {', '.join(f'`{t}`' for t in SAE_TABLES)} (cross-seed agreement "
+              "of its SAEs; see `ontogeny.sae`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -170,3 +170,35 @@ def test_steps_run_in_name_order_each_after_the_steps_it_reads_and_a_circle_is_r
     assert [s.name for s in _ordered(steps)] == ["b", "c", "d", "a"]
     with pytest.raises(ValueError, match="analysis steps read each other in a circle: (a -> b -> a|b -> a -> b)"):
         _ordered([step("a", after=("b",)), step("b", after=("a",))])
+
+
+def test_every_table_the_code_reads_by_name_is_declared_where_it_is_written():
+    import re
+    from pathlib import Path
+
+    from ontogeny.analysis.analyze import ANALYSES
+    from ontogeny.sae.run import TABLES as SAE_TABLES
+    from ontogeny.store.schema import STREAMED, WRITER_TABLES
+
+    declared = {*STREAMED, *WRITER_TABLES, *SAE_TABLES, *(t for n in ANALYSES.names() for t in ANALYSES.get(n).writes)}
+    source = Path(og.__file__).parent
+    read = {(path.relative_to(source).as_posix(), name) for path in source.rglob("*.py")
+            for name in re.findall(r"""\.table\(["'](\w+)["']""", path.read_text())}
+    assert len(read) > 20  # the report and the analyses read tables by name
+    assert sorted(r for r in read if r[1] not in declared) == []
+
+
+def test_a_step_that_writes_a_table_it_does_not_declare_is_refused(sweep_run):
+    from ontogeny.analysis.analyze import ANALYSES, StepResult, analysis_step
+
+    run = sweep_run
+    try:
+        @analysis_step("undeclared_table_step", writes=("declared",))
+        def undeclared(context):
+            return StepResult(tables={"declared": pd.DataFrame({"a": [1]}), "other": pd.DataFrame({"a": [1]})})
+
+        with pytest.raises(ValueError, match=r"'undeclared_table_step' wrote \['other'\], which its writes= does not"):
+            analyze(run, what=["undeclared_table_step"])
+    finally:
+        ANALYSES._kinds.pop("undeclared_table_step")
+    assert "declared" not in run.tables()  # nothing written

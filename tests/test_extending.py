@@ -54,7 +54,7 @@ def test_an_analysis_step_and_a_report_section_of_ones_own(tmp_path, registered)
     # --8<-- [start:step]
     from ontogeny.analysis.analyze import Context, StepResult, analysis_step
 
-    @analysis_step("final_spread", scalars=("test/acc",))
+    @analysis_step("final_spread", scalars=("test/acc",), writes=("final_spread",))
     def final_spread(context: Context) -> StepResult:
         """Table `final_spread` (config, n, low, high: the range of final test accuracy over a grid point's seeds)."""
         final = context.outcomes["final test/acc"].rename("final")  # one value per member

@@ -45,6 +45,7 @@ class Step:
     tables: tuple[str, ...] = ()  # needs these tables (e.g. a suite's `revisions`)
     after: tuple[str, ...] = ()  # steps whose results it reads, when they run
     on_request: bool = False  # costly (it recomputes through the models): runs only when named in `what`
+    writes: tuple[str, ...] = ()  # the tables it may write: the one place their names are declared
 
     def missing(self, context: Context) -> str | None:
         """What the run lacks for this step, or None."""
@@ -60,10 +61,11 @@ class Step:
 
 
 def analysis_step(name: str, *, scalars: tuple[str, ...] = (), examples: bool = False, tables: tuple[str, ...] = (),
-                  after: tuple[str, ...] = (), on_request: bool = False) -> Callable:
-    """Decorator registering `function(context) -> StepResult` as the analysis step `name`."""
+                  after: tuple[str, ...] = (), on_request: bool = False, writes: tuple[str, ...] = ()) -> Callable:
+    """Decorator registering `function(context) -> StepResult` as the analysis step `name`, which writes at most
+    the tables named in `writes`."""
     def register(function: Callable[[Context], StepResult]) -> Callable[[Context], StepResult]:
-        ANALYSES.register(name)(Step(name, function, scalars, examples, tables, after, on_request))
+        ANALYSES.register(name)(Step(name, function, scalars, examples, tables, after, on_request, writes))
         return function
     return register
 
@@ -156,6 +158,9 @@ def _analyze(run: Run, asked: tuple[str, ...], random_state: int, write: bool,
                 result.summary.append(f"{step.name}: skipped ({missing})")
             continue
         outcome = context.results[step.name] = step.function(context)
+        undeclared = sorted(set(outcome.tables) - set(step.writes))
+        if undeclared:  # a step's tables are named where it is registered, so readers and the docs can find them
+            raise ValueError(f"analysis step {step.name!r} wrote {undeclared}, which its writes= does not name")
         result.tables.update(outcome.tables)
         result.summary.extend(outcome.summary)
     if write:

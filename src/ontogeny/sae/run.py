@@ -198,6 +198,9 @@ def _members(sae: EnsembleSAE, index: list[int]) -> EnsembleSAE:
     return part
 
 
+TABLES = ("sae_agreement", "sae_agreement_curve", "sae_stability")  # what an SAE run holds beside the recorded ones
+
+
 def agreement_tables(trained: list[dict]) -> dict[str, pd.DataFrame]:
     """Cross-seed agreement per model member and checkpoint, and each seed's stability toward the last checkpoint."""
     pairs, curves, stability = [], [], []

@@ -8,7 +8,7 @@ from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
-@analysis_step("components", on_request=True)
+@analysis_step("components", writes=("components", "component_selectivity", "component_roles"), on_request=True)
 def components(context: Context) -> StepResult:
     """Tables `components` (member, step, unit, group: importance), `component_selectivity` and `component_roles`."""
     from ..components import SHARE, early_selectivity_vs_final_loss, run_components, unit_roles

@@ -8,7 +8,7 @@ from ..analyze import Context, StepResult, analysis_step
 from ..dynamics import ExampleDynamics
 
 
-@analysis_step("examples", examples=True)
+@analysis_step("examples", writes=("example_dynamics",), examples=True)
 def examples(context: Context) -> StepResult:
     """Table `example_dynamics` (member x split x example)."""
     frames, result = [], StepResult()

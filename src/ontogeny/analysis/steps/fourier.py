@@ -12,7 +12,7 @@ from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
-@analysis_step("fourier", on_request=True)
+@analysis_step("fourier", writes=("fourier",), on_request=True)
 def fourier(context: Context) -> StepResult:
     """Table `fourier` (member, step: key frequencies, losses; see `analysis.fourier.COLUMNS`) and one summary line
     per grid point."""

@@ -12,7 +12,7 @@ from ..grokking import GrokkingAnalysis
 SWEEP = "task.train_fraction"
 
 
-@analysis_step("grokking", scalars=("train/acc", "test/acc"))
+@analysis_step("grokking", writes=("grokking", "grokking_sweep"), scalars=("train/acc", "test/acc"))
 def grokking(context: Context) -> StepResult:
     """Tables `grokking` (member) and, over a train-fraction sweep, `grokking_sweep`; the data threshold as a value."""
     members, result = context.members, StepResult()

@@ -9,7 +9,7 @@ from ..analyze import Context, StepResult, analysis_step
 from ..hidden import HiddenTransitions
 
 
-@analysis_step("hidden", examples=True)
+@analysis_step("hidden", writes=("hidden_transitions", "subset_onsets"), examples=True)
 def hidden(context: Context) -> StepResult:
     """Tables `hidden_transitions` (member x split) and, where the run names subsets, `subset_onsets`."""
     scalars, subsets = context.scalars, context.run.subsets()

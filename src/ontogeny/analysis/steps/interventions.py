@@ -9,7 +9,7 @@ from ..compare import ALPHA, INTERVENTION, intervention_effects
 SHOWN = 8  # summary lines per arm: the largest effects shown; the table has them all
 
 
-@analysis_step("interventions", scalars=("test/acc",))
+@analysis_step("interventions", writes=("interventions",), scalars=("test/acc",))
 def interventions(context: Context) -> StepResult:
     """Table `interventions` (where, arm, then analysis.compare.COLUMNS: B = the arm, A = the baseline) and, per arm,
     the verdicts that claim a difference, largest first."""

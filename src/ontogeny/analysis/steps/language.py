@@ -18,7 +18,8 @@ EDELMAN_PREFIX = "edelman_"  # Edelman et al.'s strategies (tasks/markov.py)
 MIN_STAY = 3  # checkpoints a reference must stay closest to open its stage (early ones are dense)
 
 
-@analysis_step("language")
+@analysis_step("language",
+               writes=("language_stages", "language_stage_summary", "language_structure", "language_onsets"))
 def language(context: Context) -> StepResult:
     """Tables `language_stages` (member x reference: boundary_step), `language_stage_summary` (config x reference:
     median boundary, CI, members reaching it, the stage order and whether every member follows it) and

@@ -9,7 +9,7 @@ from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
-@analysis_step("llc", on_request=True)
+@analysis_step("llc", writes=("llc", "llc_step_sizes"), on_request=True)
 def llc(context: Context) -> StepResult:
     """Tables `llc` (member, step: llc, llc_std, init_loss, levelled, negative, the sampler's settings) and
     `llc_step_sizes` (member, step, lr, llc at each member's last checkpoint); one summary line per grid point."""

@@ -14,7 +14,7 @@ from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step, id_list
 
 
-@analysis_step("maps")
+@analysis_step("maps", writes=("maps", "map_states", "map_transitions"))
 def maps(context: Context) -> StepResult:
     """Tables `maps` (config, member, step: state), `map_states` (config, state: members visiting, share ending
     there, detour, delay and its permutation p, first-visit step, mean stay, mean of each metric) and
@@ -22,7 +22,8 @@ def maps(context: Context) -> StepResult:
     return _fit_maps(context, context.scalars, "")
 
 
-@analysis_step("weight_maps", on_request=True)
+@analysis_step("weight_maps", on_request=True,
+               writes=("weight_statistics", "weight_maps", "weight_map_states", "weight_map_transitions"))
 def weight_maps(context: Context) -> StepResult:
     """Hu et al.'s own features: table `weight_statistics` (member, step, name, value) at every checkpoint with saved
     weights, and the maps fitted on them (`weight_maps`, `weight_map_states`, `weight_map_transitions`, as `maps`)."""

@@ -14,7 +14,8 @@ from ..rules import (GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, ru
                      rule_summary)
 
 
-@analysis_step("rules", scalars=(HIERARCHICAL, "rule/linear"))
+@analysis_step("rules", writes=("rule_members", "rule_summary", "rule_pairs"),
+               scalars=(HIERARCHICAL, "rule/linear"))
 def rules(context: Context) -> StepResult:
     """Tables `rule_members` (per member: final label and shares, switch step, stability, final test/gen acc),
     `rule_summary` (per grid point: share labelled hierarchical with its CI over seeds, spread of the final shares,
@@ -37,7 +38,7 @@ def rules(context: Context) -> StepResult:
     return result
 
 
-@analysis_step("signature", scalars=(HIERARCHICAL,), on_request=True)
+@analysis_step("signature", writes=("rule_signature",), scalars=(HIERARCHICAL,), on_request=True)
 def signature(context: Context) -> StepResult:
     """Table `rule_signature` (member, step: signature.SIGNATURE_COLUMNS; at each member's last step also its final
     hierarchical share and label) and one line per probe (plain, transfer): Spearman correlation and AUC of its
@@ -86,7 +87,7 @@ def _with_ci(fit: dict, name: str) -> str:
     return f"{fit[name]:.2f} [{fit[f'{name}_low']:.2f}, {fit[f'{name}_high']:.2f}]"
 
 
-@analysis_step("counting", scalars=("test/present_inside_token/acc",))
+@analysis_step("counting", writes=("counting_summary",), scalars=("test/present_inside_token/acc",))
 def counting(context: Context) -> StepResult:
     """Table `counting_summary` (grid point x subset: mean final test accuracy over seeds with its 95% CI, and the
     gap present_inside_token - present_own_token) and one line per grid point with the gap."""

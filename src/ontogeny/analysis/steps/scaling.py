@@ -20,7 +20,7 @@ from ..scaling import (
 )
 
 
-@analysis_step("scaling", scalars=(LOSS,))
+@analysis_step("scaling", writes=("scaling_points", "scaling_fits", "scaling_repeats"), scalars=(LOSS,))
 def scaling(context: Context) -> StepResult:
     """Tables `scaling_points` (grid point: final test loss and accuracy with CIs over seeds), `scaling_fits`
     (power laws: alpha with its CI) and `scaling_repeats` (repeated grid point: effective data and epochs, worth per

@@ -12,7 +12,7 @@ from ..summary import split_curves
 COLUMNS = ["config", "quantity", "estimate", "ci_low", "ci_high", "n_members"]
 
 
-@analysis_step("seeds", after=("grokking",))
+@analysis_step("seeds", writes=("seed_stats", "variance"), after=("grokking",))
 def seeds(context: Context) -> StepResult:
     """Tables `seed_stats` (config x quantity, with the grokking step's data threshold) and `variance`."""
     members, result = context.members, StepResult()

@@ -9,7 +9,7 @@ from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
 
 
-@analysis_step("sharpness", on_request=True)
+@analysis_step("sharpness", writes=("sharpness",), on_request=True)
 def sharpness(context: Context) -> StepResult:
     """Table `sharpness` (member, step: sharpness, preconditioned_sharpness, lr, edge, converged) and one summary
     line per grid point."""

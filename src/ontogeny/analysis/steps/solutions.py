@@ -10,7 +10,7 @@ from ..solutions import SolutionTypes
 MIN_MEMBERS = 3
 
 
-@analysis_step("solutions")
+@analysis_step("solutions", writes=("solutions",))
 def solutions(context: Context) -> StepResult:
     """Table `solutions` (member: cluster, outlier) from the final accuracies, per grid point."""
     outcomes, result = context.outcomes, StepResult()

@@ -12,7 +12,7 @@ from ..analyze import Context, StepResult, analysis_step
 LOSS_JUMP = 10.0  # a revision whose loss is this many times both neighbours' is flagged
 
 
-@analysis_step("suite", tables=("revisions",))
+@analysis_step("suite", writes=("suite_checks",), tables=("revisions",))
 def suite(context: Context) -> StepResult:
     """Table `suite_checks` (member x step flagged: duplicate_of step, config_changed, loss_jump: the probe loss over
     the larger of its neighbours' where that is at least LOSS_JUMP, else NaN)."""

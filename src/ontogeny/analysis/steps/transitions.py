@@ -12,7 +12,7 @@ from ..transitions import TransitionDetector
 MIN_CHECKPOINTS = 8  # fewer cannot tell a change from noise
 
 
-@analysis_step("transitions")
+@analysis_step("transitions", writes=("transitions",))
 def transitions(context: Context) -> StepResult:
     """Table `transitions` (member x curve x transition) over each split's loss and accuracy curves."""
     scalars, frames, result = context.scalars, [], StepResult()
