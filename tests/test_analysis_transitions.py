@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from ontogeny.analysis.transitions import (
-    RELAXATION_RISE_DECADES, TRANSITION_COLUMNS, TransitionDetector, breakpoint_scores
-)
 from ontogeny.analysis.synthetic import synthetic_curves
+from ontogeny.analysis.transition_corpus import breakpoint_scores
+from ontogeny.analysis.transitions import RELAXATION_RISE_DECADES, TRANSITION_COLUMNS, TransitionDetector
 
 
 def found_steps(detector, n_curves):

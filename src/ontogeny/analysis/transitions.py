@@ -276,39 +276,3 @@ class _PrefixSumL2(rpt.base.BaseCost):
             raise rpt.exceptions.NotEnoughPoints
         totals = [high - low for high, low in zip(self.sums[end], self.sums[start])]
         return self.squares[end] - self.squares[start] - sum(t * t for t in totals) / (end - start)
-
-
-def breakpoint_scores(true, found, margin: float, *, log_steps: bool = True) -> tuple[float, float]:
-    """Precision and recall of found change steps against true ones (Truong et al. 2020, ruptures' metric).
-
-    `true` and `found` are each the steps of one curve ([K]) or a list with one such array per curve; a found
-    step is a hit if it is within `margin` of a still unmatched true step, one-to-one, nearest first; `margin`
-    is in decades of log10(1 + step) when log_steps, else in steps. Empty sets count as perfect scores.
-    """
-    true_sets, found_sets = _per_curve(true), _per_curve(found)
-    if len(true_sets) != len(found_sets):
-        raise ValueError(f"{len(true_sets)} curves of true steps but {len(found_sets)} of found steps")
-    hits = n_true = n_found = 0
-    for truth, guess in zip(true_sets, found_sets):
-        if log_steps:
-            truth, guess = log_step(truth), log_step(guess)
-        n_true, n_found = n_true + len(truth), n_found + len(guess)
-        distance = np.abs(guess[:, None] - truth[None, :])  # [found, true]
-        pairs = sorted(zip(*np.nonzero(distance <= margin)), key=lambda pair: distance[pair])
-        used_found, used_true = set(), set()
-        for i, j in pairs:  # greedy nearest-first one-to-one matching
-            if i not in used_found and j not in used_true:
-                used_found.add(i)
-                used_true.add(j)
-        hits += len(used_found)
-    precision = hits / n_found if n_found else 1.0
-    recall = hits / n_true if n_true else 1.0
-    return precision, recall
-
-
-def _per_curve(steps) -> list[np.ndarray]:
-    """A flat sequence of steps is one curve; a sequence of sequences is one per curve."""
-    steps = list(steps)
-    if steps and np.ndim(steps[0]) > 0:
-        return [np.asarray(s, dtype=float).ravel() for s in steps]
-    return [np.asarray(steps, dtype=float)]
