@@ -394,3 +394,26 @@ def test_analyze_a_run_stopped_before_its_second_ensemble(tmp_path):
     result = analyze(run)
     assert "2 member(s) have no rows yet (still to train, or the run stopped): 2, 3" in result.summary
     assert set(result.tables["grokking"].member) == {0, 1}
+
+
+def test_a_run_written_before_a_spec_field_existed_still_reads_checks_and_resumes(finished, tmp_path):
+    """A field ontogeny gained later (with its default) is absent from an older run's spec.toml; that file is the one
+    the run trained under, so it is not 'edited'."""
+    import hashlib
+    import shutil
+
+    from ontogeny.store import update_meta
+
+    out = tmp_path / "run"
+    shutil.copytree(finished.path, out)
+    spec = out / "spec.toml"
+    older = spec.read_text().replace("max_probe_examples = 10000\n", "")  # as a version without the field wrote it
+    assert older != spec.read_text()
+    spec.write_text(older)
+    meta = json.loads((out / "meta.json").read_text())
+    update_meta(out, producer={**meta["producer"], "spec_sha256": hashlib.sha256(older.encode()).hexdigest()})
+    assert og.open(out).spec.record.max_probe_examples == 10000
+    assert ontogeny("check", str(out)).returncode == 0
+    done = ontogeny("run", "--resume", str(out), "--extend-to", "70", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert og.open(out).scalars().step.max() == 70

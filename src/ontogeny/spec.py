@@ -192,6 +192,14 @@ def spec_hash(spec: Spec) -> str:
     return hashlib.sha256(spec.to_toml().encode()).hexdigest()
 
 
+def trained_under(path: str | Path, spec: Spec, trained: str | None) -> bool:
+    """Whether the spec file at `path` (read as `spec`) is the one its run was trained under (meta.json's sha256
+    `trained`, None if unknown): its bytes hash to it, or what it resolves to does. The bytes count first because a
+    spec written before ontogeny gained a field lacks that field, which its default fills in when read."""
+    return (trained is None or hashlib.sha256(Path(path).read_bytes()).hexdigest() == trained
+            or spec_hash(spec) == trained)
+
+
 def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = None, *,
               check_machine: bool = True) -> Spec:
     """Load a spec from a TOML file or a built-in recipe name, apply `overrides` and validate it.

@@ -66,14 +66,14 @@ def check_run(path: str | Path) -> CheckReport:
 
 
 def _check_spec(layout: Layout, report: CheckReport, trained: str | None) -> None:
-    from ..spec import load_spec, spec_hash
+    from ..spec import load_spec, trained_under
 
     try:
         spec = load_spec(layout.spec, check_machine=False)
     except OntogenyError as err:
         report.problems.append(str(err))
         return
-    if trained is not None and spec_hash(spec) != trained:
+    if not trained_under(layout.spec, spec, trained):
         report.problems.append(f"{layout.spec}: edited after training (its sha256 is not meta.json's spec_sha256)")
 
 

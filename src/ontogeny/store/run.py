@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import StoreError
-from ..spec import Spec, load_spec, spec_hash
+from ..spec import Spec, load_spec, trained_under
 from .commits import Committed, FileEntry, file_sha256, read_commits
 from .layout import COMMITS, Layout, seal_broken
 from .schema import SORT_KEYS, STREAMED, WRITER_TABLES, read_schema
@@ -78,7 +78,7 @@ class Run:
                 raise StoreError(f"{self.layout.meta}: edited by hand after training (its seal no longer matches), so "
                                  f"the spec's hash in it cannot be trusted; run `ontogeny check {self.path}`")
             trained = meta.get("producer", {}).get("spec_sha256")
-            if trained is not None and spec_hash(spec) != trained:
+            if not trained_under(self.layout.spec, spec, trained):
                 raise StoreError(f"{self.layout.spec}: edited after training (its sha256 is not the one in meta.json); "
                                  f"restore it, or run `ontogeny check {self.path}`")
             self._spec = spec

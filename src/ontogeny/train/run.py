@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..exceptions import ResumeError, SpecError
-from ..spec import Spec, from_dict, load_spec, spec_hash
+from ..spec import Spec, from_dict, load_spec, spec_hash, trained_under
 from ..store import (TEMP_SUFFIX, WEIGHTS, FileLock, Layout, ShardWriter, create_run, now, one_line_when_disk_full,
                      open_run, read_commits, update_meta, write_file)
 from .ensemble import WORKER_EXIT_SECONDS, load_state, train_ensemble, writer_name
@@ -149,7 +149,7 @@ def _reopen(spec, out, overrides, device, extend_to, backend) -> tuple[Path, Spe
         for orphan in layout.root.glob(f"{WEIGHTS}/*/.*{TEMP_SUFFIX}"):  # a weights file a killed process left half
             orphan.unlink(missing_ok=True)
         spec = load_spec(layout.spec, check_machine=False)
-        if spec_hash(spec) != meta["producer"].get("spec_sha256"):
+        if not trained_under(layout.spec, spec, meta["producer"].get("spec_sha256", "")):
             raise ResumeError(f"{layout.spec}: edited since the run started{_what_changed(layout, spec)}; "
                               "restore it (a run keeps its spec), or start a new run; to train longer use "
                               "--resume with --extend-to STEPS")
