@@ -196,8 +196,9 @@ class RuleModel(torch.nn.Module):
         return logits
 
 
-def test_rule_score_on_predictions_set_by_hand():
-    spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300})
+@pytest.mark.parametrize("agreement", [False, True])
+def test_rule_score_on_predictions_set_by_hand(agreement):
+    spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300}, agreement=agreement)  # with it, half are plural forms
     task = make_task([spec], [0], 10_000)
     measured = task.measures(RuleModel(spec.grammar()))
     assert set(measured) == {f"{prefix}/{rule}" for prefix in ("rule", "rule_any")

@@ -10,6 +10,7 @@ from ontogeny.tasks.rule_score import HIERARCHICAL_LABEL_SHARE, member_rule, rul
 
 SMALL = QuestionGrammar(n_nouns=4, n_verbs=4, n_auxiliaries=3, n_prepositions=2)
 MIXED = QuestionGrammar(complexity=0.3, disambiguating=0.25, quest_share=0.5)
+AGREE = QuestionGrammar(complexity=0.3, disambiguating=0.25, agreement=True)
 
 
 def read_back(grammar: QuestionGrammar, examples, s: int) -> dict:
@@ -63,7 +64,7 @@ def test_hand_decoded_examples():
 
 
 @pytest.mark.parametrize("grammar,split", [(QuestionGrammar(), "train"), (MIXED, "train"), (MIXED, "test"),
-                                           (MIXED, "gen"), (SMALL, "gen")])
+                                           (MIXED, "gen"), (SMALL, "gen"), (AGREE, "train"), (AGREE, "gen")])
 def test_outputs_labels_and_templates_read_back_from_the_words(grammar, split):
     examples = sample(grammar, split, 2000, seed=5)
     templates = grammar.templates()
@@ -228,6 +229,61 @@ def test_determinism():
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
         assert not np.array_equal(a.tokens, sample(MIXED, split, 500, seed=8).tokens)
     assert not np.array_equal(sample(MIXED, "train", 500, seed=7).tokens, sample(MIXED, "test", 500, seed=7).tokens)
+
+
+# ---- agreement ------------------------------------------------------------------------------------------------
+
+
+def test_with_agreement_every_auxiliary_agrees_with_its_own_subject():
+    examples = sample(AGREE, "train", 3000, seed=2)
+    words = AGREE.words()
+    assert len(words) == AGREE.vocab_size == len(set(words))
+    assert words[AGREE.first_auxiliary: AGREE.first_preposition] == ["does", "has", "is", "was",
+                                                                     "do", "have", "are", "were"]
+    nouns, plural_noun = set(words[AGREE.first_noun: AGREE.first_verb]), set(words[AGREE.first_noun + AGREE.n_nouns:
+                                                                                    AGREE.first_verb])
+    agreements, attracted = 0, 0
+    for s in range(len(examples)):
+        declarative = [words[t] for t in examples.tokens[s, 1: examples.output_start[s] - 1]]
+        for i, w in enumerate(declarative):
+            if w not in words[AGREE.first_auxiliary: AGREE.first_preposition]:
+                continue
+            aux_plural = words.index(w) - AGREE.first_auxiliary >= AGREE.n_auxiliaries
+            if i > 0 and declarative[i - 1] == "that":  # a subject-gap RC: its subject is the noun before "that"
+                subject = declarative[i - 2]
+            elif i == examples.main_aux_position[s]:
+                subject = declarative[1]
+                nearest = [x for x in declarative[:i] if x in nouns][-1]
+                attracted += (nearest in plural_noun) != aux_plural
+            else:
+                raise AssertionError(f"an auxiliary neither main nor after 'that': {declarative}")
+            assert (subject in plural_noun) == aux_plural, declarative
+            agreements += 1
+    assert agreements > 4000
+    assert 0.1 < attracted / len(examples) < 0.4  # the nearest noun often has the other number: the cue
+
+
+def test_agreement_adds_numbers_without_changing_the_sentences_drawn():
+    for split in ("train", "gen"):
+        plain, agreeing = sample(MIXED, split, 500, seed=3), sample(
+            QuestionGrammar(complexity=0.3, disambiguating=0.25, quest_share=0.5, agreement=True), split, 500, 3)
+        words, numbered = MIXED.words(), AGREE.words()
+        lemma = {w: w for w in words}
+        lemma |= {p: s for s, p in zip(numbered[AGREE.first_noun: AGREE.first_noun + AGREE.n_nouns],
+                                       numbered[AGREE.first_noun + AGREE.n_nouns: AGREE.first_verb])}
+        singular = numbered[AGREE.first_auxiliary: AGREE.first_auxiliary + AGREE.n_auxiliaries]
+        plural = numbered[AGREE.first_auxiliary + AGREE.n_auxiliaries: AGREE.first_preposition]
+        modal = words[MIXED.first_auxiliary: MIXED.first_preposition]
+        lemma |= dict(zip(singular, modal)) | dict(zip(plural, modal))
+        for s in range(len(plain)):
+            assert [lemma.get(numbered[t], numbered[t]) for t in agreeing.tokens[s]] == [words[t] for t in
+                                                                                          plain.tokens[s]]
+        np.testing.assert_array_equal(plain.template, agreeing.template)
+
+
+def test_agreement_is_for_questions():
+    assert QuestionGrammar(kind="tense", agreement=True).check() == [
+        ("agreement", "is for questions: tense reinflection's verbs agree already (got True)")]
 
 
 # ---- tense reinflection (kind = "tense") ----------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def _signature_rows(config) -> tuple[np.ndarray, dict, dict]:
     examples = sample(grammar, "test", config.n_test, config.split_seed)
     sentence, position, label, words = auxiliary_rows(examples)
     deep_sentence, deep_position, deep_label, fit = transfer_rows(examples, grammar.first_auxiliary,
-                                                                  grammar.n_auxiliaries)
+                                                                  grammar.n_auxiliary_tokens)
     kept, row = np.unique(np.r_[sentence, deep_sentence], return_inverse=True)
     plain = {"where": np.stack([row[:len(sentence)], position], 1), "label": label, "sentence": sentence,
              "words": words}

@@ -63,6 +63,7 @@ class QuestionFormationSpec(TaskSpec):
     subject_rc: float = QuestionGrammar.subject_rc  # Qin et al.'s complexity (-1: off; questions_gen.py)
     quest_share: float = QuestionGrammar.quest_share
     kind: str = QuestionGrammar.kind  # "question" | "tense"
+    agreement: bool = QuestionGrammar.agreement  # auxiliaries agree with their subjects (questions_gen.py)
     loss_on: str = "output"  # training loss on the "output" only, or on "all" tokens (an LM of the whole example)
     n_train: int = 10_000  # training examples (each member's own finite corpus)
     n_test: int = 500  # in-distribution examples per member config
@@ -76,7 +77,7 @@ class QuestionFormationSpec(TaskSpec):
         return QuestionGrammar(n_nouns=self.n_nouns, n_verbs=self.n_verbs, n_auxiliaries=self.n_auxiliaries,
                                n_prepositions=self.n_prepositions, complexity=self.complexity,
                                diversity=self.diversity, disambiguating=self.disambiguating, subject_rc=self.subject_rc,
-                               quest_share=self.quest_share, kind=self.kind)
+                               quest_share=self.quest_share, kind=self.kind, agreement=self.agreement)
 
     def check(self, check: Check) -> None:
         for field, message in self.grammar().check():  # the check adds "(got value)" itself
@@ -114,7 +115,8 @@ def causal_output_io(examples: Examples, loss_on: str = "output") -> tuple[torch
 def _config_key(spec: QuestionFormationSpec) -> int:
     """A number in [0, 1e9) naming the task spec's values, so a test example's id means one sentence in every
     ensemble of a run, whichever configs share an ensemble (a hash: ids stay apart unless two collide, ~1e-9)."""
-    values = [float(getattr(spec, f.name)) if f.type == "float" else getattr(spec, f.name) for f in fields(spec)]
+    values = [float(getattr(spec, f.name)) if f.type == "float" else getattr(spec, f.name) for f in fields(spec)
+              if f.name != "agreement" or spec.agreement]  # without agreement, the ids of runs made before it
     return stream_seed(f"questions-config:{values!r}", 0) % 1_000_000_000
 
 
@@ -190,7 +192,7 @@ class QuestionFormation(LanguageTask):
         grammar = self.specs[0].grammar()
         firsts = {"rule": logits.argmax(-1).numpy()}  # [M, S]
         if not grammar.tense:  # Qin et al.'s score: the most likely auxiliary, whatever else is more likely
-            auxiliaries = slice(grammar.first_auxiliary, grammar.first_auxiliary + grammar.n_auxiliaries)
+            auxiliaries = slice(grammar.first_auxiliary, grammar.first_auxiliary + grammar.n_auxiliary_tokens)
             firsts = {"rule": logits[..., auxiliaries].argmax(-1).numpy() + grammar.first_auxiliary,
                       "rule_any": firsts["rule"]}
         result = {}

@@ -8,7 +8,7 @@ questions have a relative clause (with its own auxiliary) on the subject, where 
 answers. Qin, Saphra & Alvarez-Melis 2025 ("Sometimes I am a tree") vary the training data's *complexity* (share of
 center-embedded sentences) and *diversity* (number of distinct syntax templates); both are knobs here.
 
-The language (every noun phrase is `the N`; nouns, verbs and auxiliaries carry no number):
+The language (every noun phrase is `the N`; nouns, verbs and auxiliaries carry no number unless `agreement`):
 
     S        -> NP_subj Aux VP .
     NP_subj  -> the N [PP | RC | RC2]            PP  -> P the N            ("by the yak")
@@ -50,7 +50,16 @@ disambiguating questions when complexity < 1, a non-center one for declaratives 
 is not yet among the front of the permutation, its first template is moved to the front; training uses the first d
 templates of that order. A d too small to hold one template of each needed group is an error of `check()`.
 
-Departures from McCoy et al. 2020: auxiliaries are modals only (no do/does, no agreement, no negation); relative
+Agreement (`agreement = True`, questions only): nouns are singular or plural (independent and uniform), and every
+auxiliary has a singular and a plural form ("does"/"do", "has"/"have", "is"/"are", "was"/"were", then negated forms:
+labels, not English morphology) agreeing with its own subject: the main one and a subject RC's with the subject
+noun, an RC2's with the RC's object, an object RC's with the object. A declarative then carries the hierarchical
+cue McCoy et al.'s language has: the main auxiliary agrees with the subject, not with a nearer noun (a subject PP's
+or the subject RC's object, of the other number half the time). Without it, nothing in a declarative tells the
+main auxiliary from the first.
+
+Departures from McCoy et al. 2020: auxiliaries are modals (with `agreement`, agreeing forms: all of them agree,
+where theirs mix modals with do/does); no negation as such; relative
 clauses are subject-gap only ("that can see the yak", never "that the yak can see"); a subject RC nests at most
 two deep (RC2) and only through the outer RC's object; objects carry at most a PP or a depth-1 RC; questions end
 in "?" replacing ".".
@@ -96,6 +105,8 @@ _NOUNS = ("newt", "yak", "raven", "walrus", "zebra", "quail", "unicorn", "peacoc
 _INTRANSITIVE = ("walk", "swim", "sleep", "smile", "wait", "giggle", "read", "move")
 _TRANSITIVE = ("see", "admire", "amuse", "confuse", "accept", "comfort", "remember", "entertain")
 _AUXILIARIES = ("can", "will", "could", "would", "shall", "should", "may", "might", "must")
+_AGREEING = (("does", "do"), ("has", "have"), ("is", "are"), ("was", "were"), ("doesn't", "don't"),
+             ("hasn't", "haven't"), ("isn't", "aren't"), ("wasn't", "weren't"))  # agreement: (singular, plural)
 _PREPOSITIONS = ("by", "near", "with", "behind", "around", "upon", "above", "below")
 _IRREGULAR_PAST = {"see": "saw", "swim": "swam", "sleep": "slept"}
 
@@ -113,6 +124,7 @@ _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 _VERB_OBJECT = {"r_V": "r_the", "r2_V": "r2_the", "m_V": "o_the", "or_V": "or_the"}  # a verb is transitive iff
 _AUX_SLOTS = ("r_Aux", "r2_Aux", "m_Aux")  # the auxiliaries that can precede or be the main one, in word order
 _VERB_SUBJECT = {"r_V": "s_N", "r2_V": "r_N", "m_V": "s_N", "or_V": "o_N"}  # tense: whom each verb agrees with
+_AUX_SUBJECT = {"r_Aux": "s_N", "r2_Aux": "r_N", "m_Aux": "s_N", "or_Aux": "o_N"}  # agreement: whom each agrees with
 
 _RC = ("r_that", "r_Aux", "r_V")
 _SUBJECTS = {  # subject option -> its slots, with the depth of its relative clause
@@ -175,12 +187,17 @@ class QuestionGrammar:
     subject_rc: float = -1.0  # Qin et al.'s complexity: share of training declaratives with a subject RC (-1: off)
     quest_share: float = 0.5  # share of training examples that are questions (tense: present examples)
     kind: str = "question"  # "question" | "tense" (module docstring)
+    agreement: bool = False  # questions: nouns singular or plural, every auxiliary agreeing with its subject
 
     def check(self) -> list[tuple[str, str]]:
         """Return [(field, message)] for every bad knob; empty if all are fine."""
         problems = []
         if self.kind not in KINDS:
             problems.append(("kind", f"must be one of {', '.join(KINDS)} (got {self.kind!r})"))
+        if not isinstance(self.agreement, (bool, np.bool_)):
+            problems.append(("agreement", f"must be true or false (got {self.agreement!r})"))
+        elif self.agreement and self.kind == "tense":
+            problems.append(("agreement", "is for questions: tense reinflection's verbs agree already (got True)"))
         for name, least in (("n_nouns", 1), ("n_verbs", 2), ("n_auxiliaries", 2), ("n_prepositions", 1)):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < least:
@@ -231,16 +248,26 @@ class QuestionGrammar:
         return MARKERS[self.kind]
 
     @property
+    def numbered(self) -> bool:
+        """Whether nouns are singular or plural (tense, or questions with agreement)."""
+        return self.tense or self.agreement
+
+    @property
     def first_verb(self) -> int:
-        return self.first_noun + self.n_nouns * (2 if self.tense else 1)  # tense: singulars, then plurals
+        return self.first_noun + self.n_nouns * (2 if self.numbered else 1)  # singulars, then plurals
 
     @property
     def first_auxiliary(self) -> int:
         return self.first_verb + self.n_verbs * (3 if self.tense else 1)  # tense: past, present sg, present pl
 
     @property
+    def n_auxiliary_tokens(self) -> int:
+        """Auxiliary token ids from first_auxiliary: none for tense, singular then plural forms with agreement."""
+        return 0 if self.tense else self.n_auxiliaries * (2 if self.agreement else 1)
+
+    @property
     def first_preposition(self) -> int:
-        return self.first_auxiliary + (0 if self.tense else self.n_auxiliaries)  # tense: no auxiliaries
+        return self.first_auxiliary + self.n_auxiliary_tokens
 
     def words(self) -> list[str]:
         """Return the text of every token id: SPECIALS, the, that, ., ?, nouns, verbs (intransitive first),
@@ -251,10 +278,14 @@ class QuestionGrammar:
         verbs = [*(_name(_INTRANSITIVE, i) for i in range(self.n_intransitive)),
                  *(_name(_TRANSITIVE, i) for i in range(n_transitive))]
         auxiliaries = [_name(_AUXILIARIES, i) for i in range(self.n_auxiliaries)]
+        if self.agreement:
+            pairs = [tuple(_name(forms, i) for forms in zip(*_AGREEING)) for i in range(self.n_auxiliaries)]
+            auxiliaries = [singular for singular, _ in pairs] + [plural for _, plural in pairs]
         specials = list(SPECIALS)
+        if self.numbered:
+            nouns += [n + ("es" if n.endswith("s") else "s") for n in nouns]
         if self.tense:
             specials[3:5] = self.markers
-            nouns += [n + ("es" if n.endswith("s") else "s") for n in nouns]
             verbs = ([_IRREGULAR_PAST.get(v, v + ("d" if v.endswith("e") else "ed")) for v in verbs]
                      + [v + "s" for v in verbs] + verbs)
             auxiliaries = []
@@ -450,6 +481,12 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     for name in ("r_Aux", "r2_Aux"):
         other = (main + 1 + rng.integers(grammar.n_auxiliaries - 1, size=n)) % grammar.n_auxiliaries
         words[differs, _SLOT[name]] = grammar.first_auxiliary + other[differs]
+    if grammar.agreement:  # drawn last, so the streams without agreement are as before
+        number = rng.integers(2, size=(n, n_slots))  # [N, n_slots]: 0 singular, 1 plural (used at noun slots)
+        nouns = [i for i, name in enumerate(_SLOTS) if name.endswith("_N")]
+        words[:, nouns] += number[:, nouns] * grammar.n_nouns
+        for aux, subject in _AUX_SUBJECT.items():
+            words[:, _SLOT[aux]] += number[:, _SLOT[subject]] * grammar.n_auxiliaries
 
     # declarative positions and the two auxiliaries' identities
     position = np.cumsum(present, axis=1) - 1  # [N, n_slots]
