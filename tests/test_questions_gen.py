@@ -5,7 +5,8 @@ shares, the rule scorer and the knob checks."""
 import numpy as np
 import pytest
 
-from ontogeny.tasks.questions_gen import PAD, SPECIALS, QuestionGrammar, render, sample, training_templates
+from ontogeny.tasks.questions_gen import PAD, SPECIALS, QuestionGrammar, render, sample
+from ontogeny.tasks.questions_templates import training_templates
 from ontogeny.tasks.rule_score import HIERARCHICAL_LABEL_SHARE, member_rule, rule_scores
 
 SMALL = QuestionGrammar(n_nouns=4, n_verbs=4, n_auxiliaries=3, n_prepositions=2)

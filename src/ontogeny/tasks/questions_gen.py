@@ -89,8 +89,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..seeds import stream_seed
+from .questions_layout import (AUX_SLOTS, AUX_SUBJECT, DEPTH, LINEAR_NOUN, PRESENT, PRESENT_TENSE, SLOT, SLOTS, TEXT,
+                               TEXT_TENSE, VERB_OBJECT, VERB_SUBJECT)
+from .questions_templates import (GROUP_WHY, GROUPS, checked, least_diversity, needed_groups, reachable_templates,
+                                  training_templates)
 
-__all__ = ["KINDS", "SPECIALS", "SPLITS", "Examples", "QuestionGrammar", "render", "sample", "training_templates"]
+__all__ = ["KINDS", "SPECIALS", "SPLITS", "Examples", "QuestionGrammar", "render", "sample"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "decl", "quest")  # token ids 0..4 (tense: "past", "present" at 3 and 4)
 KINDS = ("question", "tense")
@@ -109,62 +113,6 @@ _AGREEING = (("does", "do"), ("has", "have"), ("is", "are"), ("was", "were"), ("
              ("hasn't", "haven't"), ("isn't", "aren't"), ("wasn't", "weren't"))  # agreement: (singular, plural)
 _PREPOSITIONS = ("by", "near", "with", "behind", "around", "upon", "above", "below")
 _IRREGULAR_PAST = {"see": "saw", "swim": "swam", "sleep": "slept"}
-
-# ---- the slot layout: every word position of the largest sentence, in word order ---------------------------------
-
-_SLOTS = ("s_the", "s_N",
-          "p_P", "p_the", "p_N",  # subject PP
-          "r_that", "r_Aux", "r_V", "r_the", "r_N",  # subject RC
-          "r2_that", "r2_Aux", "r2_V", "r2_the", "r2_N",  # RC on the subject RC's object (center embedding)
-          "m_Aux", "m_V", "o_the", "o_N",  # main clause
-          "op_P", "op_the", "op_N",  # object PP
-          "or_that", "or_Aux", "or_V", "or_the", "or_N",  # object RC
-          "dot")
-_SLOT = {name: i for i, name in enumerate(_SLOTS)}
-_VERB_OBJECT = {"r_V": "r_the", "r2_V": "r2_the", "m_V": "o_the", "or_V": "or_the"}  # a verb is transitive iff
-_AUX_SLOTS = ("r_Aux", "r2_Aux", "m_Aux")  # the auxiliaries that can precede or be the main one, in word order
-_VERB_SUBJECT = {"r_V": "s_N", "r2_V": "r_N", "m_V": "s_N", "or_V": "o_N"}  # tense: whom each verb agrees with
-_AUX_SUBJECT = {"r_Aux": "s_N", "r2_Aux": "r_N", "m_Aux": "s_N", "or_Aux": "o_N"}  # agreement: whom each agrees with
-
-_RC = ("r_that", "r_Aux", "r_V")
-_SUBJECTS = {  # subject option -> its slots, with the depth of its relative clause
-    "none": ((), 0),
-    "pp": (("p_P", "p_the", "p_N"), 0),
-    "rc-intr": (_RC, 1),
-    "rc-tr": (_RC + ("r_the", "r_N"), 1),
-    "rc2-intr": (_RC + ("r_the", "r_N", "r2_that", "r2_Aux", "r2_V"), 2),
-    "rc2-tr": (_RC + ("r_the", "r_N", "r2_that", "r2_Aux", "r2_V", "r2_the", "r2_N"), 2),
-}
-_MAINS = {
-    "intr": ("m_Aux", "m_V"),
-    "tr": ("m_Aux", "m_V", "o_the", "o_N"),
-    "tr-pp": ("m_Aux", "m_V", "o_the", "o_N", "op_P", "op_the", "op_N"),
-    "tr-rc-intr": ("m_Aux", "m_V", "o_the", "o_N", "or_that", "or_Aux", "or_V"),
-    "tr-rc-tr": ("m_Aux", "m_V", "o_the", "o_N", "or_that", "or_Aux", "or_V", "or_the", "or_N"),
-}
-
-
-def _layouts() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return each template's slot presence [n_templates, n_slots], subject RC depth [n_templates] and text."""
-    present, depth, text = [], [], []
-    for subject_slots, rc_depth in _SUBJECTS.values():
-        for main_slots in _MAINS.values():
-            names = {"s_the", "s_N", "dot", *subject_slots, *main_slots}
-            present.append([name in names for name in _SLOTS])
-            depth.append(rc_depth)
-            category = {"the": "Det", "dot": "."}
-            text.append(" ".join(category.get(s.split("_")[-1], s.split("_")[-1]) for s in _SLOTS if s in names))
-    return np.array(present), np.array(depth, dtype=np.int64), text
-
-
-_PRESENT, _DEPTH, _TEXT = _layouts()
-assert len(set(_TEXT)) == len(_TEXT), "template texts must be distinct"
-_PRESENT_TENSE = _PRESENT & ~np.array([name.endswith("_Aux") for name in _SLOTS])  # no auxiliaries
-_TEXT_TENSE = [" ".join(w for w in text.split() if w != "Aux") for text in _TEXT]
-assert len(set(_TEXT_TENSE)) == len(_TEXT_TENSE), "tense template texts must be distinct"
-_BEFORE_MAIN_NOUNS = np.array([_SLOT[name] for name in ("s_N", "p_N", "r_N", "r2_N")])  # in word order
-# the noun the linear rule agrees with: the last one before the main verb (s_N when nothing intervenes)
-_LINEAR_NOUN = _BEFORE_MAIN_NOUNS[len(_BEFORE_MAIN_NOUNS) - 1 - np.argmax(_PRESENT[:, _BEFORE_MAIN_NOUNS[::-1]], 1)]
 
 
 def _name(stems: tuple[str, ...], index: int) -> str:
@@ -216,13 +164,13 @@ class QuestionGrammar:
         if not isinstance(d, (int, np.integer)) or d < 0:
             problems.append(("diversity", f"must be an integer >= 0 (got {d!r})"))
         elif shares_ok and d > 0:
-            pool = _pool(self)
-            needs = _needs(self)
+            pool = reachable_templates(self)
+            needs = needed_groups(self)
             if d > len(pool):
                 message = f"must be <= {len(pool)}, the number of templates training can use with these shares"
                 problems.append(("diversity", f"{message} (got {d})"))
-            elif d < _least_diversity(needs):
-                wanted = ", ".join(_GROUP_WHY[group] for group in needs)
+            elif d < least_diversity(needs):
+                wanted = ", ".join(GROUP_WHY[group] for group in needs)
                 problems.append(("diversity", f"{d} template(s) cannot hold one of each needed group: {wanted}"))
         return problems
 
@@ -294,7 +242,7 @@ class QuestionGrammar:
 
     def presence(self) -> np.ndarray:
         """Return each template's slot presence [n_templates, n_slots] (tense: without the auxiliaries)."""
-        return _PRESENT_TENSE if self.tense else _PRESENT
+        return PRESENT_TENSE if self.tense else PRESENT
 
     def max_length(self) -> int:
         """Return the longest example in tokens: <bos>, the longest declarative, marker, output as long, <eos>."""
@@ -302,84 +250,17 @@ class QuestionGrammar:
 
     def templates(self) -> list[str]:
         """Return every template's text, in the fixed order that `Examples.template` indexes."""
-        return list(_TEXT_TENSE if self.tense else _TEXT)
+        return list(TEXT_TENSE if self.tense else TEXT)
 
     def gen_templates(self) -> np.ndarray:
         """Return the indices of the gen split's templates: those whose subject has a relative clause (tense: an
         attractor, a noun between the subject and the main verb)."""
-        return np.flatnonzero(_LINEAR_NOUN != _SLOT["s_N"] if self.tense else _DEPTH > 0)
+        return np.flatnonzero(LINEAR_NOUN != SLOT["s_N"] if self.tense else DEPTH > 0)
 
     def template_depths(self) -> np.ndarray:
         """Return each template's subject relative-clause depth [n_templates]: 0 none, 1 RC, 2 center-embedded."""
-        return _DEPTH.copy()
+        return DEPTH.copy()
 
-
-# ---- which templates training may use ----------------------------------------------------------------------------
-
-_GROUPS = {"plain": _DEPTH == 0, "rc": _DEPTH == 1, "center": _DEPTH == 2, "not-center": _DEPTH < 2}
-_GROUP_WHY = {"plain": "one without subject RC (questions; declaratives with subject_rc < 1)",
-              "center": "a center-embedded one (complexity > 0)",
-              "rc": "a depth-1 subject-RC one (disambiguating questions or subject_rc > 0, complexity < 1)",
-              "not-center": "a non-center one (declaratives, complexity < 1)"}
-
-
-def _draws(grammar: QuestionGrammar) -> tuple[bool, bool, bool]:
-    """Which kinds of training sentence can occur: declaratives, plain questions, disambiguating questions."""
-    quest = grammar.quest_share > 0
-    return grammar.quest_share < 1, quest and grammar.disambiguating < 1, quest and grammar.disambiguating > 0
-
-
-def _needs(grammar: QuestionGrammar) -> list[str]:
-    """Return the template groups that a positive share needs, in the order they are moved to the front."""
-    declarative, plain, disambiguating = _draws(grammar)
-    chosen = grammar.subject_rc >= 0  # declaratives' subject RCs set by subject_rc (Qin et al.'s knob)
-    with_rc = disambiguating or (declarative and (not chosen or grammar.subject_rc > 0))  # may carry a subject RC
-    needs = []
-    if plain or (declarative and chosen and grammar.subject_rc < 1):
-        needs.append("plain")
-    if with_rc and grammar.complexity > 0:
-        needs.append("center")
-    if (disambiguating or (declarative and chosen and grammar.subject_rc > 0)) and grammar.complexity < 1:
-        needs.append("rc")
-    if declarative and not chosen and grammar.complexity < 1:
-        needs.append("not-center")
-    return needs
-
-
-def _least_diversity(needs: list[str]) -> int:
-    """The fewest templates holding one of each needed group ("not-center" is covered by "plain" or "rc")."""
-    return len([g for g in needs if g != "not-center"]) + ("not-center" in needs and not {"plain", "rc"} & set(needs))
-
-
-def _pool(grammar: QuestionGrammar) -> np.ndarray:
-    """Return the indices of the templates the shares let training reach (sorted)."""
-    reach = np.zeros(len(_TEXT), dtype=bool)
-    for group in _needs(grammar):
-        reach |= _GROUPS[group]
-    if "not-center" in _needs(grammar):
-        reach |= _GROUPS["plain"] | _GROUPS["rc"]  # a declarative's template is uniform over both
-    return np.flatnonzero(reach)
-
-
-def _checked(grammar: QuestionGrammar) -> None:
-    problems = grammar.check()
-    if problems:
-        raise ValueError("; ".join(f"{name}: {message}" for name, message in problems))
-
-
-def training_templates(grammar: QuestionGrammar, seed: int) -> np.ndarray:
-    """Return the sorted indices of the templates that the train and test splits of `seed` may use."""
-    _checked(grammar)
-    pool = _pool(grammar)
-    if grammar.diversity == 0:
-        return pool
-    order = list(np.random.default_rng(stream_seed("questions-templates", seed)).permutation(pool))
-    front: list[int] = []
-    for group in _needs(grammar):
-        if not any(_GROUPS[group][t] for t in front):
-            front.append(next(t for t in order if _GROUPS[group][t]))
-    rest = [t for t in order if t not in front]
-    return np.sort(np.array(front + rest, dtype=np.int64)[: grammar.diversity])
 
 
 # ---- examples ----------------------------------------------------------------------------------------------------
@@ -427,7 +308,7 @@ def _training_draw(grammar: QuestionGrammar, rng: np.random.Generator, n: int,
         group = np.where(declarative & ~with_rc, 0, np.where(declarative & ~center, 2, group))
     for code, name in enumerate(("plain", "center", "rc", "not-center")):
         rows = group == code
-        choices = allowed[_GROUPS[name][allowed]]
+        choices = allowed[GROUPS[name][allowed]]
         if rows.any():  # check() guarantees choices for every group a share can reach
             template[rows] = choices[(draw[rows] * len(choices)).astype(np.int64)]
     return question, template
@@ -436,7 +317,7 @@ def _training_draw(grammar: QuestionGrammar, rng: np.random.Generator, n: int,
 def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     """Return n examples of `split` ("train", "test" or "gen"), padded to L = grammar.max_length(); the same
     (grammar, split, n, seed) always gives the same arrays; train and test share their templates (seed's)."""
-    _checked(grammar)
+    checked(grammar)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
     if not isinstance(n, (int, np.integer)) or n < 0:
@@ -450,8 +331,8 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
         question, template = _training_draw(grammar, rng, n, training_templates(grammar, seed))
 
     # every slot gets a word of its class; the template's presence mask then picks the words that are there
-    n_slots = len(_SLOTS)
-    kind_of = [name.split("_")[-1] for name in _SLOTS]
+    n_slots = len(SLOTS)
+    kind_of = [name.split("_")[-1] for name in SLOTS]
     words = np.zeros((n, n_slots), dtype=np.int64)  # [N, n_slots]
     the, that, dot, mark = (len(SPECIALS) + i for i in range(4))
     for s, kind in enumerate(kind_of):
@@ -469,42 +350,42 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
             words[:, s] = grammar.first_auxiliary + rng.integers(grammar.n_auxiliaries, size=n)
     present = grammar.presence()[template]  # [N, n_slots]
     n_intransitive = grammar.n_intransitive
-    for verb, object_the in _VERB_OBJECT.items():
-        transitive = present[:, _SLOT[object_the]]
+    for verb, object_the in VERB_OBJECT.items():
+        transitive = present[:, SLOT[object_the]]
         lemma = np.where(transitive, n_intransitive + rng.integers(grammar.n_verbs - n_intransitive, size=n),
                          rng.integers(n_intransitive, size=n))
-        words[:, _SLOT[verb]] = grammar.first_verb + lemma
-    subject_rc = _DEPTH[template] > 0
+        words[:, SLOT[verb]] = grammar.first_verb + lemma
+    subject_rc = DEPTH[template] > 0
     # in a question with a subject RC every earlier auxiliary differs from the main one, so the rules disagree
-    main = words[:, _SLOT["m_Aux"]] - grammar.first_auxiliary
+    main = words[:, SLOT["m_Aux"]] - grammar.first_auxiliary
     differs = question & subject_rc & (grammar.kind == "question")
     for name in ("r_Aux", "r2_Aux"):
         other = (main + 1 + rng.integers(grammar.n_auxiliaries - 1, size=n)) % grammar.n_auxiliaries
-        words[differs, _SLOT[name]] = grammar.first_auxiliary + other[differs]
+        words[differs, SLOT[name]] = grammar.first_auxiliary + other[differs]
     if grammar.agreement:  # drawn last, so the streams without agreement are as before
         number = rng.integers(2, size=(n, n_slots))  # [N, n_slots]: 0 singular, 1 plural (used at noun slots)
-        nouns = [i for i, name in enumerate(_SLOTS) if name.endswith("_N")]
+        nouns = [i for i, name in enumerate(SLOTS) if name.endswith("_N")]
         words[:, nouns] += number[:, nouns] * grammar.n_nouns
-        for aux, subject in _AUX_SUBJECT.items():
-            words[:, _SLOT[aux]] += number[:, _SLOT[subject]] * grammar.n_auxiliaries
+        for aux, subject in AUX_SUBJECT.items():
+            words[:, SLOT[aux]] += number[:, SLOT[subject]] * grammar.n_auxiliaries
 
     # declarative positions and the two auxiliaries' identities
     position = np.cumsum(present, axis=1) - 1  # [N, n_slots]
-    aux_columns = [_SLOT[name] for name in _AUX_SLOTS]
+    aux_columns = [SLOT[name] for name in AUX_SLOTS]
     first_column = np.array(aux_columns)[np.argmax(present[:, aux_columns], axis=1)]  # [N]; m_Aux is always there
     rows = np.arange(n)
 
-    main_aux, first_aux = words[:, _SLOT["m_Aux"]].copy(), words[rows, first_column]
+    main_aux, first_aux = words[:, SLOT["m_Aux"]].copy(), words[rows, first_column]
     first_position = position[rows, first_column]
     rule_position = present.sum(axis=1) + 2  # the first output token
     if grammar.tense:
         words, output_words, main_aux, first_aux = _inflect(grammar, rng, words, template, question,
                                                             subject_rc | (split == "gen"))
-        first_position = position[rows, _LINEAR_NOUN[template]]
-        rule_position = rule_position + position[:, _SLOT["m_V"]]
+        first_position = position[rows, LINEAR_NOUN[template]]
+        rule_position = rule_position + position[:, SLOT["m_V"]]
         output_present = present
     else:  # the whole example as one slot row: <bos> declarative marker output <eos>; a question puts m_Aux first
-        output_order = np.array([_SLOT["m_Aux"]] + [s for s in range(n_slots) if s != _SLOT["m_Aux"]])
+        output_order = np.array([SLOT["m_Aux"]] + [s for s in range(n_slots) if s != SLOT["m_Aux"]])
         output_words = np.where(question[:, None], words[:, output_order], words)
         output_words[question, n_slots - 1] = mark  # "dot" is the last slot in both orders
         output_present = np.where(question[:, None], present[:, output_order], present)
@@ -521,9 +402,9 @@ def sample(grammar: QuestionGrammar, split: str, n: int, seed: int) -> Examples:
     return Examples(tokens=tokens, lengths=full_present.sum(axis=1).astype(np.int64),
                     output_start=(declarative_length + 2).astype(np.int64),
                     kind=np.where(question, grammar.markers[1], grammar.markers[0]).astype(object),
-                    template=template.astype(np.int64), subject_rc=subject_rc, center_embedded=_DEPTH[template] == 2,
+                    template=template.astype(np.int64), subject_rc=subject_rc, center_embedded=DEPTH[template] == 2,
                     main_aux=main_aux, first_aux=first_aux,
-                    main_aux_position=position[:, _SLOT["m_V" if grammar.tense else "m_Aux"]].astype(np.int64),
+                    main_aux_position=position[:, SLOT["m_V" if grammar.tense else "m_Aux"]].astype(np.int64),
                     first_aux_position=first_position.astype(np.int64), rule_position=rule_position.astype(np.int64))
 
 
@@ -534,20 +415,20 @@ def _inflect(grammar: QuestionGrammar, rng: np.random.Generator, words: np.ndarr
     [N]). In present rows the linear noun gets the subject's other number where `attract`, else the subject's."""
     n = len(words)
     rows = np.arange(n)
-    number = rng.integers(2, size=(n, len(_SLOTS)))  # [N, n_slots]: 0 singular, 1 plural (used at noun slots)
-    subject, linear = number[:, _SLOT["s_N"]], _LINEAR_NOUN[template]
-    between = present_tense & (linear != _SLOT["s_N"])  # a noun sits between subject and main verb
+    number = rng.integers(2, size=(n, len(SLOTS)))  # [N, n_slots]: 0 singular, 1 plural (used at noun slots)
+    subject, linear = number[:, SLOT["s_N"]], LINEAR_NOUN[template]
+    between = present_tense & (linear != SLOT["s_N"])  # a noun sits between subject and main verb
     number[between, linear[between]] = np.where(attract, 1 - subject, subject)[between]
     words = words.copy()
-    nouns = [i for i, name in enumerate(_SLOTS) if name.endswith("_N")]
+    nouns = [i for i, name in enumerate(SLOTS) if name.endswith("_N")]
     words[:, nouns] += number[:, nouns] * grammar.n_nouns
     output = words.copy()
 
     def agreeing(verb: str, agree_number: np.ndarray) -> np.ndarray:  # the verb's present form, [N]
-        return words[:, _SLOT[verb]] + (1 + agree_number) * grammar.n_verbs
+        return words[:, SLOT[verb]] + (1 + agree_number) * grammar.n_verbs
 
-    for verb, its_subject in _VERB_SUBJECT.items():
-        output[present_tense, _SLOT[verb]] = agreeing(verb, number[:, _SLOT[its_subject]])[present_tense]
+    for verb, its_subject in VERB_SUBJECT.items():
+        output[present_tense, SLOT[verb]] = agreeing(verb, number[:, SLOT[its_subject]])[present_tense]
     return words, output, agreeing("m_V", subject), agreeing("m_V", number[rows, linear])
 
 
