@@ -113,3 +113,11 @@ def test_bad_cluster_input_is_one_line_before_anything_trains(tmp_path):
         with pytest.raises(SpecError, match="the Ray cluster has no GPU"):
             og.run("grokking", overrides=SMALL, out=tmp_path / "c", backend="ray", device="cuda", max_members=2)
         assert og.open(tmp_path / "c").scalars().empty  # nothing trained
+
+
+def test_a_swept_member_field_reaches_the_members_table_of_a_ray_run(tmp_path):
+    # reported: a Ray run of a train_fraction sweep had no train_fraction column (rows that could not be told apart)
+    sweep = {**SMALL, "seeds": 1, "steps": 20, "sweep.task.train_fraction": [0.4, 0.6]}
+    run = og.run("grokking", overrides=sweep, out=tmp_path / "run", backend="ray")
+    members = run.members()
+    assert members["task.train_fraction"].tolist() == [0.4, 0.6]  # the two members told apart
