@@ -51,18 +51,18 @@ is not yet among the front of the permutation, its first template is moved to th
 templates of that order. A d too small to hold one template of each needed group is an error of `check()`.
 
 Agreement (`agreement = True`, questions only): nouns are singular or plural (independent and uniform), and every
-auxiliary has a singular and a plural form ("does"/"do", "has"/"have", "is"/"are", "was"/"were", then negated forms:
-labels, not English morphology) agreeing with its own subject: the main one and a subject RC's with the subject
+auxiliary has a singular and a plural form ("does"/"do", "doesn't"/"don't": McCoy et al.'s four auxiliaries at
+n_auxiliaries = 2; then "has"/"have", "hasn't"/"haven't", ...: labels, not English morphology) agreeing with its own subject: the main one and a subject RC's with the subject
 noun, an RC2's with the RC's object, an object RC's with the object. A declarative then carries the hierarchical
 cue McCoy et al.'s language has: the main auxiliary agrees with the subject, not with a nearer noun (a subject PP's
 or the subject RC's object, of the other number half the time). Without it, nothing in a declarative tells the
 main auxiliary from the first.
 
-Departures from McCoy et al. 2020: auxiliaries are modals (with `agreement`, agreeing forms: all of them agree,
-where theirs mix modals with do/does); no negation as such; relative
-clauses are subject-gap only ("that can see the yak", never "that the yak can see"); a subject RC nests at most
-two deep (RC2) and only through the outer RC's object; objects carry at most a PP or a depth-1 RC; questions end
-in "?" replacing ".".
+Departures from McCoy et al. 2020 (their question-formation data, as Ahuja et al. 2024 release it: the auxiliaries
+does/do/doesn't/don't agree with their subjects, six determiners): without `agreement`, auxiliaries are modals that
+agree with nothing; every noun phrase is "the N"; relative clauses are subject-gap only ("that can see the yak",
+never "that the yak can see"); a subject RC nests at most two deep (RC2) and only through the outer RC's object;
+objects carry at most a PP or a depth-1 RC; questions end in "?" replacing ".".
 
 Tense reinflection (`kind = "tense"`, McCoy et al.'s second task, the same shape): the same templates without their
 auxiliaries ("Det N that V Det N V ."), nouns singular or plural, verbs past, present singular or present plural
@@ -109,8 +109,9 @@ _NOUNS = ("newt", "yak", "raven", "walrus", "zebra", "quail", "unicorn", "peacoc
 _INTRANSITIVE = ("walk", "swim", "sleep", "smile", "wait", "giggle", "read", "move")
 _TRANSITIVE = ("see", "admire", "amuse", "confuse", "accept", "comfort", "remember", "entertain")
 _AUXILIARIES = ("can", "will", "could", "would", "shall", "should", "may", "might", "must")
-_AGREEING = (("does", "do"), ("has", "have"), ("is", "are"), ("was", "were"), ("doesn't", "don't"),
-             ("hasn't", "haven't"), ("isn't", "aren't"), ("wasn't", "weren't"))  # agreement: (singular, plural)
+# agreement: (singular, plural); McCoy et al.'s question formation uses the first two (does/do, doesn't/don't)
+_AGREEING = (("does", "do"), ("doesn't", "don't"), ("has", "have"), ("hasn't", "haven't"), ("is", "are"),
+             ("isn't", "aren't"), ("was", "were"), ("wasn't", "weren't"))
 _PREPOSITIONS = ("by", "near", "with", "behind", "around", "upon", "above", "below")
 _IRREGULAR_PAST = {"see": "saw", "swim": "swam", "sleep": "slept"}
 
