@@ -58,13 +58,13 @@ from ontogeny.models.transformer import TransformerSpec
 from ontogeny.evaluation.evaluate import Evaluator
 from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import load_spec
-from ontogeny.store import ShardWriter
-from ontogeny.store.create import create_run
+from ontogeny.store import ShardWriter, create_run
 from ontogeny.tasks import IGNORE
 from ontogeny.tasks.language import LanguageTask
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
 from ontogeny.train.checkpoint_rows import CheckpointRows
+from roofline import matmul_roofline, step_flops
 
 RECIPES = ("syntax-drops", "icl-markov")
 PROBE_AIM = 0.15  # probes at every checkpoint should cost at most this share of the training steps
@@ -145,6 +145,18 @@ class PlainLoop:
                 loss.backward()
                 optimizer.step()
             entry[2] = first + n_steps
+
+    def seed_step_flops(self) -> int:
+        """Useful FLOPs of one seed's training step (forward and backward; the ensemble does the same math)."""
+        model = self.seeds[0][0]
+
+        def step() -> None:
+            batch = self.task.batch(0)
+            nn.functional.cross_entropy(model(batch.x).flatten(0, 1), batch.y.flatten(), ignore_index=IGNORE).backward()
+
+        flops = step_flops(step)
+        model.zero_grad(set_to_none=True)
+        return flops
 
 
 def parameter_counts(trainer: EnsembleTrainer, plain: PlainLoop) -> tuple[int, int]:
@@ -356,6 +368,7 @@ def main() -> None:
             speeds[recipe, threads] = speed = training_speed(recipe, trainer, plain, args.block_seconds,
                                                              args.repeats, args.min_seconds)
             speed["parameters"], speed["load"] = ours, (row_load, os.getloadavg()[0])
+            speed["gflop"], speed["roofline"] = plain.seed_step_flops() / 1e9, matmul_roofline()
             costs[recipe, threads] = probe_cost(recipe, args.members)
             if args.profile:
                 n_steps = max(5, round(2.0 / speed["step_seconds"]))
@@ -376,6 +389,13 @@ def main() -> None:
               f"{s['ratio']:>5.2f}x {s['ratio_min']:>5.2f}-{s['ratio_max']:<5.2f} "
               f"{1e3 * s['step_seconds']:>8.1f} {s['repeats']:>6} {s['seconds']:>5.1f}s  "
               f"{s['load'][0]:.1f} -> {s['load'][1]:.1f}")
+    print("\nuseful training FLOPs (torch's counter on one plain seed-step: matmuls and attention, forward and "
+          "backward) over wall time, against this process's float32 GEMM rate at the same threads")
+    print(f"{'recipe':<13} {'threads':>7} {'MFLOP/seed-step':>15} {'roofline':>9} {'ontogeny':>16} {'plain':>16}")
+    for (recipe, threads), s in speeds.items():
+        share = {side: s[side] * s["gflop"] for side in ("ontogeny", "plain")}  # GFLOP/s
+        print(f"{recipe:<13} {threads:>7} {1e3 * s['gflop']:>15.2f} {s['roofline']:>8.1f}G "
+              + " ".join(f"{share[side]:>6.2f}G ({share[side] / s['roofline']:>5.1%})" for side in share))
     print(f"\nrecording, per checkpoint inside a {PREFIX_STEPS}-step train(); share = per checkpoint x the recipe's "
           f"checkpoints / (its steps x ms per step in that run); aim: all recording <= {PROBE_AIM:.0%}")
     print(f"{'recipe':<13} {'threads':>7} {'ckpts':>5} {'steps':>5} {'ms/step':>7} {'measures':>9} {'share':>6} "

@@ -37,25 +37,11 @@ from torch import nn
 from ontogeny.evaluation.schedule import checkpoint_steps
 from ontogeny.spec import load_spec
 from ontogeny.train.malloc import reuse_freed_memory
+from roofline import matmul_roofline
 
 N, K, WIDTH, BATCH, N_TEST, LR = 40, 3, 256, 32, 1000, 0.1
 FLOP_PER_MEMBER_STEP = 6 * BATCH * (N * WIDTH + WIDTH)
 FLOP_PER_MEMBER_EVALUATION = 2 * N_TEST * (N * WIDTH + WIDTH)
-
-
-def matmul_roofline() -> float:
-    """Best GFLOP/s of one float32 GEMM of a square size in 256..1024 on this thread."""
-    best = 0.0
-    for size in (256, 512, 1024):
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        for _ in range(3):
-            a @ b
-        repeats = max(3, int(2e9 // (2 * size**3)))
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def ontogeny_run(members: int, steps: int, every: int) -> tuple[float, float]:
