@@ -68,9 +68,13 @@ def planted_row(n: int, d: int, sims: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=300)
+    parser.add_argument("--null", choices=list(NULLS), action="append", help="only these null rows (repeatable)")
+    parser.add_argument("--no-planted", action="store_true", help="leave out the planted rows")
     args = parser.parse_args()
-    rows = [null_row(kind, n, d, args.sims) for kind in NULLS for n in (4, 8, 16) for d in (1, 3)]
+    rows = [null_row(kind, n, d, args.sims) for kind in args.null or NULLS for n in (4, 8, 16) for d in (1, 3)]
     print(pd.DataFrame(rows).round(3).to_string(index=False), flush=True)
+    if args.no_planted:
+        return
     rows = [planted_row(n, d, args.sims) for n in (4, 8, 16) for d in (1, 3)]
     print(pd.DataFrame(rows).round(3).to_string(index=False))
 

@@ -1,6 +1,7 @@
 """`ontogeny analyze` on real tiny runs: the tables it writes, its summary, idempotence, partial runs."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -64,7 +65,8 @@ def test_cli_summary_and_json(sweep_run):
     text = subprocess.run(command + ["--what", "grokking,seeds"], capture_output=True, text=True, timeout=300)
     assert text.returncode == 0, text.stderr
     assert "members generalize" in text.stdout
-    assert text.stderr == ""  # a quick analysis prints no progress lines (tests/test_report.py has them)
+    # nothing but progress lines on stderr (a quick analysis prints none; one slowed by a busy machine may)
+    assert all(re.search(r"analyze: \w+ \(\d+/\d+\)", line) for line in text.stderr.splitlines()), text.stderr
     data = json.loads(subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300).stdout)
     assert {"grokking", "seed_stats", "transitions"} <= set(data["tables"])
     assert data["summary"]
@@ -173,7 +175,6 @@ def test_steps_run_in_name_order_each_after_the_steps_it_reads_and_a_circle_is_r
 
 
 def test_every_table_the_code_reads_by_name_is_declared_where_it_is_written():
-    import re
     from pathlib import Path
 
     from ontogeny.analysis.analyze import ANALYSES

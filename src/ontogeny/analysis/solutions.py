@@ -11,6 +11,9 @@ tests with a stated false-alarm rate, so that 4-16 identical seeds flag nothing 
   likelihood ratio against one more component beats its parametric-bootstrap null (McLachlan 1987) at level
   alpha / 2. BIC, used before, split identical normal seeds into types in 9-39% of runs at 4-16 members. The
   null draws are rounded to the data's own grid, so accuracies on a finite test set (ties) are not read as clusters.
+
+The outlier test reads accuracies on a finite test set (a column in [0, 1] with ties) on the arcsine-square-root
+scale: near 100% a binomial accuracy is skewed, and a normal-theory test read its long lower tail as outliers.
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def generalized_esd(values, *, alpha: float = 0.05, max_outliers: int | None = N
         remaining = np.delete(remaining, worst)
     flagged[removed[:found]] = True
     return flagged
+
+
+def as_proportions(values: np.ndarray) -> np.ndarray:
+    """Each column [N, D] that reads as an accuracy on a finite test set (every value in [0, 1], with ties) on the
+    arcsine-square-root scale, where a binomial proportion's variance no longer shrinks toward 0 and 1 and its
+    skew near 100% is gone (Anscombe 1948); other columns as they are."""
+    values = values.copy()
+    for column in values.T:
+        finite = column[np.isfinite(column)]
+        if len(finite) and finite.min() >= 0 and finite.max() <= 1 and _grid_step(finite) > 0:
+            column[:] = np.arcsin(np.sqrt(column))
+    return values
 
 
 def esd_critical_value(n: int, i: int, alpha: float) -> float:
@@ -151,7 +166,7 @@ class SolutionTypes:
     def _outliers(values: np.ndarray, alpha: float) -> np.ndarray:
         """Rows [N] flagged by the generalized ESD test on any column, each at level alpha."""
         flagged = np.zeros(len(values), dtype=bool)
-        for column in values.T:
+        for column in as_proportions(values).T:
             flagged |= generalized_esd(column, alpha=alpha, grid=_grid_step(column))
         return flagged
 
