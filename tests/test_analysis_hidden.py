@@ -46,3 +46,17 @@ def test_onset_groups_resolution_floor():
     assert n_groups == 1 and set(labels) == {0}
     labels, n_groups, _, _ = onset_groups(np.r_[np.full(5, 2.0), np.full(5, 3.0), np.nan], resolution=0.05)
     assert n_groups == 2 and labels[-1] == -1 and labels[:5].tolist() == [0] * 5
+
+
+def test_one_group_is_fitted_in_closed_form_as_scikit_learn_fits_it_and_a_lone_onset_is_one_group():
+    from sklearn.mixture import GaussianMixture
+
+    from ontogeny.analysis._mixture import fit_mixture
+
+    points = np.random.default_rng(0).normal(size=(30, 1))
+    mixture = fit_mixture(points, 1, variance_floor=0.01)
+    reference = GaussianMixture(1, covariance_type="diag", reg_covar=0.01).fit(points)
+    assert mixture.log_likelihood == pytest.approx(reference.score(points) * 30)
+    assert mixture.bic == pytest.approx(reference.bic(points))
+    labels, n_groups, _, _ = onset_groups(np.array([np.nan, 2.5, np.nan]), resolution=0.1)
+    assert labels.tolist() == [-1, 0, -1] and n_groups == 1  # a user's loop with one sub-curve that rose

@@ -38,6 +38,12 @@ def fit_mixture(points, n_components: int, *, variance_floor: float, random_stat
     points = points[:, None] if points.ndim == 1 else points
     if not 1 <= n_components <= len(points):
         raise ValueError(f"cannot fit {n_components} components to {len(points)} points")
+    if n_components == 1:  # closed form (scikit-learn refuses a single point)
+        variance = points.var(axis=0) + variance_floor
+        log_likelihood = float(-0.5 * (((points - points.mean(0)) ** 2 / variance).sum()
+                                       + len(points) * np.log(2 * np.pi * variance).sum()))
+        return Mixture(np.ones(1), points.mean(0)[None], variance[None], np.zeros(len(points), dtype=np.int64),
+                       log_likelihood, -2 * log_likelihood + 2 * points.shape[1] * np.log(len(points)))
     if isinstance(random_state, np.random.Generator):  # scikit-learn takes an int or a legacy RandomState
         random_state = int(random_state.integers(2**32))
     with threadpool_limits(limits=1):  # its k-means start on OpenMP threads costs 3x the work here (measured)
