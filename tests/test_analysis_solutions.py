@@ -92,6 +92,18 @@ def test_accuracies_tied_at_a_finite_test_set_are_one_type():
     assert not SolutionTypes().fit(pd.DataFrame({"test_acc": [1.0, 1.0, 1.0, 0.995]}), ["test_acc"]).outliers_.any()
 
 
+def test_sixteen_seeds_crowding_at_100_percent_are_one_type_and_grokked_vs_not_two():
+    """16 draws of accuracy 0.995 on 200 examples: on the raw scale the tail below 100% read as a second type
+    (p = 0.0025); on the arcsine scale, with the null rounded back to the test set's grid, it is one type."""
+    crowded = [0.985, 0.985] + [0.995] * 7 + [1.0] * 7
+    types = SolutionTypes().fit(pd.DataFrame({"test_acc": crowded}), ["test_acc"])
+    assert types.n_clusters_ == 1 and not types.outliers_.any() and types.p_values_[0] > 0.5
+    rng = np.random.default_rng(1)
+    accuracies = np.r_[rng.binomial(200, 0.7, 4), rng.binomial(200, 0.995, 4)] / 200  # not grokked, grokked
+    types = SolutionTypes().fit(pd.DataFrame({"test_acc": accuracies}), ["test_acc"])
+    assert types.n_clusters_ == 2 and types.labels_.tolist() == [0] * 4 + [1] * 4
+
+
 def test_two_types_of_four_members_are_found():
     """8 members, two types 8 sd apart on one column: found in 18 of 20 such samples (at 4 sd a mixture can hardly
     tell 8 members from one normal sample: such types are found in 15% of runs at 8 members, 35% at 16)."""

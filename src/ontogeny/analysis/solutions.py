@@ -12,8 +12,9 @@ tests with a stated false-alarm rate, so that 4-16 identical seeds flag nothing 
   alpha / 2. BIC, used before, split identical normal seeds into types in 9-39% of runs at 4-16 members. The
   null draws are rounded to the data's own grid, so accuracies on a finite test set (ties) are not read as clusters.
 
-The outlier test reads accuracies on a finite test set (a column in [0, 1] with ties) on the arcsine-square-root
-scale: near 100% a binomial accuracy is skewed, and a normal-theory test read its long lower tail as outliers.
+Both tests read accuracies on a finite test set (a column in [0, 1] with ties) on the arcsine-square-root scale,
+the types test's null drawn there and rounded back to the accuracies' grid: near 100% a binomial accuracy is
+skewed, and normal-theory tests read its long lower tail as outliers and as a second type.
 """
 
 from __future__ import annotations
@@ -66,10 +67,14 @@ def as_proportions(values: np.ndarray) -> np.ndarray:
     skew near 100% is gone (Anscombe 1948); other columns as they are."""
     values = values.copy()
     for column in values.T:
-        finite = column[np.isfinite(column)]
-        if len(finite) and finite.min() >= 0 and finite.max() <= 1 and _grid_step(finite) > 0:
+        if _is_proportion(column):
             column[:] = np.arcsin(np.sqrt(column))
     return values
+
+
+def _is_proportion(column: np.ndarray) -> bool:
+    finite = column[np.isfinite(column)]
+    return bool(len(finite)) and finite.min() >= 0 and finite.max() <= 1 and _grid_step(finite) > 0
 
 
 def esd_critical_value(n: int, i: int, alpha: float) -> float:
@@ -88,14 +93,30 @@ def _grid_step(column: np.ndarray) -> float:
     return float(np.diff(distinct).min())
 
 
-def _standardize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values - mean) / sd per column (1 where constant) and the grid step in those units [D], 0 where the
-    grid is finer than a tenth of an sd (rounding there hardly changes the likelihoods)."""
-    scale = values.std(axis=0)
+def _standardize(values: np.ndarray):
+    """(points, grid, on_grid) for the types test: the values per column (accuracies on the arcsine scale, as
+    `as_proportions`) minus their mean over their sd (1 where constant); the grid step in those units [D], 0 where it
+    is finer than a tenth of an sd (rounding there hardly changes the likelihoods); and `on_grid(draws [..., D])`,
+    which puts simulated points where data can lie (an accuracy: back to [0, 1], rounded to its test set's grid and
+    transformed again), or None when no column needs it."""
+    proportion = np.array([_is_proportion(c) for c in values.T])
+    transformed = as_proportions(values)
+    center, scale = transformed.mean(axis=0), transformed.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    standardized = (values - values.mean(axis=0)) / scale
+    standardized = (transformed - center) / scale
     grid = np.array([_grid_step(c) for c in standardized.T])
-    return standardized, np.where(grid < 0.1, 0.0, grid)
+    grid = np.where(grid < 0.1, 0.0, grid)
+    raw_grid = np.array([_grid_step(c) for c in values.T])
+    if not grid.any() and not proportion.any():
+        return standardized, grid, None
+
+    def on_grid(draws: np.ndarray) -> np.ndarray:
+        plain = np.where(grid > 0, np.round(draws / np.where(grid > 0, grid, 1)) * grid, draws)
+        raw = np.sin(np.clip(draws * scale + center, 0, np.pi / 2)) ** 2
+        raw = np.clip(np.round(raw / np.where(proportion, raw_grid, 1)) * raw_grid, 0, 1)
+        return np.where(proportion, (np.arcsin(np.sqrt(raw)) - center) / scale, plain)
+
+    return standardized, grid, on_grid
 
 
 @functools.lru_cache(maxsize=64)
@@ -173,7 +194,7 @@ class SolutionTypes:
     def _cluster(self, values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Labels [N] of the rows in `use` (-1 elsewhere) from the sequential types test, and its p-values."""
         labels = np.full(len(values), -1)
-        points, grid = _standardize(values[use])
+        points, grid, on_grid = _standardize(values[use])
         rng = np.random.default_rng(self.random_state)
         floor = grid**2 / 12  # Sheppard: a value known to a grid step h carries h^2 / 12 of rounding variance
         fit = tied_mixture_log_likelihood(points[None], 1, floor, rng)
@@ -184,7 +205,7 @@ class SolutionTypes:
             larger = tied_mixture_log_likelihood(points[None], k + 1, floor, rng)
             sizes = np.bincount(larger.labels[0], minlength=k + 1)
             observed = 2 * (larger.log_likelihood[0] - fit.log_likelihood[0])
-            null = self._null_ratios(fit, len(points), k, grid, floor, rng)
+            null = self._null_ratios(fit, len(points), k, on_grid, floor, rng)
             p_values.append(float((1 + np.sum(null >= observed)) / (1 + len(null))))
             if p_values[-1] > self.alpha / 2:
                 break
@@ -197,13 +218,14 @@ class SolutionTypes:
         labels[use] = np.argsort(order)[chosen]
         return labels, p_values
 
-    def _null_ratios(self, fit, n: int, k: int, grid: np.ndarray, floor: np.ndarray, rng) -> np.ndarray:
+    def _null_ratios(self, fit, n: int, k: int, on_grid, floor: np.ndarray, rng) -> np.ndarray:
         """Likelihood ratios of k + 1 against k types in `n_null` samples drawn from the fitted k types [n_null]."""
-        if k == 1 and not grid.any():
-            return _one_type_null(n, len(grid), self.n_null)
+        if k == 1 and on_grid is None:
+            return _one_type_null(n, len(floor), self.n_null)
         component = rng.choice(k, size=(self.n_null, n), p=fit.weights[0])
-        draws = fit.means[0][component] + rng.standard_normal((self.n_null, n, len(grid))) * np.sqrt(fit.variance[0])
-        draws = np.where(grid > 0, np.round(draws / np.where(grid > 0, grid, 1)) * grid, draws)  # the data's grid
+        draws = fit.means[0][component] + rng.standard_normal((self.n_null, n, len(floor))) * np.sqrt(fit.variance[0])
+        if on_grid is not None:
+            draws = on_grid(draws)  # where the data can lie
         null_k = tied_mixture_log_likelihood(draws, k, floor, rng)
         null_larger = tied_mixture_log_likelihood(draws, k + 1, floor, rng)
         return 2 * (null_larger.log_likelihood - null_k.log_likelihood)
