@@ -61,15 +61,12 @@ def generalized_esd(values, *, alpha: float = 0.05, max_outliers: int | None = N
     return flagged
 
 
-def as_proportions(values: np.ndarray) -> np.ndarray:
-    """Each column [N, D] that reads as an accuracy on a finite test set (every value in [0, 1], with ties) on the
-    arcsine-square-root scale, where a binomial proportion's variance no longer shrinks toward 0 and 1 and its
-    skew near 100% is gone (Anscombe 1948); other columns as they are."""
-    values = values.copy()
-    for column in values.T:
-        if _is_proportion(column):
-            column[:] = np.arcsin(np.sqrt(column))
-    return values
+def as_proportions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values [N, D], proportion [D]): each column that reads as an accuracy on a finite test set (every value in
+    [0, 1], with ties) on the arcsine-square-root scale, where a binomial proportion's variance no longer shrinks
+    toward 0 and 1 and its skew near 100% is gone (Anscombe 1948); other columns as they are."""
+    proportion = np.array([_is_proportion(c) for c in values.T], dtype=bool)
+    return np.where(proportion, np.arcsin(np.sqrt(np.clip(values, 0, 1))), values), proportion
 
 
 def _is_proportion(column: np.ndarray) -> bool:
@@ -99,8 +96,7 @@ def _standardize(values: np.ndarray):
     is finer than a tenth of an sd (rounding there hardly changes the likelihoods); and `on_grid(draws [..., D])`,
     which puts simulated points where data can lie (an accuracy: back to [0, 1], rounded to its test set's grid and
     transformed again), or None when no column needs it."""
-    proportion = np.array([_is_proportion(c) for c in values.T])
-    transformed = as_proportions(values)
+    transformed, proportion = as_proportions(values)
     center, scale = transformed.mean(axis=0), transformed.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     standardized = (transformed - center) / scale
@@ -187,7 +183,7 @@ class SolutionTypes:
     def _outliers(values: np.ndarray, alpha: float) -> np.ndarray:
         """Rows [N] flagged by the generalized ESD test on any column, each at level alpha."""
         flagged = np.zeros(len(values), dtype=bool)
-        for column in as_proportions(values).T:
+        for column in as_proportions(values)[0].T:
             flagged |= generalized_esd(column, alpha=alpha, grid=_grid_step(column))
         return flagged
 
