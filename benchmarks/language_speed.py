@@ -8,6 +8,7 @@ Run by hand, not in CI (the numbers depend on the machine and its load):
     python benchmarks/language_speed.py                           # both recipes, 8 members, 1 and 2 threads
     python benchmarks/language_speed.py --recipe icl-markov --threads 1
     python benchmarks/language_speed.py --profile                 # plus a torch.profiler table of each side
+    python benchmarks/language_speed.py --precision bfloat16      # both sides' matmuls in bf16 (autocast)
 
 Recipes: `syntax-drops` (masked LM on the grammar task, 4 layers, d_model 64, 4 heads, d_mlp 256, 64 sentences of
 up to 18 tokens per step; 2 layers, d_mlp 128 and 13 tokens before 2026-12-07) and `icl-markov` (causal LM on
@@ -24,7 +25,9 @@ pre-LN, AdamW at the recipe's lr.
    Timed blocks alternate between the two sides (swapping which goes first every repeat), at least 5 per side and
    until each side was timed 5 s; the table reports medians (the ratio is the median of the per-repeat ratios), so a
    noisy shared machine hurts both sides alike. Rows with 2 threads mean nothing while other processes keep the
-   cores busy (see ensemble_speed.py); each row prints the 1-minute load at its start and end.
+   cores busy (see ensemble_speed.py); each row prints the 1-minute load at its start and end. With `--precision
+   bfloat16` the ensemble trains with `precision = "bfloat16"` and the plain loop under the same
+   `torch.autocast(dtype=torch.bfloat16)`, float32 weights and AdamW on both sides; the roofline is then the bf16 GEMM's.
 
 2. Probe cost. At every checkpoint `EnsembleTrainer.train()` calls `CheckpointRows.record`: the evaluator's
    passes over the task's eval splits (per-token losses; minimal pairs for the grammar) and their `examples` rows,
@@ -64,6 +67,7 @@ from ontogeny.tasks.language import LanguageTask
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
 from ontogeny.train.checkpoint_rows import CheckpointRows
+from ontogeny.validation import PRECISIONS
 from roofline import matmul_roofline, step_flops
 
 RECIPES = ("syntax-drops", "icl-markov")
@@ -76,9 +80,9 @@ COMMIT_SECONDS = 30.0  # train()'s default: a commit (state and rows) at the fir
 # ---- the ontogeny side ----------------------------------------------------------------------------------------
 
 
-def ontogeny_trainer(recipe: str, n_members: int) -> EnsembleTrainer:
+def ontogeny_trainer(recipe: str, n_members: int, precision: str = "float32") -> EnsembleTrainer:
     """One `EnsembleTrainer` of `n_members` seeds of the recipe (one data order, as the recipes have)."""
-    spec = load_spec(recipe, [f"seeds={n_members}"])
+    spec = load_spec(recipe, [f"seeds={n_members}", f"precision={precision}"])
     groups = ensembles(expand(spec))
     if len(groups) != 1 or len(groups[0]) != n_members:
         raise SystemExit(f"{recipe}: expected one ensemble of {n_members} members, got {[len(g) for g in groups]}")
@@ -123,7 +127,7 @@ class PlainLoop:
 
     def __init__(self, trainer: EnsembleTrainer):
         task, spec, optim = trainer.task, trainer.spec, trainer.spec.optim
-        self.task = task
+        self.task, self.autocast = task, trainer.autocast  # the ensemble's precision, bf16 autocast or none
         self.seeds = []
         for member in trainer.members:
             torch.manual_seed(member.init_seed)
@@ -139,8 +143,9 @@ class PlainLoop:
             model, optimizer, first = entry
             for step in range(first, first + n_steps):
                 batch = self.task.batch(step)
-                logits = model(batch.x)  # [B, T, C]
-                loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), ignore_index=IGNORE)
+                with self.autocast():
+                    logits = model(batch.x).float()  # [B, T, C]
+                    loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), ignore_index=IGNORE)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -279,7 +284,7 @@ def attribution(seconds: dict[str, list[float]]):
         yield
 
 
-def probe_cost(recipe: str, n_members: int) -> dict:
+def probe_cost(recipe: str, n_members: int, precision: str = "float32") -> dict:
     """What recording costs in a real `EnsembleTrainer.train()` into a temporary run over PREFIX_STEPS steps with a
     denser schedule, scaled to the recipe's own steps and checkpoints.
 
@@ -289,7 +294,7 @@ def probe_cost(recipe: str, n_members: int) -> dict:
     COMMIT_SECONDS of training and once, as `train()` pays them."""
     spec = load_spec(recipe, [f"seeds={n_members}"])
     prefix = load_spec(recipe, [f"seeds={n_members}", f"steps={PREFIX_STEPS}", f"record.every={PREFIX_STEPS // 2}",
-                                "record.per_octave=1"])
+                                "record.per_octave=1", f"precision={precision}"])
     n_checkpoints = len(checkpoint_steps(spec.record, spec.steps))
     group = ensembles(expand(prefix))[0]
     EnsembleTrainer(group, device=prefix.device).time_steps(3)  # warm the training path up
@@ -342,6 +347,8 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=5.0,
                         help="more blocks until each side was timed this long (default 5)")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of each side")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the ensemble's spec precision; the plain loop runs under the same autocast")
     args = parser.parse_args()
     if args.members < 1 or any(t < 1 for t in args.threads):
         parser.error("--members and --threads must be at least 1")
@@ -354,7 +361,7 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             row_load = os.getloadavg()[0]  # this process's own share is at most the previous row's threads
-            trainer = ontogeny_trainer(recipe, args.members)
+            trainer = ontogeny_trainer(recipe, args.members, args.precision)
             plain = PlainLoop(trainer)
             ours, theirs = parameter_counts(trainer, plain)
             if ours != theirs:
@@ -363,13 +370,14 @@ def main() -> None:
             if threads == args.threads[0]:
                 print(f"{recipe}: {ours:,} parameters per member on both sides; with the same weights the logits "
                       f"differ by at most {difference:.1e}", flush=True)
-            if difference > 1e-4:
+            if difference > (1e-4 if args.precision == "float32" else 0.25):  # bf16 logits: ~1e-2 relative
                 raise SystemExit(f"{recipe}: the plain model computes something else (logits differ by {difference})")
             speeds[recipe, threads] = speed = training_speed(recipe, trainer, plain, args.block_seconds,
                                                              args.repeats, args.min_seconds)
             speed["parameters"], speed["load"] = ours, (row_load, os.getloadavg()[0])
-            speed["gflop"], speed["roofline"] = plain.seed_step_flops() / 1e9, matmul_roofline()
-            costs[recipe, threads] = probe_cost(recipe, args.members)
+            speed["gflop"] = plain.seed_step_flops() / 1e9
+            speed["roofline"] = matmul_roofline(getattr(torch, args.precision))
+            costs[recipe, threads] = probe_cost(recipe, args.members, args.precision)
             if args.profile:
                 n_steps = max(5, round(2.0 / speed["step_seconds"]))
                 profile(f"{recipe} ontogeny", trainer.time_steps, n_steps)
@@ -390,7 +398,7 @@ def main() -> None:
               f"{1e3 * s['step_seconds']:>8.1f} {s['repeats']:>6} {s['seconds']:>5.1f}s  "
               f"{s['load'][0]:.1f} -> {s['load'][1]:.1f}")
     print("\nuseful training FLOPs (torch's counter on one plain seed-step: matmuls and attention, forward and "
-          "backward) over wall time, against this process's float32 GEMM rate at the same threads")
+          f"backward) over wall time, against this process's {args.precision} GEMM rate at the same threads")
     print(f"{'recipe':<13} {'threads':>7} {'MFLOP/seed-step':>15} {'roofline':>9} {'ontogeny':>16} {'plain':>16}")
     for (recipe, threads), s in speeds.items():
         share = {side: s[side] * s["gflop"] for side in ("ontogeny", "plain")}  # GFLOP/s

@@ -9,11 +9,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def matmul_roofline() -> float:
-    """Best GFLOP/s of one float32 GEMM of a square size in 256..1024 with torch's current thread count."""
+def matmul_roofline(dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of one GEMM in `dtype` of a square size in 256..1024 with torch's current thread count."""
     best = 0.0
     for size in (256, 512, 1024):
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         for _ in range(3):
             a @ b
         repeats = max(3, int(2e9 // (2 * size**3)))

@@ -144,6 +144,7 @@ class Spec:
     seeds: tuple[int, ...] = (0,)
     data_orders: tuple[int, ...] = (0,)
     device: str = "cpu"
+    precision: str = "float32"  # float32, or bfloat16: matmuls in bf16 under autocast, fp32 weights and optimizer
     task: TaskSpec = field(default_factory=lambda: TASKS.get("modular")())
     model: ModelSpec = field(default_factory=lambda: MODELS.get("mlp")())
     optim: OptimSpec = field(default_factory=OptimSpec)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # only annotations: spec.py imports this module
 
 MAX_STEPS = 10**12
 MAX_CHECKPOINTS = 10**6
+PRECISIONS = ("float32", "bfloat16")  # the dtype matmuls run in; weights, gradients and optimizer stay float32
 
 
 def validate(spec: Spec, source: str | None = None, *, check_machine: bool = True) -> None:
@@ -30,6 +31,7 @@ def validate(spec: Spec, source: str | None = None, *, check_machine: bool = Tru
     check(len(set(spec.seeds)) == len(spec.seeds), "seeds", "seeds must be distinct")
     check(len(set(spec.data_orders)) == len(spec.data_orders), "data_orders", "data orders must be distinct")
     check(spec.device == "cpu" or spec.device.startswith("cuda"), "device", "must be 'cpu' or 'cuda[:N]'")
+    check(spec.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     task.check(check)
     model.check(check, task.sizes(spec))
     check(0 < model.init_scale < math.inf, "model.init_scale", "must be positive and finite")

@@ -12,6 +12,7 @@ def example_losses(kind: str, logits: torch.Tensor, y: torch.Tensor,
     correct is None without `with_correct` (training steps between checkpoints skip the argmax).
     Per-position logits [M, B, T, C] with y [M, B, T] or [B, T] are flattened to B*T examples; a target of
     `IGNORE` (-100) has loss 0 and is never correct."""
+    logits = logits.float()  # losses in float32 when the model ran in bfloat16
     if logits.dim() == 4:
         logits, y = logits.flatten(1, 2), y.flatten(-2)  # [M, B*T, C], [M, B*T] or [B*T]
     members, batch, classes = logits.shape

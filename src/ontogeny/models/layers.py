@@ -52,6 +52,7 @@ class _SharedInputMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
+        x, w = x.to(grad.dtype), w.to(grad.dtype)  # under autocast the forward ran in bfloat16: so does this
         x_t = x.t().contiguous()  # [n, B]
         grad_w = torch.bmm(x_t.expand(w.shape[0], *x_t.shape), grad) if ctx.needs_input_grad[1] else None
         grad_x = torch.bmm(grad, w.transpose(1, 2)).sum(0) if ctx.needs_input_grad[0] else None
@@ -78,6 +79,7 @@ class _MemberDot(torch.autograd.Function):
             h = torch.relu_(h)
         ctx.relu = relu
         ctx.set_materialize_grads(False)  # h's own gradient is almost never used: do not write a zero-filled one
+        w = w.to(h.dtype)  # h is bfloat16 under autocast (a matmul's result); the weights are float32
         ctx.save_for_backward(h, w)
         return h, torch.linalg.vecdot(h, w[:, None])
 

@@ -10,6 +10,7 @@ padding (`"masked"`, BERT-style).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -68,6 +69,17 @@ def _project(x: Tensor, weight: Tensor) -> Tensor:
     n_members, width_in = x.shape[0], x.shape[-1]
     out = torch.bmm(x.reshape(n_members, -1, width_in), weight)  # [M, N, b]
     return out.view(*x.shape[:-1], weight.shape[-1])  # [M, ..., b]
+
+
+@contextlib.contextmanager
+def _float32_attention_on_cpu(q: Tensor):
+    """Fused attention in float32 on a CPU under bf16 autocast: its bf16 backward there takes ~10x fp32's (measured,
+    torch 2.13); yields the cast to apply to q, k and v (the identity elsewhere)."""
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
+        yield lambda t: t
+        return
+    with torch.autocast("cpu", enabled=False):
+        yield lambda t: t.float()
 
 
 def _per_member(vector: Tensor, like: Tensor) -> Tensor:
@@ -154,9 +166,10 @@ class _Block(nn.Module):
             mixed = (scores.softmax(dim=-2) * v).sum(-2, keepdim=True)  # [M, B, H, 1, dh]
         else:  # the fused kernel for queries at every position (or a masked LM's last one)
             mask = None if causal or keys is None else keys.reshape(n_members * batch, 1, 1, positions)
-            mixed = nn.functional.scaled_dot_product_attention(
-                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
-                is_causal=causal and not last_only)  # [M*B, H, Tq, dh]
+            with _float32_attention_on_cpu(q) as cast:
+                mixed = nn.functional.scaled_dot_product_attention(
+                    cast(q).flatten(0, 1), cast(k).flatten(0, 1), cast(v).flatten(0, 1), attn_mask=mask,
+                    is_causal=causal and not last_only)  # [M*B, H, Tq, dh]
             mixed = mixed.unflatten(0, (n_members, batch))  # [M, B, H, Tq, dh]
         mixed = self.site_heads(mixed)  # [M, B, H, Tq, dh]
         mixed = mixed.transpose(2, 3).reshape(n_members, batch, -1, d)  # [M, B, Tq, H*dh]

@@ -8,6 +8,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -46,6 +47,13 @@ class EnsembleTrainer:
         self.recorded_through = -1  # last checkpoint step whose rows were recorded
         self._few_tokens: bool | None = None  # unembed the scored tokens alone (decided on the first batch)
         self.trained_toward = spec.steps  # the total steps of the spec its state was trained under
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Where the model runs (training steps, evaluations): in bfloat16 under autocast if the spec asks for it,
+        with float32 weights, gradients, losses and optimizer state (mixed precision)."""
+        if self.spec.precision == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # ---- state for resume ----
 
@@ -120,8 +128,8 @@ class EnsembleTrainer:
             norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
             if at_checkpoint:
                 factor = self.spec.optim.lr_factor(step, steps)
-                rows.record(step, self.model, batch, loss.detach(), correct, norms,
-                                self.optimizer.lr * factor)
+                with self.autocast():
+                    rows.record(step, self.model, batch, loss.detach(), correct, norms, self.optimizer.lr * factor)
                 if step in save_weights_at:
                     rows.save_weights(step, self.model, self.optimizer.preconditioner())
                 self.recorded_through = step
@@ -152,11 +160,12 @@ class EnsembleTrainer:
     def _forward_backward(self, step: int, batch: Batch, with_correct: bool = False):
         """Loss of every member on its batch; the sum's gradient gives each member exactly its own gradient."""
         self.optimizer.zero_grad()
-        if self._scores_few_tokens(batch):
-            loss, correct = self._scored_losses(batch, with_correct)
-        else:
-            logits = self.model(batch.x)  # [M, B, C]
-            loss, correct = probes.example_losses(self.task.loss, logits, batch.y, with_correct)  # [M, B] each
+        with self.autocast():  # the backward runs outside, as autocast asks; it follows the forward's dtypes
+            if self._scores_few_tokens(batch):
+                loss, correct = self._scored_losses(batch, with_correct)
+            else:
+                logits = self.model(batch.x)  # [M, B, C]
+                loss, correct = probes.example_losses(self.task.loss, logits, batch.y, with_correct)  # [M, B] each
         member_loss = probes.masked_mean(loss, batch.weight)  # [M]
         finite = torch.isfinite(member_loss)
         if not bool(finite.all()):
@@ -181,7 +190,7 @@ class EnsembleTrainer:
         scored = _scored_positions(batch.y)  # [B, T]
         logits = self.model.logits_at(batch.x, scored)  # [M, N, C]
         loss_n, correct_n = probes.example_losses(self.task.loss, logits, batch.y[..., scored], with_correct)
-        loss = logits.new_zeros(logits.shape[0], scored.numel())  # [M, B*T]
+        loss = loss_n.new_zeros(logits.shape[0], scored.numel())  # [M, B*T], float32 as loss_n
         loss[:, scored.flatten()] = loss_n
         if correct_n is not None:
             correct = torch.zeros_like(loss, dtype=torch.bool)
