@@ -2,10 +2,13 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import ontogeny as og
+from ontogeny.members import expand
+from ontogeny.train.loop import EnsembleTrainer
 
 TINY_MODULAR = ["task.p=13", "task.train_fraction=0.5", "model.width=24", "steps=200",
                 "record.every=50", "record.weights_every=100"]
@@ -112,3 +115,27 @@ def test_records_every_checkpoint_member_and_example(tmp_path):
     np.testing.assert_allclose(acc.sort_index().values, from_examples.sort_index().values)
     names = set(run.scalars().name)
     assert {"grad_norm", "weight_norm", "weight_norm/embed", "lr", "train/loss", "test/loss"} <= names
+
+
+def test_the_gpu_step_freezes_a_diverging_member_as_the_cpu_step_does(tmp_path, monkeypatch):
+    """The step a GPU takes (never asking the device whether a member diverged) gives the same run."""
+    settings = [*TINY_MODULAR, "seeds=[0]", "sweep.optim.lr=[0.01, 1e30]"]
+    asked = og.run("grokking", overrides=settings, out=tmp_path / "asked")
+    monkeypatch.setattr(EnsembleTrainer, "sync_free", True)
+    masked = og.run("grokking", overrides=settings, out=tmp_path / "masked")
+    pd.testing.assert_frame_equal(asked.members(), masked.members())
+    assert asked.members().status.tolist().count("diverged") == 1
+    for member in (0, 1):
+        assert_same_weights(final_weights(asked, member), final_weights(masked, member), exact=True)
+
+
+@pytest.mark.parametrize("recipe", ["sparse-parity", "grokking", "grokking-nanda", "icl-markov", "syntax-drops"])
+def test_a_training_step_never_waits_for_the_device(recipe):
+    """On the meta device every read of a value (.item(), bool(), .tolist()) raises: steps with clipping, a frozen
+    member run there without one (autocast has no meta device)."""
+    spec = og.load_spec(recipe, ["seeds=2", "optim.grad_clip=1.0"])
+    trainer = EnsembleTrainer(expand(spec), device="meta")
+    trainer.active[0] = False
+    trainer.time_steps(2)
+    with pytest.raises(RuntimeError, match="meta"):
+        bool(trainer.active.all())  # what the CPU step asks

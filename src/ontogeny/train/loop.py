@@ -41,8 +41,9 @@ class EnsembleTrainer:
         self.optimizer = EnsembleOptimizer(self.params, spec.optim, lr=[m.spec.optim.lr for m in members],
                                            weight_decay=[m.spec.optim.weight_decay for m in members])
         self.clip = torch.tensor([m.spec.optim.grad_clip for m in members], device=self.device)  # [M]
+        self.clipping = any(m.spec.optim.grad_clip > 0 for m in members)
         self.active = torch.ones(len(members), dtype=torch.bool, device=self.device)  # [M] not diverged
-        self.diverged_step = [None] * len(members)
+        self.diverged_at = torch.full((len(members),), -1, device=self.device)  # [M] step a member diverged, or -1
         self.step = 0  # next step to train
         self.recorded_through = -1  # last checkpoint step whose rows were recorded
         self._few_tokens: bool | None = None  # unembed the scored tokens alone (decided on the first batch)
@@ -54,6 +55,18 @@ class EnsembleTrainer:
         if self.spec.precision == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    @property
+    def sync_free(self) -> bool:
+        """Whether a training step must never wait for the device (no .item(), no bool() of a result): on a GPU,
+        where waiting idles it; the optimizer then masks frozen members at every step instead of asking whether any
+        is frozen. On a CPU asking costs nothing."""
+        return self.device.type != "cpu"
+
+    @property
+    def diverged_step(self) -> list[int | None]:
+        """Per member, the step its loss turned NaN/inf (it is frozen from there), or None."""
+        return [None if step < 0 else step for step in self.diverged_at.tolist()]
 
     # ---- state for resume ----
 
@@ -68,7 +81,7 @@ class EnsembleTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.active = state["active"].to(self.device)
         self.step, self.recorded_through = state["step"], state["recorded_through"]
-        self.diverged_step = list(state["diverged_step"])
+        self.diverged_at = torch.tensor([-1 if s is None else s for s in state["diverged_step"]], device=self.device)
         self.trained_toward = state["steps"]
 
     @property
@@ -103,7 +116,7 @@ class EnsembleTrainer:
         """Train `n` steps from the current state, recording nothing (to time a plan; the trainer is then spent)."""
         for step in range(self.step, self.step + n):
             self._forward_backward(step, self._to_device(self.task.batch(step)))
-            self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), None)
+            self._update(step, grad_norms(self.params) if self.clipping else None)
             self.step = step + 1
 
     # ---- the loop ----
@@ -125,7 +138,7 @@ class EnsembleTrainer:
             batch = self._to_device(self.task.batch(step))
             at_checkpoint = step in checkpoints and step > self.recorded_through
             loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
-            norms = grad_norms(self.params) if at_checkpoint or bool((self.clip > 0).any()) else None
+            norms = grad_norms(self.params) if at_checkpoint or self.clipping else None
             if at_checkpoint:
                 factor = self.spec.optim.lr_factor(step, steps)
                 with self.autocast():
@@ -140,13 +153,18 @@ class EnsembleTrainer:
                     last_commit = time.monotonic()
             if step == steps:
                 return
-            if norms is not None and bool((self.clip > 0).any()):
-                clip_grads(self.params, self.clip, norms)
-            all_active = bool(self.active.all())
-            self.optimizer.step(self.spec.optim.lr_factor(step, steps), None if all_active else self.active)
+            self._update(step, norms)
             self.step = step + 1
             if on_step:
                 on_step(self.step)
+
+    def _update(self, step: int, norms: torch.Tensor | None) -> None:
+        """Clip each member's gradients to its own norm (if any member clips; `norms` [M]) and apply the optimizer,
+        leaving frozen (diverged) members as they are."""
+        if self.clipping:
+            clip_grads(self.params, self.clip, norms)
+        frozen = self.active if self.sync_free or not bool(self.active.all()) else None
+        self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), frozen)
 
     def _eval_rows(self) -> int:
         """Probe examples per evaluation batch: on a CPU, few enough that the activations of all members stay about
@@ -167,11 +185,9 @@ class EnsembleTrainer:
                 logits = self.model(batch.x)  # [M, B, C]
                 loss, correct = probes.example_losses(self.task.loss, logits, batch.y, with_correct)  # [M, B] each
         member_loss = probes.masked_mean(loss, batch.weight)  # [M]
-        finite = torch.isfinite(member_loss)
-        if not bool(finite.all()):
-            for index in torch.nonzero(self.active & ~finite).flatten().tolist():
-                self.diverged_step[index] = step  # frozen from here on; the others go on untouched
-            self.active &= finite
+        finite = torch.isfinite(member_loss)  # a member that turns NaN/inf is frozen from here; the others go on
+        self.diverged_at = torch.where(self.active & ~finite, step, self.diverged_at)
+        self.active &= finite
         torch.where(self.active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         return loss, correct
 

@@ -29,7 +29,7 @@ class EnsembleOptimizer:
         self.params, self.spec = list(params), spec
         self.lr = _per_member(lr, self.params[0])  # [M]
         self.weight_decay = _per_member(weight_decay, self.params[0])  # [M]
-        self.decays = bool((self.weight_decay > 0).any())  # skip the decay terms when all are 0 (a hot path)
+        self.decays = any(w > 0 for w in weight_decay)  # skip the decay terms when all are 0 (a hot path)
         self.steps = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
 
