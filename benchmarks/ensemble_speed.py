@@ -43,7 +43,7 @@ from torch import nn
 from ontogeny.spec import load_spec
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
-from ontogeny.train.optim import clip_grads, grad_norms
+from ontogeny.train.optim import grad_norms
 
 LONG_RUN = 10**7  # the spec's `steps`: far beyond what is timed, so no step is the last (no lr decay either)
 
@@ -65,15 +65,11 @@ class OntogenySide:
     def steps(self, n_steps: int) -> None:
         """Take `n_steps` training steps: the body of `EnsembleTrainer.train()` off checkpoints."""
         trainer = self.trainer
-        optim, total = trainer.spec.optim, trainer.spec.steps
         for _ in range(n_steps):
             step = trainer.step
             batch = trainer._to_device(trainer.task.batch(step))
             trainer._forward_backward(step, batch)
-            if bool((trainer.clip > 0).any()):
-                clip_grads(trainer.params, trainer.clip, grad_norms(trainer.params))
-            all_active = bool(trainer.active.all())
-            trainer.optimizer.step(optim.lr_factor(step, total), None if all_active else trainer.active)
+            trainer._update(step, grad_norms(trainer.params) if trainer.clipping else None)
             trainer.step = step + 1
 
 

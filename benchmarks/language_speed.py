@@ -27,7 +27,8 @@ pre-LN, AdamW at the recipe's lr.
    noisy shared machine hurts both sides alike. Rows with 2 threads mean nothing while other processes keep the
    cores busy (see ensemble_speed.py); each row prints the 1-minute load at its start and end. With `--precision
    bfloat16` the ensemble trains with `precision = "bfloat16"` and the plain loop under the same
-   `torch.autocast(dtype=torch.bfloat16)`, float32 weights and AdamW on both sides; the roofline is then the bf16 GEMM's.
+   `torch.autocast(dtype=torch.bfloat16)`, float32 weights and AdamW on both sides; the roofline is then the bf16
+   GEMM's.
 
 2. Probe cost. At every checkpoint `EnsembleTrainer.train()` calls `CheckpointRows.record`: the evaluator's
    passes over the task's eval splits (per-token losses; minimal pairs for the grammar) and their `examples` rows,
@@ -284,7 +285,7 @@ def attribution(seconds: dict[str, list[float]]):
         yield
 
 
-def probe_cost(recipe: str, n_members: int, precision: str = "float32") -> dict:
+def probe_cost(recipe: str, n_members: int, precision: str = "float32", device: str = "cpu") -> dict:
     """What recording costs in a real `EnsembleTrainer.train()` into a temporary run over PREFIX_STEPS steps with a
     denser schedule, scaled to the recipe's own steps and checkpoints.
 
@@ -294,7 +295,7 @@ def probe_cost(recipe: str, n_members: int, precision: str = "float32") -> dict:
     COMMIT_SECONDS of training and once, as `train()` pays them."""
     spec = load_spec(recipe, [f"seeds={n_members}"])
     prefix = load_spec(recipe, [f"seeds={n_members}", f"steps={PREFIX_STEPS}", f"record.every={PREFIX_STEPS // 2}",
-                                "record.per_octave=1", f"precision={precision}"])
+                                "record.per_octave=1", f"precision={precision}", f"device={device}"])
     n_checkpoints = len(checkpoint_steps(spec.record, spec.steps))
     group = ensembles(expand(prefix))[0]
     EnsembleTrainer(group, device=prefix.device).time_steps(3)  # warm the training path up
