@@ -60,7 +60,7 @@ def test_switching_the_model_by_override():
     ("[task]\np = 'seven'\n", "task.p", "must be int"),
     ("[model]\nname = 'rnn'\n", "model.name", "unknown model"),
     ("[optim]\nlr = -1\n", "optim.lr", "positive"),
-    ("seeds = 100000\n[model]\nwidth = 100000\n", "model", "GiB of memory"),
+    ("seeds = 100000\n[model]\nwidth = 10000000\n", "model", "GiB of memory"),
     ("[sweep]\ntask.train_fraction = [0.5, 2.0]\n", "sweep", "strictly between"),
     ("[sweep]\nseeds = [1, 2]\n", "sweep.seeds", "can be swept"),
     ("steps = \n", None, "invalid TOML"),

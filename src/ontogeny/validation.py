@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # only annotations: spec.py imports this module
 
 MAX_STEPS = 10**12
 MAX_CHECKPOINTS = 10**6
+MIN_EVAL_ROWS = 32  # probe examples per evaluation chunk, at least
 PRECISIONS = ("float32", "bfloat16")  # the dtype matmuls run in; weights, gradients and optimizer stay float32
 
 
@@ -66,10 +67,12 @@ def n_members(spec: Spec) -> int:
 
 
 def estimate_memory(spec: Spec) -> int:
-    """Rough peak bytes of training: weights, grads and optimizer state, and the largest activations (float32)."""
+    """Rough peak bytes of training: weights, grads and optimizer state, and the largest activations (float32).
+    Evaluations run in chunks sized to the memory left (at least MIN_EVAL_ROWS examples: train/loop.py)."""
     sizes = spec.task.sizes(spec)
     params, per_example = spec.model.memory(sizes)
-    return 4 * n_members(spec) * (4 * params + 3 * (sizes.batch + sizes.n_eval) * (per_example + sizes.n_outputs))
+    rows = 3 * sizes.batch + min(sizes.n_eval, MIN_EVAL_ROWS)
+    return 4 * n_members(spec) * (4 * params + rows * (per_example + sizes.n_outputs))
 
 
 def _machine_memory() -> int | None:

@@ -21,10 +21,12 @@ from ..evaluation.schedule import checkpoint_steps, weight_steps
 from ..store import Layout
 from ..tasks import IGNORE, Batch, make_task
 from ..members import Member, member_rows
+from ..validation import MIN_EVAL_ROWS
 from .optim import EnsembleOptimizer, clip_grads, grad_norms
 from .checkpoint_rows import CheckpointRows
 
 EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
+EVAL_GPU_SHARE = 8  # a GPU evaluation chunk's activations: at most 1/8 of the device's memory
 
 
 class EnsembleTrainer:
@@ -167,13 +169,15 @@ class EnsembleTrainer:
         self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), frozen)
 
     def _eval_rows(self) -> int:
-        """Probe examples per evaluation batch: on a CPU, few enough that the activations of all members stay about
-        EVAL_FLOATS (at 512 members a whole 1,000-example probe is 0.5 GB per activation, and slower); else 4096."""
-        if self.device.type != "cpu":
-            return 4096
+        """Probe examples per evaluation batch: few enough that the activations of all members stay about
+        EVAL_FLOATS on a CPU (at 512 members a whole 1,000-example probe is 0.5 GB per activation, and slower), or
+        1/EVAL_GPU_SHARE of a GPU's memory (48 six-layer members of d_model 256 take 2.6 GB per 100 examples)."""
         sizes = self.spec.task.sizes(self.spec)
         per_example = self.spec.model.memory(sizes)[1] + sizes.n_outputs  # activation floats of one member
-        return int(min(4096, max(32, EVAL_FLOATS // (len(self.members) * per_example))))
+        budget = EVAL_FLOATS
+        if self.device.type == "cuda":
+            budget = torch.cuda.get_device_properties(self.device).total_memory // (4 * EVAL_GPU_SHARE)
+        return int(min(4096, max(MIN_EVAL_ROWS, budget // (len(self.members) * per_example))))
 
     def _forward_backward(self, step: int, batch: Batch, with_correct: bool = False):
         """Loss of every member on its batch; the sum's gradient gives each member exactly its own gradient."""
