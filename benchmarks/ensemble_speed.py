@@ -43,7 +43,6 @@ from torch import nn
 from ontogeny.spec import load_spec
 from ontogeny.train.loop import EnsembleTrainer
 from ontogeny.members import ensembles, expand
-from ontogeny.train.optim import grad_norms
 
 LONG_RUN = 10**7  # the spec's `steps`: far beyond what is timed, so no step is the last (no lr decay either)
 
@@ -69,7 +68,7 @@ class OntogenySide:
             step = trainer.step
             batch = trainer._to_device(trainer.task.batch(step))
             trainer._forward_backward(step, batch)
-            trainer._update(step, grad_norms(trainer.params) if trainer.clipping else None)
+            trainer._update(step, trainer.optimizer.grad_norms() if trainer.clipping else None)
             trainer.step = step + 1
 
 

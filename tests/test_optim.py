@@ -6,7 +6,7 @@ from torch import nn
 
 from ontogeny import MLPSpec, OptimSpec
 from ontogeny.models import EnsembleMLP
-from ontogeny.train.optim import EnsembleOptimizer, clip_grads, grad_norms
+from ontogeny.train.optim import EnsembleOptimizer
 
 
 def plain_mlp(ensemble: EnsembleMLP, m: int) -> nn.Sequential:
@@ -61,15 +61,19 @@ def test_per_member_clipping_matches_clip_grad_norm():
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
     logits = ensemble(x)
     sum(nn.functional.cross_entropy(logits[m], y) for m in range(2)).backward()
-    params = list(ensemble.parameters())
+    optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(name="sgd"), lr=[1.0, 1.0],
+                                  weight_decay=[0.0, 0.0])
+    before = ensemble.w_in.detach().clone()
     max_norm = torch.tensor([0.01, 0.0])  # member 1: no clipping
-    norms = grad_norms(params)
-    clip_grads(params, max_norm, norms)
+    norms = optimizer.grad_norms()
+    optimizer.clip(max_norm, norms)
+    optimizer.step()  # plain SGD at lr 1: the weights move by exactly the clipped gradient
     for m, plain in enumerate(plains):
         nn.functional.cross_entropy(plain(x), y).backward()
         total = nn.utils.clip_grad_norm_(plain.parameters(), 0.01 if m == 0 else float("inf"))
         torch.testing.assert_close(norms[m], total, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(ensemble.w_in.grad[m].T, plain[0].weight.grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close((before - ensemble.w_in.detach())[m].T, plain[0].weight.grad, rtol=1e-5,
+                                   atol=1e-7)
 
 
 def test_frozen_member_keeps_its_exact_values_and_others_are_untouched():
@@ -96,3 +100,66 @@ def test_lr_schedule():
     assert spec.lr_factor(10, 110) == pytest.approx(1.0)
     assert spec.lr_factor(60, 110) == pytest.approx(0.5)
     assert OptimSpec(schedule="linear").lr_factor(75, 100) == pytest.approx(0.25)
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view  # views launch nothing
+        return func(*args, **(kwargs or {}))
+
+
+def update_ops(depth: int, name: str) -> int:
+    """Operations one clipped update of an MLP of `depth` layers runs (with a frozen member)."""
+    ensemble = EnsembleMLP(MLPSpec(width=8, depth=depth), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
+    optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(name=name, momentum=0.9), lr=[1e-2, 1e-2],
+                                  weight_decay=[0.1, 0.1])
+    ensemble(torch.randn(8, 4)).square().sum().backward()
+    with _CountOps() as counter:
+        optimizer.clip(torch.tensor([1.0, 1.0]), optimizer.grad_norms())
+        optimizer.step(active=torch.tensor([True, False]))
+    return counter.count
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_an_update_runs_the_same_operations_however_many_parameter_tensors(name):
+    """What bounds a small model's step on a GPU is launches: the update works on one [M, P] buffer."""
+    assert update_ops(2, name) == update_ops(8, name)  # 6 and 18 parameter tensors
+
+
+def test_a_parameter_without_a_gradient_is_left_alone_as_torch_optim_does():
+    ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
+    optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1])
+    before_out, before_in = ensemble.b_out.detach().clone(), ensemble.w_in.detach().clone()
+    ensemble(torch.randn(8, 4)).square().sum().backward()
+    ensemble.b_out.grad = None
+    optimizer.step()
+    assert torch.equal(ensemble.b_out, before_out)  # no weight decay either
+    assert not torch.equal(ensemble.w_in, before_in)
+
+
+def test_optimizer_state_round_trips_in_the_per_parameter_format():
+    """Saved as a list of per-parameter dicts (as before the flat buffer), so older runs resume."""
+    x = torch.randn(8, 4)
+    models = [EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4) for _ in range(2)]
+    optimizers = [EnsembleOptimizer(list(m.parameters()), OptimSpec(), lr=[1e-2, 3e-3], weight_decay=[0.1, 0.0])
+                  for m in models]
+
+    def steps(model, optimizer, n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+
+    steps(models[0], optimizers[0], 5)
+    saved = optimizers[0].state_dict()
+    assert [sorted(entry) for entry in saved["state"]] == [["exp_avg", "exp_avg_sq"]] * 4
+    assert saved["state"][0]["exp_avg"].shape == models[0].w_in.shape
+    models[1].load_state_dict(models[0].state_dict())
+    optimizers[1].load_state_dict(saved)
+    for model, optimizer in zip(models, optimizers):
+        steps(model, optimizer, 5)
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))

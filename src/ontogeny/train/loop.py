@@ -22,7 +22,7 @@ from ..store import Layout
 from ..tasks import IGNORE, Batch, make_task
 from ..members import Member, member_rows
 from ..validation import MIN_EVAL_ROWS
-from .optim import EnsembleOptimizer, clip_grads, grad_norms
+from .optim import EnsembleOptimizer
 from .checkpoint_rows import CheckpointRows
 
 EVAL_FLOATS = 1 << 26  # activation floats of one CPU evaluation batch, all members (256 MiB)
@@ -118,7 +118,7 @@ class EnsembleTrainer:
         """Train `n` steps from the current state, recording nothing (to time a plan; the trainer is then spent)."""
         for step in range(self.step, self.step + n):
             self._forward_backward(step, self._to_device(self.task.batch(step)))
-            self._update(step, grad_norms(self.params) if self.clipping else None)
+            self._update(step, self.optimizer.grad_norms() if self.clipping else None)
             self.step = step + 1
 
     # ---- the loop ----
@@ -140,7 +140,7 @@ class EnsembleTrainer:
             batch = self._to_device(self.task.batch(step))
             at_checkpoint = step in checkpoints and step > self.recorded_through
             loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
-            norms = grad_norms(self.params) if at_checkpoint or self.clipping else None
+            norms = self.optimizer.grad_norms() if at_checkpoint or self.clipping else None
             if at_checkpoint:
                 factor = self.spec.optim.lr_factor(step, steps)
                 with self.autocast():
@@ -164,7 +164,7 @@ class EnsembleTrainer:
         """Clip each member's gradients to its own norm (if any member clips; `norms` [M]) and apply the optimizer,
         leaving frozen (diverged) members as they are."""
         if self.clipping:
-            clip_grads(self.params, self.clip, norms)
+            self.optimizer.clip(self.clip, norms)
         frozen = self.active if self.sync_free or not bool(self.active.all()) else None
         self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), frozen)
 

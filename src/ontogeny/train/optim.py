@@ -17,98 +17,125 @@ def _per_member(values, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float32, device=like.device)
 
 
-def _view(vector: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """[M] -> [M, 1, ..., 1] broadcastable against `param`."""
-    return vector.view(-1, *([1] * (param.dim() - 1)))
-
-
 class EnsembleOptimizer:
-    """AdamW or SGD over ensemble parameters `[M, ...]` with `lr`, `weight_decay` of shape [M]."""
+    """AdamW or SGD over ensemble parameters `[M, ...]` with `lr`, `weight_decay` of shape [M].
+
+    The parameters move into one buffer `flat` [M, P] (each stays a view of its own columns), and their gradients
+    are gathered into one [M, P] tensor per step, so that clipping and an update are a handful of operations over
+    every weight at once instead of ~15 per parameter tensor: what bounds a small model's step on a GPU is how many
+    operations it launches (a 6-layer transformer has 77 parameter tensors). Elementwise, the update is the same.
+    """
 
     def __init__(self, params: list[torch.Tensor], spec: OptimSpec, *, lr: list[float], weight_decay: list[float]):
         self.params, self.spec = list(params), spec
-        self.lr = _per_member(lr, self.params[0])  # [M]
-        self.weight_decay = _per_member(weight_decay, self.params[0])  # [M]
+        self.n_members = self.params[0].shape[0]
+        self.sizes = [p[0].numel() for p in self.params]
+        self.flat = torch.cat([p.detach().reshape(self.n_members, -1) for p in self.params], 1)  # [M, P]
+        for param, columns in zip(self.params, self.flat.split(self.sizes, 1)):
+            param.data = columns.view(param.shape)  # the parameter now lives in its columns of `flat`
+        self.lr = _per_member(lr, self.flat)  # [M]
+        self.weight_decay = _per_member(weight_decay, self.flat)  # [M]
         self.decays = any(w > 0 for w in weight_decay)  # skip the decay terms when all are 0 (a hot path)
         self.steps = 0
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self.state: dict[str, torch.Tensor] = {}  # each [M, P]: exp_avg, exp_avg_sq (AdamW) or momentum_buffer
+        self.grad: torch.Tensor | None = None  # [M, P], gathered by `gather_grads`
 
     def zero_grad(self) -> None:
         for param in self.params:
             param.grad = None
+        self.grad = None
+
+    @torch.no_grad()
+    def gather_grads(self) -> torch.Tensor:
+        """The parameters' gradients as one [M, P] tensor (zeros for a parameter without one), gathered once."""
+        if self.grad is None:
+            self.grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(self.n_members, -1)
+                                   for p in self.params], 1)
+        return self.grad
+
+    @torch.no_grad()
+    def grad_norms(self) -> torch.Tensor:
+        """Per-member global gradient norm over all parameters -> [M]."""
+        return self.gather_grads().square().sum(1).sqrt()
+
+    @torch.no_grad()
+    def clip(self, max_norm: torch.Tensor, norms: torch.Tensor) -> None:
+        """Scale each member's gradient to at most `max_norm[m]` (0: no clipping), as torch.nn.utils.clip_grad_norm_."""
+        scale = torch.where(max_norm > 0, (max_norm / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))  # [M]
+        self.gather_grads().mul_(scale[:, None])
 
     @torch.no_grad()
     def step(self, lr_factor: float = 1.0, active: torch.Tensor | None = None) -> None:
         """Apply one update with learning rate `lr * lr_factor`; members where `active` is False stay frozen."""
+        if all(p.grad is None for p in self.params):
+            return
         self.steps += 1
-        lr = self.lr * lr_factor  # [M]
-        for param, state in zip(self.params, self.state):
-            if param.grad is None:
-                continue
-            grad = param.grad
-            if active is not None:
-                grad = torch.where(_view(active, grad), grad, torch.zeros_like(grad))
-                before = param.detach().clone()
-            if self.spec.name == "adamw":
-                self._adamw(param, grad, state, lr)
-            else:
-                self._sgd(param, grad, state, lr)
-            if active is not None:  # a frozen member's slice keeps its exact old value (NaN-safe)
-                param.copy_(torch.where(_view(active, param), param, before))
+        lr = (self.lr * lr_factor)[:, None]  # [M, 1]
+        grad, param = self.gather_grads(), self.flat
+        if any(p.grad is None for p in self.params):  # a parameter without a gradient is left alone (torch.optim)
+            keep = torch.cat([torch.full((s,), p.grad is None, device=grad.device) for p, s in zip(self.params,
+                                                                                                     self.sizes)])
+            active = ~keep[None] if active is None else active[:, None] & ~keep[None]
+        elif active is not None:
+            active = active[:, None]
+        if active is not None:
+            grad = torch.where(active, grad, torch.zeros_like(grad))
+            before = param.clone()
+        if self.spec.name == "adamw":
+            self._adamw(param, grad, lr)
+        else:
+            self._sgd(param, grad, lr)
+        if active is not None:  # a frozen member's weights keep their exact old values (NaN-safe)
+            param.copy_(torch.where(active, param, before))
 
-    def _adamw(self, param, grad, state, lr):
+    def _adamw(self, param, grad, lr):
         beta1, beta2 = self.spec.betas
-        if not state:
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if not self.state:
+            self.state = {"exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+        exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
         if self.decays:
-            param.mul_(1 - _view(lr * self.weight_decay, param))  # decoupled weight decay (Loshchilov & Hutter)
+            param.mul_(1 - lr * self.weight_decay[:, None])  # decoupled weight decay (Loshchilov & Hutter)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1**self.steps
         bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.spec.eps)
-        param.addcmul_(torch.div(exp_avg, denom, out=denom), _view(lr / bias_correction1, param), value=-1)
+        param.addcmul_(torch.div(exp_avg, denom, out=denom), lr / bias_correction1, value=-1)
 
-    def _sgd(self, param, grad, state, lr):
+    def _sgd(self, param, grad, lr):
         if self.decays:
-            grad = torch.addcmul(grad, param, _view(self.weight_decay, param))  # torch.optim.SGD's coupled L2 decay
+            grad = torch.addcmul(grad, param, self.weight_decay[:, None])  # torch.optim.SGD's coupled L2 decay
         if self.spec.momentum:
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = grad.clone()
+            if "momentum_buffer" not in self.state:
+                self.state["momentum_buffer"] = grad.clone()
             else:
-                state["momentum_buffer"].mul_(self.spec.momentum).add_(grad)
-            grad = state["momentum_buffer"]
-        param.addcmul_(grad, _view(lr, param), value=-1)  # in place: no temporary the size of the weights
+                self.state["momentum_buffer"].mul_(self.spec.momentum).add_(grad)
+            grad = self.state["momentum_buffer"]
+        param.addcmul_(grad, lr, value=-1)  # in place: no temporary the size of the weights
 
     def preconditioner(self) -> list[torch.Tensor] | None:
         """AdamW's diagonal preconditioner now, sqrt(v_hat) + eps per parameter (what its next update divides by,
         bias correction included); None for SGD or before the first step."""
-        if self.spec.name != "adamw" or not self.steps or any("exp_avg_sq" not in state for state in self.state):
+        if self.spec.name != "adamw" or not self.steps or "exp_avg_sq" not in self.state:
             return None
         correction = math.sqrt(1 - self.spec.betas[1] ** self.steps)
-        return [(state["exp_avg_sq"].sqrt() / correction).add_(self.spec.eps) for state in self.state]
+        flat = (self.state["exp_avg_sq"].sqrt() / correction).add_(self.spec.eps)
+        return self._per_parameter(flat)
+
+    def _per_parameter(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """[M, P] -> one tensor per parameter, shaped like it."""
+        return [columns.reshape(p.shape) for p, columns in zip(self.params, flat.split(self.sizes, 1))]
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "state": self.state}
+        """As saved before the flat buffer (a list of per-parameter dicts), so runs resume across versions."""
+        per_parameter = {key: self._per_parameter(value) for key, value in self.state.items()}
+        return {"steps": self.steps,
+                "state": [{key: values[i].clone() for key, values in per_parameter.items()}
+                          for i in range(len(self.params))]}
 
     def load_state_dict(self, saved: dict) -> None:
         self.steps = saved["steps"]
-        self.state = [{k: v.to(p.device) for k, v in s.items()} for s, p in zip(saved["state"], self.params)]
-
-
-@torch.no_grad()
-def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
-    """Per-member global gradient norm over all parameters -> [M]."""
-    squares = [p.grad.pow(2).flatten(1).sum(1) for p in params if p.grad is not None]
-    return torch.stack(squares).sum(0).sqrt()
-
-
-@torch.no_grad()
-def clip_grads(params: list[torch.Tensor], max_norm: torch.Tensor, norms: torch.Tensor) -> None:
-    """Scale each member's gradients to at most `max_norm[m]` (0: no clipping), as torch.nn.utils.clip_grad_norm_."""
-    scale = torch.where(max_norm > 0, (max_norm / (norms + 1e-6)).clamp(max=1.0), torch.ones_like(norms))  # [M]
-    for param in params:
-        if param.grad is not None:
-            param.grad.mul_(_view(scale, param.grad))
+        keys = {key for entry in saved["state"] for key in entry}
+        self.state = {key: torch.cat([entry[key].to(self.flat.device).reshape(self.n_members, -1)
+                                      if key in entry else torch.zeros((self.n_members, size), device=self.flat.device)
+                                      for entry, size in zip(saved["state"], self.sizes)], 1) for key in keys}
