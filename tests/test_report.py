@@ -193,6 +193,7 @@ def test_a_run_without_sweep_or_analysis_tables_omits_their_sections(parity_bare
     assert "Hidden transitions: per-subset curves" in page  # the run has named subsets
     assert "first checkpoint from which subset accuracy stays" in page  # onsets computed here, and said so
     assert "transition onset" not in page
+    assert " on cpu in float32, ontogeny " in page  # the machine and the precision it trained in
 
 
 def test_analysis_tables_are_used_where_present(parity_report, parity_run, grok_bare):

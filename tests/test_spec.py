@@ -4,7 +4,7 @@ import pytest
 
 from ontogeny.exceptions import SpecError
 from ontogeny import MLPSpec, ModularSpec
-from ontogeny.spec import from_dict, load_spec, recipe_names
+from ontogeny.spec import RECIPES_DIR, from_dict, load_spec, recipe_names
 
 
 def test_every_recipe_loads_and_names_its_source():
@@ -99,6 +99,15 @@ def test_a_spec_path_that_is_a_directory_or_binary_is_one_line(tmp_path):
         with pytest.raises(SpecError, match=words) as info:
             load_spec(path)
         assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+
+
+def test_a_recipe_name_is_the_recipe_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    """`ontogeny run grokking --out grokking`, then `ontogeny run grokking` again from the same folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grokking").mkdir()
+    assert load_spec("grokking") == load_spec(str(RECIPES_DIR / "grokking.toml"))
+    with pytest.raises(SpecError, match="is a directory"):
+        load_spec("./grokking/")  # a path that names the folder itself
 
 
 def test_unknown_recipe_lists_the_known_ones():

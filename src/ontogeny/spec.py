@@ -209,10 +209,11 @@ def load_spec(spec: str | Path, overrides: list[str] | dict[str, Any] | None = N
     `check_machine=False` skips the checks against this machine (memory, CUDA), for reading a finished run's spec.
     """
     path = Path(spec)
-    if not path.suffix and not path.exists():
-        path = RECIPES_DIR / f"{spec}.toml"
-        if not path.exists():
-            raise SpecError(f"no such file or recipe (recipes: {', '.join(recipe_names())})", source=str(spec))
+    recipe = RECIPES_DIR / f"{spec}.toml"
+    if not path.suffix and not path.is_file() and recipe.exists():  # a folder named like a recipe (its old run)
+        path = recipe
+    elif not path.suffix and not path.exists():
+        raise SpecError(f"no such file or recipe (recipes: {', '.join(recipe_names())})", source=str(spec))
     source = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -93,7 +93,7 @@ def glance_section(run: Run, summary: pd.DataFrame) -> Section:
     versions = f"ontogeny {meta.get('ontogeny', '?')}, torch {meta.get('torch', '?')}"
     if run.has_spec:
         rows.append(("trained", f"{meta.get('started', '?')} to {finished or 'still running (or stopped)'} on "
-                                f"{meta.get('device', '?')}, {versions}"))
+                                f"{meta.get('device', '?')} in {run.spec.precision}, {versions}"))
     else:
         rows.append(("recorded", f"since {meta.get('created', '?')} on {meta.get('host', '?')}, {versions}"))
     spec_table = "<table class='spec'>" + "".join(
