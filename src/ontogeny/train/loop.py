@@ -171,7 +171,7 @@ class EnsembleTrainer:
     def _eval_rows(self) -> int:
         """Probe examples per evaluation batch: few enough that the activations of all members stay about
         EVAL_FLOATS on a CPU (at 512 members a whole 1,000-example probe is 0.5 GB per activation, and slower), or
-        1/EVAL_GPU_SHARE of a GPU's memory (48 six-layer members of d_model 256 take 2.6 GB per 100 examples)."""
+        1/EVAL_GPU_SHARE of a GPU's memory (48 `hierarchy-gpu` members: ~128 MB per example by `model.memory`)."""
         sizes = self.spec.task.sizes(self.spec)
         per_example = self.spec.model.memory(sizes)[1] + sizes.n_outputs  # activation floats of one member
         budget = EVAL_FLOATS
