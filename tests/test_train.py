@@ -131,8 +131,8 @@ def test_the_gpu_step_freezes_a_diverging_member_as_the_cpu_step_does(tmp_path, 
 
 @pytest.mark.parametrize("recipe", ["sparse-parity", "grokking", "grokking-nanda", "icl-markov", "syntax-drops"])
 def test_a_training_step_never_waits_for_the_device(recipe):
-    """On the meta device every read of a value (.item(), bool(), .tolist()) raises: steps with clipping, a frozen
-    member run there without one (autocast has no meta device)."""
+    """On the meta device every read of a value (.item(), bool(), .tolist()) raises: a step with clipping and a
+    frozen member runs there without one (autocast has no meta device)."""
     spec = og.load_spec(recipe, ["seeds=2", "optim.grad_clip=1.0"])
     trainer = EnsembleTrainer(expand(spec), device="meta")
     trainer.active[0] = False
