@@ -24,13 +24,14 @@ def plain_mlp(ensemble: EnsembleMLP, m: int) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
-def test_ensemble_matches_separate_torch_optimizers(name):
+def test_ensemble_matches_separate_torch_optimizers(name, fused):
     seeds, lrs, decays = [0, 1, 2], [1e-2, 3e-3, 1e-3], [0.0, 0.1, 1.0]
     spec = OptimSpec(name=name, betas=(0.9, 0.98), momentum=0.9)
     ensemble = EnsembleMLP(MLPSpec(width=16), n_outputs=3, init_seeds=seeds, n_inputs=5)
     plains = [plain_mlp(ensemble, m) for m in range(3)]
-    optimizer = EnsembleOptimizer(list(ensemble.parameters()), spec, lr=lrs, weight_decay=decays)
+    optimizer = EnsembleOptimizer(list(ensemble.parameters()), spec, lr=lrs, weight_decay=decays, fused=fused)
     if name == "adamw":
         refs = [torch.optim.AdamW(p.parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.98), foreach=False)
                 for p, lr, wd in zip(plains, lrs, decays)]
@@ -55,14 +56,15 @@ def test_ensemble_matches_separate_torch_optimizers(name):
         torch.testing.assert_close(ensemble.b_out[m], plain[2].bias, rtol=1e-5, atol=1e-6)
 
 
-def test_per_member_clipping_matches_clip_grad_norm():
+@pytest.mark.parametrize("fused", [False, True])
+def test_per_member_clipping_matches_clip_grad_norm(fused):
     ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[3, 4], n_inputs=4)
     plains = [plain_mlp(ensemble, m) for m in range(2)]
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
     logits = ensemble(x)
     sum(nn.functional.cross_entropy(logits[m], y) for m in range(2)).backward()
     optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(name="sgd"), lr=[1.0, 1.0],
-                                  weight_decay=[0.0, 0.0])
+                                  weight_decay=[0.0, 0.0], fused=fused)
     before = ensemble.w_in.detach().clone()
     max_norm = torch.tensor([0.01, 0.0])  # member 1: no clipping
     norms = optimizer.grad_norms()
@@ -76,11 +78,13 @@ def test_per_member_clipping_matches_clip_grad_norm():
                                    atol=1e-7)
 
 
-def test_frozen_member_keeps_its_exact_values_and_others_are_untouched():
+@pytest.mark.parametrize("fused", [False, True])
+def test_frozen_member_keeps_its_exact_values_and_others_are_untouched(fused):
     ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
     twin = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0], n_inputs=4)
-    opt = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1])
-    twin_opt = EnsembleOptimizer(list(twin.parameters()), OptimSpec(), lr=[1e-2], weight_decay=[0.1])
+    opt = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1],
+                            fused=fused)
+    twin_opt = EnsembleOptimizer(list(twin.parameters()), OptimSpec(), lr=[1e-2], weight_decay=[0.1], fused=fused)
     frozen = ensemble.w_in[1].detach().clone()
     x = torch.randn(8, 4)
     for _ in range(5):
@@ -116,7 +120,7 @@ def update_ops(depth: int, name: str) -> int:
     """Operations one clipped update of an MLP of `depth` layers runs (with a frozen member)."""
     ensemble = EnsembleMLP(MLPSpec(width=8, depth=depth), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
     optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(name=name, momentum=0.9), lr=[1e-2, 1e-2],
-                                  weight_decay=[0.1, 0.1])
+                                  weight_decay=[0.1, 0.1], fused=True)
     ensemble(torch.randn(8, 4)).square().sum().backward()
     with _CountOps() as counter:
         optimizer.clip(torch.tensor([1.0, 1.0]), optimizer.grad_norms())
@@ -126,13 +130,15 @@ def update_ops(depth: int, name: str) -> int:
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_an_update_runs_the_same_operations_however_many_parameter_tensors(name):
-    """What bounds a small model's step on a GPU is launches: the update works on one [M, P] buffer."""
+    """What bounds a small model's step on a GPU is launches: the fused update (a GPU's) works on one [M, P] buffer."""
     assert update_ops(2, name) == update_ops(8, name)  # 6 and 18 parameter tensors
 
 
-def test_a_parameter_without_a_gradient_is_left_alone_as_torch_optim_does():
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_parameter_without_a_gradient_is_left_alone_as_torch_optim_does(fused):
     ensemble = EnsembleMLP(MLPSpec(width=8), n_outputs=2, init_seeds=[0, 1], n_inputs=4)
-    optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1])
+    optimizer = EnsembleOptimizer(list(ensemble.parameters()), OptimSpec(), lr=[1e-2, 1e-2], weight_decay=[0.1, 0.1],
+                                  fused=fused)
     before_out, before_in = ensemble.b_out.detach().clone(), ensemble.w_in.detach().clone()
     ensemble(torch.randn(8, 4)).square().sum().backward()
     ensemble.b_out.grad = None
@@ -162,4 +168,18 @@ def test_optimizer_state_round_trips_in_the_per_parameter_format():
     optimizers[1].load_state_dict(saved)
     for model, optimizer in zip(models, optimizers):
         steps(model, optimizer, 5)
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_the_fused_update_is_the_per_parameter_one_bit_for_bit(name):
+    x = torch.randn(8, 4)
+    models = [EnsembleMLP(MLPSpec(width=8, depth=2), n_outputs=2, init_seeds=[0, 1], n_inputs=4) for _ in range(2)]
+    optimizers = [EnsembleOptimizer(list(m.parameters()), OptimSpec(name=name, momentum=0.9), lr=[1e-2, 3e-3],
+                                    weight_decay=[0.1, 0.0], fused=fused) for m, fused in zip(models, (False, True))]
+    for _ in range(5):
+        for model, optimizer in zip(models, optimizers):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step(active=torch.tensor([True, False]))
     assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
