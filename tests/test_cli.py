@@ -81,3 +81,14 @@ def test_ctrl_c_outside_a_commands_own_handling_says_so(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_plan_counts_the_training_flops_and_says_what_they_take_on_a_gpu():
+    done = ontogeny("run", "sparse-parity", "--plan", "--set", "seeds=4", "--set", "model.width=16", "--set",
+                    "task.n=12", "--set", "task.batch_size=16", "--set", "steps=100")
+    assert done.returncode == 0, done.stderr
+    # per member-step, by hand: x [16, 12] @ W1 [12, 16] forward and W1's gradient (2 x 2 x 16 x 12 x 16) and the
+    # one-output head's weight gradient (2 x 16 x 16): 12,800; x 4 members x 100 steps
+    assert "5.1 MFLOP of training" in done.stdout
+    assert "on one H100 at 25% of its dense float32 peak: ~0.0 s" in done.stdout
+    assert "1 ensembles in 1 tasks" in done.stdout

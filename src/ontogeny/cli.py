@@ -49,6 +49,7 @@ def run_command(
     """Train every member of a spec as ensembles and record them into a run directory."""
     from .analysis.summary import member_summary
     from .train.malloc import reuse_freed_memory
+    from .train.plan import GPU_SHARE, gpu_minutes, training_flops
     from .train.run import plan_run, run
 
     if spec is None and resume is None:
@@ -64,6 +65,12 @@ def run_command(
             console.print(line, markup=False, highlight=False)
         console.print(f"{len(the_plan.groups)} ensembles in {len(the_plan.tasks)} tasks; about {sum(seconds):,.0f} s "
                       f"of training on this machine's CPU, one task at a time", markup=False, highlight=False)
+        flops, precision = sum(training_flops(the_plan)), the_plan.groups[0][0].spec.precision
+        minutes = gpu_minutes(flops, precision)
+        console.print(f"{_flop_count(flops)} of training (matmuls, forward and backward); on one H100 at "
+                      f"{GPU_SHARE:.0%} of its dense {precision} peak: ~"
+                      + (f"{minutes:,.1f} min" if minutes >= 1 else f"{60 * minutes:,.1f} s")
+                      + " (from FLOPs alone; small models are bound by launches)", markup=False, highlight=False)
         return
     display = ProgressDisplay()
     try:
@@ -88,6 +95,13 @@ def run_command(
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     console.print(table)
+
+
+def _flop_count(flops: float) -> str:
+    for unit, size in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= size:
+            return f"{flops / size:,.1f} {unit}"
+    return f"{flops:,.0f} FLOP"
 
 
 @app.command("analyze")

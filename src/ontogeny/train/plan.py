@@ -17,6 +17,8 @@ from ..exceptions import SpecError
 from ..members import Member, ensembles, shape_key
 
 MEMORY_SHARE = 0.8  # of a worker's memory that its ensembles may plan to use
+H100_DENSE_PEAK = {"float32": 67e12, "bfloat16": 989e12}  # FLOP/s, SXM, tensor cores for bf16 (NVIDIA's sheet)
+GPU_SHARE = 0.25  # of that peak an ensemble is meant to reach (issue 25's target; benchmarks/gpu_speed.py)
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,28 @@ def time_plan(plan: Plan, steps: int = 3) -> list[float]:
             per_member_step[key] = (time.perf_counter() - start) / (steps * len(group))
         seconds.append(per_member_step[key] * len(group) * group[0].spec.steps)
     return seconds
+
+
+def training_flops(plan: Plan) -> list[float]:
+    """Matmul FLOPs (forward and backward, as torch's FLOP counter counts them) of training each ensemble: one step
+    of one member of each shape on this machine's CPU, scaled by members and steps; evaluations are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .loop import EnsembleTrainer
+
+    per_member_step: dict[str, float] = {}
+    flops = []
+    for group in plan.groups:
+        key = shape_key(group[0].spec)
+        if key not in per_member_step:
+            trainer = EnsembleTrainer(group[:1], device="cpu")
+            with FlopCounterMode(display=False) as counter:
+                trainer._forward_backward(0, trainer.task.batch(0))
+            per_member_step[key] = float(counter.get_total_flops())
+        flops.append(per_member_step[key] * len(group) * group[0].spec.steps)
+    return flops
+
+
+def gpu_minutes(flops: float, precision: str) -> float:
+    """Minutes `flops` take on one H100 at GPU_SHARE of its dense peak in `precision`."""
+    return flops / (GPU_SHARE * H100_DENSE_PEAK[precision]) / 60
