@@ -44,8 +44,9 @@ from ensemble_speed import NandaTransformer, OntogenySide  # same dir
 from language_speed import PlainLM, probe_cost
 from roofline import step_flops
 from ontogeny.tasks import IGNORE
+from ontogeny.train.plan import H100_DENSE_PEAK
 
-DENSE_PEAK = {"H100": {"bfloat16": 989e12, "float32": 67e12}, "H200": {"bfloat16": 989e12, "float32": 67e12}}
+DENSE_PEAK = {"H100": H100_DENSE_PEAK, "H200": H100_DENSE_PEAK}  # the H200 has the H100's compute
 RECIPE = {"syntax": "syntax-drops", "hierarchy": "hierarchy-objective"}
 
 
