@@ -193,10 +193,17 @@ def profile_step(side: OntogenySide, device: str) -> None:
 
 
 def measure(case: str, members: int, args, precision: str, peak: float | None) -> dict | None:
+    """One row of the table, or None if the ensemble does not fit the GPU's memory."""
     try:
-        side = ontogeny_side(case, members, args.device, precision)
-    except torch.cuda.OutOfMemoryError:
+        return _measure(case, members, args, precision, peak)
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return None
+
+
+def _measure(case: str, members: int, args, precision: str, peak: float | None) -> dict:
+    side = ontogeny_side(case, members, args.device, precision)
     loop = baseline(case, side, args.baseline_seeds, args.device, precision)
     flops = {"ontogeny": flops_per_step(side.steps) / members, "loop": flops_per_step(loop.steps) / args.baseline_seeds}
     block, repeats = (0.5, 3) if args.quick else (2.0, 5)
