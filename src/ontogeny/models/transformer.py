@@ -71,17 +71,6 @@ def _project(x: Tensor, weight: Tensor) -> Tensor:
     return out.view(*x.shape[:-1], weight.shape[-1])  # [M, ..., b]
 
 
-@contextlib.contextmanager
-def _float32_attention_on_cpu(q: Tensor):
-    """Fused attention in float32 on a CPU under bf16 autocast: its bf16 backward there takes ~10x fp32's (measured,
-    torch 2.13); yields the cast to apply to q, k and v (the identity elsewhere)."""
-    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
-        yield lambda t: t
-        return
-    with torch.autocast("cpu", enabled=False):
-        yield lambda t: t.float()
-
-
 def _per_member(vector: Tensor, like: Tensor) -> Tensor:
     """View a per-member vector [M, k] so that it broadcasts against `like` [M, ..., k]."""
     return vector.view(vector.shape[0], *([1] * (like.dim() - 2)), vector.shape[-1])
@@ -166,9 +155,12 @@ class _Block(nn.Module):
             mixed = (scores.softmax(dim=-2) * v).sum(-2, keepdim=True)  # [M, B, H, 1, dh]
         else:  # the fused kernel for queries at every position (or a masked LM's last one)
             mask = None if causal or keys is None else keys.reshape(n_members * batch, 1, 1, positions)
-            with _float32_attention_on_cpu(q) as cast:
+            cpu_bf16 = q.dtype == torch.bfloat16 and q.device.type == "cpu"  # its bf16 backward there: ~10x fp32's
+            if cpu_bf16:
+                q, k, v = q.float(), k.float(), v.float()
+            with torch.autocast("cpu", enabled=False) if cpu_bf16 else contextlib.nullcontext():
                 mixed = nn.functional.scaled_dot_product_attention(
-                    cast(q).flatten(0, 1), cast(k).flatten(0, 1), cast(v).flatten(0, 1), attn_mask=mask,
+                    q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
                     is_causal=causal and not last_only)  # [M*B, H, Tq, dh]
             mixed = mixed.unflatten(0, (n_members, batch))  # [M, B, H, Tq, dh]
         mixed = self.site_heads(mixed)  # [M, B, H, Tq, dh]

@@ -34,10 +34,10 @@ class EnsembleOptimizer:
         self.params, self.spec = list(params), spec
         self.n_members = self.params[0].shape[0]
         self.sizes = [p[0].numel() for p in self.params]
-        self.flat = torch.cat([p.detach().reshape(self.n_members, -1) for p in self.params], 1)  # [M, P]
-        for param, columns in zip(self.params, self.flat.split(self.sizes, 1)):
-            param.data = columns.view(param.shape)  # the parameter now lives in its columns of `flat`
         self.columns = [slice(end - size, end) for size, end in zip(self.sizes, itertools.accumulate(self.sizes))]
+        self.flat = torch.cat([p.detach().reshape(self.n_members, -1) for p in self.params], 1)  # [M, P]
+        for param, columns in zip(self.params, self.columns):
+            param.data = self.flat[:, columns].view(param.shape)  # the parameter now lives in its columns of `flat`
         self.fused = self.flat.device.type != "cpu" if fused is None else fused
         self.lr = _per_member(lr, self.flat)  # [M]
         self.weight_decay = _per_member(weight_decay, self.flat)  # [M]
@@ -137,7 +137,7 @@ class EnsembleOptimizer:
 
     def _per_parameter(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """[M, P] -> one tensor per parameter, shaped like it."""
-        return [columns.reshape(p.shape) for p, columns in zip(self.params, flat.split(self.sizes, 1))]
+        return [flat[:, columns].reshape(p.shape) for p, columns in zip(self.params, self.columns)]
 
     def state_dict(self) -> dict:
         """As saved before the flat buffer (a list of per-parameter dicts), so runs resume across versions."""

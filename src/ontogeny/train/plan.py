@@ -96,43 +96,30 @@ def make_plan(members: list[Member], *, max_members: int | None = None, memory_b
     return Plan(groups, memory, tasks, max_members)
 
 
-def time_plan(plan: Plan, steps: int = 3) -> list[float]:
+def time_plan(plan: Plan, steps: int = 3) -> tuple[list[float], list[float]]:
     """Estimated seconds to train each ensemble: `steps` timed training steps (after one untimed) of the first
-    ensemble of each shape, scaled by members and steps."""
-    from .loop import EnsembleTrainer
-
-    per_member_step: dict[str, float] = {}
-    seconds = []
-    for group in plan.groups:
-        key = shape_key(group[0].spec)
-        if key not in per_member_step:
-            trainer = EnsembleTrainer(group, device=group[0].spec.device)
-            trainer.time_steps(1)
-            start = time.perf_counter()
-            trainer.time_steps(steps)
-            per_member_step[key] = (time.perf_counter() - start) / (steps * len(group))
-        seconds.append(per_member_step[key] * len(group) * group[0].spec.steps)
-    return seconds
-
-
-def training_flops(plan: Plan) -> list[float]:
-    """Matmul FLOPs (forward and backward, as torch's FLOP counter counts them) of training each ensemble: one step
-    of one member of each shape on this machine's CPU, scaled by members and steps; evaluations are not counted."""
+    ensemble of each shape, scaled by members and steps; and its training FLOPs, counted on the untimed step (torch's
+    FLOP counter: matmuls and attention, forward and backward; evaluations are not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .loop import EnsembleTrainer
 
-    per_member_step: dict[str, float] = {}
-    flops = []
+    per_member_step: dict[str, tuple[float, float]] = {}  # seconds, FLOPs
+    seconds, flops = [], []
     for group in plan.groups:
         key = shape_key(group[0].spec)
         if key not in per_member_step:
-            trainer = EnsembleTrainer(group[:1], device="cpu")
+            trainer = EnsembleTrainer(group, device=group[0].spec.device)
             with FlopCounterMode(display=False) as counter:
-                trainer._forward_backward(0, trainer.task.batch(0))
-            per_member_step[key] = float(counter.get_total_flops())
-        flops.append(per_member_step[key] * len(group) * group[0].spec.steps)
-    return flops
+                trainer.time_steps(1)
+            start = time.perf_counter()
+            trainer.time_steps(steps)
+            per_member_step[key] = ((time.perf_counter() - start) / (steps * len(group)),
+                                    counter.get_total_flops() / len(group))
+        scale = len(group) * group[0].spec.steps
+        seconds.append(per_member_step[key][0] * scale)
+        flops.append(per_member_step[key][1] * scale)
+    return seconds, flops
 
 
 def gpu_minutes(flops: float, precision: str) -> float:
