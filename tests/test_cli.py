@@ -92,3 +92,20 @@ def test_plan_counts_the_training_flops_and_says_what_they_take_on_a_gpu():
     assert "5.1 MFLOP of training" in done.stdout
     assert "on one H100 at 25% of its dense float32 peak: ~0.0 s" in done.stdout
     assert "1 ensembles in 1 tasks" in done.stdout
+
+
+def test_plan_for_a_gpu_this_machine_lacks_keeps_the_members_together_and_times_on_the_cpu():
+    import pytest
+    import torch
+
+    from ontogeny.train.run import plan_run
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: its memory decides")
+    # a member of ~6 GiB by the estimate (width 3M): this machine's RAM takes a few of the 8 at a time
+    big = ["seeds=8", "model.width=3000000"]
+    assert len(plan_run("sparse-parity", overrides=big, time_it=False)[0].groups) > 1
+    assert len(plan_run("sparse-parity", overrides=big, time_it=False, device="cuda")[0].groups) == 1
+    done = ontogeny("run", "sparse-parity", "--plan", "--device", "cuda", "--set", "seeds=2", "--set", "steps=10")
+    assert done.returncode == 0, done.stderr
+    assert "1 ensembles in 1 tasks" in done.stdout and "training on this machine's CPU" in done.stdout

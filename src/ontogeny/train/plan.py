@@ -109,7 +109,7 @@ def time_plan(plan: Plan, steps: int = 3) -> tuple[list[float], list[float]]:
     for group in plan.groups:
         key = shape_key(group[0].spec)
         if key not in per_member_step:
-            trainer = EnsembleTrainer(group, device=group[0].spec.device)
+            trainer = EnsembleTrainer(group, device=timing_device(group[0].spec.device))
             with FlopCounterMode(display=False) as counter:
                 trainer.time_steps(1)
             start = time.perf_counter()
@@ -120,6 +120,13 @@ def time_plan(plan: Plan, steps: int = 3) -> tuple[list[float], list[float]]:
         seconds.append(per_member_step[key][0] * scale)
         flops.append(per_member_step[key][1] * scale)
     return seconds, flops
+
+
+def timing_device(device: str) -> str:
+    """Where `time_plan` times steps for a run on `device`: there, or this machine's CPU when it lacks that GPU."""
+    import torch
+
+    return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
 
 
 def gpu_minutes(flops: float, precision: str) -> float:

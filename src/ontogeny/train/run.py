@@ -94,11 +94,15 @@ def _following(out: Path, trackers):
 
 
 def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = None, max_members: int | None = None,
-             max_parallel: int = 1, time_it: bool = True) -> tuple[Plan, list[float] | None, list[float] | None]:
-    """The plan `run` would follow for `spec` (ensembles, members and memory each, tasks) and, with `time_it`,
-    each ensemble's estimated training seconds from a few timed steps and its training FLOPs. Nothing is written."""
+             max_parallel: int = 1, time_it: bool = True,
+             device: str | None = None) -> tuple[Plan, list[float] | None, list[float] | None]:
+    """The plan `run` would follow for `spec` (ensembles, members and memory each, tasks) on `device` (default: the
+    spec's) and, with `time_it`, each ensemble's estimated training seconds from a few timed steps (on this machine's
+    CPU when it lacks that GPU) and its training FLOPs. Nothing is written."""
     if not isinstance(spec, Spec):
-        spec = load_spec(spec, overrides)
+        spec = load_spec(spec, overrides, check_machine=not device)
+    if device:  # planning for a GPU this machine may lack: its memory is then unknown, so nothing is split
+        spec = _with(spec, check_machine=False, device=device)
     plan = make_plan(expand(spec), max_members=max_members, memory_budget=worker_memory(spec.device),
                      parallel=max_parallel)
     return (plan, *time_plan(plan)) if time_it else (plan, None, None)
