@@ -66,9 +66,7 @@ class OntogenySide:
         trainer = self.trainer
         for _ in range(n_steps):
             step = trainer.step
-            batch = trainer._to_device(trainer.task.batch(step))
-            trainer._forward_backward(step, batch)
-            trainer._update(step, trainer.optimizer.grad_norms() if trainer.clipping else None)
+            trainer.train_step(step, trainer._to_device(trainer.task.batch(step)))
             trainer.step = step + 1
 
 

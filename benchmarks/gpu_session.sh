@@ -4,7 +4,8 @@
 # root; results go to $OUT (the device tool's folder that comes back), default ./gpu-out:
 #
 #   bash benchmarks/gpu_session.sh wheels      # HERE first (pip reaches the registries): what the GPU image lacks
-#   bash benchmarks/gpu_session.sh speed       # gpu_speed.py --quick: every case, float32 and bf16 (~5 min)
+#   bash benchmarks/gpu_session.sh speed       # gpu_speed.py --quick --graphs: every case, float32 and bf16, eager
+#                                              # and as a CUDA graph (~7 min)
 #   bash benchmarks/gpu_session.sh hierarchy   # `hierarchy-gpu` on the GPU for up to 8 min, then its rule shares
 #   bash benchmarks/gpu_session.sh syntax      # `syntax-gpu` likewise, then its structure onsets and loss drops
 #
@@ -14,7 +15,9 @@
 #
 # The run itself stays on the device (weights are large); what comes back: the speed table, the run's timing, its
 # scalars (CSV) and its analysis (text and JSON). A run cut by the time limit is analysed as far
-# as it got (it commits every 30 s) and resumes with `ontogeny run --resume`. A dry run on a CPU:
+# as it got (it commits every 30 s) and resumes with `ontogeny run --resume`. Where the speed stage found the graph
+# equal to the eager step and faster, a recipe stage can replay it too: SETTINGS="--set cuda_graphs=true". A dry run
+# on a CPU:
 #   DEVICE=cpu SETTINGS="--set steps=30 --set seeds=1 --set model.n_layers=1" bash benchmarks/gpu_session.sh hierarchy
 #   SPEED_ARGS="--device cpu --members 4 --baseline-seeds 2 syntax" bash benchmarks/gpu_session.sh speed
 set -uo pipefail
@@ -61,7 +64,7 @@ EOF
 case "${1:-}" in
   speed)
     # shellcheck disable=SC2086  # SPEED_ARGS is a list of words
-    PYTHONUNBUFFERED=1 timeout 540 "$PY" benchmarks/gpu_speed.py --quick ${SPEED_ARGS:-} \
+    PYTHONUNBUFFERED=1 timeout 540 "$PY" benchmarks/gpu_speed.py --quick --graphs ${SPEED_ARGS:-} \
       --out "$OUT/gpu_speed.md" 2>&1 | tee "$OUT/gpu_speed.log"
     ;;
   hierarchy) run_recipe hierarchy-gpu rules ;;

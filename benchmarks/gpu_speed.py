@@ -8,10 +8,12 @@ Run by hand on a machine with CUDA (not in CI):
     python benchmarks/gpu_speed.py syntax hierarchy --precision bfloat16 --members 64 256 1024
     python benchmarks/gpu_speed.py --quick                         # short blocks, 3 repeats
     python benchmarks/gpu_speed.py --profile syntax                # plus the top CUDA kernels of one ontogeny step
+    python benchmarks/gpu_speed.py --graphs syntax hierarchy       # plus the ontogeny step replayed as a CUDA graph
     python benchmarks/gpu_speed.py --device cpu --quick --members 4 --baseline-seeds 2   # a dry run of the script
 
-Cases (ontogeny side: the real `EnsembleTrainer` step, `_forward_backward` + `_update` as `train()` takes it off
-checkpoints; baseline: one `nn.Module` + `torch.optim` per seed, one seed after another, on the same GPU):
+Cases (ontogeny side: the real `EnsembleTrainer` step, `train_step` as `train()` takes it off checkpoints, and with
+`--graphs` the same with `cuda_graphs = true`, captured once and replayed (train/graphs.py); baseline: one
+`nn.Module` + `torch.optim` per seed, one seed after another, on the same GPU):
   parity       (40, 3) sparse parity, width-256 ReLU MLP, 32 fresh samples per step, SGD, hinge loss
   transformer  Nanda et al.'s 1-layer transformer on p = 113 modular addition, 30% of pairs, full batch
   syntax       the `syntax-drops` recipe's masked LM (4 layers, d 64) on its grammar
@@ -137,8 +139,8 @@ class LanguageLoop:
             entry[2] = first + n_steps
 
 
-def ontogeny_side(case: str, members: int, device: str, precision: str) -> OntogenySide:
-    common = [f"seeds={members}", f"device={device}", f"precision={precision}"]
+def ontogeny_side(case: str, members: int, device: str, precision: str, graphs: bool = False) -> OntogenySide:
+    common = [f"seeds={members}", f"device={device}", f"precision={precision}", f"cuda_graphs={str(graphs).lower()}"]
     if case == "parity":
         return OntogenySide("sparse-parity", [*common, "model.width=256", "task.n=40", "task.k=3",
                                               "task.batch_size=32", "task.n_train=0", "optim.lr=0.1"])
@@ -192,6 +194,14 @@ def profile_step(side: OntogenySide, device: str) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=15), flush=True)
 
 
+def graphs_check(case: str, members: int, device: str, precision: str, n_steps: int = 8) -> float:
+    """Largest weight difference after `n_steps` between the eager step and the replayed graph (0: the same)."""
+    eager, graphed = (ontogeny_side(case, members, device, precision, graphs=g) for g in (False, True))
+    eager.steps(n_steps)
+    graphed.steps(n_steps)
+    return max(float((a - b).abs().max()) for a, b in zip(eager.trainer.optimizer.flat, graphed.trainer.optimizer.flat))
+
+
 def measure(case: str, members: int, args, precision: str, peak: float | None) -> dict | None:
     """One row of the table, or None if the ensemble does not fit the GPU's memory."""
     try:
@@ -208,6 +218,9 @@ def _measure(case: str, members: int, args, precision: str, peak: float | None) 
     flops = {"ontogeny": flops_per_step(side.steps) / members, "loop": flops_per_step(loop.steps) / args.baseline_seeds}
     block, repeats = (0.5, 3) if args.quick else (2.0, 5)
     sides = {"ontogeny": (side.steps, members), "loop": (loop.steps, args.baseline_seeds)}
+    if args.graphs:
+        sides["graphs"] = (ontogeny_side(case, members, args.device, precision, graphs=True).steps, members)
+        flops["graphs"] = flops["ontogeny"]
     n_steps = {name: block_steps(fn, block) for name, (fn, _) in sides.items()}
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for repeat in range(repeats):
@@ -221,6 +234,7 @@ def _measure(case: str, members: int, args, precision: str, peak: float | None) 
         row[f"{name}_tflops"] = rate * flops[name] / 1e12
         row[f"{name}_peak"] = row[f"{name}_tflops"] * 1e12 / peak if peak else float("nan")
     row["ratio"] = row["ontogeny"] / row["loop"]
+    row["graph_ratio"] = row["graphs"] / row["loop"] if args.graphs else float("nan")
     row["mflop"] = flops["ontogeny"] / 1e6
     if torch.cuda.is_available():
         row["memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -252,6 +266,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--graphs", action="store_true", help="also the ontogeny step as a CUDA graph")
     parser.add_argument("--peak", type=float, help="the chip's dense TFLOP/s for the precision (default: known chips)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
@@ -264,6 +279,9 @@ def main() -> None:
         sizes = sorted({*args.members, 4096}) if case == "parity" and not args.quick else args.members
         for precision in precisions:
             peak = chip_peak(args.device, precision, args.peak)
+            if args.graphs:
+                print(f"{case} {precision}: the graph's weights after 8 steps differ from eager ones by at most "
+                      f"{graphs_check(case, min(sizes), args.device, precision):.3g}", flush=True)
             for members in sizes:
                 row = measure(case, members, args, precision, peak)
                 if row is None:
@@ -272,16 +290,22 @@ def main() -> None:
                 rows.append(row)
                 print(f"{case:<11} {precision:<8} {members:>5} members: {row['ontogeny']:>12,.0f} seed-steps/s "
                       f"({row['ontogeny_tflops']:.2f} TFLOP/s, {row['ontogeny_peak']:.1%} of peak) | loop "
-                      f"{row['loop']:>9,.0f} ({row['loop_tflops']:.2f} TFLOP/s) | {row['ratio']:.1f}x", flush=True)
+                      f"{row['loop']:>9,.0f} ({row['loop_tflops']:.2f} TFLOP/s) | {row['ratio']:.1f}x"
+                      + (f" | graphs {row['graphs']:,.0f} ({row['graphs_peak']:.1%}) {row['graph_ratio']:.1f}x"
+                         if args.graphs else ""), flush=True)
     if rows:
         lines += [f"### gpu_speed.py ({header})", "",
                   "| case | precision | members | MFLOP per seed-step | ontogeny seed-steps/s | TFLOP/s (% of peak) "
-                  "| per-seed loop seed-steps/s | TFLOP/s | ratio | GPU memory |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| per-seed loop seed-steps/s | TFLOP/s | ratio | GPU memory "
+                  "| CUDA graph: seed-steps/s (% of peak), ratio |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
-            lines.append(f"| {r['case']} | {r['precision']} | {r['members']} | {r['mflop']:.2f} | {r['ontogeny']:,.0f} "
-                         f"| {r['ontogeny_tflops']:.2f} ({r['ontogeny_peak']:.1%}) | {r['loop']:,.0f} "
-                         f"| {r['loop_tflops']:.2f} | {r['ratio']:.1f}x | {r.get('memory_gib', 0):.1f} GiB |")
+            graphs = (f"{r['graphs']:,.0f} ({r['graphs_peak']:.1%}), {r['graph_ratio']:.1f}x" if "graphs" in r
+                      else "-")
+            lines.append(f"| {r['case']} | {r['precision']} | {r['members']} | {r['mflop']:.2f} "
+                         f"| {r['ontogeny']:,.0f} | {r['ontogeny_tflops']:.2f} ({r['ontogeny_peak']:.1%}) "
+                         f"| {r['loop']:,.0f} | {r['loop_tflops']:.2f} | {r['ratio']:.1f}x "
+                         f"| {r.get('memory_gib', 0):.1f} GiB | {graphs} |")
     if "recording" in args.cases:
         lines += ["", "| recipe | members | checkpoints | ms per step | recording per checkpoint | share of training |",
                   "| --- | --- | --- | --- | --- | --- |"]

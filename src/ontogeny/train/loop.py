@@ -22,6 +22,7 @@ from ..store import Layout
 from ..tasks import IGNORE, Batch, make_task
 from ..members import Member, member_rows
 from ..validation import MIN_EVAL_ROWS
+from .graphs import StepGraph
 from .optim import EnsembleOptimizer
 from .checkpoint_rows import CheckpointRows
 
@@ -50,12 +51,14 @@ class EnsembleTrainer:
         self.recorded_through = -1  # last checkpoint step whose rows were recorded
         self._few_tokens: bool | None = None  # unembed the scored tokens alone (decided on the first batch)
         self.trained_toward = spec.steps  # the total steps of the spec its state was trained under
+        self.graph = StepGraph(self) if spec.cuda_graphs and self.device.type == "cuda" else None
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
         """Where the model runs (training steps, evaluations): in bfloat16 under autocast if the spec asks for it,
-        with float32 weights, gradients, losses and optimizer state (mixed precision)."""
+        with float32 weights, gradients, losses and optimizer state (mixed precision). A CUDA graph's capture asks
+        for no cache of cast weights (`cache=False`): a cached cast would be captured stale."""
         if self.spec.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
     @property
@@ -117,9 +120,20 @@ class EnsembleTrainer:
     def time_steps(self, n: int) -> None:
         """Train `n` steps from the current state, recording nothing (to time a plan; the trainer is then spent)."""
         for step in range(self.step, self.step + n):
-            self._forward_backward(step, self._to_device(self.task.batch(step)))
-            self._update(step, self.optimizer.grad_norms() if self.clipping else None)
+            self.train_step(step, self._to_device(self.task.batch(step)))
             self.step = step + 1
+
+    def train_step(self, step: int, batch: Batch) -> None:
+        """One training step off the checkpoints: through the captured CUDA graph when there is one, else eagerly."""
+        if self.graph is None or not self.graph.step(step, batch):
+            self.eager_step(step, batch)
+
+    def eager_step(self, step: int | torch.Tensor, batch: Batch, lr_factor: float | torch.Tensor | None = None, *,
+                   cache: bool = True) -> None:
+        """Forward, backward, clipping and update. `step` and `lr_factor` may be 0-d tensors on the device (what a
+        CUDA graph captures: it reads the step there), `cache` as `autocast`'s."""
+        self._forward_backward(step, batch, cache=cache)
+        self._update(step, self.optimizer.grad_norms() if self.clipping else None, lr_factor)
 
     # ---- the loop ----
 
@@ -139,6 +153,12 @@ class EnsembleTrainer:
             step = self.step
             batch = self._to_device(self.task.batch(step))
             at_checkpoint = step in checkpoints and step > self.recorded_through
+            if not at_checkpoint and step != steps:
+                self.train_step(step, batch)
+                self.step = step + 1
+                if on_step:
+                    on_step(self.step)
+                continue
             loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
             norms = self.optimizer.grad_norms() if at_checkpoint or self.clipping else None
             if at_checkpoint:
@@ -160,13 +180,15 @@ class EnsembleTrainer:
             if on_step:
                 on_step(self.step)
 
-    def _update(self, step: int, norms: torch.Tensor | None) -> None:
-        """Clip each member's gradients to its own norm (if any member clips; `norms` [M]) and apply the optimizer,
-        leaving frozen (diverged) members as they are."""
+    def _update(self, step: int | torch.Tensor, norms: torch.Tensor | None,
+                lr_factor: float | torch.Tensor | None = None) -> None:
+        """Clip each member's gradients to its own norm (if any member clips; `norms` [M]) and apply the optimizer
+        with the schedule's `lr_factor` at `step` (unless given), leaving frozen (diverged) members as they are."""
         if self.clipping:
             self.optimizer.clip(self.clip, norms)
         frozen = self.active if self.sync_free or not bool(self.active.all()) else None
-        self.optimizer.step(self.spec.optim.lr_factor(step, self.spec.steps), frozen)
+        factor = self.spec.optim.lr_factor(step, self.spec.steps) if lr_factor is None else lr_factor
+        self.optimizer.step(factor, frozen)
 
     def _eval_rows(self) -> int:
         """Probe examples per evaluation batch: few enough that the activations of all members stay about
@@ -179,10 +201,11 @@ class EnsembleTrainer:
             budget = torch.cuda.get_device_properties(self.device).total_memory // (4 * EVAL_GPU_SHARE)
         return int(min(4096, max(MIN_EVAL_ROWS, budget // (len(self.members) * per_example))))
 
-    def _forward_backward(self, step: int, batch: Batch, with_correct: bool = False):
+    def _forward_backward(self, step: int | torch.Tensor, batch: Batch, with_correct: bool = False, *,
+                          cache: bool = True):
         """Loss of every member on its batch; the sum's gradient gives each member exactly its own gradient."""
         self.optimizer.zero_grad()
-        with self.autocast():  # the backward runs outside, as autocast asks; it follows the forward's dtypes
+        with self.autocast(cache):  # the backward runs outside, as autocast asks; it follows the forward's dtypes
             if self._scores_few_tokens(batch):
                 loss, correct = self._scored_losses(batch, with_correct)
             else:
@@ -190,7 +213,7 @@ class EnsembleTrainer:
                 loss, correct = probes.example_losses(self.task.loss, logits, batch.y, with_correct)  # [M, B] each
         member_loss = probes.masked_mean(loss, batch.weight)  # [M]
         finite = torch.isfinite(member_loss)  # a member that turns NaN/inf is frozen from here; the others go on
-        self.diverged_at = torch.where(self.active & ~finite, step, self.diverged_at)
+        self.diverged_at.copy_(torch.where(self.active & ~finite, step, self.diverged_at))  # in place: graphs
         self.active &= finite
         torch.where(self.active, member_loss, torch.zeros_like(member_loss)).sum().backward()
         return loss, correct

@@ -43,6 +43,7 @@ class EnsembleOptimizer:
         self.weight_decay = _per_member(weight_decay, self.flat)  # [M]
         self.decays = any(w > 0 for w in weight_decay)  # skip the decay terms when all are 0 (a hot path)
         self.steps = 0
+        self.count: torch.Tensor | None = None  # the step count on the device, for a replayed CUDA graph (graphs.py)
         self.state: dict[str, torch.Tensor] = {}  # each [M, P]: exp_avg, exp_avg_sq (AdamW) or momentum_buffer
         self.grad: torch.Tensor | None = None  # [M, P], gathered by `gather_grads`
 
@@ -79,11 +80,14 @@ class EnsembleOptimizer:
             grad.mul_(scale[:, None])
 
     @torch.no_grad()
-    def step(self, lr_factor: float = 1.0, active: torch.Tensor | None = None) -> None:
-        """Apply one update with learning rate `lr * lr_factor`; members where `active` is False stay frozen."""
+    def step(self, lr_factor: float | torch.Tensor = 1.0, active: torch.Tensor | None = None) -> None:
+        """Apply one update with learning rate `lr * lr_factor` (a number, or a 0-d tensor on the device); members
+        where `active` is False stay frozen."""
         if all(p.grad is None for p in self.params):
             return
         self.steps += 1
+        if self.count is not None:
+            self.count += 1
         if not self.state:
             names = ("exp_avg", "exp_avg_sq") if self.spec.name == "adamw" else ("momentum_buffer",) * bool(
                 self.spec.momentum)
@@ -114,8 +118,12 @@ class EnsembleOptimizer:
             param.mul_(1 - lr * self.weight_decay[:, None])  # decoupled weight decay (Loshchilov & Hutter)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1**self.steps
-        bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        if self.count is None:
+            bias_correction1 = 1 - beta1**self.steps
+            bias_correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        else:  # read on the device (float64, as Python's): a graph's replays count there
+            bias_correction1 = 1 - beta1**self.count
+            bias_correction2_sqrt = (1 - beta2**self.count).sqrt()
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.spec.eps)
         param.addcmul_(torch.div(exp_avg, denom, out=denom), lr / bias_correction1, value=-1)
 
