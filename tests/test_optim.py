@@ -183,3 +183,26 @@ def test_the_fused_update_is_the_per_parameter_one_bit_for_bit(name):
             model(x).square().sum().backward()
             optimizer.step(active=torch.tensor([True, False]))
     assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_counting_on_the_device_updates_bit_for_bit_as_counting_on_the_host(name, fused):
+    """What a replayed CUDA graph reads (the step count and the lr factor as 0-d tensors) gives the host's update."""
+    spec = OptimSpec(name=name, lr=1e-2, weight_decay=0.1, momentum=0.9 if name == "sgd" else 0.0)
+    gen = torch.Generator().manual_seed(0)
+    host = [torch.randn(4, 5, 3, generator=gen), torch.randn(4, 7, generator=gen)]
+    device = [p.clone() for p in host]
+    lrs = [1e-2, 2e-2, 3e-3, 1e-3]
+    on_host = EnsembleOptimizer(host, spec, lr=lrs, weight_decay=[0.1] * 4, fused=fused)
+    on_device = EnsembleOptimizer(device, spec, lr=lrs, weight_decay=[0.1] * 4, fused=fused)
+    on_device.count = torch.zeros((), dtype=torch.float64)
+    for step in range(20):
+        for a, b in zip(host, device):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        factor = 0.5 + step / 40
+        on_host.step(factor)
+        on_device.step(torch.tensor(factor, dtype=torch.float64))
+    assert float(on_device.count) == on_device.steps == 20
+    assert all(torch.equal(a, b) for a, b in zip(host, device))
