@@ -49,7 +49,7 @@ def run_command(
     """Train every member of a spec as ensembles and record them into a run directory."""
     from .analysis.summary import member_summary
     from .train.malloc import reuse_freed_memory
-    from .train.plan import GPU_SHARE, gpu_minutes, timing_device
+    from .train.plan import GPU_SHARE, gpu_minutes
     from .train.run import plan_run, run
 
     if spec is None and resume is None:
@@ -65,9 +65,11 @@ def run_command(
         for line in the_plan.describe(seconds):
             console.print(line, markup=False, highlight=False)
         first = the_plan.groups[0][0].spec
-        where = "GPU" if timing_device(first.device) != "cpu" else "CPU"
-        console.print(f"{len(the_plan.groups)} ensembles in {len(the_plan.tasks)} tasks; about {sum(seconds):,.0f} s "
-                      f"of training on this machine's {where}, one task at a time", markup=False, highlight=False)
+        where = "GPU" if first.device.startswith("cuda") else "CPU"
+        console.print(f"{len(the_plan.groups)} ensembles in {len(the_plan.tasks)} tasks; "
+                      + (f"about {sum(seconds):,.0f} s of training on this machine's {where}, one task at a time"
+                         if seconds is not None else "not timed: this machine lacks the GPU it plans for (FLOPs "
+                         "counted on one member's shapes)"), markup=False, highlight=False)
         precision = first.precision
         minutes = gpu_minutes(sum(flops), precision)
         console.print(f"{_flop_count(sum(flops))} of training (matmuls, forward and backward); on one H100 at "

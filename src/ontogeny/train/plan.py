@@ -96,37 +96,45 @@ def make_plan(members: list[Member], *, max_members: int | None = None, memory_b
     return Plan(groups, memory, tasks, max_members)
 
 
-def time_plan(plan: Plan, steps: int = 3) -> tuple[list[float], list[float]]:
+def time_plan(plan: Plan, steps: int = 3) -> tuple[list[float] | None, list[float]]:
     """Estimated seconds to train each ensemble: `steps` timed training steps (after one untimed) of the first
-    ensemble of each shape, scaled by members and steps; and its training FLOPs, counted on the untimed step (torch's
-    FLOP counter: matmuls and attention, forward and backward; evaluations are not counted)."""
+    ensemble of each shape, scaled by members and steps (None for a GPU this machine lacks: nothing is timed); and
+    its training FLOPs, counted by torch's FLOP counter (matmuls and attention, forward and backward; evaluations are
+    not) on one member's step on PyTorch's meta device, which computes shapes alone: the path a GPU takes (every token
+    unembedded; attention as products, which the counter misses in the CPU's fused kernel), in float32 (the count
+    does not depend on the precision)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .loop import EnsembleTrainer
 
+    here = runs_here(plan.groups[0][0].spec.device)
     per_member_step: dict[str, tuple[float, float]] = {}  # seconds, FLOPs
     seconds, flops = [], []
     for group in plan.groups:
         key = shape_key(group[0].spec)
         if key not in per_member_step:
-            trainer = EnsembleTrainer(group, device=timing_device(group[0].spec.device))
+            one = dataclasses.replace(group[0], spec=dataclasses.replace(group[0].spec, precision="float32"))
             with FlopCounterMode(display=False) as counter:
+                EnsembleTrainer([one], device="meta").time_steps(1)
+            elapsed = float("nan")
+            if here:
+                trainer = EnsembleTrainer(group, device=group[0].spec.device)
                 trainer.time_steps(1)
-            start = time.perf_counter()
-            trainer.time_steps(steps)
-            per_member_step[key] = ((time.perf_counter() - start) / (steps * len(group)),
-                                    counter.get_total_flops() / len(group))
+                start = time.perf_counter()
+                trainer.time_steps(steps)
+                elapsed = time.perf_counter() - start
+            per_member_step[key] = (elapsed / (steps * len(group)), counter.get_total_flops())
         scale = len(group) * group[0].spec.steps
         seconds.append(per_member_step[key][0] * scale)
         flops.append(per_member_step[key][1] * scale)
-    return seconds, flops
+    return (seconds if here else None), flops
 
 
-def timing_device(device: str) -> str:
-    """Where `time_plan` times steps for a run on `device`: there, or this machine's CPU when it lacks that GPU."""
+def runs_here(device: str) -> bool:
+    """Whether this machine has `device` (a CPU, or a GPU it has)."""
     import torch
 
-    return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
+    return not device.startswith("cuda") or torch.cuda.is_available()
 
 
 def gpu_minutes(flops: float, precision: str) -> float:
