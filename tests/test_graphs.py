@@ -153,3 +153,14 @@ def test_a_failed_capture_leaves_the_step_to_the_eager_path(monkeypatch):
     assert failing.graph.failed and failing.optimizer.count is None and failing.optimizer.steps == 6
     for a, b in zip(eager.params, failing.params):
         assert torch.equal(a, b)
+
+
+def test_the_memory_estimate_counts_the_graphs_own_step():
+    """A captured graph keeps one step's activations in its own pool, beside an eager checkpoint step's."""
+    from ontogeny.validation import estimate_memory
+
+    spec = og.load_spec("syntax-gpu", ["seeds=2"])
+    sizes = spec.task.sizes(spec)
+    step_activations = 4 * 2 * 3 * sizes.batch * (spec.model.memory(sizes)[1] + sizes.n_outputs)
+    with_graphs = og.load_spec("syntax-gpu", ["seeds=2", "cuda_graphs=true"])
+    assert estimate_memory(with_graphs) - estimate_memory(spec) == step_activations

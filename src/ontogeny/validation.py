@@ -68,10 +68,11 @@ def n_members(spec: Spec) -> int:
 
 def estimate_memory(spec: Spec) -> int:
     """Rough peak bytes of training: weights, grads and optimizer state, and the largest activations (float32).
-    Evaluations run in chunks sized to the memory left (at least MIN_EVAL_ROWS examples: train/loop.py)."""
+    Evaluations run in chunks sized to the memory left (at least MIN_EVAL_ROWS examples: train/loop.py). A captured
+    CUDA graph keeps a training step's activations for itself, beside an eager checkpoint step's (train/graphs.py)."""
     sizes = spec.task.sizes(spec)
     params, per_example = spec.model.memory(sizes)
-    rows = 3 * sizes.batch + min(sizes.n_eval, MIN_EVAL_ROWS)
+    rows = 3 * sizes.batch * (2 if spec.cuda_graphs else 1) + min(sizes.n_eval, MIN_EVAL_ROWS)
     return 4 * n_members(spec) * (4 * params + rows * (per_example + sizes.n_outputs))
 
 
