@@ -11,7 +11,7 @@ from ontogeny.members import expand
 from ontogeny.train.graphs import WARMUP_STEPS, StepGraph
 from ontogeny.train.loop import EnsembleTrainer
 
-# a schedule, clipping and bf16: every per-step value the update reads
+# warmup then decay, clipping and weight decay: every per-step number the update reads (bf16 in the language case)
 STEPPED = ["seeds=2", "optim.warmup_steps=4", "optim.schedule=linear", "optim.grad_clip=1.0", "optim.weight_decay=0.1"]
 CASES = {
     "grokking": ["task.p=11", "model.width=24", "steps=12", "record.every=6"],
