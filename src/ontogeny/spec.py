@@ -145,7 +145,7 @@ class Spec:
     data_orders: tuple[int, ...] = (0,)
     device: str = "cpu"
     precision: str = "float32"  # float32, or bfloat16: matmuls in bf16 under autocast, fp32 weights and optimizer
-    cuda_graphs: bool = False  # on a GPU, capture a training step once and replay it (train/graphs.py); a CPU ignores it
+    cuda_graphs: bool = False  # on a GPU: capture a training step once, replay it (train/graphs.py); a CPU ignores it
     task: TaskSpec = field(default_factory=lambda: TASKS.get("modular")())
     model: ModelSpec = field(default_factory=lambda: MODELS.get("mlp")())
     optim: OptimSpec = field(default_factory=OptimSpec)

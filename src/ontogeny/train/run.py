@@ -97,8 +97,8 @@ def plan_run(spec: Spec | str | Path, *, overrides: list[str] | dict | None = No
              max_parallel: int = 1, time_it: bool = True,
              device: str | None = None) -> tuple[Plan, list[float] | None, list[float] | None]:
     """The plan `run` would follow for `spec` (ensembles, members and memory each, tasks) on `device` (default: the
-    spec's) and, with `time_it`, each ensemble's estimated training seconds from a few timed steps (on this machine's
-    CPU when it lacks that GPU) and its training FLOPs. Nothing is written."""
+    spec's) and, with `time_it`, each ensemble's estimated training seconds from a few timed steps (None when this
+    machine lacks that GPU) and its training FLOPs. Nothing is written."""
     if not isinstance(spec, Spec):
         spec = load_spec(spec, overrides, check_machine=not device)
     if device:  # planning for a GPU this machine may lack: its memory is then unknown, so nothing is split
