@@ -1,8 +1,8 @@
-"""TransitionDetector on two corpora of synthetic curves of known kinds (`ontogeny.analysis.transition_corpus`):
-precision, recall and false transitions per smooth curve, on the corpus it was tuned on and on the held-out one
-(per kind and noise law).
+"""TransitionDetector on three corpora of synthetic curves of known kinds (`ontogeny.analysis.transition_corpus`):
+precision, recall and false transitions per smooth curve, on the corpus it was tuned on, the held-out one and the
+unseen one (per kind and noise law).
 
-    python benchmarks/transition_fidelity.py                    # 200 curves per kind and cell (~1 min)
+    python benchmarks/transition_fidelity.py                    # 200 curves per kind and cell (~2.5 min)
     python benchmarks/transition_fidelity.py --rho 0.5          # correlated noise on every kind of the first
 
 Targets: precision >= 0.95, recall >= 0.90, at most 0.2 false transitions per curve of each smooth kind.
@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ontogeny.analysis.transition_corpus import MARGIN, SMOOTH, corpus, evaluate, evaluate_held_out, held_out_corpus
+from ontogeny.analysis.transition_corpus import (MARGIN, SMOOTH, UNSEEN_SMOOTH, corpus, evaluate, evaluate_held_out,
+                                                 held_out_corpus, unseen_corpus)
 from ontogeny.analysis.transitions import TransitionDetector
 
 
@@ -35,6 +36,9 @@ def main() -> None:
     rows = held_out_corpus(args.per_kind, args.seed + 1)
     print(f"\nheld-out corpus, {len(rows)} curves:")
     print(evaluate_held_out(TransitionDetector(), rows).round(3).to_string(index=False))
+    rows = unseen_corpus(args.per_kind, args.seed + 2)
+    print(f"\nunseen corpus, {len(rows)} curves:")
+    print(evaluate_held_out(TransitionDetector(), rows, UNSEEN_SMOOTH).round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

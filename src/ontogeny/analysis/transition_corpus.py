@@ -235,7 +235,7 @@ def unseen_curve(kind: str, law: str, steps: np.ndarray, rng) -> tuple[np.ndarra
     if kind == "drop_on_decay":  # a step on a power-law background, as a grokking drop on a falling loss
         rise = np.exp(rng.uniform(np.log(0.03), np.log(0.6)))  # 10-90% span in decades
         t0, alpha = np.exp(rng.uniform(np.log(10), np.log(1000))), rng.uniform(0.2, 0.8)
-        values = values + size * rng.uniform(0.5, 2.0) * (1 + steps / t0) ** -alpha
+        values = values + size * rng.uniform(0.5, 2.0) * -np.expm1(-alpha * np.log1p(steps / t0))  # same way
         values = values + size / (1 + np.exp(-(x - center) / (rise / 4.394)))
         truth.append(10**center - 1)
     elif kind == "asymmetric":  # Gompertz in log-step: 10-90% over 3.08 widths, half way 0.37 widths past its centre
