@@ -172,14 +172,21 @@ def held_out_curve(kind: str, law: str, steps: np.ndarray, rng) -> tuple[np.ndar
 def held_out_corpus(per_cell: int, random_state: int = 1):
     """Rows of (kind, law, schedule name, steps [S], values [S], true transition steps): `per_cell` curves for each
     kind x noise law, their schedules drawn at random."""
+    return _draw(per_cell, random_state, NOISE_LAWS, HELD_OUT_KINDS, {name: schedule(name) for name in SCHEDULES},
+                 held_out_curve)
+
+
+def _draw(per_cell: int, random_state: int, laws, kinds, schedules: dict, curve_of) -> list[tuple]:
+    """`per_cell` curves of every kind x noise law, each on a schedule drawn at random: rows of (kind, law,
+    schedule name, steps, values, true transition steps)."""
     rng = np.random.default_rng(random_state)
+    names = list(schedules)
     rows = []
-    for law in NOISE_LAWS:
-        for kind in HELD_OUT_KINDS:
+    for law in laws:
+        for kind in kinds:
             for _ in range(per_cell):
-                name = SCHEDULES[rng.integers(len(SCHEDULES))]
-                steps = schedule(name)
-                rows.append((kind, law, name, steps, *held_out_curve(kind, law, steps, rng)))
+                name = names[rng.integers(len(names))]
+                rows.append((kind, law, name, schedules[name], *curve_of(kind, law, schedules[name], rng)))
     return rows
 
 
@@ -216,15 +223,8 @@ def evaluate_held_out(detector: TransitionDetector, rows, smooth=HELD_OUT_SMOOTH
 UNSEEN_KINDS = ("drop_on_decay", "asymmetric", "overshoot", "two_relaxations", "log_linear", "saturating", "flat")
 UNSEEN_SMOOTH = ("two_relaxations", "log_linear", "saturating", "flat")
 UNSEEN_LAWS = ("laplace", "hetero", "ar_var")
-UNSEEN_SCHEDULES = ("log100", "linear", "log30")
-
-
-def unseen_schedule(name: str) -> np.ndarray:
-    if name == "log100":
-        return checkpoints(100, 5e4)
-    if name == "log30":
-        return checkpoints(30, 1e4)
-    return np.arange(0, 20_001, 100, dtype=np.int64)  # a logger every 100 steps: sparse in log-step early on
+UNSEEN_SCHEDULES = {"log100": checkpoints(100, 5e4), "linear": np.arange(0, 20_001, 100, dtype=np.int64),
+                    "log30": checkpoints(30, 1e4)}  # linear: a logger every 100 steps, sparse in log-step early on
 
 
 def unseen_curve(kind: str, law: str, steps: np.ndarray, rng) -> tuple[np.ndarray, list[float]]:
@@ -280,15 +280,7 @@ def unseen_corpus(per_cell: int, random_state: int = 2):
     (a step on a falling power law, an asymmetric Gompertz rise, a rise followed by a slow partial return; smooth:
     two relaxations a decade or more apart, a line in log-step, a log-saturating rise, flat) and other noise laws
     (Laplace, heteroscedastic normal, AR(1) with correlation 0.2-0.7)."""
-    rng = np.random.default_rng(random_state)
-    rows = []
-    for law in UNSEEN_LAWS:
-        for kind in UNSEEN_KINDS:
-            for _ in range(per_cell):
-                name = UNSEEN_SCHEDULES[rng.integers(len(UNSEEN_SCHEDULES))]
-                steps = unseen_schedule(name)
-                rows.append((kind, law, name, steps, *unseen_curve(kind, law, steps, rng)))
-    return rows
+    return _draw(per_cell, random_state, UNSEEN_LAWS, UNSEEN_KINDS, UNSEEN_SCHEDULES, unseen_curve)
 
 
 def evaluate(detector: TransitionDetector, steps, rows) -> dict:
