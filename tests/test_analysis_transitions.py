@@ -144,6 +144,16 @@ def test_noise_that_shrinks_as_the_loss_falls_is_not_a_transition():
     assert len(TransitionDetector().fit(steps, np.stack(curves)).transitions_) <= 2  # the curve's one sigma: 33
 
 
+def test_one_example_wiggles_of_an_accuracy_at_its_ceiling_are_not_transitions():
+    from ontogeny.analysis.transition_corpus import checkpoints
+
+    steps = checkpoints(100, 1e4)
+    accuracy = np.where(np.log10(1 + steps) < 2, 0.05, 1.0)  # on 500 examples: a jump, then exactly 1
+    accuracy[[60, 61, 62, 80, 81, 82, 83]] = 0.998  # one example missed for a few checkpoints, twice
+    found = TransitionDetector().fit(steps, accuracy).transitions_
+    assert len(found) == 1 and found.iloc[0]["size"] > 0.9  # the noise scale at its floor read the dips as 4 more
+
+
 def test_a_spike_is_not_a_rise_and_a_fall():
     from ontogeny.analysis.transitions import despike
 
