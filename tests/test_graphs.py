@@ -159,8 +159,10 @@ def test_the_memory_estimate_counts_the_graphs_own_step():
     """A captured graph keeps one step's activations in its own pool, beside an eager checkpoint step's."""
     from ontogeny.validation import estimate_memory
 
-    spec = og.load_spec("syntax-gpu", ["seeds=2"])
+    spec = og.load_spec("syntax-gpu", ["seeds=2", "device=cuda"], check_machine=False)  # planned for a GPU
     sizes = spec.task.sizes(spec)
     step_activations = 4 * 2 * 3 * sizes.batch * (spec.model.memory(sizes)[1] + sizes.n_outputs)
-    with_graphs = og.load_spec("syntax-gpu", ["seeds=2", "cuda_graphs=true"])
+    with_graphs = og.load_spec("syntax-gpu", ["seeds=2", "device=cuda", "cuda_graphs=true"], check_machine=False)
     assert estimate_memory(with_graphs) - estimate_memory(spec) == step_activations
+    on_cpu = [og.load_spec("syntax-gpu", ["seeds=2", "device=cpu", *graphs]) for graphs in ([], ["cuda_graphs=true"])]
+    assert estimate_memory(on_cpu[1]) == estimate_memory(on_cpu[0])  # a CPU ignores the setting

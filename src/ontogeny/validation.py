@@ -72,7 +72,8 @@ def estimate_memory(spec: Spec) -> int:
     CUDA graph keeps a training step's activations for itself, beside an eager checkpoint step's (train/graphs.py)."""
     sizes = spec.task.sizes(spec)
     params, per_example = spec.model.memory(sizes)
-    rows = 3 * sizes.batch * (2 if spec.cuda_graphs else 1) + min(sizes.n_eval, MIN_EVAL_ROWS)
+    graphs = spec.cuda_graphs and spec.device.startswith("cuda")  # a CPU ignores the setting
+    rows = 3 * sizes.batch * (2 if graphs else 1) + min(sizes.n_eval, MIN_EVAL_ROWS)
     return 4 * n_members(spec) * (4 * params + rows * (per_example + sizes.n_outputs))
 
 

@@ -154,28 +154,25 @@ class EnsembleTrainer:
             batch = self._to_device(self.task.batch(step))
             at_checkpoint = step in checkpoints and step > self.recorded_through
             if not at_checkpoint and step != steps:
-                self.train_step(step, batch)
-                self.step = step + 1
-                if on_step:
-                    on_step(self.step)
-                continue
-            loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
-            norms = self.optimizer.grad_norms() if at_checkpoint or self.clipping else None
-            if at_checkpoint:
-                factor = self.spec.optim.lr_factor(step, steps)
-                with self.autocast():
-                    rows.record(step, self.model, batch, loss.detach(), correct, norms, self.optimizer.lr * factor)
-                if step in save_weights_at:
-                    rows.save_weights(step, self.model, self.optimizer.preconditioner())
-                self.recorded_through = step
-                if on_checkpoint:
-                    on_checkpoint(step, rows.last, self)
-                if step == steps or time.monotonic() - last_commit >= commit_seconds:
-                    self.commit(writer)
-                    last_commit = time.monotonic()
-            if step == steps:
-                return
-            self._update(step, norms)
+                self.train_step(step, batch)  # off the checkpoints: a CUDA graph may replay it
+            else:
+                loss, correct = self._forward_backward(step, batch, with_correct=at_checkpoint)
+                norms = self.optimizer.grad_norms() if at_checkpoint or self.clipping else None
+                if at_checkpoint:
+                    factor = self.spec.optim.lr_factor(step, steps)
+                    with self.autocast():
+                        rows.record(step, self.model, batch, loss.detach(), correct, norms, self.optimizer.lr * factor)
+                    if step in save_weights_at:
+                        rows.save_weights(step, self.model, self.optimizer.preconditioner())
+                    self.recorded_through = step
+                    if on_checkpoint:
+                        on_checkpoint(step, rows.last, self)
+                    if step == steps or time.monotonic() - last_commit >= commit_seconds:
+                        self.commit(writer)
+                        last_commit = time.monotonic()
+                if step == steps:
+                    return
+                self._update(step, norms)
             self.step = step + 1
             if on_step:
                 on_step(self.step)
