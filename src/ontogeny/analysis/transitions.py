@@ -118,7 +118,9 @@ class TransitionDetector:
                    for c in range(len(values))]
         sigma, self.rho_ = long_run_sigma(values, changes=changes)
         # most differences exactly 0 (an accuracy at its ceiling, a count): the MAD says no noise at all, and every
-        # one-example wiggle would pass; the mean absolute difference still measures how much the curve moves
+        # one-example wiggle would pass; the mean absolute difference still measures how much the curve moves. Only
+        # here, not in difference_sigma: the transition's own differences inflate it, which the correlation and
+        # large-change estimates above must not see (done there, 305 -> 461 rises over 0.3 lost on recorded curves)
         sigma = np.where(white > 0, sigma, mean_difference_sigma(values))
         sigma = np.maximum(sigma, _RELATIVE_NOISE_FLOOR * spread)
         penalty = self._penalties(sigma, spread, len(steps), location_cost)
