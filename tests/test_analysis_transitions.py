@@ -112,8 +112,8 @@ def test_targets_on_the_corpus_of_known_kinds():
 def test_targets_on_the_held_out_corpus():
     """Other schedules (60 checkpoints, probes merged with a logger), slow rises, a stretched exponential, and
     Student-t (2 df) and AR(1) noise on every kind. Before the spike filter and the second noise estimate: precision
-    0.86, recall 0.84, 0.27 false transitions per smooth curve under t2 noise. On this draw, recall 0.917 before the fits by
-    generalized least squares under correlated noise, 0.938 with them."""
+    0.86, recall 0.84, 0.27 false transitions per smooth curve under t2 noise. On this draw, recall 0.917 before
+    the fits by generalized least squares under correlated noise, 0.938 with them."""
     from ontogeny.analysis.transition_corpus import HELD_OUT_SMOOTH, evaluate_held_out, held_out_corpus
 
     table = evaluate_held_out(TransitionDetector(), held_out_corpus(20)).set_index(["kind", "noise"])
