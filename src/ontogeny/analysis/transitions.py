@@ -20,7 +20,9 @@ noise scale sigma known, so no threshold is free:
    ("bic", 2 ln(S), Yao 1988) over-segments (on pure noise it flagged ~7% of curves, mbic none of 200).
 3. Grouping: consecutive changes in the same direction form one candidate while a single sigmoid in log-step
    explains their segments at least as well as separate levels do (one rise that segmentation cut into a
-   staircase of pieces), by the same criterion.
+   staircase of pieces), by the same criterion. A group can take the foot of the next rise in the same direction
+   (one sigmoid explains a rise and the first piece of the next nearly as well as levels do); the next rise's
+   window then starts on its way up, so where it fails it is judged again from one change earlier.
 4. Acceptance: the sigmoid fitted to the candidate's window (from the start of the plateau before to the end of
    the plateau after) must beat every smooth explanation by the criterion with the window's noise scale (the rms
    of its local scales where larger than sigma), each charged its own parameters: a straight line in log-step, an
@@ -138,10 +140,16 @@ class TransitionDetector:
             if spread[curve] == 0:
                 continue
             weights = (sigma[curve] / np.maximum(local[curve], sigma[curve])) ** 2  # in units of the curve's sigma
-            for start, end in self._windows(x, values[curve], sigma[curve], penalty[curve], location_cost, weights):
-                scale = max(sigma[curve], float(np.sqrt(np.mean(local[curve, start:end] ** 2))))
-                row = self._describe(given[start:end], x[start:end], values[curve, start:end], scale,
-                                     location_cost, self.rho_[curve])
+            for start, end, other_start in self._windows(x, values[curve], sigma[curve], penalty[curve],
+                                                          location_cost, weights):
+                for begin in (start, other_start):  # the second only if the first fails
+                    if begin is None:
+                        break
+                    scale = max(sigma[curve], float(np.sqrt(np.mean(local[curve, begin:end] ** 2))))
+                    row = self._describe(given[begin:end], x[begin:end], values[curve, begin:end], scale,
+                                         location_cost, self.rho_[curve])
+                    if row is not None:
+                        break
                 if row is not None:
                     rows.append({"curve": name, **row})
         self.transitions_ = pd.DataFrame(rows, columns=list(TRANSITION_COLUMNS))
@@ -168,20 +176,25 @@ class TransitionDetector:
         means = [y[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])]
         return [bounds[j] for j in range(1, len(bounds) - 1) if abs(means[j] - means[j - 1]) > size]
 
-    def _windows(self, x, y, sigma: float, penalty: float, location_cost: float, weights=None) -> list[tuple[int, int]]:
-        """Checkpoint windows [start, end), each spanning one candidate transition and its two plateaus."""
+    def _windows(self, x, y, sigma: float, penalty: float, location_cost: float, weights=None) -> list[tuple]:
+        """Checkpoint windows (start, end, other start), each spanning one candidate transition and its two plateaus;
+        other start is None, or where the plateau before starts if the group before took this rise's first change
+        (a sigmoid over the first rise and the foot of the next explains them nearly as well as levels do, which
+        leaves the next rise a window that starts on its way up: not seen whole, or no better than a relaxation)."""
         bounds = [0, *self._changes(y, penalty, weights), len(y)]
         # segment k is y[bounds[k]:bounds[k+1]]; change j sits between segments j-1 and j
         means = np.array([y[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
         windows = []
-        j = 1
+        j, previous_first = 1, 1
         while j < len(bounds) - 1:
             first = j
             direction = np.sign(means[j] - means[j - 1])
             while (j + 1 < len(bounds) - 1 and np.sign(means[j + 1] - means[j]) == direction
                    and _one_sigmoid_suffices(x, y, bounds[first - 1:j + 3], sigma, location_cost)):
                 j += 1
-            windows.append((bounds[first - 1], bounds[j + 1]))
+            took_foot = first - 1 > previous_first and np.sign(means[first - 1] - means[first - 2]) == direction
+            windows.append((bounds[first - 1], bounds[j + 1], bounds[first - 2] if took_foot else None))
+            previous_first = first
             j += 1
         return windows
 
