@@ -125,13 +125,14 @@ def test_targets_on_the_held_out_corpus():
 
 def test_targets_on_the_unseen_corpus():
     """The third corpus (Laplace, heteroscedastic and AR noise of correlation 0.2-0.7; a step on a falling power
-    law, Gompertz rises, overshoots; two relaxations, a line and a log-saturating rise). Before the local noise scale:
-    precision 0.741, recall 0.872 on this draw."""
+    law, Gompertz rises, overshoots; two relaxations, a line and a log-saturating rise). On this draw: precision 0.741,
+    recall 0.872 before the local noise scale; recall 0.861 before the second window for a rise whose foot the group
+    before took, 0.906 with it."""
     from ontogeny.analysis.transition_corpus import UNSEEN_SMOOTH, evaluate_held_out, unseen_corpus
 
     table = evaluate_held_out(TransitionDetector(), unseen_corpus(20), UNSEEN_SMOOTH).set_index(["kind", "noise"])
     overall = table.loc[("all", "all")]
-    assert overall.precision >= 0.85 and overall.recall >= 0.84, overall
+    assert overall.precision >= 0.85 and overall.recall >= 0.89, overall
     assert overall["false per smooth curve"] <= 0.1, overall
 
 

@@ -35,10 +35,10 @@ noise scale sigma known, so no threshold is free:
    shows against the wobble before it.
    Smooth losses fail these tests; grokking-like jumps pass them. Fresh draws of the three corpora of
    `transition_corpus` (benchmarks/transition_fidelity.py --seed 20 --per-kind 300): the one it was tuned on
-   (white noise, and correlated noise on power laws) precision 0.99, recall 0.88, at most 0.02 false transitions
+   (white noise, and correlated noise on power laws) precision 0.98, recall 0.91, at most 0.02 false transitions
    per smooth curve; the held-out one (other schedules, slow rises, stretched exponentials, Student-t and AR noise
    on every kind) 0.97, 0.91, at most 0.05; the unseen one (heteroscedastic, Laplace and AR noise of correlation
-   up to 0.7; steps on falling power laws, Gompertz rises, overshoots; two relaxations a decade apart) 0.85, 0.87,
+   up to 0.7; steps on falling power laws, Gompertz rises, overshoots; two relaxations a decade apart) 0.85, 0.90,
    at most 0.10.
 5. Description: onset, midpoint and end are the first checkpoints by which the fitted sigmoid has covered 10%,
    50% and 90% of its change; `before` / `after` are its two asymptotic levels.
