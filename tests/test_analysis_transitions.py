@@ -233,3 +233,25 @@ def test_the_second_of_two_rises_keeps_its_plateau_when_the_first_takes_its_foot
     detector = TransitionDetector().fit(steps, np.stack(curves))
     precision, recall = breakpoint_scores(truth, found_steps(detector, 30), margin=0.15)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_generalized_fits_match_gls_with_the_ar1_covariance():
+    """The Prais-Winsten whitening against the definition: min over (a, b) of r' Sigma^-1 r with Sigma the AR(1)
+    covariance rho^|i - j| / (1 - rho^2), solved directly; rho 0 gives ordinary least squares."""
+    from scipy.linalg import toeplitz
+
+    from ontogeny.analysis.transitions import _best_basis_sse
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 3, 40)
+    y = 1 / (1 + np.exp(-(x - 1.5) / 0.2)) + rng.normal(0, 0.1, 40)
+    basis = np.stack([x, np.exp(-x), x**2], axis=1)
+    for rho in (0.0, 0.3, 0.7):
+        inverse = np.linalg.inv(toeplitz(rho ** np.arange(40)) / (1 - rho**2))
+        best = np.inf
+        for k in range(3):
+            design = np.stack([np.ones(40), basis[:, k]], axis=1)
+            coef = np.linalg.solve(design.T @ inverse @ design, design.T @ inverse @ y)
+            residual = y - design @ coef
+            best = min(best, residual @ inverse @ residual)
+        assert _best_basis_sse(y, basis, rho) == pytest.approx(best, rel=1e-9)
