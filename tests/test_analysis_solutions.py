@@ -157,3 +157,18 @@ def test_a_significant_split_with_a_lone_member_says_why_it_is_one_type():
     line = solutions(context).summary[0]
     assert "1 type(s) among 4 members (a split into 2 has p = 0.0" in line
     assert "one type would hold 1 member(s), under the 2 a type needs: kept together)" in line
+
+
+def test_the_outlier_line_names_the_spread_it_assumes():
+    """A flagged seed is farther out than a normal spread of seeds allows, which heavy-tailed seeds also are: the
+    line says which test decided, so a real extreme is not read as a broken run."""
+    from ontogeny.analysis.analyze import Context
+    from ontogeny.analysis.steps.solutions import solutions
+
+    final = [0.90, 0.91, 0.89, 0.905, 0.895, 0.90, 0.91, 0.30]  # member 7 far below the others
+    scalars = pd.DataFrame([(m, 100, "test/acc", value) for m, value in enumerate(final)],
+                           columns=["member", "step", "name", "value"])
+    context = Context(run=None, scalars=scalars, members=pd.DataFrame({"member": range(8), "config": "all"}),
+                      random_state=0)
+    line = solutions(context).summary[0]
+    assert line.endswith("; outliers beyond a normal spread of seeds (generalized ESD): members [7]"), line

@@ -33,7 +33,10 @@ def solutions(context: Context) -> StepResult:
             tested = (f" (a split into {fit.n_clusters_ + 1} has p = {fit.p_values_[-1]:.2g}, but one type would hold "
                       f"{fit.too_small_} member(s), under the {fit.min_cluster_size} a type needs: kept together)")
         result.summary.append(f"solutions [{config}]: {fit.n_clusters_} type(s) among {len(group)} members{tested}"
-                              + (f"; outliers: members {flagged}" if flagged else "; no outliers"))
+                              # the test assumes seeds spread normally: under heavy tails its outliers are real
+                              # extremes of that spread, not broken runs (docs/analysis.md)
+                              + (f"; outliers beyond a normal spread of seeds (generalized ESD): members {flagged}"
+                                 if flagged else "; no outliers"))
     if frames:
         result.tables["solutions"] = pd.concat(frames, ignore_index=True)
     return result
