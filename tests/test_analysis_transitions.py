@@ -255,3 +255,23 @@ def test_generalized_fits_match_gls_with_the_ar1_covariance():
             residual = y - design @ coef
             best = min(best, residual @ inverse @ residual)
         assert _best_basis_sse(y, basis, rho) == pytest.approx(best, rel=1e-9)
+
+
+def test_a_curve_logged_every_step_is_thinned_in_log_step_first():
+    """20,000 checkpoints (a loss logged every step): each window's sigmoid grid grows with the square of its length,
+    so one such curve needed hundreds of GB (5.3 GB at 3,000); thinned to at most 1,000 checkpoints even in log-step, the jump is found
+    where it is and nothing else (averaging the bins instead read their changing noise as 2 false transitions here),
+    reported at a checkpoint step."""
+    from ontogeny.analysis.transitions import thin_checkpoints
+
+    steps = np.arange(20_000)
+    x = np.log10(1 + steps)
+    values = 2 - 1 / (1 + np.exp(-(x - 3.5) / 0.02)) + np.random.default_rng(0).normal(0, 0.05, len(steps))
+    table = TransitionDetector().fit(steps, values).transitions_
+    assert len(table) == 1 and table.direction[0] == -1
+    assert abs(np.log10(1 + table.step[0]) - 3.5) < 0.05 and table.step[0] in steps
+    kept, kept_x, thinned = thin_checkpoints(steps[:6], x[:6], np.arange(12.0).reshape(2, 6), 2)
+    # x = log10(1 + [0..5]) splits at 0.389: steps 0-1 and steps 2-5, each named by its middle checkpoint
+    np.testing.assert_array_equal(kept, [0, 3])
+    np.testing.assert_array_equal(thinned, [[0, 3], [6, 9]])
+    np.testing.assert_allclose(kept_x, x[[0, 3]])

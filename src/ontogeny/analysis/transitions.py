@@ -84,6 +84,7 @@ class TransitionDetector:
     """Detect abrupt level changes in one or many curves sharing checkpoint steps.
 
     Parameters (stored only): `log_steps` fits lines and sigmoids in log10(1 + step) rather than in step;
+    `max_checkpoints`: longer curves are first thinned evenly in x (`thin_checkpoints`);
     `model` is the ruptures cost for the candidates ("l2": piecewise-constant mean); `min_size` is the shortest
     segment in checkpoints; `penalty` is "mbic", "bic" (see the module docstring) or a number in the cost's
     units (the later tests then use "mbic"); `max_rise_decades` is the slowest 10%-90% rise still called a
@@ -94,12 +95,14 @@ class TransitionDetector:
     """
 
     def __init__(self, *, log_steps: bool = True, model: str = "l2", min_size: int = 3,
-                 penalty: str | float = "mbic", max_rise_decades: float = RELAXATION_RISE_DECADES):
+                 penalty: str | float = "mbic", max_rise_decades: float = RELAXATION_RISE_DECADES,
+                 max_checkpoints: int = 1000):
         self.log_steps = log_steps
         self.model = model
         self.min_size = min_size
         self.penalty = penalty
         self.max_rise_decades = max_rise_decades
+        self.max_checkpoints = max_checkpoints
 
     def fit(self, steps, values, *, names: Sequence | None = None) -> TransitionDetector:
         """Detect transitions: steps [S], values [S] or [C, S]; `names` [C] label the curves (default 0..C-1)."""
@@ -115,10 +118,12 @@ class TransitionDetector:
         criterion = self.penalty if isinstance(self.penalty, str) else "mbic"
         location_cost = _LOCATION_COST[criterion]
         x = log_step(steps) if self.log_steps else steps
+        if len(steps) > self.max_checkpoints:  # a sigmoid fit's grid grows with the square of its window
+            given, x, values = thin_checkpoints(given, x, values, self.max_checkpoints)
         values = despike(values)
         spread = values.max(axis=1) - values.min(axis=1)
         sigma, self.rho_ = long_run_sigma(values)  # [C], for correlated noise too
-        penalty = self._penalties(sigma, spread, len(steps), location_cost)
+        penalty = self._penalties(sigma, spread, len(x), location_cost)
         # again without the surroundings of the large changes found: on a short curve they pass for correlated noise
         white = difference_sigma(values)
         changes = [self._large_changes(values[c], penalty[c], 5 * white[c]) if spread[c] > 0 else []
@@ -130,7 +135,7 @@ class TransitionDetector:
         # large-change estimates above must not see (done there, 305 -> 461 rises over 0.3 lost on recorded curves)
         sigma = np.where(white > 0, sigma, mean_difference_sigma(values))
         sigma = np.maximum(sigma, _RELATIVE_NOISE_FLOOR * spread)
-        penalty = self._penalties(sigma, spread, len(steps), location_cost)
+        penalty = self._penalties(sigma, spread, len(x), location_cost)
 
         # noise may shrink or grow along a curve (training noise falls with the loss): a noisy stretch is judged by
         # its own noise, never a quieter one than the curve's
@@ -231,6 +236,18 @@ class TransitionDetector:
         before, after = float(fit.low[0]), float(fit.low[0] + fit.amplitude[0])  # the levels it connects
         return {"step": mid, "onset_step": onset, "end_step": end, "before": before, "after": after,
                 "size": after - before, "direction": int(np.sign(after - before))}
+
+
+def thin_checkpoints(steps, x, values, n_bins: int):
+    """Curves of many checkpoints thinned to the middle checkpoint of each of at most `n_bins` bins of equal width
+    in x (log-step: a loss logged every step keeps its early checkpoints and one in each stretch of the dense late
+    ones). Not averaged: a bin's mean is less noisy the more checkpoints it holds, and that changing noise read as
+    transitions (22 false on 40 curves of 20,000 checkpoints, none thinned). Returns (steps [B], x [B], values
+    [C, B]) at the kept checkpoints."""
+    index = np.minimum(((x - x[0]) / (x[-1] - x[0]) * n_bins).astype(int), n_bins - 1)
+    starts = np.flatnonzero(np.r_[True, np.diff(index) > 0])  # first checkpoint of each non-empty bin
+    middle = starts + (np.diff(np.r_[starts, len(x)]) - 1) // 2
+    return steps[middle], x[middle], values[:, middle]
 
 
 def despike(values: np.ndarray, *, window: int = 5, threshold: float = 4.0) -> np.ndarray:
