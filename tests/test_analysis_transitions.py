@@ -259,9 +259,9 @@ def test_generalized_fits_match_gls_with_the_ar1_covariance():
 
 def test_a_curve_logged_every_step_is_thinned_in_log_step_first():
     """20,000 checkpoints (a loss logged every step): each window's sigmoid grid grows with the square of its length,
-    so one such curve needed hundreds of GB (5.3 GB at 3,000); thinned to at most 1,000 checkpoints even in log-step, the jump is found
-    where it is and nothing else (averaging the bins instead read their changing noise as 2 false transitions here),
-    reported at a checkpoint step."""
+    so one such curve needed hundreds of GB (5.3 GB at 3,000); thinned to at most 1,000 checkpoints even in log-step,
+    the jump is found where it is and nothing else (averaging the bins instead read their changing noise as 2 false
+    transitions here), reported at a checkpoint step."""
     from ontogeny.analysis.transitions import thin_checkpoints
 
     steps = np.arange(20_000)
