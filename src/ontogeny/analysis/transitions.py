@@ -304,13 +304,12 @@ def _one_sigmoid_suffices(x, y, bounds: list[int], sigma: float, location_cost: 
 def _best_basis_sse(y: np.ndarray, basis: np.ndarray, rho: float = 0.0) -> float:
     """Smallest residual sum of squares of y [W] ~ a + b * basis[:, k] over the candidate shapes basis [W, K]; for
     AR(1) noise of lag-1 correlation rho > 0, the generalized one (Prais & Winsten 1954: both sides whitened)."""
+    ones = np.ones(len(y))
     if rho > 0:
-        y, ones, basis = (_whiten(z, rho) for z in (y, np.ones(len(y)), basis))
-        # regress out the whitened constant instead of centring
-        y = y - ones * (ones @ y) / (ones @ ones)
-        centred = basis - ones[:, None] * (ones @ basis)[None, :] / (ones @ ones)
-    else:
-        y, centred = y - y.mean(), basis - basis.mean(axis=0)
+        y, ones, basis = (_whiten(z, rho) for z in (y, ones, basis))
+    # regress out the (whitened) constant: plain centring when rho is 0
+    y = y - ones * (ones @ y) / (ones @ ones)
+    centred = basis - ones[:, None] * (ones @ basis)[None, :] / (ones @ ones)
     ss = (centred**2).sum(axis=0)
     explained = np.where(ss > 0, (y @ centred) ** 2 / np.where(ss > 0, ss, 1.0), 0.0)
     return max(float(y @ y) - float(explained.max()), 0.0)
