@@ -169,6 +169,55 @@ def test_shares():
     assert near(deep.mean(), 0.5, center.sum())
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+def test_selection_classes_hold_on_every_arc_and_leave_the_rest_uniform(classes):
+    grammar = Grammar(n_verbs=8 if classes == 2 else 32, pp_share=0.2, rc_share=0.3, center_share=0.4,
+                      center_depth=3, adjective_share=0.6, n_classes=classes)
+    vocab, n_transitive = grammar.vocabulary(), grammar.n_transitive
+    sentences = sample(grammar, 3000, seed=2)
+    assert_well_formed(grammar, sentences, n_checked=300)
+
+    def noun_class(token):
+        return (token - vocab.first_noun) // 2 % classes
+
+    def verb_classes(token):  # (subject class, object class or None), from the lemma as the docstring defines it
+        lemma = (token - vocab.first_verb) // 2
+        return (lemma % classes, lemma // classes % classes) if lemma < n_transitive else \
+            ((lemma - n_transitive) % classes, None)
+
+    checked = Counter()
+    for s in range(len(sentences)):
+        words, heads = sentences.tokens[s], sentences.heads[s]
+        relations = [RELATIONS[r] for r in sentences.relations[s, : sentences.lengths[s]]]
+        for t, relation in enumerate(relations):
+            word, head = words[t], words[heads[t]]
+            if relation == "amod":
+                assert (word - vocab.first_adjective) % classes == noun_class(head)
+            elif relation in ("nsubj", "obj") and vocab.is_noun(word):  # a verb's own subject or object
+                assert verb_classes(head)[relation == "obj"] == noun_class(word), render(grammar, words, heads)
+            elif relation == "acl":  # the modified noun is the RC verb's subject, the CRC verb's object (the gap)
+                that = relations[t - 1] if words[t - 1] == vocab.that else relations[int(np.flatnonzero(
+                    (heads == t) & (words == vocab.that))[0])]
+                assert verb_classes(word)[that == "obj"] == noun_class(head), render(grammar, words, heads)
+            else:
+                continue
+            checked[relation] += 1
+    assert min(checked.values()) > 500 and set(checked) == {"amod", "nsubj", "obj", "acl"}
+    # within what the class allows, every word is as likely: main verbs given their subject's class
+    rows = np.arange(len(sentences))
+    verbs, subjects = sentences.tokens[rows, sentences.verb], sentences.tokens[rows, sentences.subject]
+    lemmas = (verbs - vocab.first_verb) // 2
+    assert abs(np.mean(lemmas < n_transitive) - n_transitive / grammar.n_verbs) < 0.04  # transitivity as before
+    for cls in range(classes):
+        counts = np.bincount(lemmas[noun_class(subjects) == cls], minlength=grammar.n_verbs)
+        allowed = np.array([verb_classes(vocab.verb(lemma, 0))[0] == cls for lemma in range(grammar.n_verbs)])
+        assert (counts[~allowed] == 0).all()
+        expected = counts.sum() / allowed.sum()
+        assert np.abs(counts[allowed] - expected).max() < 5 * np.sqrt(expected)
+    assert Grammar(n_classes=2).check() == [] and [n for n, _ in Grammar(n_classes=4).check()] == ["n_verbs"]
+    assert [n for n, _ in Grammar(n_classes=3, n_nouns=15, n_verbs=24, n_adjectives=3).check()] == ["n_verbs"]
+    assert [n for n, _ in Grammar(n_classes=0).check()] == ["n_classes"]
+
 def test_determinism():
     grammar = GRAMMARS["deep"]
     a, b, c = sample(grammar, 300, seed=7), sample(grammar, 300, seed=7), sample(grammar, 300, seed=8)

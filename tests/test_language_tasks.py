@@ -229,6 +229,7 @@ def test_a_killed_language_run_resumes_to_the_uninterrupted_rows(tmp_path):
     ("syntax-drops", "task.pp_share=1.5", "task.pp_share"),
     ("syntax-drops", "task.center_depth=7", "task.center_depth"),
     ("syntax-drops", "task.objective=seq2seq", "task.objective"),
+    ("syntax-drops", "task.n_classes=4", r"task\.n_verbs.*multiple of n_classes\^2 = 16"),
     ("icl-markov", "task.k=1", "task.k"),
     ("icl-markov", "model.n_ctx=10", "model.n_ctx"),
     ("icl-markov", "model.name=mlp", "language task"),

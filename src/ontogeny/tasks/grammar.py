@@ -43,6 +43,7 @@ class GrammarSpec(TaskSpec):
     center_depth: int = 1
     plural_share: float = 0.5
     adjective_share: float = 0.25
+    n_classes: int = 1  # selection classes: verbs select their arguments' class, adjectives their noun's (1: none)
     n_train: int = 20_000  # training sentences
     n_test: int = 500  # held-out sentences (per-token losses)
     n_pairs: int = 100  # minimal pairs per construction
@@ -55,7 +56,7 @@ class GrammarSpec(TaskSpec):
         return Grammar(n_nouns=self.n_nouns, n_verbs=self.n_verbs, n_adjectives=self.n_adjectives,
                        n_prepositions=self.n_prepositions, pp_share=self.pp_share, rc_share=self.rc_share,
                        center_share=self.center_share, center_depth=self.center_depth, plural_share=self.plural_share,
-                       adjective_share=self.adjective_share)
+                       adjective_share=self.adjective_share, n_classes=self.n_classes)
 
     def check(self, check: Check) -> None:
         check(self.objective in ("masked", "causal"), "task.objective", "must be 'masked' or 'causal'")

@@ -17,6 +17,12 @@ Every noun's number is plural with probability `plural_share`; every NP has an a
 Verb lemmas: the first ceil(n_verbs / 2) are transitive, the rest intransitive; the main verb's lemma is uniform
 over all of them (a transitive one takes an object NP); RC and CRC verbs are transitive.
 
+Selection (`n_classes` K > 1): every noun, adjective and verb lemma has a class (lemma % K); a transitive verb lemma
+v takes a subject of class v % K and an object of class (v // K) % K, an intransitive one (index u among them) a
+subject of class u % K, and an adjective goes with nouns of its own class, as verbs select their arguments in
+English ("the dog barks", not "the idea barks"). Which word fits a slot then depends on the words it is linked to
+by the tree, not only on its neighbours, so a model predicts words better once it follows the parse. K = 1: none.
+
 Agreement: the main verb agrees in number with the subject head noun; an RC verb agrees with the noun it modifies
 (the subject); a CRC verb agrees with its own subject noun (the N inside it). An attractor is a noun between the
 subject and the main verb (the PP noun, the RC object, any CRC noun) of the other number than the subject.
@@ -75,6 +81,7 @@ class Grammar:
     center_depth: int = 1  # max CRC nesting (0 disables CRCs: their share goes to "none")
     plural_share: float = 0.5  # P(a noun is plural)
     adjective_share: float = 0.25  # P(a noun phrase has an adjective)
+    n_classes: int = 1  # selection classes (see the module docstring); 1: any word goes with any other
 
     def check(self) -> list[tuple[str, str]]:
         """Return [(field, message)] for every out-of-range knob; empty if all are fine."""
@@ -92,6 +99,18 @@ class Grammar:
             problems.append(("pp_share", f"pp_share + rc_share + center_share must be <= 1 (got {total:g})"))
         if not isinstance(self.center_depth, (int, np.integer)) or self.center_depth not in (0, 1, 2, 3):
             problems.append(("center_depth", f"must be 0, 1, 2 or 3 (got {self.center_depth!r})"))
+        classes = self.n_classes
+        if not isinstance(classes, (int, np.integer)) or classes < 1:
+            problems.append(("n_classes", f"must be an integer >= 1 (got {classes!r})"))
+        elif not problems:  # each class has as many words of each kind; each (subject, object) class pair a verb
+            for name in ("n_nouns", "n_adjectives"):
+                if getattr(self, name) % classes:
+                    problems.append((name, f"must be a multiple of n_classes = {classes} "
+                                           f"(got {getattr(self, name)!r})"))
+            if self.n_transitive % classes**2 or (self.n_verbs - self.n_transitive) % classes:
+                problems.append(("n_verbs", f"must give ceil(n_verbs / 2) transitive verbs, a multiple of n_classes^2 "
+                                            f"= {classes**2}, and the rest a multiple of {classes} "
+                                            f"(got {self.n_verbs!r})"))
         return problems
 
     @property
@@ -246,42 +265,61 @@ def _generate(grammar: Grammar, rng: np.random.Generator, construction: np.ndarr
         tokens[:, slot[name]] = token
         present[:, slot[name]] = where
 
-    def noun_phrase(prefix, where, plural=None):
-        """Fill `prefix`_the, _adj, _N where `where`; return the noun's number [S]."""
+    classes = grammar.n_classes
+
+    def noun_phrase(prefix, where, plural=None, cls=None):
+        """Fill `prefix`_the, _adj, _N where `where` (the noun of class `cls` [S], any if None); return the noun's
+        number [S] and class [S]."""
         if plural is None:
             plural = rng.random(n) < grammar.plural_share
         put(f"{prefix}_the", vocab.the, where)
-        put(f"{prefix}_adj", vocab.first_adjective + rng.integers(grammar.n_adjectives, size=n),
-            where & (rng.random(n) < grammar.adjective_share))
-        put(f"{prefix}_N", vocab.noun(rng.integers(grammar.n_nouns, size=n), plural), where)
-        return np.where(where, plural, False)
+        adjective = rng.integers(grammar.n_adjectives // classes, size=n)  # its index within the noun's class
+        with_adjective = where & (rng.random(n) < grammar.adjective_share)
+        lemma = in_class(grammar.n_nouns, cls)
+        put(f"{prefix}_adj", vocab.first_adjective + lemma % classes + classes * adjective, with_adjective)
+        put(f"{prefix}_N", vocab.noun(lemma, plural), where)
+        return np.where(where, plural, False), lemma % classes
+
+    def in_class(count, cls):
+        """Lemmas [S] uniform among `count` whose class (lemma % classes) is `cls` [S], or among all if None (with
+        one class, the same draws as before selection existed)."""
+        if cls is None:
+            return rng.integers(count, size=n)
+        return cls + classes * rng.integers(count // classes, size=n)
 
     everywhere = np.ones(n, dtype=bool)
-    noun_phrase("s", everywhere, subject_plural)
+    _, subject_class = noun_phrase("s", everywhere, subject_plural)
     opposite = ~subject_plural if force_attractor else None
     intervening = []  # (noun number [S], noun present [S]) for attractor labels
 
     is_pp = construction == CONSTRUCTIONS.index("pp")
     put("p_P", vocab.first_preposition + rng.integers(grammar.n_prepositions, size=n), is_pp)
-    intervening.append((noun_phrase("p", is_pp, opposite), is_pp))
+    intervening.append((noun_phrase("p", is_pp, opposite)[0], is_pp))
 
     is_rc = construction == CONSTRUCTIONS.index("rc")
     put("r_that", vocab.that, is_rc)
-    put("r_V", vocab.verb(rng.integers(grammar.n_transitive, size=n), subject_plural), is_rc)
-    intervening.append((noun_phrase("r", is_rc, opposite), is_rc))
+    rc_verb = in_class(grammar.n_transitive, subject_class)  # its subject is the noun it modifies
+    put("r_V", vocab.verb(rc_verb, subject_plural), is_rc)
+    intervening.append((noun_phrase("r", is_rc, opposite, cls=rc_verb // classes % classes)[0], is_rc))
 
     is_center = construction == CONSTRUCTIONS.index("center")
     levels = 1 + np.minimum(rng.geometric(1 - CENTER_NEST_SHARE, size=n) - 1, max(depth - 1, 0))  # [S] in 1..depth
+    modified_class = subject_class  # a CRC's verb takes the noun the CRC modifies as its object (the gap)
     for k in range(1, depth + 1):
         here = is_center & (levels >= k)
         put(f"c{k}_that", vocab.that, here)
-        plural = noun_phrase(f"c{k}", here, opposite if k == 1 else None)
-        put(f"c{k}_V", vocab.verb(rng.integers(grammar.n_transitive, size=n), plural), here)
+        plural, own_class = noun_phrase(f"c{k}", here, opposite if k == 1 else None)
+        verb = in_class(grammar.n_transitive // classes, modified_class) * classes + own_class  # (subject, object)
+        put(f"c{k}_V", vocab.verb(verb, plural), here)
         intervening.append((plural, here))
+        modified_class = own_class
 
-    verb_lemma = rng.integers(grammar.n_verbs, size=n)
+    draw = rng.integers(grammar.n_verbs, size=n)  # transitive below n_transitive; the lemma keeps the subject's class
+    transitive = draw < grammar.n_transitive
+    first = np.where(transitive, 0, grammar.n_transitive)
+    verb_lemma = first + subject_class + classes * ((draw - first) // classes)
     put("V", vocab.verb(verb_lemma, subject_plural))
-    noun_phrase("o", verb_lemma < grammar.n_transitive)
+    noun_phrase("o", transitive, cls=verb_lemma // classes % classes)
     put("dot", vocab.dot)
 
     attractor = np.zeros(n, dtype=bool)
