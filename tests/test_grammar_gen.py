@@ -218,6 +218,7 @@ def test_selection_classes_hold_on_every_arc_and_leave_the_rest_uniform(classes)
     assert [n for n, _ in Grammar(n_classes=3, n_nouns=15, n_verbs=24, n_adjectives=3).check()] == ["n_verbs"]
     assert [n for n, _ in Grammar(n_classes=0).check()] == ["n_classes"]
 
+
 def test_determinism():
     grammar = GRAMMARS["deep"]
     a, b, c = sample(grammar, 300, seed=7), sample(grammar, 300, seed=7), sample(grammar, 300, seed=8)
