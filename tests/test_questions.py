@@ -201,8 +201,11 @@ def test_rule_score_on_predictions_set_by_hand(agreement):
     spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300}, agreement=agreement)  # with it, half are plural forms
     task = make_task([spec], [0], 10_000)
     measured = task.measures(RuleModel(spec.grammar()))
-    assert set(measured) == {f"{prefix}/{rule}" for prefix in ("rule", "rule_any")
+    assert set(measured) == {f"{prefix}/{rule}" for prefix in ("rule", "rule_any", "rule_depth1", "rule_depth2")
                              for rule in ("hierarchical", "linear", "neither")}
+    for depth in ("rule_depth1", "rule_depth2"):  # these members answer alike at both depths
+        for rule in ("hierarchical", "linear", "neither"):
+            assert measured[f"{depth}/{rule}"].tolist() == measured[f"rule/{rule}"].tolist()
     # Qin et al.'s: the most likely auxiliary, whatever non-auxiliary is more likely
     assert measured["rule/hierarchical"].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert measured["rule/linear"].tolist() == [0.0, 1.0, 0.0, 1.0]
@@ -212,6 +215,32 @@ def test_rule_score_on_predictions_set_by_hand(agreement):
     assert measured["rule_any/linear"].tolist() == [0.0, 1.0, 0.0, 0.0]
     assert measured["rule_any/neither"].tolist() == [0.0, 0.0, 1.0, 1.0]
 
+
+
+class DepthModel(RuleModel):
+    """One member fronting the main auxiliary where the subject has one relative clause, the first where it has two
+    nested (two "that" before the main auxiliary)."""
+
+    def forward(self, x):
+        logits = torch.zeros(1, *x.shape, self.n_outputs)  # [M, S, T, C]
+        for s, row in enumerate(x):
+            marker = row.tolist().index(QUEST)
+            main, first = _auxiliaries(self.words, self.auxiliaries, row)
+            main_at = next(i for i in range(1, marker) if int(row[i]) == main and self.words[row[i - 1]] != "that")
+            nested = sum(self.words[t] == "that" for t in row[1:main_at].tolist()) == 2
+            logits[0, s, marker, first if nested else main] = 100.0
+        return logits
+
+
+def test_rule_score_by_depth_of_the_subject_relative_clause():
+    spec = QuestionFormationSpec(**{**SMALL, "n_gen": 300})
+    task = make_task([spec], [0], 10_000)
+    measured = task.measures(DepthModel(spec.grammar()))
+    one_clause = float(np.mean(~task.gen.center_embedded))
+    assert 0.2 < one_clause < 0.8
+    assert measured["rule_depth1/hierarchical"].tolist() == [1.0] and measured["rule_depth2/linear"].tolist() == [1.0]
+    assert measured["rule/hierarchical"].item() == pytest.approx(one_clause)
+    assert measured["rule/linear"].item() == pytest.approx(1 - one_clause)
 
 @pytest.mark.parametrize("override, key", [
     ("task.complexity=1.5", "task.complexity"),

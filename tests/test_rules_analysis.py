@@ -254,6 +254,21 @@ def test_rules_and_counting_steps_write_their_tables(tmp_path, scalar_run):
     assert "rules: skipped (no rule/hierarchical, rule/linear recorded)" in result.summary
 
 
+def test_rules_step_adds_the_one_clause_reading_where_recorded(scalar_run):
+    scalars, members = grid({0.0: ["linear"] * 4})
+    one_clause, _ = grid({0.0: ["hierarchical"] * 3 + ["linear"]})
+    one_clause = one_clause[one_clause.name.str.startswith("rule/")]
+    one_clause = one_clause.assign(name=one_clause.name.str.replace("rule/", "rule_depth1/"))
+    assert rule_members(one_clause, prefix="rule_depth1/").final_label.tolist() == ["hierarchical"] * 3 + ["linear"]
+    with og.open(scalar_run("rules", pd.concat([scalars, one_clause]), members)) as run:
+        result = analyze(run, ["rules"])
+    lines = [line for line in result.summary if line.startswith("rules")]
+    assert lines[0].startswith("rules [all]: 0/4 seeds hierarchical, 4 linear, 0 mixed")
+    assert lines[1].startswith("rules on one subject relative clause (McCoy et al.'s gen set) [all]: "
+                               "3/4 seeds hierarchical, 1 linear, 0 mixed (share 0.75 [")
+    with og.open(scalar_run("rules-before", scalars, members)) as run:  # a run recorded before the split
+        assert not [line for line in analyze(run, ["rules"]).summary if "one subject relative clause" in line]
+
 # ---- figures -----------------------------------------------------------------------------------------------------
 
 

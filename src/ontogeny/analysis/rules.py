@@ -50,29 +50,32 @@ def label_of(hierarchical, linear) -> np.ndarray:
                     np.where(linear >= LINEAR_LABEL_SHARE, "linear", "mixed")).astype(object)
 
 
-def rule_curves(scalars: pd.DataFrame) -> pd.DataFrame:
-    """Per member and checkpoint (sorted): member, step, hierarchical, linear, label. ValueError (one line) when
-    no rule/hierarchical or rule/linear is recorded."""
-    absent = [name for name in (HIERARCHICAL, LINEAR) if name not in set(scalars["name"].unique())]
+def rule_curves(scalars: pd.DataFrame, prefix: str = RULE_PREFIX) -> pd.DataFrame:
+    """Per member and checkpoint (sorted): member, step, hierarchical, linear, label, from `prefix`hierarchical and
+    `prefix`linear (`rule_depth1/`: the gen questions with one subject relative clause). ValueError (one line) when
+    either is not recorded."""
+    hierarchical, linear = f"{prefix}hierarchical", f"{prefix}linear"
+    absent = [name for name in (hierarchical, linear) if name not in set(scalars["name"].unique())]
     if absent:
         raise ValueError(f"no {' and '.join(absent)} recorded: rule labels need a question_formation run")
-    rows = scalars[scalars["name"].isin([HIERARCHICAL, LINEAR])]
+    rows = scalars[scalars["name"].isin([hierarchical, linear])]
     wide = rows.pivot_table(index=["member", "step"], columns="name", values="value", aggfunc="last")
-    wide = wide.dropna().reset_index().rename(columns={HIERARCHICAL: "hierarchical", LINEAR: "linear"})
+    wide = wide.dropna().reset_index().rename(columns={hierarchical: "hierarchical", linear: "linear"})
     wide.columns.name = None
     wide["label"] = label_of(wide["hierarchical"], wide["linear"])
     return wide[["member", "step", "hierarchical", "linear", "label"]].sort_values(["member", "step"],
                                                                                    ignore_index=True)
 
 
-def rule_members(scalars: pd.DataFrame, *, late_fraction: float = LATE_FRACTION) -> pd.DataFrame:
+def rule_members(scalars: pd.DataFrame, *, late_fraction: float = LATE_FRACTION,
+                 prefix: str = RULE_PREFIX) -> pd.DataFrame:
     """One row per member (MEMBER_COLUMNS): the final label and shares; switch_step, the first checkpoint from which
     the label is the final one at every later checkpoint; n_label_changes over training; over the last
     `late_fraction` of its checkpoints (at least 2), late_std (std of the hierarchical share) and
     late_label_changes; stable (no late label change); final test/acc and gen/acc (NaN if not recorded)."""
     if not 0 < late_fraction <= 1:
         raise ValueError(f"late_fraction must be in (0, 1], got {late_fraction}")
-    curves = rule_curves(scalars)
+    curves = rule_curves(scalars, prefix)
     final = {}
     for name in ("test/acc", "gen/acc"):
         rows = scalars[scalars["name"] == name].sort_values("step")

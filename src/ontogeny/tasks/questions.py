@@ -177,8 +177,9 @@ class QuestionFormation(LanguageTask):
         `rule_position` (the prediction at x position rule_position - 1: for questions the marker, predicting the
         fronted auxiliary; for tense the word before the main verb) follows that rule (rule_score.rule_scores).
         Questions are read as Qin et al. 2025 read them, the most likely of the auxiliaries; `rule_any/*` keeps the
-        greedy token over the whole vocabulary (a token that is no auxiliary is "neither"). Tense: the greedy
-        token."""
+        greedy token over the whole vocabulary (a token that is no auxiliary is "neither"), and
+        `rule_depth1/*` / `rule_depth2/*` Qin et al.'s reading on the questions whose subject has one relative clause
+        (McCoy et al.'s generalization set) / two nested ones. Tense: the greedy token."""
         device = next(model.parameters()).device
         x = self._splits[1].x  # [S, T]
         read_at = torch.from_numpy(self.gen.rule_position) - 1  # [S]: x position whose next token is judged
@@ -195,9 +196,15 @@ class QuestionFormation(LanguageTask):
             auxiliaries = slice(grammar.first_auxiliary, grammar.first_auxiliary + grammar.n_auxiliary_tokens)
             firsts = {"rule": logits[..., auxiliaries].argmax(-1).numpy() + grammar.first_auxiliary,
                       "rule_any": firsts["rule"]}
+        groups = {prefix: (first, slice(None)) for prefix, first in firsts.items()}
+        if not grammar.tense:  # McCoy et al.'s gen set has one subject relative clause; two nested are deeper still
+            deeper = self.gen.center_embedded
+            groups |= {name: (firsts["rule"][:, items], items) for name, items in
+                       (("rule_depth1", ~deeper), ("rule_depth2", deeper)) if items.any()}
         result = {}
-        for prefix, first in firsts.items():
-            shares = [member_rule(rule_scores(row, self.gen.main_aux, self.gen.first_aux)) for row in first]
+        for prefix, (first, items) in groups.items():
+            shares = [member_rule(rule_scores(row, self.gen.main_aux[items], self.gen.first_aux[items]))
+                      for row in first]
             result |= {f"{prefix}/{rule}": torch.tensor([s[rule] for s in shares]) for rule in RULES}
         return result
 

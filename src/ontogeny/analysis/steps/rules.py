@@ -25,17 +25,30 @@ def rules(context: Context) -> StepResult:
     summary = rule_summary(per_member, context.members, random_state=context.random_state)
     pairs = rule_pairs(per_member, context.members)
     result.tables.update(rule_members=per_member, rule_summary=summary, rule_pairs=pairs)
+    result.summary += _summary_lines(summary, "rules")
+    if DEPTH1 + "hierarchical" in set(context.scalars["name"].unique()):  # runs recorded before 2026-12-07 lack it
+        depth1 = rule_summary(rule_members(context.scalars, prefix=DEPTH1), context.members,
+                              random_state=context.random_state)
+        result.summary += _summary_lines(depth1, "rules on one subject relative clause (McCoy et al.'s gen set)")
+    result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
+                          "rules (table rule_pairs)")
+    return result
+
+
+DEPTH1 = "rule_depth1/"  # Qin et al.'s reading on the gen questions with one subject relative clause
+
+
+def _summary_lines(summary: pd.DataFrame, title: str) -> list[str]:
+    lines = []
     for row in summary.itertuples():
-        line = (f"rules [{row.config}]: {row.n_hierarchical}/{row.n_members} seeds hierarchical, {row.n_linear} "
+        line = (f"{title} [{row.config}]: {row.n_hierarchical}/{row.n_members} seeds hierarchical, {row.n_linear} "
                 f"linear, {row.n_mixed} mixed")
         if np.isfinite(row.ci_low):
             line += f" (share {row.share_hierarchical:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}], 95% CI over seeds)"
         line += (f"; final hierarchical shares: {row.n_low} <= 0.2, {row.n_middle} between, {row.n_high} >= 0.8"
                  f"{' (bimodal)' if row.bimodal else ''}; {row.n_unstable} changed label in the last third")
-        result.summary.append(line)
-    result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
-                          "rules (table rule_pairs)")
-    return result
+        lines.append(line)
+    return lines
 
 
 @analysis_step("signature", writes=("rule_signature",), scalars=(HIERARCHICAL,), on_request=True)
