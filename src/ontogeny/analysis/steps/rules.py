@@ -13,6 +13,8 @@ from ..analyze import Context, StepResult, analysis_step
 from ..rules import (GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_curves, rule_members, rule_pairs,
                      rule_summary)
 
+DEPTH1 = "rule_depth1/"  # Qin et al.'s reading on the gen questions with one subject relative clause
+
 
 @analysis_step("rules", writes=("rule_members", "rule_summary", "rule_pairs"),
                scalars=(HIERARCHICAL, "rule/linear"))
@@ -33,9 +35,6 @@ def rules(context: Context) -> StepResult:
     result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
                           "rules (table rule_pairs)")
     return result
-
-
-DEPTH1 = "rule_depth1/"  # Qin et al.'s reading on the gen questions with one subject relative clause
 
 
 def _summary_lines(summary: pd.DataFrame, title: str) -> list[str]:
