@@ -260,14 +260,26 @@ def test_rules_step_adds_the_one_clause_reading_where_recorded(scalar_run):
     one_clause = one_clause[one_clause.name.str.startswith("rule/")]
     one_clause = one_clause.assign(name=one_clause.name.str.replace("rule/", "rule_depth1/"))
     assert rule_members(one_clause, prefix="rule_depth1/").final_label.tolist() == ["hierarchical"] * 3 + ["linear"]
-    with og.open(scalar_run("rules", pd.concat([scalars, one_clause]), members)) as run:
+    both = pd.concat([scalars, one_clause])
+    with og.open(scalar_run("rules", both, members)) as run:
         result = analyze(run, ["rules"])
+        per_member, summary = run.table("rule_members"), run.table("rule_summary")
     lines = [line for line in result.summary if line.startswith("rules")]
-    assert lines[0].startswith("rules [all]: 0/4 seeds hierarchical, 4 linear, 0 mixed")
-    assert lines[1].startswith("rules on one subject relative clause (McCoy et al.'s gen set) [all]: "
+    assert lines[0].startswith("rules on one subject relative clause (McCoy et al.'s gen set) [all]: "
                                "3/4 seeds hierarchical, 1 linear, 0 mixed (share 0.75 [")
+    assert lines[1].startswith("rules on every gen question (one or two nested relative clauses) [all]: "
+                               "0/4 seeds hierarchical, 4 linear, 0 mixed")
+    assert per_member.final_label.tolist() == ["hierarchical"] * 3 + ["linear"]  # the tables: one clause
+    assert summary.scalars.tolist() == ["rule_depth1/*"]
+    figure = rule_figure(both, per_member)
+    assert [trace.name for trace in figure.data] == ["final: hierarchical"] * 3 + ["final: linear"]
+    assert max(figure.data[0].y) == one_clause[one_clause.name == "rule_depth1/hierarchical"].value.max()
+    assert "rule_depth1/hierarchical" in figure.layout.title.text
     with og.open(scalar_run("rules-before", scalars, members)) as run:  # a run recorded before the split
-        assert not [line for line in analyze(run, ["rules"]).summary if "one subject relative clause" in line]
+        lines = [line for line in analyze(run, ["rules"]).summary if line.startswith("rules")]
+        assert run.table("rule_summary").scalars.tolist() == ["rule/*"]
+    assert lines[0].startswith("rules [all]: 0/4 seeds hierarchical, 4 linear")
+    assert not [line for line in lines if "relative clause" in line]
 
 # ---- figures -----------------------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Question formation (tasks/questions.py) records per member and checkpoint `rule/hierarchical`, `rule/linear` and
 `rule/neither`: the shares of generalization questions whose fronted auxiliary is the main one, the first one, or
-neither. From those:
+neither; `rule_depth1/*` the same on McCoy et al.'s generalization questions (one relative clause on the subject),
+which label the members where recorded (`rule_prefix`). From those:
 - a label per checkpoint, with the task's own thresholds (rule_score.member_rule: hierarchical if that share is
   >= 0.8, linear if the linear share is >= 0.8, else mixed), the final label and the switch step (the first
   checkpoint from which the label stays the final one to the end);
@@ -26,6 +27,7 @@ from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
 from .bootstrap import multibootstrap
 
 RULE_PREFIX = "rule/"
+DEPTH1_PREFIX = "rule_depth1/"  # the gen questions whose subject has one relative clause (runs from 2026-12-07 on)
 HIERARCHICAL, LINEAR = "rule/hierarchical", "rule/linear"
 MIDDLE_BAND = (0.2, 0.8)  # a final hierarchical share strictly inside this band is "in the middle"
 LATE_FRACTION = 1 / 3  # stability is measured over this last share of the checkpoints
@@ -48,6 +50,13 @@ def label_of(hierarchical, linear) -> np.ndarray:
     hierarchical, linear = np.asarray(hierarchical, dtype=float), np.asarray(linear, dtype=float)
     return np.where(hierarchical >= HIERARCHICAL_LABEL_SHARE, "hierarchical",
                     np.where(linear >= LINEAR_LABEL_SHARE, "linear", "mixed")).astype(object)
+
+
+def rule_prefix(names) -> str:
+    """The scalars that label members: McCoy et al.'s generalization questions (DEPTH1_PREFIX) where recorded,
+    else every gen question (RULE_PREFIX: tense reinflection, and question runs recorded before 2026-12-07, whose
+    gen set also holds two nested relative clauses, a depth training never shows)."""
+    return DEPTH1_PREFIX if f"{DEPTH1_PREFIX}hierarchical" in set(names) else RULE_PREFIX
 
 
 def rule_curves(scalars: pd.DataFrame, prefix: str = RULE_PREFIX) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.rules import GAP, HIERARCHICAL, MIDDLE_BAND, RARE_GAP
+from ..analysis.rules import DEPTH1_PREFIX, GAP, MIDDLE_BAND, RARE_GAP, rule_prefix
 from ..tasks.letters_gen import SHARE_BINS
 from .figures import PALETTE, STEP_AXIS, base_layout, rgba
 
@@ -18,9 +18,11 @@ LABEL_COLOURS = {"hierarchical": PALETTE[0], "linear": PALETTE[1], "mixed": "#99
 
 
 def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None) -> go.Figure | None:
-    """rule/hierarchical per member over training, coloured by the member's final label (from the `rule_members`
-    table; grey without it), with the label thresholds as dotted lines."""
-    rows = scalars[scalars["name"] == HIERARCHICAL]
+    """The hierarchical share per member over training (`rule_prefix`'s reading: McCoy et al.'s gen questions where
+    recorded), coloured by the member's final label (from the `rule_members` table; grey without it), with the label
+    thresholds as dotted lines."""
+    prefix = rule_prefix(scalars["name"].unique())
+    rows = scalars[scalars["name"] == prefix + "hierarchical"]
     if rows.empty:
         return None
     labels = per_member.set_index("member")["final_label"] if per_member is not None else pd.Series(dtype=object)
@@ -36,11 +38,13 @@ def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None) -
         shown.add(label)
     for level in MIDDLE_BAND:
         fig.add_hline(y=level, line={"color": "#666", "dash": "dot", "width": 1})
+    questions = ("gen questions with one subject relative clause" if prefix == DEPTH1_PREFIX
+                 else "generalization items")
     fig.update_xaxes(type="log", title_text=STEP_AXIS)
-    fig.update_yaxes(title_text="share of gen questions fronting the main auxiliary", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text="share following the hierarchical rule", range=[-0.02, 1.02])
     return base_layout(fig, "Rule score over training, per member",
-                       "hierarchical share of the generalization questions; labels at >= 0.8 hierarchical or linear "
-                       "(dotted: 0.2 and 0.8)", height=440)
+                       f"hierarchical share of the {questions} ({prefix}hierarchical); labels at >= 0.8 "
+                       "hierarchical or linear (dotted: 0.2 and 0.8)", height=440)
 
 
 def share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
@@ -68,8 +72,9 @@ def share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
     fig.update_xaxes(title_text=x_column.split(".")[-1] + (" (share of center-embedded training sentences)"
                                                            if x_column == "task.complexity" else ""))
     fig.update_yaxes(title_text="share of seeds labelled hierarchical", range=[-0.02, 1.02])
+    read = f", read on {summary.scalars.iloc[0]}" if "scalars" in summary else ""
     return base_layout(fig, "Which seeds learn the hierarchical rule",
-                       "bars: 95% Multi-Bootstrap CI over seeds (ontogeny analyze, step `rules`)")
+                       f"bars: 95% Multi-Bootstrap CI over seeds (ontogeny analyze, step `rules`{read})")
 
 
 SIGNATURE_AXES = {"probe_accuracy": "probe accuracy: main vs embedded auxiliary (held-out in-distribution sentences)",

@@ -247,7 +247,8 @@ def rules_section(run: Run, names: list[str]) -> Section | None:
         per_member = run.table("rule_members") if "rule_members" in tables else None
         summary = run.table("rule_summary") if "rule_summary" in tables else None
         signature = run.table("rule_signature") if "rule_signature" in tables else None
-        figures = [(rule_figure(run.scalars(name=["rule/hierarchical"]), per_member), "rules-over-training"),
+        shares = run.scalars(name=["rule/hierarchical", "rule_depth1/hierarchical"])
+        figures = [(rule_figure(shares, per_member), "rules-over-training"),
                    (share_figure(summary), "rules-share"), (signature_figure(signature), "rules-signature"),
                    (signature_figure(signature, "transfer_accuracy"), "rules-signature-transfer")]
         blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]

@@ -10,10 +10,11 @@ import pandas as pd
 
 from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
-from ..rules import (GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_curves, rule_members, rule_pairs,
-                     rule_summary)
+from ..rules import (DEPTH1_PREFIX, GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_curves,
+                     rule_members, rule_pairs, rule_prefix, rule_summary)
 
-DEPTH1 = "rule_depth1/"  # Qin et al.'s reading on the gen questions with one subject relative clause
+ONE_CLAUSE = "rules on one subject relative clause (McCoy et al.'s gen set)"
+EVERY_QUESTION = "rules on every gen question (one or two nested relative clauses)"
 
 
 @analysis_step("rules", writes=("rule_members", "rule_summary", "rule_pairs"),
@@ -21,17 +22,20 @@ DEPTH1 = "rule_depth1/"  # Qin et al.'s reading on the gen questions with one su
 def rules(context: Context) -> StepResult:
     """Tables `rule_members` (per member: final label and shares, switch step, stability, final test/gen acc),
     `rule_summary` (per grid point: share labelled hierarchical with its CI over seeds, spread of the final shares,
-    stability) and `rule_pairs` (members of equal test accuracy with different rules); one line per grid point."""
+    stability; `scalars` names the reading) and `rule_pairs` (members of equal test accuracy with different rules),
+    all from `rule_prefix`'s reading; one line per grid point, and one per grid point on every gen question where
+    that is the other reading."""
     result = StepResult()
-    per_member = rule_members(context.scalars)
+    prefix = rule_prefix(context.scalars["name"].unique())
+    per_member = rule_members(context.scalars, prefix=prefix)
     summary = rule_summary(per_member, context.members, random_state=context.random_state)
+    summary["scalars"] = prefix + "*"
     pairs = rule_pairs(per_member, context.members)
     result.tables.update(rule_members=per_member, rule_summary=summary, rule_pairs=pairs)
-    result.summary += _summary_lines(summary, "rules")
-    if DEPTH1 + "hierarchical" in set(context.scalars["name"].unique()):  # runs recorded before 2026-12-07 lack it
-        depth1 = rule_summary(rule_members(context.scalars, prefix=DEPTH1), context.members,
-                              random_state=context.random_state)
-        result.summary += _summary_lines(depth1, "rules on one subject relative clause (McCoy et al.'s gen set)")
+    result.summary += _summary_lines(summary, ONE_CLAUSE if prefix == DEPTH1_PREFIX else "rules")
+    if prefix == DEPTH1_PREFIX:  # beside it, the reading of every run recorded before 2026-12-07
+        every = rule_summary(rule_members(context.scalars), context.members, random_state=context.random_state)
+        result.summary += _summary_lines(every, EVERY_QUESTION)
     result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
                           "rules (table rule_pairs)")
     return result
@@ -64,7 +68,7 @@ def signature(context: Context) -> StepResult:
         return result
     table = run_signature(run, random_state=context.random_state)
     table = table[table.member.isin(context.members.member)].reset_index(drop=True)
-    curves = rule_curves(context.scalars)
+    curves = rule_curves(context.scalars, rule_prefix(context.scalars["name"].unique()))
     final = curves.groupby("member").last()
     last = table.step == table.groupby("member").step.transform("max")
     table["final_hierarchical"] = np.where(last, table.member.map(final.hierarchical), np.nan)
