@@ -85,6 +85,11 @@ def test_rule_summary_shares_cis_and_bimodality():
     assert list(summary.bimodal) == [False, True, False]  # both ends only at 0.5
     assert list(summary.n_middle) == [0, 0, 1] and summary.loc[0.8, "middle_share"] == pytest.approx(1 / 6)
     assert (summary.n_unstable == 0).all()
+    finals = rule_members(scalars).merge(members).groupby("task.complexity").final_hierarchical
+    np.testing.assert_allclose(summary.mean_hierarchical, finals.mean())
+    assert ((summary.mean_low <= summary.mean_hierarchical) & (summary.mean_hierarchical <= summary.mean_high)).all()
+    assert summary.loc[0.5, "mean_low"] < 0.5 < summary.loc[0.5, "mean_high"]  # three at each end: a wide interval
+    assert summary.loc[0.0, "mean_high"] < summary.loc[0.8, "mean_low"]  # all linear vs mostly hierarchical: apart
     single = rule_summary(rule_members(scalars), members[members.member == 0].assign(config="one"))
     assert single.n_members.tolist() == [1] and np.isnan(single.ci_low.iloc[0])
 
@@ -234,9 +239,11 @@ def test_rules_and_counting_steps_write_their_tables(tmp_path, scalar_run):
     assert list(tables["rule_members"].final_label) == ["linear"] * 4 + ["hierarchical", "linear"] * 2
     assert len(tables["rule_pairs"]) == 2 * 6  # each of the 2 hierarchical with each of the 6 linear (all at 0.95)
     lines = [line for line in result.summary if line.startswith("rules")]
-    assert lines[0] == ("rules [complexity=0.0]: 0/4 seeds hierarchical, 4 linear, 0 mixed (share 0.00 [0.00, "
-                        "0.00], 95% CI over seeds); final hierarchical shares: 4 <= 0.2, 0 between, 0 >= 0.8; "
-                        "0 changed label in the last third")
+    mean = tables["rule_members"].final_hierarchical[:4].mean()
+    assert lines[0].startswith("rules [complexity=0.0]: 0/4 seeds hierarchical, 4 linear, 0 mixed (share 0.00 [0.00, "
+                               f"0.00]; mean final hierarchical share {mean:.2f} [")
+    assert lines[0].endswith("]; 95% CIs over seeds); final hierarchical shares: 4 <= 0.2, 0 between, 0 >= 0.8; "
+                             "0 changed label in the last third")
     assert "(bimodal)" in lines[1]
 
     counts, fields = synthetic_counting_scalars((10, 24), random_state=0)
@@ -294,9 +301,13 @@ def test_figures_from_synthetic_frames():
 
     summary = rule_summary(per_member, members, random_state=0)
     share = share_figure(summary)
-    assert len(share.data) == 1
+    assert len(share.data) == 2 and share.layout.xaxis.title.text.startswith("complexity")
     np.testing.assert_allclose(share.data[0].x, [0.0, 0.5, 0.8])
     np.testing.assert_allclose(share.data[0].y, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(share.data[1].y, summary.mean_hierarchical)  # dashed: the mean final share
+    by_rc = share_figure(summary.assign(**{"task.complexity": 0.0, "task.subject_rc": [0.0, 0.5, 1.0]}))
+    assert by_rc.layout.xaxis.title.text.startswith("subject_rc") and list(by_rc.data[0].x) == [0.0, 0.5, 1.0]
+    assert len(share_figure(summary.drop(columns=["mean_hierarchical"])).data) == 1  # a table from before
 
     final = per_member.set_index("member")
     signature = pd.DataFrame({"member": final.index, "step": 100, "n_sentences": 50,

@@ -35,8 +35,8 @@ ACCURACY_TOLERANCE = 0.01  # McCoy pairs: in-distribution accuracies within one 
 MEMBER_COLUMNS = ["member", "final_label", "final_hierarchical", "final_linear", "switch_step", "n_label_changes",
                   "late_std", "late_label_changes", "stable", "final_test_acc", "final_gen_acc"]
 SUMMARY_COLUMNS = ["config", "n_members", "n_hierarchical", "n_linear", "n_mixed", "share_hierarchical", "ci_low",
-                   "ci_high", "n_low", "n_middle", "n_high", "middle_share", "bimodal", "median_late_std",
-                   "n_unstable"]
+                   "ci_high", "mean_hierarchical", "mean_low", "mean_high", "n_low", "n_middle", "n_high",
+                   "middle_share", "bimodal", "median_late_std", "n_unstable"]
 PAIR_COLUMNS = ["member_a", "member_b", "config_a", "config_b", "test_acc_a", "test_acc_b", "label_a", "label_b",
                 "hierarchical_a", "hierarchical_b"]
 COUNT_SUBSETS = ("absent", "present_inside_token", "present_own_token", "count_1", "count_2", "count_3_plus",
@@ -110,25 +110,30 @@ def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int
                  random_state=None) -> pd.DataFrame:
     """Per grid point (`members`' `config` column; its member-field columns such as `task.complexity` carried
     along), SUMMARY_COLUMNS: label counts; share_hierarchical with its Multi-Bootstrap CI over seeds (NaN with one
-    seed); n_low / n_middle / n_high members with a final hierarchical share below, inside or above MIDDLE_BAND;
-    bimodal: members at both ends and at most a quarter in the middle; the median late_std and how many members
+    seed); mean_hierarchical, the mean final hierarchical share, with its CI (at 4-8 seeds it separates grid points
+    that the labels' 0/1 cannot); n_low / n_middle / n_high members with a final hierarchical share below, inside
+    or above MIDDLE_BAND; bimodal: members at both ends and at most a quarter in the middle; the median late_std and how many members
     changed label late."""
     table = per_member.merge(members, on="member", how="inner")
-    carried = [c for c in ("task.complexity", "task.diversity", "task.disambiguating") if c in members]
+    carried = [c for c in ("task.complexity", "task.diversity", "task.disambiguating", "task.subject_rc")
+               if c in members]
     records = []
     for config, rows in table.groupby("config", sort=False):
         hierarchical = (rows["final_label"] == "hierarchical").to_numpy(dtype=float)
-        low = high = np.nan
+        shares = rows["final_hierarchical"].to_numpy(dtype=float)
+        low = high = mean_low = mean_high = np.nan
         if len(rows) >= 2:
             interval = multibootstrap(hierarchical, n_boot=n_boot, ci=ci, random_state=random_state)
             low, high = interval.low, interval.high
-        shares = rows["final_hierarchical"].to_numpy(dtype=float)
+            interval = multibootstrap(shares, n_boot=n_boot, ci=ci, random_state=random_state)
+            mean_low, mean_high = interval.low, interval.high
         n_low, n_high = int((shares <= MIDDLE_BAND[0]).sum()), int((shares >= MIDDLE_BAND[1]).sum())
         n_middle = len(shares) - n_low - n_high
         records.append({"config": config, **{c: rows[c].iloc[0] for c in carried}, "n_members": len(rows),
                         **{f"n_{label}": int((rows["final_label"] == label).sum())
                            for label in ("hierarchical", "linear", "mixed")},
                         "share_hierarchical": float(hierarchical.mean()), "ci_low": low, "ci_high": high,
+                        "mean_hierarchical": float(shares.mean()), "mean_low": mean_low, "mean_high": mean_high,
                         "n_low": n_low, "n_middle": n_middle, "n_high": n_high,
                         "middle_share": n_middle / len(shares),
                         "bimodal": bool(n_low and n_high and n_middle <= len(shares) / 4),

@@ -47,34 +47,49 @@ def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None) -
                        "hierarchical or linear (dotted: 0.2 and 0.8)", height=440)
 
 
+FIELD_AXES = {"task.subject_rc": "subject_rc (share of training declaratives with a subject relative clause)",
+              "task.complexity": "complexity (share of center-embedded training sentences)",
+              "task.disambiguating": "disambiguating (share of training questions with a subject relative clause)",
+              "task.diversity": "diversity (sentence templates in training)"}
+
+
 def share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
-    """Share of seeds labelled hierarchical per grid point with its 95% CI over seeds (the `rule_summary` table):
-    against task.complexity where it is a column, one line per combination of the other member fields."""
+    """Share of seeds labelled hierarchical per grid point with its 95% CI over seeds (the `rule_summary` table),
+    and dashed the mean final hierarchical share with its CI: against the first member field of FIELD_AXES that
+    varies (else the grid point), one colour per combination of the other varying ones."""
     if summary is None or summary.empty:
         return None
-    x_column = "task.complexity" if "task.complexity" in summary else "config"
-    others = [c for c in ("task.diversity", "task.disambiguating") if c in summary and summary[c].nunique() > 1]
+    varying = [c for c in FIELD_AXES if c in summary and summary[c].nunique() > 1]
+    x_column, others = (varying[0], varying[1:]) if varying else ("config", [])
     groups = summary.groupby(others, sort=True) if others else [((), summary)]
     fig = go.Figure()
     for i, (key, rows) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
-        name = ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(others, key)) or "share hierarchical"
-        rows = rows.sort_values(x_column)
+        name = ", ".join(f"{c.split('.')[-1]}={v}" for c, v in zip(others, key)) or "seeds labelled hierarchical"
+        rows, colour = rows.sort_values(x_column), PALETTE[i % len(PALETTE)]
         share = rows.share_hierarchical.to_numpy(dtype=float)
         fig.add_trace(go.Scatter(
-            x=rows[x_column], y=share, mode="lines+markers", name=name,
-            line={"color": PALETTE[i % len(PALETTE)]}, marker={"size": 9},
+            x=rows[x_column], y=share, mode="lines+markers", name=name, legendgroup=name,
+            line={"color": colour}, marker={"size": 9},
             error_y={"type": "data", "symmetric": False, "array": np.nan_to_num(rows.ci_high - share),
                      "arrayminus": np.nan_to_num(share - rows.ci_low)},
             customdata=np.stack([rows.n_hierarchical, rows.n_members, rows.n_middle], -1),
             hovertemplate="%{x}: %{customdata[0]}/%{customdata[1]} seeds hierarchical<br>%{customdata[2]} in the "
                           "middle band<extra></extra>"))
-    fig.update_xaxes(title_text=x_column.split(".")[-1] + (" (share of center-embedded training sentences)"
-                                                           if x_column == "task.complexity" else ""))
-    fig.update_yaxes(title_text="share of seeds labelled hierarchical", range=[-0.02, 1.02])
+        if "mean_hierarchical" in rows:  # tables written before 2026-12-07 lack it
+            mean = rows.mean_hierarchical.to_numpy(dtype=float)
+            fig.add_trace(go.Scatter(
+                x=rows[x_column], y=mean, mode="lines+markers", name=f"{name}: mean final share",
+                legendgroup=name, line={"color": colour, "dash": "dash"}, marker={"size": 6},
+                error_y={"type": "data", "symmetric": False, "array": np.nan_to_num(rows.mean_high - mean),
+                         "arrayminus": np.nan_to_num(mean - rows.mean_low)},
+                hovertemplate="%{x}: mean final hierarchical share %{y:.2f}<extra></extra>"))
+    fig.update_xaxes(title_text=FIELD_AXES.get(x_column, x_column))
+    fig.update_yaxes(title_text="share", range=[-0.02, 1.02])
     read = f", read on {summary.scalars.iloc[0]}" if "scalars" in summary else ""
     return base_layout(fig, "Which seeds learn the hierarchical rule",
-                       f"bars: 95% Multi-Bootstrap CI over seeds (ontogeny analyze, step `rules`{read})")
+                       f"solid: seeds labelled hierarchical; dashed: mean final hierarchical share; bars: 95% "
+                       f"Multi-Bootstrap CIs over seeds (ontogeny analyze, step `rules`{read})")
 
 
 SIGNATURE_AXES = {"probe_accuracy": "probe accuracy: main vs embedded auxiliary (held-out in-distribution sentences)",

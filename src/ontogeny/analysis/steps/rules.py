@@ -47,7 +47,9 @@ def _summary_lines(summary: pd.DataFrame, title: str) -> list[str]:
         line = (f"{title} [{row.config}]: {row.n_hierarchical}/{row.n_members} seeds hierarchical, {row.n_linear} "
                 f"linear, {row.n_mixed} mixed")
         if np.isfinite(row.ci_low):
-            line += f" (share {row.share_hierarchical:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}], 95% CI over seeds)"
+            line += (f" (share {row.share_hierarchical:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}]; mean final "
+                     f"hierarchical share {row.mean_hierarchical:.2f} [{row.mean_low:.2f}, {row.mean_high:.2f}]; "
+                     "95% CIs over seeds)")
         line += (f"; final hierarchical shares: {row.n_low} <= 0.2, {row.n_middle} between, {row.n_high} >= 0.8"
                  f"{' (bimodal)' if row.bimodal else ''}; {row.n_unstable} changed label in the last third")
         lines.append(line)
