@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
 
 import ontogeny as og
 from ontogeny.analysis import analyze
@@ -22,6 +23,7 @@ from ontogeny.analysis.signature import (
     signature_prediction,
     transfer_rows,
 )
+from ontogeny.cli import app
 from ontogeny.report.figures_rules import (
     counting_figure,
     piece_share_figure,
@@ -282,6 +284,8 @@ def test_rules_step_adds_the_one_clause_reading_where_recorded(scalar_run):
     assert [trace.name for trace in figure.data] == ["final: hierarchical"] * 3 + ["final: linear"]
     assert max(figure.data[0].y) == one_clause[one_clause.name == "rule_depth1/hierarchical"].value.max()
     assert "rule_depth1/hierarchical" in figure.layout.title.text
+    printed = CliRunner().invoke(app, ["analyze", str(run.path), "--what", "rules"])
+    assert printed.exit_code == 0 and lines[0] in printed.stdout.splitlines()  # one line, however long
     with og.open(scalar_run("rules-before", scalars, members)) as run:  # a run recorded before the split
         lines = [line for line in analyze(run, ["rules"]).summary if line.startswith("rules")]
         assert run.table("rule_summary").scalars.tolist() == ["rule/*"]

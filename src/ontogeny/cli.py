@@ -141,8 +141,8 @@ def analyze_command(
                   if name != "example_dynamics"}  # per-example rows stay in the run directory
         print(json.dumps({"summary": result.summary, "tables": tables}, indent=1))
         return
-    for line in result.summary:
-        console.print(line, markup=False, highlight=False)
+    for line in result.summary:  # one line each, however long: grep finds a whole finding
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if result.tables:
         console.print(f"wrote {', '.join(sorted(result.tables))} into {run_dir}", markup=False, highlight=False)
 
