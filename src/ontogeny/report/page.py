@@ -263,8 +263,9 @@ def rules_section(run: Run, names: list[str]) -> Section | None:
     if not blocks:
         return None
     return Section("rules", "Which rule did it learn?", "Question formation and tense reinflection: the share of "
-                   "generalization items that follow the hierarchical rule (front the main-clause auxiliary; make "
-                   "the main verb agree with its subject) per member over training, the seeds labelled hierarchical "
+                   "generalization items that follow the hierarchical rule (front the main-clause auxiliary, read on "
+                   "McCoy et al.'s questions with one subject relative clause where recorded; make the main verb "
+                   "agree with its subject) per member over training, the seeds labelled hierarchical "
                    "per grid point, and whether an in-distribution probe predicts the rule; letter counting: "
                    "accuracy per subset and tokenizer (ontogeny analyze; the probe with --what signature).", blocks)
 
