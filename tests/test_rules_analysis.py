@@ -360,3 +360,21 @@ def test_tiny_question_run_end_to_end(tmp_path):
     assert any(line.startswith("signature: probe (main vs embedded") for line in result.summary)
     complexity = run.members().set_index("member")["task.complexity"]
     assert last.set_index("member").transfer_accuracy.isna().to_dict() == (complexity == 0).to_dict()
+
+
+def test_hierarchy_data_labels_members_on_mccoy_questions(tmp_path):
+    run = og.run("hierarchy-data", overrides=[
+        "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "steps=20", "record.every=10",
+        "record.weights_every=20", "seeds=2", "task.n_train=200", "task.n_test=20", "task.n_gen=40"],
+        out=tmp_path / "qin")
+    analyze(run, ["rules", "signature"])
+    per_member, summary = run.table("rule_members").set_index("member"), run.table("rule_summary")
+    depth1 = run.scalars(name=["rule_depth1/hierarchical"])
+    final = depth1[depth1.step == 20].set_index("member").value
+    np.testing.assert_allclose(per_member.final_hierarchical, final.loc[per_member.index])
+    assert summary["task.subject_rc"].tolist() == [0.0, 1.0] and set(summary.scalars) == {"rule_depth1/*"}
+    signature = run.table("rule_signature").dropna(subset=["final_hierarchical"]).set_index("member")
+    np.testing.assert_allclose(signature.final_hierarchical, final.loc[signature.index])
+    none = run.members().set_index("member")["task.subject_rc"].loc[signature.index] == 0  # nothing to probe there
+    assert signature.n_sentences[none].eq(0).all() and signature.probe_accuracy[none].isna().all()
+    assert signature.probe_accuracy[~none].notna().all()

@@ -101,7 +101,8 @@ SIGNATURE_COLUMNS = ["member", "step", "n_sentences", "probe_accuracy", "positio
 def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataFrame:
     """The probe signature of every member at every step with saved weights (SIGNATURE_COLUMNS):
     - probe_accuracy: ridge probe, main vs embedded auxiliary, on the final residual stream (`auxiliary_rows`,
-      held-out half of the sentences), over n_sentences declaratives with a subject relative clause;
+      held-out half of the sentences), over n_sentences declaratives with a subject relative clause (NaN with
+      fewer than 2, e.g. at subject_rc 0);
     - position_accuracy: the same probe on a one-hot of the word position alone (in this grammar it is 1: the
       baseline that probe_accuracy cannot beat);
     - transfer_accuracy: fit on depth-1 sentences, scored on the inner and main auxiliaries of n_deep_sentences
@@ -128,7 +129,8 @@ def run_signature(run, *, alpha: float = 1.0, random_state: int = 0) -> pd.DataF
             ensemble.load(step)
             model.eval()
             for config, (x, plain, transfer) in data.items():
-                states = member_states(model, x, np.r_[plain["where"], transfer["where"]])  # [M, R, d]
+                states = (member_states(model, x, np.r_[plain["where"], transfer["where"]]) if len(x)  # [M, R, d]
+                          else np.empty((len(group), 0, 0)))  # subject_rc 0: no sentence to probe, NaN rows
                 n_plain = len(plain["where"])
                 for index, m in enumerate(group):
                     if m.spec.task == config:
