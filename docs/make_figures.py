@@ -1,7 +1,7 @@
 """Write the phenomena's figures in docs/ from their recipes' runs, as the report draws them (headless Chromium,
 the browser test's settings; a browser is never downloaded):
 
-    python docs/make_figures.py --syntax runs/syntax-drops --hierarchy runs/hierarchy-objective \
+    python docs/make_figures.py --syntax runs/syntax-drops --hierarchy runs/hierarchy-data \
         --counting runs/letter-counting
 
 Each run must have been analysed (`ontogeny analyze RUN`) so that its report holds the figures named below.
@@ -20,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FIGURES = {  # the report's figure -> the file in docs/
     "syntax": {"fig-language-structure": "syntax-structure.png", "fig-language-onsets": "syntax-onsets.png"},
-    "hierarchy": {"fig-rules-over-training": "hierarchy-rules.png"},
+    "hierarchy": {"fig-rules-over-training": "hierarchy-rules.png", "fig-rules-share": "hierarchy-share.png"},
     "counting": {"fig-counting-piece-share": "counting-pieces.png"},
 }
 

@@ -33,7 +33,7 @@ def rules(context: Context) -> StepResult:
     pairs = rule_pairs(per_member, context.members)
     result.tables.update(rule_members=per_member, rule_summary=summary, rule_pairs=pairs)
     result.summary += _summary_lines(summary, ONE_CLAUSE if prefix == DEPTH1_PREFIX else "rules")
-    if prefix == DEPTH1_PREFIX:  # beside it, the reading of every run recorded before 2026-12-07
+    if prefix == DEPTH1_PREFIX:  # beside it, every gen question: the only reading before 2026-12-07
         every = rule_summary(rule_members(context.scalars), context.members, random_state=context.random_state)
         result.summary += _summary_lines(every, EVERY_QUESTION)
     result.summary.append(f"rules: {len(pairs)} pair(s) of members with test accuracy within 1 point and different "
