@@ -284,6 +284,11 @@ def test_rules_step_adds_the_one_clause_reading_where_recorded(scalar_run):
     assert [trace.name for trace in figure.data] == ["final: hierarchical"] * 3 + ["final: linear"]
     assert max(figure.data[0].y) == one_clause[one_clause.name == "rule_depth1/hierarchical"].value.max()
     assert "rule_depth1/hierarchical" in figure.layout.title.text
+    configs = pd.Series(["a"] * 2 + ["b"] * 2, index=range(4))  # two grid points: a colour each
+    by_grid = rule_figure(both, per_member, configs)
+    assert [trace.name for trace in by_grid.data] == ["a", "a", "b", "b"]
+    assert [trace.line.dash for trace in by_grid.data] == ["solid"] * 3 + ["dot"]
+    assert by_grid.data[0].line.color == by_grid.data[1].line.color != by_grid.data[2].line.color
     printed = CliRunner().invoke(app, ["analyze", str(run.path), "--what", "rules"])
     assert printed.exit_code == 0 and lines[0] in printed.stdout.splitlines()  # one line, however long
     with og.open(scalar_run("rules-before", scalars, members)) as run:  # a run recorded before the split

@@ -17,34 +17,39 @@ from .figures import PALETTE, STEP_AXIS, base_layout, rgba
 LABEL_COLOURS = {"hierarchical": PALETTE[0], "linear": PALETTE[1], "mixed": "#999999"}
 
 
-def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None) -> go.Figure | None:
+def rule_figure(scalars: pd.DataFrame, per_member: pd.DataFrame | None = None,
+                configs: pd.Series | None = None) -> go.Figure | None:
     """The hierarchical share per member over training (`rule_prefix`'s reading: McCoy et al.'s gen questions where
-    recorded), coloured by the member's final label (from the `rule_members` table; grey without it), with the label
-    thresholds as dotted lines."""
+    recorded) with the label thresholds as dotted lines. Coloured by the member's final label (from the
+    `rule_members` table; grey without it), or, where `configs` (member -> grid point) holds several grid points,
+    by grid point, solid for members that end hierarchical and dotted for the rest."""
     prefix = rule_prefix(scalars["name"].unique())
     rows = scalars[scalars["name"] == prefix + "hierarchical"]
     if rows.empty:
         return None
     labels = per_member.set_index("member")["final_label"] if per_member is not None else pd.Series(dtype=object)
+    grid = configs is not None and configs.reindex(rows.member.unique()).nunique() > 1
+    colours = {config: PALETTE[i % len(PALETTE)] for i, config in enumerate(dict.fromkeys(configs))} if grid else {}
     fig, shown = go.Figure(), set()
     for member, curve in rows.groupby("member", sort=True):
         label = labels.get(member, "mixed")
+        group = configs[member] if grid else label
+        line = ({"color": rgba(colours[group], 0.7), "width": 1.5, "dash": "solid" if label == "hierarchical"
+                 else "dot"} if grid else {"color": rgba(LABEL_COLOURS.get(label, PALETTE[6]), 0.6), "width": 1.5})
         curve = curve.sort_values("step")
-        fig.add_trace(go.Scatter(x=curve.step + 1, y=curve.value, mode="lines", legendgroup=label,
-                                 name=f"final: {label}", showlegend=label not in shown,
-                                 line={"color": rgba(LABEL_COLOURS.get(label, PALETTE[6]), 0.6), "width": 1.5},
+        fig.add_trace(go.Scatter(x=curve.step + 1, y=curve.value, mode="lines", legendgroup=group,
+                                 name=group if grid else f"final: {label}", showlegend=group not in shown, line=line,
                                  customdata=curve.step, hovertemplate=f"member {member} ({label})<br>step "
                                  "%{customdata}<br>hierarchical share %{y:.3f}<extra></extra>"))
-        shown.add(label)
+        shown.add(group)
     for level in MIDDLE_BAND:
         fig.add_hline(y=level, line={"color": "#666", "dash": "dot", "width": 1})
-    questions = ("gen questions with one subject relative clause" if prefix == DEPTH1_PREFIX
-                 else "generalization items")
+    questions = "gen questions with one subject relative clause" if prefix == DEPTH1_PREFIX else "gen items"
     fig.update_xaxes(type="log", title_text=STEP_AXIS)
     fig.update_yaxes(title_text="share following the hierarchical rule", range=[-0.02, 1.02])
     return base_layout(fig, "Rule score over training, per member",
-                       f"hierarchical share of the {questions} ({prefix}hierarchical); labels at >= 0.8 "
-                       "hierarchical or linear (dotted: 0.2 and 0.8)", height=440)
+                       f"{prefix}hierarchical: {questions}; labels at >= 0.8 (grey lines: 0.2, 0.8)"
+                       + ("; solid: ends hierarchical" if grid else ""), height=440)
 
 
 FIELD_AXES = {"task.subject_rc": "subject_rc (share of training declaratives with a subject relative clause)",

@@ -236,7 +236,7 @@ def language_section(run: Run, names: list[str]) -> Section | None:
                    "whether the parse comes before agreement (ontogeny analyze).", blocks)
 
 
-def rules_section(run: Run, names: list[str]) -> Section | None:
+def rules_section(run: Run, names: list[str], configs: pd.Series) -> Section | None:
     """Which rule each question-formation member learned, and letter counting per subset and tokenizer (tables of
     the `rules`, `signature` and `counting` steps)."""
     tables = set(run.tables())
@@ -248,7 +248,7 @@ def rules_section(run: Run, names: list[str]) -> Section | None:
         summary = run.table("rule_summary") if "rule_summary" in tables else None
         signature = run.table("rule_signature") if "rule_signature" in tables else None
         shares = run.scalars(name=["rule/hierarchical", "rule_depth1/hierarchical"])
-        figures = [(rule_figure(shares, per_member), "rules-over-training"),
+        figures = [(rule_figure(shares, per_member, configs), "rules-over-training"),
                    (share_figure(summary), "rules-share"), (signature_figure(signature), "rules-signature"),
                    (signature_figure(signature, "transfer_accuracy"), "rules-signature-transfer")]
         blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]
@@ -387,7 +387,7 @@ for _key, _build in {
                                                                                                  c.configs),
         "hidden": lambda c: hidden_section(c.run, c.summary), "phase": lambda c: phase_section(c.run, c.summary),
         "seeds": lambda c: seeds_section(c.run, c.summary), "maps": lambda c: maps_section(c.run),
-        "language": lambda c: language_section(c.run, c.names), "rules": lambda c: rules_section(c.run, c.names),
+        "language": lambda c: language_section(c.run, c.names), "rules": lambda c: rules_section(c.run, c.names, c.configs),
         "experiments": lambda c: experiments_section(c.run), "scaling": lambda c: scaling_section(c.run),
         "sae": lambda c: sae_section(c.run), "dynamics": lambda c: dynamics_section(c.run, c.names, c.configs),
         "inside": lambda c: inside_section(c.run, c.configs)}.items():
