@@ -111,9 +111,9 @@ def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int
     """Per grid point (`members`' `config` column; its member-field columns such as `task.complexity` carried
     along), SUMMARY_COLUMNS: label counts; share_hierarchical with its Multi-Bootstrap CI over seeds (NaN with one
     seed); mean_hierarchical, the mean final hierarchical share, with its CI (the labels' threshold at 0.8 parts
-    shares that differ by little; the mean does not); n_low / n_middle / n_high members with a final hierarchical share below, inside
-    or above MIDDLE_BAND; bimodal: members at both ends and at most a quarter in the middle; the median late_std
-    and how many members changed label late."""
+    shares that differ by little; the mean does not); n_low / n_middle / n_high members with a final hierarchical
+    share below, inside or above MIDDLE_BAND; bimodal: members at both ends and at most a quarter in the middle; the
+    median late_std and how many members changed label late."""
     table = per_member.merge(members, on="member", how="inner")
     carried = [c for c in ("task.complexity", "task.diversity", "task.disambiguating", "task.subject_rc")
                if c in members]

@@ -387,7 +387,8 @@ for _key, _build in {
                                                                                                  c.configs),
         "hidden": lambda c: hidden_section(c.run, c.summary), "phase": lambda c: phase_section(c.run, c.summary),
         "seeds": lambda c: seeds_section(c.run, c.summary), "maps": lambda c: maps_section(c.run),
-        "language": lambda c: language_section(c.run, c.names), "rules": lambda c: rules_section(c.run, c.names, c.configs),
+        "language": lambda c: language_section(c.run, c.names),
+        "rules": lambda c: rules_section(c.run, c.names, c.configs),
         "experiments": lambda c: experiments_section(c.run), "scaling": lambda c: scaling_section(c.run),
         "sae": lambda c: sae_section(c.run), "dynamics": lambda c: dynamics_section(c.run, c.names, c.configs),
         "inside": lambda c: inside_section(c.run, c.configs)}.items():
