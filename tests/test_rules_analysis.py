@@ -12,7 +12,7 @@ import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.rules import (
-    GAP, RARE_GAP, counting_summary, label_of, rule_curves, rule_members, rule_pairs, rule_summary
+    GAP, RARE_GAP, counting_summary, label_of, rule_contrasts, rule_curves, rule_members, rule_pairs, rule_summary
 )
 from ontogeny.analysis.synthetic import synthetic_counting_scalars, synthetic_rule_scalars
 from ontogeny.analysis.signature import (
@@ -94,6 +94,24 @@ def test_rule_summary_shares_cis_and_bimodality():
     assert summary.loc[0.0, "mean_high"] < summary.loc[0.8, "mean_low"]  # all linear vs mostly hierarchical: apart
     single = rule_summary(rule_members(scalars), members[members.member == 0].assign(config="one"))
     assert single.n_members.tolist() == [1] and np.isnan(single.ci_low.iloc[0])
+
+
+def test_rule_contrasts_pair_grid_points_by_seed():
+    rng = np.random.default_rng(0)
+    seed_effect = rng.uniform(0.3, 0.7, 6)  # each init seed leans its own way under every grid point
+    shares = {"none": seed_effect, "some": seed_effect + 0.1, "noise": seed_effect + rng.normal(0, 0.02, 6)}
+    per_member = pd.DataFrame({"member": range(18), "final_hierarchical": np.concatenate(list(shares.values()))})
+    members = pd.DataFrame({"member": range(18), "config": np.repeat(list(shares), 6),
+                            "init_seed": np.tile(range(6), 3), "data_seed": 0})
+    table = rule_contrasts(per_member, members, random_state=0).set_index("config")
+    assert list(table.index) == ["some", "noise"] and (table.baseline == "none").all()
+    assert table.loc["some", "difference"] == pytest.approx(0.1)
+    assert 0 < table.loc["some", "ci_low"] and table.loc["some", "p_value"] <= 1 / 2000  # paired: the seeds cancel
+    assert table.loc["noise", "ci_low"] < 0 < table.loc["noise", "ci_high"]
+    unpaired = rule_contrasts(per_member, members.assign(init_seed=range(18)), random_state=0)
+    assert unpaired.empty  # no init seed in two grid points: nothing to pair
+    alone = rule_contrasts(per_member[:6], members[:6], random_state=0)
+    assert alone.empty
 
 
 def test_rule_pairs_are_equal_accuracy_and_different_rules():

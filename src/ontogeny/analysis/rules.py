@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..tasks.letters_gen import SHARE_BINS
 from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
-from .bootstrap import multibootstrap
+from .bootstrap import compare, multibootstrap
 
 RULE_PREFIX = "rule/"
 DEPTH1_PREFIX = "rule_depth1/"  # the gen questions whose subject has one relative clause (runs from 2026-12-07 on)
@@ -34,6 +34,7 @@ LATE_FRACTION = 1 / 3  # stability is measured over this last share of the check
 ACCURACY_TOLERANCE = 0.01  # McCoy pairs: in-distribution accuracies within one point count as equal
 MEMBER_COLUMNS = ["member", "final_label", "final_hierarchical", "final_linear", "switch_step", "n_label_changes",
                   "late_std", "late_label_changes", "stable", "final_test_acc", "final_gen_acc"]
+CONTRAST_COLUMNS = ["config", "baseline", "n_pairs", "difference", "ci_low", "ci_high", "p_value"]
 SUMMARY_COLUMNS = ["config", "n_members", "n_hierarchical", "n_linear", "n_mixed", "share_hierarchical", "ci_low",
                    "ci_high", "mean_hierarchical", "mean_low", "mean_high", "n_low", "n_middle", "n_high",
                    "middle_share", "bimodal", "median_late_std", "n_unstable"]
@@ -140,6 +141,30 @@ def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int
                         "median_late_std": float(rows["late_std"].median()),
                         "n_unstable": int((~rows["stable"].astype(bool)).sum())})
     return pd.DataFrame(records, columns=[SUMMARY_COLUMNS[0], *carried, *SUMMARY_COLUMNS[1:]])
+
+
+def rule_contrasts(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
+                   random_state=None) -> pd.DataFrame:
+    """Each grid point against the first (`members`' config order), CONTRAST_COLUMNS: the difference in mean final
+    hierarchical share over the seeds both share, paired by init seed (and data seed), with its Multi-Bootstrap CI
+    and two-sided p-value (bootstrap.compare); no row where fewer than 2 seeds pair."""
+    table = per_member.merge(members, on="member", how="inner")
+    seeds = [c for c in ("init_seed", "data_seed") if c in table]
+    if not seeds or table["config"].nunique() < 2:
+        return pd.DataFrame(columns=CONTRAST_COLUMNS)
+    wide = table.pivot_table(index=seeds, columns="config", values="final_hierarchical", aggfunc="first")
+    baseline, *others = list(dict.fromkeys(table["config"]))
+    records = []
+    for config in others:
+        pairs = wide[[baseline, config]].dropna()
+        if len(pairs) < 2:
+            continue
+        result = compare(pairs[baseline].to_numpy(), pairs[config].to_numpy(), paired=True, n_boot=n_boot, ci=ci,
+                         random_state=random_state)
+        records.append({"config": config, "baseline": baseline, "n_pairs": len(pairs),
+                        "difference": result.difference, "ci_low": result.low, "ci_high": result.high,
+                        "p_value": result.p_value})
+    return pd.DataFrame(records, columns=CONTRAST_COLUMNS)
 
 
 def rule_pairs(per_member: pd.DataFrame, members: pd.DataFrame | None = None, *,

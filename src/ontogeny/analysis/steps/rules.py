@@ -10,29 +10,34 @@ import pandas as pd
 
 from .._common import cannot_rebuild
 from ..analyze import Context, StepResult, analysis_step
-from ..rules import (DEPTH1_PREFIX, GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_curves,
-                     rule_members, rule_pairs, rule_prefix, rule_summary)
+from ..rules import (DEPTH1_PREFIX, GAP, HIERARCHICAL, RARE_GAP, counting_summary, label_of, rule_contrasts,
+                     rule_curves, rule_members, rule_pairs, rule_prefix, rule_summary)
 
 ONE_CLAUSE = "rules on one subject relative clause (McCoy et al.'s gen set)"
 EVERY_QUESTION = "rules on every gen question (one or two nested relative clauses)"
 
 
-@analysis_step("rules", writes=("rule_members", "rule_summary", "rule_pairs"),
+@analysis_step("rules", writes=("rule_members", "rule_summary", "rule_contrasts", "rule_pairs"),
                scalars=(HIERARCHICAL, "rule/linear"))
 def rules(context: Context) -> StepResult:
     """Tables `rule_members` (per member: final label and shares, switch step, stability, final test/gen acc),
     `rule_summary` (per grid point: share labelled hierarchical with its CI over seeds, spread of the final shares,
-    stability; `scalars` names the reading) and `rule_pairs` (members of equal test accuracy with different rules),
-    all from `rule_prefix`'s reading; one line per grid point, and one per grid point on every gen question where
-    that is the other reading."""
+    stability; `scalars` names the reading), `rule_contrasts` (each grid point against the first, paired by seed)
+    and `rule_pairs` (members of equal test accuracy with different rules), all from `rule_prefix`'s reading; one
+    line per grid point and per contrast, and one per grid point on every gen question where that is the other
+    reading."""
     result = StepResult()
     prefix = rule_prefix(context.scalars["name"].unique())
     per_member = rule_members(context.scalars, prefix=prefix)
     summary = rule_summary(per_member, context.members, random_state=context.random_state)
     summary["scalars"] = prefix + "*"
+    contrasts = rule_contrasts(per_member, context.members, random_state=context.random_state)
     pairs = rule_pairs(per_member, context.members)
-    result.tables.update(rule_members=per_member, rule_summary=summary, rule_pairs=pairs)
+    result.tables.update(rule_members=per_member, rule_summary=summary, rule_contrasts=contrasts, rule_pairs=pairs)
     result.summary += _summary_lines(summary, ONE_CLAUSE if prefix == DEPTH1_PREFIX else "rules")
+    result.summary += [f"rules: [{row.config}] - [{row.baseline}]: mean final hierarchical share {row.difference:+.2f} "
+                       f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}] (95% CI, p = {row.p_value:.3f}; {row.n_pairs} seeds "
+                       "paired)" for row in contrasts.itertuples()]
     if prefix == DEPTH1_PREFIX:  # beside it, every gen question: the only reading before 2026-12-07
         every = rule_summary(rule_members(context.scalars), context.members, random_state=context.random_state)
         result.summary += _summary_lines(every, EVERY_QUESTION)
