@@ -31,6 +31,7 @@ from ontogeny.report.figures_rules import (
     share_figure,
     signature_figure,
 )
+from ontogeny.report.page import render_report
 from ontogeny.tasks.letters_gen import SHARE_BINS
 from ontogeny.tasks.questions_gen import QuestionGrammar, sample
 
@@ -396,6 +397,11 @@ def test_hierarchy_data_labels_members_on_mccoy_questions(tmp_path):
     final = depth1[depth1.step == 20].set_index("member").value
     np.testing.assert_allclose(per_member.final_hierarchical, final.loc[per_member.index])
     assert summary["task.subject_rc"].tolist() == [0.0, 1.0] and set(summary.scalars) == {"rule_depth1/*"}
+    contrast = run.table("rule_contrasts")
+    assert contrast[["config", "baseline", "n_pairs"]].values.tolist() == [["subject_rc=1.0", "subject_rc=0.0", 2]]
+    shares = per_member.final_hierarchical
+    assert contrast.difference.item() == pytest.approx(shares[2:].mean() - shares[:2].mean())
+    assert "<th>baseline</th>" in render_report(run)  # the report shows the contrast
     signature = run.table("rule_signature").dropna(subset=["final_hierarchical"]).set_index("member")
     np.testing.assert_allclose(signature.final_hierarchical, final.loc[signature.index])
     none = run.members().set_index("member")["task.subject_rc"].loc[signature.index] == 0  # nothing to probe there

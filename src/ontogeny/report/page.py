@@ -252,7 +252,8 @@ def rules_section(run: Run, names: list[str], configs: pd.Series) -> Section | N
                    (share_figure(summary), "rules-share"), (signature_figure(signature), "rules-signature"),
                    (signature_figure(signature, "transfer_accuracy"), "rules-signature-transfer")]
         blocks += [figure_html(fig, key) for fig, key in figures if fig is not None]
-        blocks += [table_html(run.table(name)) for name in ("rule_summary", "rule_pairs") if name in tables]
+        blocks += [table_html(run.table(name)) for name in ("rule_summary", "rule_contrasts", "rule_pairs")
+                   if name in tables]
     if "counting_summary" in tables:
         summary = run.table("counting_summary")
         blocks.append(figure_html(counting_figure(summary), "counting"))
