@@ -27,7 +27,8 @@ from ..exceptions import OntogenyError, StoreError
 from ..store import COMMITS, REPORT, Layout, Run
 from . import data
 from .figures import compare_figure
-from .page import PLOT_CONFIG, STYLE, render_report, table_html
+from .page import STYLE, render_report
+from .sections import PLOT_CONFIG, table_html
 
 STALE_SECONDS = 600  # an unfinished run with no new file for this long is shown as stopped, not running
 REFRESH_SECONDS = 5
