@@ -101,7 +101,8 @@ def test_rule_contrasts_pair_grid_points_by_seed():
     rng = np.random.default_rng(0)
     seed_effect = rng.uniform(0.3, 0.7, 6)  # each init seed leans its own way under every grid point
     shares = {"none": seed_effect, "some": seed_effect + 0.1, "noise": seed_effect + rng.normal(0, 0.02, 6)}
-    per_member = pd.DataFrame({"member": range(18), "final_hierarchical": np.concatenate(list(shares.values()))})
+    final = np.concatenate(list(shares.values()))
+    per_member = pd.DataFrame({"member": range(18), "final_hierarchical": final, "final_label": label_of(final, 0)})
     members = pd.DataFrame({"member": range(18), "config": np.repeat(list(shares), 6),
                             "init_seed": np.tile(range(6), 3), "data_seed": 0})
     table = rule_contrasts(per_member, members, random_state=0).set_index("config")
@@ -113,6 +114,46 @@ def test_rule_contrasts_pair_grid_points_by_seed():
     assert unpaired.empty  # no init seed in two grid points: nothing to pair
     alone = rule_contrasts(per_member[:6], members[:6], random_state=0)
     assert alone.empty
+    pooled = per_member.merge(members, on="member")  # members of several runs, already joined
+    assert rule_contrasts(pooled, random_state=0).equals(rule_contrasts(per_member, members, random_state=0))
+
+
+def test_rule_contrasts_count_seeds_hierarchical_on_one_side_with_mcnemar_exact_test():
+    # 8 init seeds; baseline hierarchical at seeds 0, 1; the other grid point at 0, 2, 3, 4, 5, 6:
+    # discordant pairs 1 (seed 1) against 5 (seeds 2-6); two-sided exact binomial p = 2 * P(X <= 1 | 6, 1/2) = 14 / 64
+    labels = {"base": [1, 1, 0, 0, 0, 0, 0, 0], "more": [1, 0, 1, 1, 1, 1, 1, 0]}
+    per_member, members = _labelled_members(labels, init_seeds=range(8))
+    row = rule_contrasts(per_member, members, random_state=0).iloc[0]
+    assert (row.only_baseline, row.only_config) == (1, 5)
+    assert row.share_difference == pytest.approx(4 / 8)
+    assert row.labels_p == pytest.approx(14 / 64)
+    same = rule_contrasts(*_labelled_members({"a": [1, 0, 0, 0], "b": [1, 0, 0, 0]}, range(4)), random_state=0)
+    assert same.labels_p.tolist() == [1.0] and same.share_difference.tolist() == [0.0]
+
+
+def test_rule_contrasts_labels_p_keeps_false_verdicts_under_five_percent_at_few_seeds():
+    # null: both grid points share each seed's chance of ending hierarchical (seed effects from 0.05 to 0.95)
+    rng = np.random.default_rng(1)
+    for n_seeds in (4, 6, 8, 16):
+        verdicts = 0
+        for _ in range(400):
+            lean = rng.uniform(0.05, 0.95, n_seeds)
+            labels = {"a": rng.random(n_seeds) < lean, "b": rng.random(n_seeds) < lean}
+            table = rule_contrasts(*_labelled_members(labels, range(n_seeds)), n_boot=10, random_state=0)
+            verdicts += table.labels_p.iloc[0] < 0.05
+        assert verdicts / 400 <= 0.05, (n_seeds, verdicts)
+
+
+def _labelled_members(labels: dict, init_seeds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """per_member and members for grid points {config: [0/1 hierarchical per init seed]}."""
+    configs = list(labels)
+    flags = np.concatenate([np.asarray(labels[c], dtype=bool) for c in configs])
+    shares = np.where(flags, 0.9, 0.5)
+    n = len(flags)
+    per_member = pd.DataFrame({"member": range(n), "final_hierarchical": shares, "final_label": label_of(shares, 0)})
+    members = pd.DataFrame({"member": range(n), "config": np.repeat(configs, len(flags) // len(configs)),
+                            "init_seed": np.tile(list(init_seeds), len(configs)), "data_seed": 0})
+    return per_member, members
 
 
 def test_rule_pairs_are_equal_accuracy_and_different_rules():

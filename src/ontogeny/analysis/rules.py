@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..tasks.letters_gen import SHARE_BINS
 from ..tasks.rule_score import HIERARCHICAL_LABEL_SHARE, LINEAR_LABEL_SHARE
@@ -34,7 +35,8 @@ LATE_FRACTION = 1 / 3  # stability is measured over this last share of the check
 ACCURACY_TOLERANCE = 0.01  # McCoy pairs: in-distribution accuracies within one point count as equal
 MEMBER_COLUMNS = ["member", "final_label", "final_hierarchical", "final_linear", "switch_step", "n_label_changes",
                   "late_std", "late_label_changes", "stable", "final_test_acc", "final_gen_acc"]
-CONTRAST_COLUMNS = ["config", "baseline", "n_pairs", "difference", "ci_low", "ci_high", "p_value"]
+CONTRAST_COLUMNS = ["config", "baseline", "n_pairs", "difference", "ci_low", "ci_high", "p_value", "share_difference",
+                    "only_baseline", "only_config", "labels_p"]
 SUMMARY_COLUMNS = ["config", "n_members", "n_hierarchical", "n_linear", "n_mixed", "share_hierarchical", "ci_low",
                    "ci_high", "mean_hierarchical", "mean_low", "mean_high", "n_low", "n_middle", "n_high",
                    "middle_share", "bimodal", "median_late_std", "n_unstable"]
@@ -143,27 +145,39 @@ def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int
     return pd.DataFrame(records, columns=[SUMMARY_COLUMNS[0], *carried, *SUMMARY_COLUMNS[1:]])
 
 
-def rule_contrasts(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
-                   random_state=None) -> pd.DataFrame:
-    """Each grid point against the first (`members`' config order), CONTRAST_COLUMNS: the difference in mean final
-    hierarchical share over the seeds both share, paired by init seed (and data seed), with its Multi-Bootstrap CI
-    and two-sided p-value (bootstrap.compare); no row where fewer than 2 seeds pair."""
-    table = per_member.merge(members, on="member", how="inner")
+def rule_contrasts(per_member: pd.DataFrame, members: pd.DataFrame | None = None, *, n_boot: int = 2000,
+                   ci: float = 0.95, random_state=None) -> pd.DataFrame:
+    """Each grid point against the first (`members`' config order), CONTRAST_COLUMNS, over the seeds both share,
+    paired by init seed (and data seed); no row where fewer than 2 seeds pair.
+    - difference: in mean final hierarchical share, with its Multi-Bootstrap CI and two-sided p (bootstrap.compare);
+    - share_difference: in the share of seeds labelled hierarchical; only_baseline / only_config count the seeds
+      hierarchical on one side alone, and labels_p is McNemar's exact test on them (two-sided binomial, p = 1/2),
+      exact at any seed count, where a bootstrap of a few 0/1 labels collapses to a point when all agree.
+    `members` None: `per_member` already carries `config` and the seeds (members pooled from several runs)."""
+    table = per_member if members is None else per_member.merge(members, on="member", how="inner")
     seeds = [c for c in ("init_seed", "data_seed") if c in table]
     if not seeds or table["config"].nunique() < 2:
         return pd.DataFrame(columns=CONTRAST_COLUMNS)
-    wide = table.pivot_table(index=seeds, columns="config", values="final_hierarchical", aggfunc="first")
+    table = table.assign(hierarchical=(table["final_label"] == "hierarchical").astype(float))
+    wide = table.pivot_table(index=seeds, columns="config", values=["final_hierarchical", "hierarchical"],
+                             aggfunc="first")
     baseline, *others = list(dict.fromkeys(table["config"]))
     records = []
     for config in others:
-        pairs = wide[[baseline, config]].dropna()
-        if len(pairs) < 2:
+        shares = wide["final_hierarchical"][[baseline, config]].dropna()
+        if len(shares) < 2:
             continue
-        result = compare(pairs[baseline].to_numpy(), pairs[config].to_numpy(), paired=True, n_boot=n_boot, ci=ci,
+        result = compare(shares[baseline].to_numpy(), shares[config].to_numpy(), paired=True, n_boot=n_boot, ci=ci,
                          random_state=random_state)
-        records.append({"config": config, "baseline": baseline, "n_pairs": len(pairs),
+        labels = wide["hierarchical"].loc[shares.index, [baseline, config]]
+        only_baseline = int(((labels[baseline] == 1) & (labels[config] == 0)).sum())
+        only_config = int(((labels[config] == 1) & (labels[baseline] == 0)).sum())
+        discordant = only_baseline + only_config
+        labels_p = stats.binomtest(only_config, discordant).pvalue if discordant else 1.0
+        records.append({"config": config, "baseline": baseline, "n_pairs": len(shares),
                         "difference": result.difference, "ci_low": result.low, "ci_high": result.high,
-                        "p_value": result.p_value})
+                        "p_value": result.p_value, "share_difference": (only_config - only_baseline) / len(shares),
+                        "only_baseline": only_baseline, "only_config": only_config, "labels_p": float(labels_p)})
     return pd.DataFrame(records, columns=CONTRAST_COLUMNS)
 
 

@@ -36,8 +36,10 @@ def rules(context: Context) -> StepResult:
     result.tables.update(rule_members=per_member, rule_summary=summary, rule_contrasts=contrasts, rule_pairs=pairs)
     result.summary += _summary_lines(summary, ONE_CLAUSE if prefix == DEPTH1_PREFIX else "rules")
     result.summary += [f"rules: [{row.config}] - [{row.baseline}]: mean final hierarchical share {row.difference:+.2f} "
-                       f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}] (95% CI, p = {row.p_value:.3f}; {row.n_pairs} seeds "
-                       "paired)" for row in contrasts.itertuples()]
+                       f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}] (95% CI, p = {row.p_value:.3f}); share of seeds "
+                       f"hierarchical {row.share_difference:+.2f} ({row.only_config} seeds hierarchical only with "
+                       f"[{row.config}], {row.only_baseline} only with [{row.baseline}]; McNemar's exact p = "
+                       f"{row.labels_p:.3f}); {row.n_pairs} seeds paired" for row in contrasts.itertuples()]
     if prefix == DEPTH1_PREFIX:  # beside it, every gen question: the only reading before 2026-12-07
         every = rule_summary(rule_members(context.scalars), context.members, random_state=context.random_state)
         result.summary += _summary_lines(every, EVERY_QUESTION)
