@@ -83,7 +83,8 @@ def test_rule_summary_shares_cis_and_bimodality():
     summary = rule_summary(rule_members(scalars), members, random_state=0).set_index("task.complexity")
     assert list(summary.n_hierarchical) == [0, 3, 5] and list(summary.n_members) == [6, 6, 6]
     np.testing.assert_allclose(summary.share_hierarchical, [0, 0.5, 5 / 6])
-    assert summary.loc[0.0, ["ci_low", "ci_high"]].tolist() == [0.0, 0.0]
+    # 0 of 6: the exact interval's upper end solves (1 - p)^6 = 0.025, where a bootstrap of the labels gives [0, 0]
+    np.testing.assert_allclose(summary.loc[0.0, ["ci_low", "ci_high"]].tolist(), [0.0, 1 - 0.025 ** (1 / 6)])
     assert summary.loc[0.5, "ci_low"] < 0.5 < summary.loc[0.5, "ci_high"]
     assert list(summary.bimodal) == [False, True, False]  # both ends only at 0.5
     assert list(summary.n_middle) == [0, 0, 1] and summary.loc[0.8, "middle_share"] == pytest.approx(1 / 6)
@@ -95,6 +96,21 @@ def test_rule_summary_shares_cis_and_bimodality():
     assert summary.loc[0.0, "mean_high"] < summary.loc[0.8, "mean_low"]  # all linear vs mostly hierarchical: apart
     single = rule_summary(rule_members(scalars), members[members.member == 0].assign(config="one"))
     assert single.n_members.tolist() == [1] and np.isnan(single.ci_low.iloc[0])
+
+
+def test_rule_summary_share_interval_covers_at_few_seeds():
+    # the share of seeds labelled hierarchical: its 95% interval holds the true share in >= 95% of grids of 4-8 seeds
+    rng = np.random.default_rng(0)
+    for n_seeds in (4, 6, 8):
+        for truth in (0.1, 0.3, 0.5):
+            flags = rng.random((300, n_seeds)) < truth
+            labels = {i: ["hierarchical" if f else "mixed" for f in row] for i, row in enumerate(flags)}
+            per_member = pd.DataFrame({"member": range(flags.size), "final_label": sum(labels.values(), []),
+                                       "final_hierarchical": 0.5, "late_std": 0.0, "stable": True})
+            members = pd.DataFrame({"member": range(flags.size), "config": np.repeat(range(300), n_seeds)})
+            summary = rule_summary(per_member, members, n_boot=10, random_state=0)
+            covered = ((summary.ci_low <= truth) & (truth <= summary.ci_high)).mean()
+            assert covered >= 0.95, (n_seeds, truth, covered)
 
 
 def test_rule_contrasts_pair_grid_points_by_seed():

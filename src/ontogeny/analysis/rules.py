@@ -112,9 +112,10 @@ def rule_members(scalars: pd.DataFrame, *, late_fraction: float = LATE_FRACTION,
 def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
                  random_state=None) -> pd.DataFrame:
     """Per grid point (`members`' `config` column; its member-field columns such as `task.complexity` carried
-    along), SUMMARY_COLUMNS: label counts; share_hierarchical with its Multi-Bootstrap CI over seeds (NaN with one
-    seed); mean_hierarchical, the mean final hierarchical share, with its CI (the labels' threshold at 0.8 parts
-    shares that differ by little; the mean does not); n_low / n_middle / n_high members with a final hierarchical
+    along), SUMMARY_COLUMNS: label counts; share_hierarchical with its exact (Clopper-Pearson) CI over seeds, NaN
+    with one seed (a bootstrap of 0/1 labels puts 0 of 8 at [0, 0]; the exact interval is [0, 0.37]);
+    mean_hierarchical, the mean final hierarchical share, with its Multi-Bootstrap CI (the labels' threshold at 0.8
+    parts shares that differ by little; the mean does not); n_low / n_middle / n_high members with a final hierarchical
     share below, inside or above MIDDLE_BAND; bimodal: members at both ends and at most a quarter in the middle; the
     median late_std and how many members changed label late."""
     table = per_member.merge(members, on="member", how="inner")
@@ -126,8 +127,7 @@ def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int
         shares = rows["final_hierarchical"].to_numpy(dtype=float)
         low = high = mean_low = mean_high = np.nan
         if len(rows) >= 2:
-            interval = multibootstrap(hierarchical, n_boot=n_boot, ci=ci, random_state=random_state)
-            low, high = interval.low, interval.high
+            low, high = stats.binomtest(int(hierarchical.sum()), len(rows)).proportion_ci(ci, method="exact")
             interval = multibootstrap(shares, n_boot=n_boot, ci=ci, random_state=random_state)
             mean_low, mean_high = interval.low, interval.high
         n_low, n_high = int((shares <= MIDDLE_BAND[0]).sum()), int((shares >= MIDDLE_BAND[1]).sum())
