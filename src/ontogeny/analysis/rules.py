@@ -9,7 +9,7 @@ which label the members where recorded (`rule_prefix`). From those:
   checkpoint from which the label stays the final one to the end);
 - stability: over the last third of checkpoints, the std of the hierarchical share and the number of label changes
   (Qin, Saphra & Alvarez-Melis 2025 find the rule can keep flipping late in training);
-- per grid point, the share of seeds labelled hierarchical (Multi-Bootstrap CI over seeds) and how the final
+- per grid point, the share of seeds labelled hierarchical (exact Clopper-Pearson CI) and how the final
   shares spread: a bimodal outcome puts members at both ends and few in the middle band [0.2, 0.8];
 - McCoy, Frank & Linzen 2020's point in one table: pairs of members with equal in-distribution accuracy (within a
   point) and different rules.
