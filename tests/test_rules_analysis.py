@@ -132,6 +132,9 @@ def test_rule_contrasts_pair_grid_points_by_seed():
     assert alone.empty
     pooled = per_member.merge(members, on="member")  # members of several runs, already joined
     assert rule_contrasts(pooled, random_state=0).equals(rule_contrasts(per_member, members, random_state=0))
+    pooled["late_std"], pooled["stable"] = 0.0, True
+    assert rule_summary(pooled, random_state=0).equals(rule_summary(pooled.drop(columns=["config", "init_seed"]),
+                                                                    members, random_state=0))
 
 
 def test_rule_contrasts_count_seeds_hierarchical_on_one_side_with_mcnemar_exact_test():

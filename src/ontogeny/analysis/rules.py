@@ -109,18 +109,18 @@ def rule_members(scalars: pd.DataFrame, *, late_fraction: float = LATE_FRACTION,
     return pd.DataFrame(records, columns=MEMBER_COLUMNS)
 
 
-def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame, *, n_boot: int = 2000, ci: float = 0.95,
-                 random_state=None) -> pd.DataFrame:
+def rule_summary(per_member: pd.DataFrame, members: pd.DataFrame | None = None, *, n_boot: int = 2000,
+                 ci: float = 0.95, random_state=None) -> pd.DataFrame:
     """Per grid point (`members`' `config` column; its member-field columns such as `task.complexity` carried
     along), SUMMARY_COLUMNS: label counts; share_hierarchical with its exact (Clopper-Pearson) CI over seeds, NaN
     with one seed (a bootstrap of 0/1 labels puts 0 of 8 at [0, 0]; the exact interval is [0, 0.37]);
     mean_hierarchical, the mean final hierarchical share, with its Multi-Bootstrap CI (the labels' threshold at 0.8
     parts shares that differ by little; the mean does not); n_low / n_middle / n_high members with a final hierarchical
     share below, inside or above MIDDLE_BAND; bimodal: members at both ends and at most a quarter in the middle; the
-    median late_std and how many members changed label late."""
-    table = per_member.merge(members, on="member", how="inner")
+    median late_std and how many members changed label late. `members` None: `per_member` already carries them."""
+    table = per_member if members is None else per_member.merge(members, on="member", how="inner")
     carried = [c for c in ("task.complexity", "task.diversity", "task.disambiguating", "task.subject_rc")
-               if c in members]
+               if c in table]
     records = []
     for config, rows in table.groupby("config", sort=False):
         hierarchical = (rows["final_label"] == "hierarchical").to_numpy(dtype=float)
