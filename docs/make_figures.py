@@ -5,6 +5,8 @@ the browser test's settings; a browser is never downloaded):
         --counting runs/letter-counting
 
 Each run must have been analysed (`ontogeny analyze RUN`) so that its report holds the figures named below.
+`--hierarchy-pooled RUN RUN ...` draws the share figure (hierarchy-share-pooled.png) from the `rule_members` of
+several runs of one recipe with different seeds (`--set 'seeds=[...]'`), pooled.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
+import ontogeny as og
+from ontogeny.analysis.rules import rule_contrasts, rule_summary
+from ontogeny.analysis.summary import grid_labels
 from ontogeny.report import write_report
+from ontogeny.report.figures_rules import share_figure
 
 DOCS = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
@@ -29,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for kind in FIGURES:
         parser.add_argument(f"--{kind}", type=Path, help="the recipe's run directory")
+    parser.add_argument("--hierarchy-pooled", type=Path, nargs="+", help="runs of one recipe with different seeds")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -47,7 +56,28 @@ def main() -> None:
                 page.wait_for_timeout(500)  # plotly draws after the element appears
                 figure.screenshot(path=DOCS / name)
                 print(f"wrote {DOCS / name} from {run}")
+        if args.hierarchy_pooled:
+            page.set_content(pooled_share_figure(args.hierarchy_pooled).to_html(include_plotlyjs=True,
+                                                                                div_id="pooled"))
+            page.locator("#pooled").wait_for(state="visible")
+            page.wait_for_timeout(500)
+            page.locator("#pooled").screenshot(path=DOCS / "hierarchy-share-pooled.png")
+            print(f"wrote {DOCS / 'hierarchy-share-pooled.png'} from {len(args.hierarchy_pooled)} runs")
         browser.close()
+
+
+def pooled_share_figure(runs: list[Path]):
+    """The rules share figure over the members of several analysed runs, pooled; prints their summary and contrast."""
+    tables = []
+    for path in runs:
+        with og.open(path) as run:
+            members = run.members()
+            tables.append(run.table("rule_members").merge(members, on="member"))
+    pooled = pd.concat(tables, ignore_index=True).assign(member=lambda t: range(len(t)))
+    pooled["config"] = grid_labels(pooled[members.columns])
+    summary = rule_summary(pooled, random_state=0).assign(scalars="rule_depth1/*")
+    print(summary.to_string(), rule_contrasts(pooled, random_state=0).T.to_string(), sep="\n")
+    return share_figure(summary)
 
 
 if __name__ == "__main__":

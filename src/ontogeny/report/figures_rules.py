@@ -93,8 +93,8 @@ def share_figure(summary: pd.DataFrame | None) -> go.Figure | None:
     fig.update_yaxes(title_text="share", range=[-0.02, 1.02])
     read = f", read on {summary.scalars.iloc[0]}" if "scalars" in summary else ""
     return base_layout(fig, "Which seeds learn the hierarchical rule",
-                       f"solid: seeds labelled hierarchical; dashed: mean final hierarchical share; bars: 95% "
-                       f"Multi-Bootstrap CIs over seeds (ontogeny analyze, step `rules`{read})")
+                       "solid: seeds labelled hierarchical, 95% exact (Clopper-Pearson) CIs;<br>dashed: mean final "
+                       f"hierarchical share, 95% Multi-Bootstrap CIs over seeds (ontogeny analyze, step `rules`{read})")
 
 
 SIGNATURE_AXES = {"probe_accuracy": "probe accuracy: main vs embedded auxiliary (held-out in-distribution sentences)",
