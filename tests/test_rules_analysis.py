@@ -322,7 +322,7 @@ def test_rules_and_counting_steps_write_their_tables(tmp_path, scalar_run):
     lines = [line for line in result.summary if line.startswith("rules")]
     mean = tables["rule_members"].final_hierarchical[:4].mean()
     assert lines[0].startswith("rules [complexity=0.0]: 0/4 seeds hierarchical, 4 linear, 0 mixed (share 0.00 [0.00, "
-                               f"0.00]; mean final hierarchical share {mean:.2f} [")
+                               f"0.60]; mean final hierarchical share {mean:.2f} [")
     assert lines[0].endswith("]; 95% CIs over seeds); final hierarchical shares: 4 <= 0.2, 0 between, 0 >= 0.8; "
                              "0 changed label in the last third")
     assert "(bimodal)" in lines[1]
