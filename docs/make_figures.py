@@ -73,9 +73,10 @@ def pooled_share_figure(runs: list[Path]):
         with og.open(path) as run:
             members = run.members()
             tables.append(run.table("rule_members").merge(members, on="member"))
+            read = run.table("rule_summary").get("scalars", pd.Series(["rule/*"])).iloc[0]
     pooled = pd.concat(tables, ignore_index=True).assign(member=lambda t: range(len(t)))
     pooled["config"] = grid_labels(pooled[members.columns])
-    summary = rule_summary(pooled, random_state=0).assign(scalars="rule_depth1/*")
+    summary = rule_summary(pooled, random_state=0).assign(scalars=read)
     print(summary.to_string(), rule_contrasts(pooled, random_state=0).T.to_string(), sep="\n")
     return share_figure(summary)
 
