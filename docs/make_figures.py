@@ -15,11 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
-import ontogeny as og
-from ontogeny.analysis.rules import rule_contrasts, rule_summary
-from ontogeny.analysis.summary import grid_labels
+from ontogeny.analysis.rules import pooled_rule_members, rule_contrasts, rule_summary
 from ontogeny.report import write_report
 from ontogeny.report.figures_rules import share_figure
 
@@ -68,15 +64,8 @@ def main() -> None:
 
 def pooled_share_figure(runs: list[Path]):
     """The rules share figure over the members of several analysed runs, pooled; prints their summary and contrast."""
-    tables = []
-    for path in runs:
-        with og.open(path) as run:
-            members = run.members()
-            tables.append(run.table("rule_members").merge(members, on="member"))
-            read = run.table("rule_summary").get("scalars", pd.Series(["rule/*"])).iloc[0]
-    pooled = pd.concat(tables, ignore_index=True).assign(member=lambda t: range(len(t)))
-    pooled["config"] = grid_labels(pooled[members.columns])
-    summary = rule_summary(pooled, random_state=0).assign(scalars=read)
+    pooled = pooled_rule_members(runs)
+    summary = rule_summary(pooled, random_state=0).assign(scalars=pooled.scalars.iloc[0])
     print(summary.to_string(), rule_contrasts(pooled, random_state=0).T.to_string(), sep="\n")
     return share_figure(summary)
 

@@ -12,7 +12,8 @@ import ontogeny as og
 from ontogeny.analysis import analyze
 from ontogeny.analysis.analyze import ANALYSES
 from ontogeny.analysis.rules import (
-    GAP, RARE_GAP, counting_summary, label_of, rule_contrasts, rule_curves, rule_members, rule_pairs, rule_summary
+    GAP, RARE_GAP, counting_summary, label_of, pooled_rule_members, rule_contrasts, rule_curves, rule_members,
+    rule_pairs, rule_summary
 )
 from ontogeny.analysis.synthetic import synthetic_counting_scalars, synthetic_rule_scalars
 from ontogeny.analysis.signature import (
@@ -135,6 +136,22 @@ def test_rule_contrasts_pair_grid_points_by_seed():
     pooled["late_std"], pooled["stable"] = 0.0, True
     assert rule_summary(pooled, random_state=0).equals(rule_summary(pooled.drop(columns=["config", "init_seed"]),
                                                                     members, random_state=0))
+
+
+def test_pooled_rule_members_join_analysed_runs_of_one_recipe(tmp_path, scalar_run):
+    paths = []
+    for name, labels in (("a", {0.0: ["linear", "mixed"], 0.5: ["hierarchical", "mixed"]}),
+                         ("b", {0.0: ["mixed"], 0.5: ["hierarchical"]})):
+        scalars, members = grid(labels)
+        paths.append(scalar_run(name, scalars, members))
+        analyze(og.open(paths[-1]), what=["rules"])
+    pooled = pooled_rule_members(paths)
+    assert pooled.member.tolist() == list(range(6)) and (pooled.scalars == "rule/*").all()
+    assert pooled.config.tolist() == ["complexity=0.0"] * 2 + ["complexity=0.5"] * 2 + ["complexity=0.0",
+                                                                                       "complexity=0.5"]
+    assert pooled.final_label.tolist() == ["linear", "mixed", "hierarchical", "mixed", "mixed", "hierarchical"]
+    summary = rule_summary(pooled, random_state=0).set_index("task.complexity")
+    assert summary.n_members.tolist() == [3, 3] and summary.n_hierarchical.tolist() == [0, 2]
 
 
 def test_rule_contrasts_count_seeds_hierarchical_on_one_side_with_mcnemar_exact_test():

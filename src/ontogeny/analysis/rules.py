@@ -181,6 +181,24 @@ def rule_contrasts(per_member: pd.DataFrame, members: pd.DataFrame | None = None
     return pd.DataFrame(records, columns=CONTRAST_COLUMNS)
 
 
+def pooled_rule_members(paths) -> pd.DataFrame:
+    """The `rule_members` of several analysed runs (one recipe, different seeds) joined to their members, renumbered
+    0..N-1, with `config` naming each grid point and `scalars` the reading: the input of rule_summary and
+    rule_contrasts with members=None."""
+    from ..store import open_run
+    from .summary import grid_labels
+
+    tables = []
+    for path in paths:
+        with open_run(path) as run:
+            members = run.members()
+            read = run.table("rule_summary").get("scalars", pd.Series([RULE_PREFIX + "*"])).iloc[0]
+            tables.append(run.table("rule_members").merge(members, on="member").assign(scalars=read))
+    pooled = pd.concat(tables, ignore_index=True).assign(member=lambda t: range(len(t)))
+    pooled["config"] = grid_labels(pooled[members.columns])
+    return pooled
+
+
 def rule_pairs(per_member: pd.DataFrame, members: pd.DataFrame | None = None, *,
                tolerance: float = ACCURACY_TOLERANCE) -> pd.DataFrame:
     """McCoy-style pairs (PAIR_COLUMNS): every two members whose final test/acc differ by at most `tolerance`
